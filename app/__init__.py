@@ -1,0 +1,3 @@
+"""Vigie: supervision platform for industrial and municipal IoT."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Ingest sources: MQTT, OPC-UA, HTTP and the built-in simulators."""

@@ -1,0 +1,135 @@
+"""What every ingest source shares: a name, a run/stop life, health.
+
+A source is an actor: ``run()`` loops until ``stop()`` is called, reconnecting
+on its own when its peer goes away, and hands batches of readings to the hub.
+It registers under a short ``source_type`` (``mqtt``, ``opcua``...) so the
+config and the health page can name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from app.hub import Hub
+from app.ingest.deadletters import DeadLetters
+from app.model import Reading
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionState:
+    """Connection states a source reports as health."""
+
+    STARTING = "starting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    STOPPED = "stopped"
+
+
+class RateMeter:
+    """Readings per second over a sliding window of a few seconds."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._marks: list[tuple[float, int]] = []
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more readings."""
+        self.total += n
+
+    def rate(self) -> float:
+        """Return readings per second over the window."""
+        now = time.monotonic()
+        self._marks.append((now, self.total))
+        while len(self._marks) > 2 and now - self._marks[0][0] > self.window_s:
+            self._marks.pop(0)
+        t0, n0 = self._marks[0]
+        return (self.total - n0) / (now - t0) if now > t0 else 0.0
+
+
+class Source:
+    """Base class of ingest sources."""
+
+    source_type: ClassVar[str] = ""
+
+    def __init__(self, name: str, hub: Hub) -> None:
+        self.name = name
+        self.hub = hub
+        self.dead = DeadLetters(name)
+        self.meter = RateMeter()
+        self.state = ConnectionState.STARTING
+        self.last_error: str | None = None
+        self.last_error_ns: int | None = None
+        self._stopping = asyncio.Event()
+
+    def publish(self, batch: Sequence[Reading]) -> None:
+        """Hand a batch to the hub and count it."""
+        if batch:
+            self.meter.add(len(batch))
+            self.hub.publish(batch)
+
+    def set_state(self, state: str, error: str | None = None) -> None:
+        """Record a connection state change, logging transitions once."""
+        if state != self.state:
+            log.info("%s %s: %s%s", self.source_type, self.name, state, f" ({error})" if error else "")
+        self.state = state
+        if error:
+            self.last_error = error
+            self.last_error_ns = time.time_ns()
+
+    async def run(self) -> None:
+        """Ingest until stopped."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Ask ``run()`` to return; it returns after closing its connection."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Return whether stop was requested."""
+        return self._stopping.is_set()
+
+    async def sleep_or_stop(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless stopped first; return True when stopping."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def health(self) -> dict[str, Any]:
+        """Return connection state, rate and dead letters."""
+        return {
+            "type": self.source_type,
+            "state": self.state,
+            "readings_total": self.meter.total,
+            "readings_per_s": round(self.meter.rate(), 1),
+            "dead_letters": self.dead.health(),
+            "last_error": self.last_error,
+            "last_error_ns": self.last_error_ns,
+        }
+
+
+class Backoff:
+    """Capped exponential back-off for reconnect loops."""
+
+    def __init__(self, initial: float = 0.2, cap: float = 10.0) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.current = initial
+
+    def next(self) -> float:
+        """Return the delay to wait now, and grow it for next time."""
+        delay = self.current
+        self.current = min(self.cap, self.current * 2)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the initial delay after a success."""
+        self.current = self.initial

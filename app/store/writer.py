@@ -1,0 +1,179 @@
+"""The store writer: batches readings, retries, spools, replays.
+
+The hub calls :meth:`StoreWriter.accept` with each batch; the writer task
+groups readings into batches by size and by time and writes them to the
+engine. When the engine says it is unavailable the batch goes to the disk
+spool and the writer keeps spooling (memory stays bounded) while it probes
+the database with capped back-off; once a write succeeds, the spool is
+replayed oldest first. On stop, what is still in memory is written if the
+database takes it and spooled otherwise, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.ingest.base import Backoff
+from app.model import Reading
+from app.store.base import StoreEngine, StoreUnavailable
+from app.store.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+class StoreWriter:
+    """Consumer of the hub that feeds a :class:`StoreEngine` in batches."""
+
+    def __init__(
+        self,
+        engine: StoreEngine,
+        *,
+        spool_dir: Path | None = None,
+        batch_size: int = 5000,
+        flush_interval: float = 0.25,
+        retry_cap: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.spool = Spool(spool_dir) if spool_dir else None
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._pending: list[Reading] = []
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._backoff = Backoff(initial=0.2, cap=retry_cap)
+        self._retry_at = 0.0
+        self.available = True
+        self.written = 0
+        self.rejected = 0
+        self.last_error: str | None = None
+        self.last_flush_s = 0.0
+
+    # -- the hub side -------------------------------------------------
+    def accept(self, batch: Sequence[Reading]) -> None:
+        """Queue a batch for writing; never blocks, never drops."""
+        self._pending.extend(batch)
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def queue_depth(self) -> int:
+        """Return how many readings wait in memory."""
+        return len(self._pending)
+
+    # -- the task side ------------------------------------------------
+    async def run(self) -> None:
+        """Write until stopped, then flush or spool what is left."""
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self._drain()
+        await self._final_flush()
+
+    async def stop(self) -> None:
+        """Ask the writer to flush and return."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Write everything pending now (tests and shutdown)."""
+        await self._drain()
+
+    def _take(self) -> list[Reading]:
+        batch = self._pending[: self.batch_size]
+        del self._pending[: self.batch_size]
+        return batch
+
+    async def _drain(self) -> None:
+        """Write pending batches; spool them while the engine is down."""
+        if not self.available and time.monotonic() < self._retry_at:
+            self._spool_pending()
+            return
+        if self.spool and len(self.spool) and not await self._replay():
+            self._spool_pending()
+            return
+        while self._pending:
+            batch = self._take()
+            if not await self._write(batch):
+                self._spool_batch(batch)
+                self._spool_pending()
+                return
+
+    async def _write(self, batch: list[Reading]) -> bool:
+        """Write one batch; return False when the engine is unavailable."""
+        t0 = time.perf_counter()
+        try:
+            await self.engine.write(batch)
+        except StoreUnavailable as exc:
+            self._mark_down(str(exc))
+            return False
+        except Exception as exc:  # a batch the engine refuses is not retried forever
+            self.rejected += len(batch)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("store refused a batch of %d readings", len(batch))
+            return True
+        self.last_flush_s = time.perf_counter() - t0
+        self.written += len(batch)
+        if not self.available:
+            log.info("store %s is reachable again", self.engine.engine_type)
+        self.available = True
+        self._backoff.reset()
+        return True
+
+    async def _replay(self) -> bool:
+        """Replay spooled batches oldest first; return False if the engine went down."""
+        assert self.spool is not None
+        for path in self.spool.files():
+            batch = self.spool.read(path)
+            if batch and not await self._write(batch):
+                return False
+            self.spool.remove(path, len(batch))
+            log.info("replayed %d spooled readings from %s", len(batch), path.name)
+        return True
+
+    def _mark_down(self, error: str) -> None:
+        if self.available:
+            log.warning("store %s unavailable: %s; spooling", self.engine.engine_type, error)
+        self.available = False
+        self.last_error = error
+        self._retry_at = time.monotonic() + self._backoff.next()
+
+    def _spool_batch(self, batch: list[Reading]) -> None:
+        if self.spool is None:
+            # Without a spool, keep it in memory and try again later.
+            self._pending[:0] = batch
+            return
+        self.spool.put(batch)
+
+    def _spool_pending(self) -> None:
+        while self.spool is not None and self._pending:
+            self.spool.put(self._take())
+
+    async def _final_flush(self) -> None:
+        """On stop: one attempt to write, spool whatever is left."""
+        self._retry_at = 0.0
+        await self._drain()
+        self._spool_pending()
+        if self._pending:
+            log.error("store writer stopped with %d unwritten readings and no spool", len(self._pending))
+
+    def health(self) -> dict[str, Any]:
+        """Return queue depth, spool size and availability."""
+        return {
+            "engine": self.engine.health(),
+            "available": self.available,
+            "queue_depth": self.queue_depth,
+            "written_total": self.written,
+            "rejected_total": self.rejected,
+            "spool_files": len(self.spool) if self.spool else 0,
+            "spool_readings": self.spool.readings if self.spool else 0,
+            "last_error": self.last_error,
+            "last_flush_ms": round(self.last_flush_s * 1000, 2),
+        }

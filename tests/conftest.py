@@ -1,0 +1,54 @@
+"""Shared fixtures: real servers, one per test module unless a test restarts them."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.servers import InfluxDB, Mosquitto
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory):
+    """A Mosquitto broker shared by the whole session (do not restart it)."""
+    server = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_mosquitto(tmp_path):
+    """A broker of the test's own, free to be stopped and restarted."""
+    server = Mosquitto(tmp_path / "mosquitto")
+    server.directory.mkdir(exist_ok=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory):
+    """An InfluxDB server shared by the whole session (do not restart it)."""
+    server = InfluxDB(tmp_path_factory.mktemp("influxdb"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_influxdb(tmp_path):
+    """An InfluxDB of the test's own, free to be stopped and restarted."""
+    d = tmp_path / "influxdb"
+    d.mkdir()
+    server = InfluxDB(d)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_libraries():
+    for name in ("asyncua", "aiomqtt", "amqtt", "bokeh", "tornado.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
