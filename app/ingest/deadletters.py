@@ -59,8 +59,9 @@ def preview(payload: bytes | str) -> str:
 class DeadLetters:
     """Counts and keeps the last rejected inputs of one source."""
 
-    def __init__(self, source: str, keep: int = 50) -> None:
+    def __init__(self, source: str, keep: int = 50, *, quiet: bool = False) -> None:
         self.source = source
+        self.quiet = quiet
         self.counts: Counter[str] = Counter()
         self.recent: deque[DeadLetter] = deque(maxlen=keep)
 
@@ -71,7 +72,7 @@ class DeadLetters:
 
     def add(self, where: str, kind: str, reason: str, payload: bytes | str = b"") -> None:
         """Record one rejected input; log the first of each kind."""
-        if not self.counts[kind]:
+        if not self.counts[kind] and not self.quiet:
             log.warning(
                 "%s: rejected input from %s (%s): %s; further %r rejections are counted, not logged",
                 self.source, where, kind, reason, kind,

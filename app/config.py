@@ -1,0 +1,356 @@
+"""The platform's configuration: ``config/*.yaml`` plus secrets from the environment.
+
+Every YAML file of the config directory contributes top-level sections
+(``server``, ``store``, ``http``, ``mqtt``, ``opcua``; later issues add
+``alarms``, ``contacts``...). A section may appear in one file only. Values
+are validated by :class:`~app.spec.Spec` classes; every problem is reported
+with its file, line and key path. Secrets never live in these files: a key
+ending in ``_env`` names the environment variable holding the secret, and a
+variable that is not set is a config error, found before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import param
+import yaml
+
+from app.ingest.decoders import Decoder
+from app.ingest.topics import TemplateError, TopicTemplate
+from app.spec import Problem, Spec, SpecError, did_you_mean
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """A problem located in a file, at a line, under a key path."""
+
+    file: str
+    line: int | None
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        line = f":{self.line}" if self.line else ""
+        return f"{self.file}{line}: {self.where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``problems`` says every reason."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _secret(env_name: str | None, env: dict[str, str] | os._Environ) -> str | None:
+    return env.get(env_name) if env_name else None
+
+
+# -- section specs -------------------------------------------------------
+class ServerSpec(Spec):
+    """The web server."""
+
+    address = param.String(default="127.0.0.1", doc="Address to listen on (0.0.0.0 for all).")
+    port = param.Integer(default=5006, bounds=(1, 65535), doc="HTTP port.")
+    allow_websocket_origin = param.List(default=[], item_type=str, doc="Extra host:port origins allowed.")
+    editing = param.Boolean(default=False, doc="Allow editing dashboards (until logins with roles exist).")
+    frame_ancestors = param.List(default=[], item_type=str,
+                                 doc="Origins allowed to frame /embed pages (Content-Security-Policy).")
+
+
+class StoreSpec(Spec):
+    """Where readings are stored."""
+
+    engine = param.Selector(default="embedded", objects=["embedded", "influx"])
+    data_dir = param.String(default="var/data", doc="Embedded engine: directory of its database file.")
+    url = param.String(default="http://127.0.0.1:8086", doc="InfluxDB: base URL.")
+    database = param.String(default="vigie", doc="InfluxDB: database (v1) or DBRP-mapped bucket.")
+    measurement = param.String(default="telemetry", doc="InfluxDB: measurement readings are written to.")
+    retention_policy = param.String(default=None, allow_None=True)
+    api = param.Selector(default="v1", objects=["v1", "v2"], doc="v1: /write + /query; v2: /api/v2/write.")
+    org = param.String(default=None, allow_None=True, doc="InfluxDB 2.x/3.x organisation (api v2).")
+    bucket = param.String(default=None, allow_None=True, doc="InfluxDB 2.x/3.x bucket (api v2).")
+    username_env = param.String(default=None, allow_None=True, doc="Variable holding the user name.")
+    password_env = param.String(default=None, allow_None=True, doc="Variable holding the password.")
+    token_env = param.String(default=None, allow_None=True, doc="Variable holding the API token.")
+    spool_dir = param.String(default="var/spool", doc="Where batches wait while the database is down.")
+    batch_size = param.Integer(default=5000, bounds=(1, 1_000_000))
+    flush_interval_s = param.Number(default=0.25, bounds=(0.01, 60))
+
+
+class HttpIngestSpec(Spec):
+    """The HTTP ingestion API."""
+
+    enabled = param.Boolean(default=True)
+    token_env = param.String(default="VIGIE_INGEST_TOKEN",
+                             doc="Variable holding the bearer token; unset disables the endpoint.")
+    max_body_bytes = param.Integer(default=10_000_000, bounds=(1, None))
+    timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
+
+
+class FieldSpec(Spec):
+    """How one JSON field becomes a metric."""
+
+    metric = param.String(default=None, allow_None=True, doc="Metric name (default: the field name).")
+    unit = param.String(default="")
+
+
+class SubscriptionSpec(Spec):
+    """A topic template and how its payloads are decoded."""
+
+    topic = param.String(default=None, allow_None=True, doc="Template: site/{site}/device/{device}/telemetry")
+    decoder = param.Selector(default="json", objects=["json", "number", "line_protocol"])
+    qos = param.Integer(default=1, bounds=(0, 2))
+    timestamp_field = param.String(default="ts", allow_None=True, doc="JSON: field holding the time (null: arrival).")
+    timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
+    fields = param.Dict(default={}, doc="JSON: field -> {metric, unit} (or null to drop it).")
+    other_fields = param.Selector(default="keep", objects=["keep", "drop"])
+    device_field = param.String(default=None, allow_None=True, doc="JSON: field naming the device.")
+    quality_field = param.String(default=None, allow_None=True)
+    metric = param.String(default=None, allow_None=True, doc="number: metric when the topic has no {metric}.")
+    unit = param.String(default="", doc="number: unit of the value.")
+    units = param.Dict(default={}, doc="line_protocol: metric -> unit.")
+    precision = param.Selector(default="ns", objects=["s", "ms", "us", "ns"], doc="line_protocol timestamps.")
+    max_bytes = param.Integer(default=65536, bounds=(1, None))
+    max_future_s = param.Number(default=300.0, bounds=(0, None))
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        problems: list[tuple[tuple, str]] = []
+        if not self.topic:
+            return [(("topic",), "missing (required)")]
+        try:
+            TopicTemplate.parse(self.topic)
+        except TemplateError as exc:
+            problems.append((("topic",), str(exc)))
+        for name, spec in (self.fields or {}).items():
+            if spec is not None and not isinstance(spec, dict):
+                problems.append((("fields", name), "expected {metric: ..., unit: ...} or null"))
+            elif isinstance(spec, dict):
+                try:
+                    FieldSpec.from_spec(spec)
+                except SpecError as exc:
+                    problems.extend((("fields", name, *p.path), p.message) for p in exc.problems)
+        return problems
+
+    def build_decoder(self) -> Decoder:
+        """Create the decoder this subscription describes."""
+        from app.ingest.decoders import FieldMap
+
+        common = {"max_bytes": self.max_bytes, "max_future_s": self.max_future_s}
+        if self.decoder == "json":
+            fields = {k: (FieldMap(v.get("metric"), v.get("unit", "")) if v is not None else None)
+                      for k, v in self.fields.items()}
+            return Decoder.create("json", timestamp_field=self.timestamp_field, timestamp_unit=self.timestamp_unit,
+                                  fields=fields, other_fields=self.other_fields, device_field=self.device_field,
+                                  quality_field=self.quality_field, **common)
+        if self.decoder == "number":
+            return Decoder.create("number", metric=self.metric, unit=self.unit, **common)
+        return Decoder.create("line_protocol", precision=self.precision, units=self.units, **common)
+
+
+class TlsSpec(Spec):
+    """TLS to a broker."""
+
+    ca_file = param.String(default=None, allow_None=True)
+    cert_file = param.String(default=None, allow_None=True)
+    key_file = param.String(default=None, allow_None=True)
+    insecure = param.Boolean(default=False, doc="Skip certificate verification (testing only).")
+
+
+class MqttSpec(Spec):
+    """One MQTT broker and its subscriptions."""
+
+    name = param.String(default="mqtt")
+    host = param.String(default="127.0.0.1")
+    port = param.Integer(default=1883, bounds=(1, 65535))
+    tls = param.ClassSelector(class_=TlsSpec, default=None, allow_None=True)
+    username_env = param.String(default=None, allow_None=True)
+    password_env = param.String(default=None, allow_None=True)
+    client_id = param.String(default=None, allow_None=True, doc="Stable id ({hostname} is replaced).")
+    protocol = param.Selector(default="5", objects=["5", "3.1.1"])
+    shared_group = param.String(default=None, allow_None=True, doc="MQTT 5 shared subscription group.")
+    session_expiry_s = param.Integer(default=7 * 24 * 3600, bounds=(0, None))
+    keepalive_s = param.Integer(default=30, bounds=(5, 3600))
+    subscriptions = param.List(default=[], item_type=SubscriptionSpec)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [k for k in cls.param]  # ``name`` is a real key here
+
+
+class NodeSpec(Spec):
+    """One OPC-UA variable."""
+
+    node_id = param.String(default=None, allow_None=True, doc="e.g. ns=2;i=5 or ns=2;s=Pump1.Speed")
+    browse_path = param.String(default=None, allow_None=True, doc="e.g. 0:Objects/2:PumpStation/2:Flow")
+    device = param.String(default=None, allow_None=True)
+    metric = param.String(default=None, allow_None=True)
+    unit = param.String(default="")
+    tags = param.Dict(default={})
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        problems: list[tuple[tuple, str]] = []
+        if bool(self.node_id) == bool(self.browse_path):
+            problems.append(((), "give exactly one of node_id or browse_path"))
+        for key in ("device", "metric"):
+            if not getattr(self, key):
+                problems.append(((key,), "missing (required)"))
+        return problems
+
+
+class OpcUaSpec(Spec):
+    """One OPC-UA server and the nodes to subscribe to."""
+
+    name = param.String(default="opcua")
+    url = param.String(default=None, allow_None=True, doc="opc.tcp://host:4840/path")
+    security_policy = param.Selector(default=None, objects=[None, "Basic256Sha256", "Aes128Sha256RsaOaep",
+                                                             "Aes256Sha256RsaPss"])
+    security_mode = param.Selector(default="SignAndEncrypt", objects=["Sign", "SignAndEncrypt"])
+    certificate = param.String(default=None, allow_None=True)
+    private_key = param.String(default=None, allow_None=True)
+    server_certificate = param.String(default=None, allow_None=True)
+    username_env = param.String(default=None, allow_None=True)
+    password_env = param.String(default=None, allow_None=True)
+    sampling_interval_ms = param.Number(default=500.0, bounds=(0, None))
+    publishing_interval_ms = param.Number(default=500.0, bounds=(10, None))
+    deadband = param.Number(default=None, allow_None=True, bounds=(0, None), doc="Absolute deadband.")
+    nodes = param.List(default=[], item_type=NodeSpec)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [k for k in cls.param]
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        return [] if self.url else [(("url",), "missing (required)")]
+
+
+class VigieConfig(Spec):
+    """The whole configuration."""
+
+    server = param.ClassSelector(class_=ServerSpec, default=None, allow_None=True)
+    store = param.ClassSelector(class_=StoreSpec, default=None, allow_None=True)
+    http = param.ClassSelector(class_=HttpIngestSpec, default=None, allow_None=True)
+    mqtt = param.List(default=[], item_type=MqttSpec)
+    opcua = param.List(default=[], item_type=OpcUaSpec)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.server = self.server or ServerSpec()
+        self.store = self.store or StoreSpec()
+        self.http = self.http or HttpIngestSpec()
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config, where it came from, and the secrets it needs."""
+
+    config: VigieConfig
+    directory: Path | None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def secret(self, env_name: str | None) -> str | None:
+        """Return the value of a secret variable (checked at load time)."""
+        return _secret(env_name, self.env)
+
+
+# -- loading -------------------------------------------------------------
+def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map every key path of a composed YAML document to its line (1-based)."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = (*path, k.value)
+            out[key] = k.start_mark.line + 1
+            _lines(v, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _lines(v, (*path, i), out)
+    return out
+
+
+def _secret_problems(data: Any, path: tuple, env: dict[str, str]) -> list[Problem]:
+    """Find ``*_env`` keys whose variable is not set."""
+    problems = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str) and k.endswith("_env") and isinstance(v, str) and v not in env:
+                if k == "token_env" and path == ("http",):
+                    continue  # an unset ingest token disables the endpoint, by design
+                problems.append(Problem((*path, k), f"environment variable {v} is not set"))
+            else:
+                problems.extend(_secret_problems(v, (*path, k), env))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            problems.extend(_secret_problems(v, (*path, i), env))
+    return problems
+
+
+def load_config(directory: str | Path | None, env: dict[str, str] | None = None) -> LoadedConfig:
+    """Load and validate every ``*.yaml`` of ``directory``; raise :class:`ConfigError`."""
+    env = dict(os.environ if env is None else env)
+    if directory is None:
+        return LoadedConfig(VigieConfig(), None, env)
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError([ConfigProblem(str(directory), None, "(directory)", "not a directory")])
+    merged: dict[str, Any] = {}
+    origin: dict[str, tuple[str, dict[tuple, int]]] = {}
+    problems: list[ConfigProblem] = []
+    sections = VigieConfig.keys()
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        text = path.read_text(encoding="utf-8")
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problems.append(ConfigProblem(str(path), mark.line + 1 if mark else None, "(syntax)",
+                                          str(getattr(exc, "problem", exc))))
+            continue
+        if data is None:
+            continue
+        lines = _lines(node) if node is not None else {}
+        if not isinstance(data, dict):
+            problems.append(ConfigProblem(str(path), 1, "(top level)", "expected a mapping of sections"))
+            continue
+        for key, value in data.items():
+            if key not in sections and key not in _LATER_SECTIONS:
+                problems.append(ConfigProblem(str(path), lines.get((key,)), str(key),
+                                              f"unknown section{did_you_mean(str(key), sections)}"))
+                continue
+            if key in merged:
+                problems.append(ConfigProblem(str(path), lines.get((key,)), str(key),
+                                              f"section already defined in {origin[key][0]}"))
+                continue
+            merged[key] = value
+            origin[key] = (str(path), lines)
+    known = {k: v for k, v in merged.items() if k in sections}
+
+    def locate(p: Problem) -> ConfigProblem:
+        section = p.path[0] if p.path else None
+        file, lines = origin.get(section, (str(directory), {}))
+        line = None
+        for n in range(len(p.path), 0, -1):
+            line = lines.get(tuple(p.path[:n]))
+            if line:
+                break
+        return ConfigProblem(file, line, p.where, p.message)
+
+    problems.extend(locate(p) for p in _secret_problems(known, (), env))
+    try:
+        config = VigieConfig.from_spec(known)
+    except SpecError as exc:
+        problems.extend(locate(p) for p in exc.problems)
+        config = None
+    if problems or config is None:
+        raise ConfigError(problems)
+    return LoadedConfig(config, directory, env)
+
+
+# Sections owned by later features; accepted so config directories can carry them.
+_LATER_SECTIONS = ("alarms", "contacts", "escalation", "users", "devices", "cameras", "map")

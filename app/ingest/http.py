@@ -1,0 +1,184 @@
+"""The HTTP ingestion API: JSON readings and InfluxDB line protocol, with a bearer token.
+
+``POST /api/v1/readings`` takes a JSON array (or one object) of readings
+``{"device", "metric", "value", "ts"?, "unit"?, "quality"?, "tags"?}``;
+``POST /api/v1/write`` takes line protocol (``?precision=ns|us|ms|s``), the
+device from the ``device`` or ``host`` tag. Good readings are always kept:
+the answer is 200 when all were good, and 400 listing each bad item or line
+with its reason otherwise. Rejections also feed the source's dead letters.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+import tornado.web
+
+from app.ingest.base import ConnectionState, Source
+from app.ingest.deadletters import DeadLetters
+from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder
+from app.model import Quality, Reading, now_ns
+
+_QUALITIES = {q.value for q in Quality}
+
+
+class HttpSource(Source):
+    """The HTTP API as a source: it has no connection, it is up while the server is."""
+
+    source_type = "http"
+
+    def __init__(self, name: str, hub, *, token: str | None, max_body_bytes: int = 10_000_000,
+                 timestamp_unit: str = "ms", max_future_s: float = 300.0) -> None:
+        super().__init__(name, hub)
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.timestamp_unit = timestamp_unit
+        self.max_future_ns = int(max_future_s * 1e9)
+        self.state = ConnectionState.CONNECTED if token else ConnectionState.STOPPED
+        self._lp = {p: LineProtocolDecoder(precision=p, max_bytes=max_body_bytes, max_future_s=max_future_s)
+                    for p in _UNIT_NS}
+
+    async def run(self) -> None:
+        """Nothing to run: requests arrive through the web server. Wait for stop."""
+        await self._stopping.wait()
+        self.set_state(ConnectionState.STOPPED)
+
+    def authorized(self, header: str | None) -> bool:
+        """Check a ``Bearer`` token in constant time."""
+        if not self.token or not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
+
+    # -- line protocol ------------------------------------------------
+    def ingest_lines(self, body: bytes, precision: str) -> tuple[int, list[dict[str, Any]]]:
+        """Store the good lines; return (accepted, errors)."""
+        dead = DeadLetters(self.name, keep=10_000, quiet=True)
+        out: list[Reading] = []
+        self._lp[precision].decode(body, Context(self.name, "http /api/v1/write", now_ns()), out, dead)
+        self.publish(out)
+        return len(out), self._report(dead)
+
+    # -- JSON ---------------------------------------------------------
+    def ingest_json(self, body: bytes) -> tuple[int, list[dict[str, Any]]]:
+        """Store the good readings of a JSON body; return (accepted, errors)."""
+        dead = DeadLetters(self.name, keep=10_000, quiet=True)
+        out: list[Reading] = []
+        received = now_ns()
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            dead.add("body", "invalid_json", str(exc), body)
+            return 0, self._report(dead)
+        items = doc if isinstance(doc, list) else [doc]
+        for i, item in enumerate(items):
+            reading = self._reading(item, f"item {i}", received, dead)
+            if reading is not None:
+                out.append(reading)
+        self.publish(out)
+        return len(out), self._report(dead)
+
+    def _reading(self, item: Any, where: str, received: int, dead: DeadLetters) -> Reading | None:
+        text = json.dumps(item, default=str)[:200]
+        if not isinstance(item, dict):
+            dead.add(where, "wrong_type", "expected an object", text)
+            return None
+        device, metric, value = item.get("device"), item.get("metric"), item.get("value")
+        if not isinstance(device, str) or not device or not isinstance(metric, str) or not metric:
+            dead.add(where, "no_series", "'device' and 'metric' must be non-empty strings", text)
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            dead.add(where, "wrong_type", f"'value' must be a number, got {value!r}", text)
+            return None
+        if not math.isfinite(value):
+            dead.add(where, "not_finite", f"'value' is {value}", text)
+            return None
+        time_ns = self._time(item.get("ts"), received)
+        if isinstance(time_ns, str):
+            dead.add(where, "bad_timestamp", time_ns, text)
+            return None
+        if time_ns > received + self.max_future_ns:
+            dead.add(where, "future_timestamp", "timestamp is in the future", text)
+            return None
+        quality = item.get("quality", Quality.GOOD)
+        tags = item.get("tags") or {}
+        if quality not in _QUALITIES or not isinstance(tags, dict):
+            dead.add(where, "wrong_type", "'quality' must be good/uncertain/bad and 'tags' an object", text)
+            return None
+        unit = item.get("unit") or ""
+        return Reading(device, metric, time_ns, float(value), quality, str(unit), self.name,
+                       {str(k): str(v) for k, v in tags.items()})
+
+    def _time(self, raw: Any, received: int) -> int | str:
+        """Return ns, or a reason string when the timestamp is unusable."""
+        if raw is None:
+            return received
+        try:
+            if isinstance(raw, str):
+                dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+                if dt.tzinfo is None:
+                    return f"ISO timestamp {raw!r} has no time zone"
+                t = int(dt.timestamp() * 1e6) * 1000
+            elif isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+                t = int(raw * _UNIT_NS[self.timestamp_unit if self.timestamp_unit != "iso" else "ms"])
+            else:
+                return f"'ts' must be a number of {self.timestamp_unit} or an ISO 8601 string, got {raw!r}"
+        except (ValueError, OverflowError) as exc:
+            return str(exc)
+        return t if t >= MIN_TIME_NS else f"timestamp {raw!r} is before 2000 (wrong unit?)"
+
+    def _report(self, dead: DeadLetters) -> list[dict[str, Any]]:
+        for d in dead.recent:
+            self.dead.add(d.where, d.kind, d.reason, d.preview)
+        return [{"where": d.where, "kind": d.kind, "reason": d.reason} for d in dead.recent]
+
+
+class _IngestHandler(tornado.web.RequestHandler):
+    """Common checks: token, body size."""
+
+    def initialize(self, source: HttpSource) -> None:
+        self.source = source
+
+    def check_xsrf_cookie(self) -> None:
+        """Token-authenticated API: no cookies, no XSRF."""
+
+    def prepare(self) -> None:
+        if not self.source.token:
+            self._answer(404, {"error": "HTTP ingestion is disabled (no token configured)"})
+        elif not self.source.authorized(self.request.headers.get("Authorization")):
+            self.set_header("WWW-Authenticate", 'Bearer realm="vigie"')
+            self._answer(401, {"error": "missing or wrong bearer token"})
+        elif len(self.request.body) > self.source.max_body_bytes:
+            self._answer(413, {"error": f"body over {self.source.max_body_bytes} bytes"})
+
+    def _answer(self, status: int, doc: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(doc))
+
+    def _result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
+        if errors:
+            self._answer(400, {"accepted": accepted, "rejected": len(errors), "errors": errors})
+        else:
+            self._answer(200, {"accepted": accepted, "rejected": 0})
+
+
+class ReadingsHandler(_IngestHandler):
+    """``POST /api/v1/readings``: JSON readings."""
+
+    def post(self) -> None:
+        self._result(*self.source.ingest_json(self.request.body))
+
+
+class LineProtocolHandler(_IngestHandler):
+    """``POST /api/v1/write``: line protocol."""
+
+    def post(self) -> None:
+        precision = self.get_query_argument("precision", "ns")
+        if precision not in _UNIT_NS:
+            self._answer(400, {"error": f"precision must be one of {', '.join(_UNIT_NS)}"})
+            return
+        self._result(*self.source.ingest_lines(self.request.body, precision))

@@ -1,0 +1,109 @@
+"""The live cache: the recent past of every series, in shared ring buffers.
+
+Ingest writes into it once per reading; browser sessions read from it on
+their own periodic callbacks (pull, never push), so the number of viewers
+can never slow ingest down. Each series keeps a fixed-size ring of times
+and values plus its latest value, unit, quality and tags. A monotonically
+growing sequence number per series lets a session ask for "what is new
+since I last looked" without copying the whole ring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from app.model import LatestValue, Reading
+
+
+class SeriesRing:
+    """A fixed-capacity ring of (time_ns, value) for one series."""
+
+    __slots__ = ("capacity", "device", "metric", "quality", "seq", "tags", "times", "unit", "values")
+
+    def __init__(self, device: str, metric: str, capacity: int) -> None:
+        self.device = device
+        self.metric = metric
+        self.capacity = capacity
+        self.times = np.zeros(capacity, dtype=np.int64)
+        self.values = np.full(capacity, np.nan)
+        self.seq = 0  # how many points were ever appended
+        self.unit = ""
+        self.quality = "good"
+        self.tags: dict[str, str] = {}
+
+    def append(self, r: Reading) -> None:
+        """Add one reading (out-of-order readings are kept in arrival order)."""
+        i = self.seq % self.capacity
+        self.times[i] = r.time_ns
+        self.values[i] = r.value
+        self.seq += 1
+        self.unit = r.unit or self.unit
+        self.quality = r.quality
+        self.tags = r.tags
+
+    def since(self, seq: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Return the points appended after sequence number ``seq`` and the new one."""
+        start = max(seq, self.seq - self.capacity)
+        if start >= self.seq:
+            return self.times[:0], self.values[:0], self.seq
+        idx = np.arange(start, self.seq) % self.capacity
+        return self.times[idx], self.values[idx], self.seq
+
+    def window(self, start_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the ring's points in arrival order, optionally from ``start_ns``."""
+        times, values, _ = self.since(0)
+        if start_ns is not None:
+            keep = times >= start_ns
+            return times[keep], values[keep]
+        return times, values
+
+    def latest(self) -> LatestValue | None:
+        """Return the newest point, or None when empty."""
+        if not self.seq:
+            return None
+        i = (self.seq - 1) % self.capacity
+        return LatestValue(self.device, self.metric, int(self.times[i]), float(self.values[i]), self.quality,
+                           self.unit, self.tags)
+
+
+class LiveCache:
+    """Per-series rings shared by every session of the process."""
+
+    def __init__(self, capacity: int = 3600) -> None:
+        self.capacity = capacity
+        self._rings: dict[str, SeriesRing] = {}
+        self.version = 0  # grows with every accepted batch: a cheap "anything new?" check
+
+    def accept(self, batch: Sequence[Reading]) -> None:
+        """Append a batch (called by the hub, on the ingest path)."""
+        rings = self._rings
+        for r in batch:
+            ring = rings.get(r.key)
+            if ring is None:
+                ring = rings[r.key] = SeriesRing(r.device, r.metric, self.capacity)
+            ring.append(r)
+        self.version += 1
+
+    def get(self, key: str) -> SeriesRing | None:
+        """Return the ring of a series, if it was seen."""
+        return self._rings.get(key)
+
+    def keys(self) -> list[str]:
+        """Return every series key seen, sorted."""
+        return sorted(self._rings)
+
+    def latest(self) -> list[LatestValue]:
+        """Return the latest value of every series, sorted by key."""
+        out = []
+        for key in sorted(self._rings):
+            v = self._rings[key].latest()
+            if v is not None:
+                out.append(v)
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """Return the number of series held."""
+        return {"series": len(self._rings), "capacity_per_series": self.capacity}

@@ -1,0 +1,1 @@
+"""The Panel pages: each view takes the runtime explicitly, never a global."""

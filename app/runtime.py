@@ -1,0 +1,154 @@
+"""The running platform: builds every part from the config, starts and stops them.
+
+One :class:`Runtime` per process owns the hub, the live cache, the store
+engine and its writer, and the ingest sources. It is started once on the
+server's event loop (never per browser session) and stopped in a known
+order: ingest first (nothing new comes in), then the writer (flushes or
+spools what it holds), then the store. Every task it starts is named, kept
+and awaited; a task that dies is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
+from app.hub import Hub
+from app.ingest.base import Source
+from app.ingest.mqtt import MqttSource, MqttSubscription, TlsOptions
+from app.ingest.topics import TopicTemplate
+from app.live import LiveCache
+from app.store.base import StoreEngine
+from app.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_store(spec: StoreSpec, loaded: LoadedConfig, base: Path) -> StoreEngine:
+    """Create the configured store engine."""
+    if spec.engine == "embedded":
+        from app.store.embedded import EmbeddedStore
+
+        return EmbeddedStore(base / spec.data_dir)
+    from app.store.influx import InfluxStore
+
+    return InfluxStore(
+        spec.url,
+        database=spec.database,
+        measurement=spec.measurement,
+        retention_policy=spec.retention_policy,
+        username=loaded.secret(spec.username_env),
+        password=loaded.secret(spec.password_env),
+        token=loaded.secret(spec.token_env),
+        api=spec.api,
+        org=spec.org,
+        bucket=spec.bucket,
+    )
+
+
+def build_mqtt(spec: MqttSpec, hub: Hub, loaded: LoadedConfig) -> MqttSource:
+    """Create an MQTT source from its spec."""
+    subs = [MqttSubscription(TopicTemplate.parse(s.topic), s.build_decoder(), s.qos) for s in spec.subscriptions]
+    tls = None
+    if spec.tls is not None:
+        tls = TlsOptions(spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file, spec.tls.insecure)
+    return MqttSource(
+        spec.name, hub, host=spec.host, port=spec.port, subscriptions=subs, client_id=spec.client_id,
+        username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env), tls=tls,
+        protocol=spec.protocol, shared_group=spec.shared_group, session_expiry_s=spec.session_expiry_s,
+        keepalive_s=spec.keepalive_s,
+    )
+
+
+def build_opcua(spec: OpcUaSpec, hub: Hub, loaded: LoadedConfig) -> Source:
+    """Create an OPC-UA source from its spec."""
+    from app.ingest.opcua import OpcUaNode, OpcUaSource
+
+    nodes = [OpcUaNode(node_id=n.node_id, browse_path=n.browse_path, device=n.device, metric=n.metric,
+                       unit=n.unit, tags=dict(n.tags)) for n in spec.nodes]
+    return OpcUaSource(
+        spec.name, hub, url=spec.url, nodes=nodes, security_policy=spec.security_policy,
+        security_mode=spec.security_mode, certificate=spec.certificate, private_key=spec.private_key,
+        server_certificate=spec.server_certificate, username=loaded.secret(spec.username_env),
+        password=loaded.secret(spec.password_env), sampling_interval_ms=spec.sampling_interval_ms,
+        publishing_interval_ms=spec.publishing_interval_ms, deadband=spec.deadband,
+    )
+
+
+class Runtime:
+    """Every server-wide part of one Vigie process."""
+
+    def __init__(self, loaded: LoadedConfig, *, base_dir: Path | None = None) -> None:
+        self.loaded = loaded
+        cfg = loaded.config
+        base = base_dir or Path.cwd()
+        self.live = LiveCache()
+        self.store = build_store(cfg.store, loaded, base)
+        self.writer = StoreWriter(
+            self.store, spool_dir=base / cfg.store.spool_dir, batch_size=cfg.store.batch_size,
+            flush_interval=cfg.store.flush_interval_s,
+        )
+        # The alarm engine takes the first seat once it exists.
+        self.hub = Hub(alarms=None, live=self.live, store=self.writer)
+        self.sources: list[Source] = [build_mqtt(m, self.hub, loaded) for m in cfg.mqtt]
+        self.sources += [build_opcua(o, self.hub, loaded) for o in cfg.opcua]
+        self.extra_sources: dict[str, Any] = {}  # e.g. the HTTP ingest API, registered by the server
+        self._source_tasks: list[asyncio.Task] = []
+        self._writer_task: asyncio.Task | None = None
+        self.started = asyncio.Event()
+
+    def add_source(self, source: Source) -> None:
+        """Add a source before start (the HTTP API, simulators' own sources)."""
+        self.sources.append(source)
+
+    @staticmethod
+    def _watch(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _task(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._watch)
+        return task
+
+    async def start(self) -> None:
+        """Open the store, start the writer, then the sources."""
+        await self.store.open()
+        self._writer_task = self._task(self.writer.run(), "store-writer")
+        for source in self.sources:
+            if hasattr(source, "run"):
+                self._source_tasks.append(self._task(source.run(), f"source-{source.name}"))
+        self.started.set()
+        log.info("vigie started: %d sources, store %s", len(self.sources), self.store.engine_type)
+
+    async def stop(self) -> None:
+        """Stop ingest, flush the writer, close the store."""
+        for source in self.sources:
+            await source.stop()
+        if self._source_tasks:
+            _done, pending = await asyncio.wait(self._source_tasks, timeout=10)
+            for task in pending:
+                log.warning("source task %s did not stop in time; cancelling", task.get_name())
+                task.cancel()
+            await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        await self.writer.stop()
+        if self._writer_task is not None:
+            await asyncio.gather(self._writer_task, return_exceptions=True)
+        await self.store.close()
+        log.info("vigie stopped: %d readings written", self.writer.written)
+
+    def health(self) -> dict[str, Any]:
+        """Return the JSON health document."""
+        sources = {s.name: s.health() for s in self.sources}
+        ok = self.writer.available and all(h["state"] == "connected" for h in sources.values()
+                                            if h["state"] != "stopped")
+        return {
+            "status": "ok" if ok else "degraded",
+            "sources": sources,
+            "store": self.writer.health(),
+            "live": self.live.health(),
+            "hub": {"published_total": self.hub.published},
+        }

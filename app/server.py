@@ -1,0 +1,115 @@
+"""The web server: Panel pages, the health endpoint, the HTTP ingestion API.
+
+Everything runs on one asyncio loop. :func:`run_server` starts the runtime
+(and any extra actors, such as the demo's broker and simulators) once,
+starts the Panel/Bokeh server on the same loop, waits for SIGINT/SIGTERM,
+then stops in order: web server, ingest and writer (the runtime), extras.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Protocol
+
+import panel as pn
+import tornado.web
+
+from app.config import ServerSpec
+from app.ingest.http import HttpSource, LineProtocolHandler, ReadingsHandler
+from app.pages.status import status_page
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Actor(Protocol):
+    """Something with an async start and stop (broker, simulators)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    """``GET /health``: the runtime's health as JSON (503 while degraded)."""
+
+    def initialize(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def get(self) -> None:
+        doc = self.runtime.health()
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(200 if doc["status"] == "ok" else 503)
+        self.finish(json.dumps(doc, default=str))
+
+
+def attach_http_source(runtime: Runtime) -> HttpSource:
+    """Create the HTTP ingestion source from the config and add it to the runtime."""
+    spec = runtime.loaded.config.http
+    token = runtime.loaded.secret(spec.token_env) if spec.enabled else None
+    source = HttpSource("http", runtime.hub, token=token, max_body_bytes=spec.max_body_bytes,
+                        timestamp_unit=spec.timestamp_unit)
+    runtime.add_source(source)
+    return source
+
+
+def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, port: int | None = None):
+    """Create (not start) the Panel server on the current loop."""
+    patterns: list[tuple[str, Any, dict[str, Any]]] = [
+        (r"/health", HealthHandler, {"runtime": runtime}),
+        (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
+        (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
+    ]
+    port = spec.port if port is None else port
+    origins = [f"localhost:{port}", f"127.0.0.1:{port}", *spec.allow_websocket_origin]
+    return pn.serve(
+        {"/": partial(status_page, runtime)},
+        port=port,
+        address=spec.address,
+        websocket_origin=origins,
+        extra_patterns=patterns,
+        show=False,
+        start=False,
+        title="Vigie",
+    )
+
+
+async def run_server(runtime: Runtime, *, port: int | None = None, extras: Sequence[Actor] = (),
+                     stop_event: asyncio.Event | None = None) -> None:
+    """Run everything until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly."""
+    stop_event = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop_event.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    started: list[Actor] = []
+    server = None
+    try:
+        for actor in extras:
+            await actor.start()
+            started.append(actor)
+        http_source = attach_http_source(runtime)
+        await runtime.start()
+        server = make_server(runtime, http_source, runtime.loaded.config.server, port)
+        server.start()
+        log.info("serving on http://%s:%s/", runtime.loaded.config.server.address, server.port)
+        await stop_event.wait()
+        log.info("stopping")
+    finally:
+        if server is not None:
+            server.stop()
+        await runtime.stop()
+        for actor in reversed(started):
+            await actor.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass

@@ -1,0 +1,182 @@
+"""The embedded store: DuckDB in one file, zero setup, the demo's default.
+
+Readings go in as Arrow batches (about a million rows a second here, where
+``executemany`` manages two thousand). DuckDB is blocking, so every call
+runs in a worker thread with its own cursor. The latest value per series is
+kept in memory (rebuilt from the file at open) so the overview never scans
+the table. The file is locked to one process, which is what one Vigie
+process per data directory wants anyway.
+
+Unlike InfluxDB, the table has no unique key: a replayed spool file after a
+crash could store a point twice. The writer only replays what it failed to
+write, and a local file does not become unreachable, so this is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from app.model import Envelope, LatestValue, Reading, SeriesInfo
+from app.store.base import StoreEngine, bucket_width_ns
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    device VARCHAR, metric VARCHAR, time BIGINT, value DOUBLE, quality VARCHAR
+);
+CREATE TABLE IF NOT EXISTS series (
+    device VARCHAR, metric VARCHAR, unit VARCHAR, tags VARCHAR, PRIMARY KEY (device, metric)
+);
+"""
+
+
+class EmbeddedStore(StoreEngine):
+    """Readings in a DuckDB file under ``data_dir`` (or in memory when None)."""
+
+    engine_type = "embedded"
+
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        self.path = Path(data_dir) / "vigie.duckdb" if data_dir else None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()  # one writer at a time; readers use their own cursors
+        self._latest: dict[str, LatestValue] = {}
+        self._series: dict[str, SeriesInfo] = {}
+
+    async def open(self) -> None:
+        """Open (or create) the database file and load the series catalogue."""
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path) if self.path else ":memory:")
+        self._con.execute(_SCHEMA)
+        for device, metric, unit, tags in self._con.execute("SELECT * FROM series").fetchall():
+            info = SeriesInfo(device, metric, unit, json.loads(tags))
+            self._series[info.key] = info
+        rows = self._con.execute(
+            "SELECT device, metric, max(time), arg_max(value, time), arg_max(quality, time) "
+            "FROM readings GROUP BY device, metric"
+        ).fetchall()
+        for device, metric, t, v, q in rows:
+            info = self._series.get(f"{device}/{metric}")
+            self._latest[f"{device}/{metric}"] = LatestValue(
+                device, metric, t, v, q, info.unit if info else "", info.tags if info else {}
+            )
+
+    async def close(self) -> None:
+        """Checkpoint and close the file."""
+        if self._con is not None:
+            con, self._con = self._con, None
+            await asyncio.to_thread(con.close)
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise RuntimeError("embedded store is not open")
+        return self._con.cursor()
+
+    async def write(self, batch: Sequence[Reading]) -> None:
+        """Append a batch as one Arrow table; update the catalogue and latest values."""
+        if not batch:
+            return
+        table = pa.table(
+            {
+                "device": [r.device for r in batch],
+                "metric": [r.metric for r in batch],
+                "time": pa.array([r.time_ns for r in batch], pa.int64()),
+                "value": pa.array([r.value for r in batch], pa.float64()),
+                "quality": [str(r.quality) for r in batch],
+            }
+        )
+        new_series = []
+        for r in batch:
+            key = r.key
+            known = self._series.get(key)
+            unit = r.unit or (known.unit if known else "")  # a reading without a unit keeps the series' one
+            if known is None or known.unit != unit or known.tags != r.tags:
+                known = SeriesInfo(r.device, r.metric, unit, dict(r.tags))
+                self._series[key] = known
+                new_series.append(known)
+            last = self._latest.get(key)
+            if last is None or r.time_ns >= last.time_ns:
+                self._latest[key] = LatestValue(r.device, r.metric, r.time_ns, r.value, r.quality, unit, r.tags)
+        await asyncio.to_thread(self._insert, table, new_series)
+
+    def _insert(self, table: pa.Table, new_series: list[SeriesInfo]) -> None:
+        with self._lock:
+            cur = self._cursor()
+            cur.register("batch", table)
+            cur.execute("INSERT INTO readings SELECT * FROM batch")
+            cur.unregister("batch")
+            if new_series:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO series VALUES (?, ?, ?, ?)",
+                    [(s.device, s.metric, s.unit, json.dumps(s.tags, sort_keys=True)) for s in new_series],
+                )
+
+    async def latest(self) -> list[LatestValue]:
+        """Return the latest value of every series (from memory)."""
+        return sorted(self._latest.values(), key=lambda v: v.key)
+
+    async def series(self) -> list[SeriesInfo]:
+        """Return the series catalogue."""
+        return sorted(self._series.values(), key=lambda s: s.key)
+
+    async def envelope(self, key: str, start_ns: int, end_ns: int, buckets: int) -> Envelope:
+        """Return min/mean/max per bucket, computed in DuckDB."""
+        device, _, metric = key.rpartition("/")
+        width = bucket_width_ns(start_ns, end_ns, buckets)
+        rows = await asyncio.to_thread(
+            self._query,
+            "SELECT ?::BIGINT + ((time - ?::BIGINT) // ?::BIGINT) * ?::BIGINT AS b, "
+            "min(value), avg(value), max(value) FROM readings "
+            "WHERE device = ? AND metric = ? AND time >= ? AND time < ? GROUP BY b ORDER BY b",
+            [start_ns, start_ns, width, width, device, metric, start_ns, end_ns],
+        )
+        return Envelope(
+            key,
+            width,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+        )
+
+    async def raw(self, key: str, start_ns: int, end_ns: int) -> list[tuple[int, float, str]]:
+        """Return the raw points of a range (for exports and tests)."""
+        device, _, metric = key.rpartition("/")
+        return await asyncio.to_thread(
+            self._query,
+            "SELECT time, value, quality FROM readings WHERE device = ? AND metric = ? "
+            "AND time >= ? AND time < ? ORDER BY time",
+            [device, metric, start_ns, end_ns],
+        )
+
+    async def count(self, key: str | None = None) -> int:
+        """Return how many readings are stored."""
+        if key is None:
+            rows = await asyncio.to_thread(self._query, "SELECT count(*) FROM readings", [])
+        else:
+            device, _, metric = key.rpartition("/")
+            rows = await asyncio.to_thread(
+                self._query, "SELECT count(*) FROM readings WHERE device = ? AND metric = ?", [device, metric]
+            )
+        return int(rows[0][0])
+
+    def _query(self, sql: str, params: list[Any]) -> list[tuple]:
+        return self._cursor().execute(sql, params).fetchall()
+
+    def health(self) -> dict[str, Any]:
+        """Return the file and the number of series."""
+        return {"engine": self.engine_type, "path": str(self.path) if self.path else ":memory:",
+                "series": len(self._series)}

@@ -1,0 +1,137 @@
+"""MQTT ingest against a real Mosquitto: templates, decoders, bad input, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from app.hub import Hub
+from app.ingest.decoders import Decoder, FieldMap
+from app.ingest.mqtt import MqttSource, MqttSubscription
+from app.ingest.topics import TopicTemplate
+from tests.helpers import Collector, publish, until
+
+
+def subscriptions(prefix: str) -> list[MqttSubscription]:
+    return [
+        MqttSubscription(
+            TopicTemplate.parse(prefix + "/site/{site}/device/{device}/telemetry"),
+            Decoder.create("json", timestamp_field="ts", timestamp_unit="ms",
+                           fields={"level": FieldMap(metric="water_level", unit="m")}),
+        ),
+        MqttSubscription(
+            TopicTemplate.parse(prefix + "/site/{site}/device/{device}/value/{metric}"),
+            Decoder.create("number", unit="V"),
+        ),
+        MqttSubscription(TopicTemplate.parse(prefix + "/servers/{device}/metrics"), Decoder.create("line_protocol")),
+    ]
+
+
+async def running(source: MqttSource):
+    task = asyncio.create_task(source.run())
+    await until(lambda: source.state == "connected", what="MQTT connected")
+    return task
+
+
+async def test_json_number_and_line_protocol_payloads(mosquitto, request):
+    prefix = request.node.name
+    collector = Collector()
+    source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c")
+    task = await running(source)
+    ts_ms = int(time.time() * 1000) - 5000
+    await publish(mosquitto.host, mosquitto.port, [
+        (f"{prefix}/site/north/device/dam-1/telemetry", json.dumps({"ts": ts_ms, "level": 12.5, "inflow": 3})),
+        (f"{prefix}/site/north/device/gauge-1/value/battery", b"3.71"),
+        (f"{prefix}/servers/srv-1/metrics", f"system,rack=a cpu=12.5,mem=40i {ts_ms * 10**6}"),
+    ])
+    await until(lambda: len(collector.readings) >= 5, what="5 readings")
+    got = collector.by_key()
+    level = got["dam-1/water_level"][0]
+    assert (level.value, level.unit, level.time_ns, level.tags) == (12.5, "m", ts_ms * 10**6, {"site": "north"})
+    assert got["dam-1/inflow"][0].value == 3.0
+    battery = got["gauge-1/battery"][0]
+    assert (battery.value, battery.unit, battery.tags) == (3.71, "V", {"site": "north"})
+    assert abs(battery.time_ns - time.time_ns()) < 5e9
+    assert got["srv-1/cpu"][0].value == 12.5 and got["srv-1/cpu"][0].tags == {"rack": "a"}
+    assert got["srv-1/mem"][0].value == 40.0
+    await source.stop()
+    await asyncio.wait_for(task, 5)
+    assert source.state == "stopped"
+
+
+async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, request):
+    prefix = request.node.name
+    collector = Collector()
+    source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c")
+    task = await running(source)
+    now_ms = int(time.time() * 1000)
+    tele = f"{prefix}/site/s/device/d/telemetry"
+    bad = [
+        (tele, b"{not json"),
+        (tele, b"\xff\xfe\x00garbage"),
+        (tele, json.dumps({"ts": now_ms, "level": "high"})),
+        (tele, b'{"ts": %d, "level": NaN}' % now_ms),
+        (tele, json.dumps({"level": 1.0})),
+        (tele, json.dumps({"ts": now_ms + 10**9, "level": 1.0})),
+        (tele, b"x" * 70000),
+        (f"{prefix}/site//device/d/telemetry", b"1"),  # empty {site}: matches the filter only
+        (f"{prefix}/site/s/device/d/value/v", b"abc"),
+        (f"{prefix}/servers/srv/metrics", b"bad line protocol here\nsystem cpu=1 " + str(now_ms * 10**6).encode()),
+    ]
+    good = [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(20)]
+    mixed = [m for pair in zip(bad, good, strict=False) for m in pair] + good[len(bad):]
+    await publish(mosquitto.host, mosquitto.port, mixed)
+    await until(lambda: source.dead.total >= 10 and len(collector.readings) >= 21, what="all processed")
+    levels = sorted(r.value for r in collector.readings if r.metric == "water_level")
+    assert levels == [float(i) for i in range(20)]
+    assert [r.metric for r in collector.readings if r.device == "srv"] == ["cpu"]
+    kinds = source.dead.counts
+    for kind in ("invalid_json", "not_utf8", "wrong_type", "not_finite", "missing_timestamp",
+                 "future_timestamp", "oversized", "no_template", "not_a_number", "bad_line"):
+        assert kinds[kind] >= 1, kind
+    health = source.health()
+    assert health["dead_letters"]["total"] == source.dead.total
+    assert all("reason" in d for d in health["dead_letters"]["recent"])
+    await source.stop()
+    await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.slow
+async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosquitto, request):
+    prefix = "p"
+    collector = Collector()
+    source = MqttSource("t", Hub(store=collector), host=own_mosquitto.host, port=own_mosquitto.port,
+                        subscriptions=subscriptions(prefix), client_id="persistent-vigie",
+                        reconnect_max_delay_s=0.5)
+    task = await running(source)
+    tele = f"{prefix}/site/s/device/d/telemetry"
+    now_ms = int(time.time() * 1000)
+    await publish(own_mosquitto.host, own_mosquitto.port,
+                  [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(10)])
+    await until(lambda: len(collector.readings) == 10, what="first 10")
+    # Stop Vigie's source, publish while it is away, restart the broker too.
+    await source.stop()
+    await asyncio.wait_for(task, 5)
+    await publish(own_mosquitto.host, own_mosquitto.port,
+                  [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(10, 20)])
+    await asyncio.to_thread(own_mosquitto.restart)
+    await publish(own_mosquitto.host, own_mosquitto.port,
+                  [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(20, 30)])
+    source2 = MqttSource("t", Hub(store=collector), host=own_mosquitto.host, port=own_mosquitto.port,
+                         subscriptions=subscriptions(prefix), client_id="persistent-vigie",
+                         reconnect_max_delay_s=0.5)
+    task2 = await running(source2)
+    await until(lambda: len(collector.readings) >= 30, what="30 readings")
+    # Broker restarted under a connected source: it reconnects by itself.
+    await asyncio.to_thread(own_mosquitto.restart)
+    await publish(own_mosquitto.host, own_mosquitto.port,
+                  [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(30, 40)])
+    await until(lambda: len({r.value for r in collector.readings}) >= 40, timeout=15, what="40 readings")
+    assert sorted({r.value for r in collector.readings}) == [float(i) for i in range(40)]
+    await source2.stop()
+    await asyncio.wait_for(task2, 5)

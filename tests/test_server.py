@@ -1,0 +1,96 @@
+"""The web server in-process: health, HTTP ingestion, the status page, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from app.config import load_config
+from app.runtime import Runtime
+from app.server import run_server
+from tests.helpers import until
+from tests.servers import free_port
+
+TOKEN = "s3cret-token"
+
+
+def http(method: str, url: str, body: bytes | None = None, token: str | None = TOKEN) -> tuple[int, dict | str]:
+    req = urllib.request.Request(url, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+@pytest.fixture
+async def served(tmp_path, mosquitto):
+    cfg_dir = tmp_path / "config"
+    cfg_dir.mkdir()
+    (cfg_dir / "vigie.yaml").write_text(
+        "store: {engine: embedded, data_dir: data, spool_dir: spool}\n"
+        "http: {token_env: TEST_TOKEN}\n"
+        f"mqtt:\n  - name: m\n    host: 127.0.0.1\n    port: {mosquitto.port}\n    client_id: srv-test\n"
+        "    subscriptions:\n      - topic: srvtest/{device}/telemetry\n"
+    )
+    loaded = load_config(cfg_dir, env={"TEST_TOKEN": TOKEN})
+    runtime = Runtime(loaded, base_dir=tmp_path)
+    port = free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_server(runtime, port=port, stop_event=stop))
+    base = f"http://127.0.0.1:{port}"
+    await until(lambda: runtime.started.is_set(), what="runtime started")
+    await until(lambda: runtime.sources[0].state == "connected", what="MQTT connected")
+    await until(lambda: asyncio.to_thread(lambda: http("GET", base + "/health")[0] in (200, 503)),
+                what="health endpoint")
+    yield runtime, base
+    stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+async def test_health_page_and_ingest_api(served):
+    runtime, base = served
+    status, doc = await asyncio.to_thread(http, "GET", base + "/health")
+    assert status == 200, doc
+    assert doc["sources"]["m"]["state"] == "connected"
+    assert {"queue_depth", "spool_readings", "available"} <= set(doc["store"])
+
+    now_ms = int(time.time() * 1000)
+    body = json.dumps([
+        {"device": "api-1", "metric": "temp", "value": 21.5, "ts": now_ms, "unit": "°C", "tags": {"room": "a"}},
+        {"device": "api-1", "metric": "temp", "value": "hot", "ts": now_ms + 1},
+        {"device": "api-1", "metric": "temp", "value": 22.5, "ts": now_ms + 2},
+    ]).encode()
+    status, doc = await asyncio.to_thread(http, "POST", base + "/api/v1/readings", body)
+    assert status == 400 and doc["accepted"] == 2 and doc["errors"][0]["where"] == "item 1"
+    lp = f"weather,device=ws-1 temp=3.5,hum=80i {now_ms}\nthis is not line protocol\n".encode()
+    status, doc = await asyncio.to_thread(http, "POST", base + "/api/v1/write?precision=ms", lp)
+    assert status == 400 and doc["accepted"] == 2 and "line 2" in doc["errors"][0]["where"]
+    status, doc = await asyncio.to_thread(http, "POST", base + "/api/v1/write?precision=ms",
+                                          f"w,device=ws-2 t=1 {now_ms}".encode())
+    assert status == 200 and doc == {"accepted": 1, "rejected": 0}
+    status, _ = await asyncio.to_thread(http, "POST", base + "/api/v1/readings", body, token="wrong")
+    assert status == 401
+    status, _ = await asyncio.to_thread(http, "POST", base + "/api/v1/readings", body, token=None)
+    assert status == 401
+
+    await runtime.writer.flush()
+    assert await runtime.store.count("api-1/temp") == 2
+    assert await runtime.store.count("ws-1/hum") == 1
+    latest = {v.key: v for v in await runtime.store.latest()}
+    assert latest["api-1/temp"].value == 22.5 and latest["api-1/temp"].unit == "°C"
+    assert runtime.health()["sources"]["http"]["dead_letters"]["total"] == 2
+
+    status, page = await asyncio.to_thread(http, "GET", base + "/")
+    assert status == 200 and "Vigie" in page
