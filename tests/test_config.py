@@ -1,0 +1,69 @@
+"""Config loading: the shipped config validates; every problem names file, line and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_config_is_valid():
+    loaded = load_config(ROOT / "config", env={})
+    assert loaded.config.store.engine == "embedded"
+    assert loaded.config.mqtt[0].subscriptions[0].topic == "site/{site}/device/{device}/telemetry"
+    assert len(loaded.config.opcua[0].nodes) == 7
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_problems_name_file_line_and_key(tmp_path):
+    write(tmp_path, "a.yaml", "store:\n  engine: influx\n  token_env: MISSING_TOKEN\n"
+                              "mqtt:\n  - host: h\n    prot: 5\n    subscriptions:\n      - topic: a/{b\n")
+    write(tmp_path, "b.yaml", "opcua:\n  - url: opc.tcp://x\n    nodes:\n      - {device: d}\nsevrer: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    text = str(err.value)
+    assert "a.yaml:3: store.token_env: environment variable MISSING_TOKEN is not set" in text
+    assert "a.yaml:6: mqtt[0].prot: unknown key (did you mean 'port'?)" in text
+    assert "a.yaml:8: mqtt[0].subscriptions[0].topic:" in text
+    assert "b.yaml:4: opcua[0].nodes[0]: give exactly one of node_id or browse_path" in text
+    assert "b.yaml:4: opcua[0].nodes[0].metric: missing (required)" in text
+    assert "b.yaml:5: sevrer: unknown section (did you mean 'server'?)" in text
+
+
+def test_wrong_type_and_duplicate_section(tmp_path):
+    write(tmp_path, "a.yaml", "server:\n  port: eighty\n")
+    write(tmp_path, "b.yaml", "server:\n  port: 80\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    text = str(err.value)
+    assert "a.yaml:2: server.port: expected an integer, got a string 'eighty'" in text
+    assert "b.yaml:1: server: section already defined in" in text
+
+
+def test_yaml_syntax_error_is_located(tmp_path):
+    write(tmp_path, "a.yaml", "server:\n  port: [1,\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    assert "a.yaml:" in str(err.value) and "(syntax)" in str(err.value)
+
+
+def test_check_config_command_exit_codes(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "app.cli", "check-config", str(ROOT / "config")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
+    write(tmp_path, "a.yaml", "store:\n  engnie: embedded\n")
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "check-config", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "a.yaml:2: store.engnie: unknown key (did you mean 'engine'?)" in bad.stderr
