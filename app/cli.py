@@ -48,6 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.server import run_server
 
     loaded = _load_or_exit(Path(args.config))
+    if args.address:
+        loaded.config.server.address = args.address
 
     async def main() -> None:
         runtime = Runtime(loaded, base_dir=Path(args.data_root) if args.data_root else None)
@@ -68,6 +70,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     loaded = _load_or_exit(Path(args.config) if args.config else default_config_dir())
     cfg = loaded.config
     cfg.server.editing = True
+    if args.address:
+        cfg.server.address = args.address
     mqtt = cfg.mqtt[0]
     extras: list = [EmbeddedBroker(host=mqtt.host, port=mqtt.port)]
     for o in cfg.opcua:
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the self-contained demo")
     demo.add_argument("--port", type=int, default=None, help="web port (default 5006)")
+    demo.add_argument("--address", default=None, help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--config", default=None, help="demo config directory (default: shipped config/)")
     demo.add_argument("--data-root", default="var/demo", help="where the demo keeps its data")
     demo.add_argument("--period", type=float, default=1.0, help="simulator period in seconds")
@@ -114,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run against the servers in a config directory")
     serve.add_argument("--config", required=True, help="config directory (*.yaml)")
     serve.add_argument("--port", type=int, default=None, help="web port (overrides server.port)")
+    serve.add_argument("--address", default=None, help="address to listen on (overrides server.address)")
     serve.add_argument("--data-root", default=None, help="base of relative data paths (default: cwd)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check-config", help="validate a config directory")

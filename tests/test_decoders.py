@@ -55,7 +55,7 @@ def test_json_timestamp_units_and_mapping():
         ("water_level", 3.0, "m", 1795600800123000000)]
     for unit, raw in (("s", NOW / 1e9), ("ms", NOW // 10**6), ("us", NOW // 1000), ("ns", NOW)):
         d = Decoder.create("json", timestamp_field="ts", timestamp_unit=unit)
-        out, dead = run(d, json.dumps({"ts": raw, "v": 1}).encode())
+        out, _dead = run(d, json.dumps({"ts": raw, "v": 1}).encode())
         assert abs(out[0].time_ns - NOW) < 10**6, unit
     nested = Decoder.create("json", timestamp_field=None, fields={"a.b": FieldMap("ab")})
     out, _ = run(nested, b'{"a": {"b": 5}}')

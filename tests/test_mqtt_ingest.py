@@ -135,3 +135,41 @@ async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosq
     assert sorted({r.value for r in collector.readings}) == [float(i) for i in range(40)]
     await source2.stop()
     await asyncio.wait_for(task2, 5)
+
+
+async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb, request):
+    from app.store.influx import InfluxStore
+    from app.store.writer import StoreWriter
+
+    prefix = "exact"
+    store = InfluxStore(influxdb.url, database=influxdb.database, measurement="mqtt_exact")
+    await store.open()
+    writer = StoreWriter(store, batch_size=100, flush_interval=0.05)
+    writer_task = asyncio.create_task(writer.run())
+    source = MqttSource("plant", Hub(store=writer), host=mosquitto.host, port=mosquitto.port,
+                        subscriptions=subscriptions(prefix), client_id="exact-c")
+    task = await running(source)
+    ts_ms = int(time.time() * 1000) - 60_000
+    await publish(mosquitto.host, mosquitto.port, [
+        (f"{prefix}/site/north/device/dam-1/telemetry", json.dumps({"ts": ts_ms, "level": 12.5, "inflow": 3})),
+        (f"{prefix}/site/south/device/gauge-1/value/battery", b"3.71"),
+        (f"{prefix}/servers/srv-1/metrics", f"system,rack=a cpu=12.5,mem=40i {(ts_ms + 7) * 10**6}"),
+    ])
+    await until(lambda: writer.written >= 5, what="5 points written")
+    rows = {(r["device"], r["metric"]): r for r in influxdb.points('SELECT * FROM "mqtt_exact" GROUP BY *')}
+    assert set(rows) == {("dam-1", "water_level"), ("dam-1", "inflow"), ("gauge-1", "battery"),
+                         ("srv-1", "cpu"), ("srv-1", "mem")}
+    level = rows[("dam-1", "water_level")]
+    assert (level["time"], level["value"], level["unit"], level["site"], level["quality"]) == (
+        ts_ms * 10**6, 12.5, "m", "north", "good")
+    assert rows[("dam-1", "inflow")]["value"] == 3.0 and rows[("dam-1", "inflow")]["time"] == ts_ms * 10**6
+    battery = rows[("gauge-1", "battery")]
+    assert (battery["value"], battery["unit"], battery["site"]) == (3.71, "V", "south")
+    cpu = rows[("srv-1", "cpu")]
+    assert (cpu["time"], cpu["value"], cpu["rack"]) == ((ts_ms + 7) * 10**6, 12.5, "a")
+    assert rows[("srv-1", "mem")]["value"] == 40.0
+    await source.stop()
+    await asyncio.wait_for(task, 5)
+    await writer.stop()
+    await writer_task
+    await store.close()

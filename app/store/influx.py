@@ -86,9 +86,8 @@ def quote_literal(text: str) -> str:
 
 def _escape_tag(text: str) -> str | None:
     """Escape a tag key or value; ``None`` when line protocol cannot carry it."""
-    if "\\" in text or "\n" in text:
-        if _TAG_UNSAFE.search(text):
-            return None
+    if ("\\" in text or "\n" in text) and _TAG_UNSAFE.search(text):
+        return None
     return text.translate(_TAG_ESC)
 
 
@@ -196,6 +195,8 @@ class InfluxStore(StoreEngine):
         A database down at start must not stop Vigie: the writer spools and
         retries, and a write that finds no database creates it then.
         """
+        if self.api == "v2":
+            self._v2_writer()  # import influxdb-client now, not on the first write
         try:
             await self.ping()
         except StoreUnavailable as exc:
@@ -393,6 +394,17 @@ class InfluxStore(StoreEngine):
         self.last_error = message
         return InfluxWriteRejected(status, message)
 
+    def _v2_writer(self) -> Any:
+        """Return influxdb-client's synchronous write API (created once)."""
+        if self._v2_write is None:
+            from influxdb_client import InfluxDBClient
+            from influxdb_client.client.write_api import SYNCHRONOUS
+
+            self._v2_client = InfluxDBClient(url=self.url, token=self._token, org=self.org,
+                                             timeout=int(self.timeout_s * 1000), retries=False)
+            self._v2_write = self._v2_client.write_api(write_options=SYNCHRONOUS)
+        return self._v2_write
+
     async def _write_v2(self, data: bytes) -> None:
         """Write through influxdb-client's synchronous v2 API, in a thread.
 
@@ -403,15 +415,9 @@ class InfluxStore(StoreEngine):
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
-        if self._v2_write is None:
-            from influxdb_client import InfluxDBClient
-            from influxdb_client.client.write_api import SYNCHRONOUS
-
-            self._v2_client = InfluxDBClient(url=self.url, token=self._token, org=self.org,
-                                             timeout=int(self.timeout_s * 1000), retries=False)
-            self._v2_write = self._v2_client.write_api(write_options=SYNCHRONOUS)
+        write_api = self._v2_writer()
         try:
-            await asyncio.to_thread(self._v2_write.write, self.bucket, self.org, data, "ns")
+            await asyncio.to_thread(write_api.write, self.bucket, self.org, data, "ns")
         except ApiException as exc:
             status = exc.status or 0
             message = str(getattr(exc, "message", "") or exc.reason or "")[:500]

@@ -45,6 +45,7 @@ class StoreWriter:
         self._pending: list[Reading] = []
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._drain_lock = asyncio.Lock()  # flush() from outside must not replay a file twice
         self._backoff = Backoff(initial=0.2, cap=retry_cap)
         self._retry_at = 0.0
         self.available = True
@@ -93,6 +94,10 @@ class StoreWriter:
 
     async def _drain(self) -> None:
         """Write pending batches; spool them while the engine is down."""
+        async with self._drain_lock:
+            await self._drain_locked()
+
+    async def _drain_locked(self) -> None:
         if not self.available and time.monotonic() < self._retry_at:
             self._spool_pending()
             return
@@ -145,16 +150,22 @@ class StoreWriter:
         self.last_error = error
         self._retry_at = time.monotonic() + self._backoff.next()
 
-    def _spool_batch(self, batch: list[Reading]) -> None:
-        if self.spool is None:
-            # Without a spool, keep it in memory and try again later.
-            self._pending[:0] = batch
-            return
-        self.spool.put(batch)
+    def _spool_batch(self, batch: list[Reading]) -> bool:
+        """Put a batch on disk; without a spool (or a full disk) keep it in memory."""
+        if self.spool is not None:
+            try:
+                self.spool.put(batch)
+                return True
+            except OSError as exc:
+                self.last_error = f"spool: {exc}"
+                log.error("cannot spool %d readings (%s); keeping them in memory", len(batch), exc)
+        self._pending[:0] = batch
+        return False
 
     def _spool_pending(self) -> None:
         while self.spool is not None and self._pending:
-            self.spool.put(self._take())
+            if not self._spool_batch(self._take()):
+                return
 
     async def _final_flush(self) -> None:
         """On stop: one attempt to write, spool whatever is left."""
