@@ -60,6 +60,17 @@ class ServerSpec(Spec):
     editing = param.Boolean(default=False, doc="Allow editing dashboards (until logins with roles exist).")
     frame_ancestors = param.List(default=[], item_type=str,
                                  doc="Origins allowed to frame /embed pages (Content-Security-Policy).")
+    layouts_dir = param.String(default="layouts",
+                               doc="Dashboard layouts directory (relative: to the config directory's parent).")
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        from app.security import validate_origins
+
+        try:
+            validate_origins(self.frame_ancestors)
+        except ValueError as exc:
+            return [(("frame_ancestors",), str(exc))]
+        return []
 
 
 class StoreSpec(Spec):
@@ -251,6 +262,13 @@ class LoadedConfig:
     config: VigieConfig
     directory: Path | None
     env: dict[str, str] = field(default_factory=dict)
+
+    def layouts_dir(self) -> Path:
+        """Return the layouts directory, relative paths taken from the config's parent."""
+        path = Path(self.config.server.layouts_dir)
+        if path.is_absolute():
+            return path
+        return (self.directory.parent if self.directory else Path.cwd()) / path
 
     def secret(self, env_name: str | None) -> str | None:
         """Return the value of a secret variable (checked at load time)."""

@@ -13,15 +13,21 @@ import json
 import logging
 import signal
 from collections.abc import Sequence
-from functools import partial
 from typing import Any, Protocol
 
 import panel as pn
 import tornado.web
 
+from app import security
+from app.api import EnvelopeHandler, LatestHandler, LayoutHandler, LayoutsHandler
 from app.config import ServerSpec
+from app.dashboard.layouts import LayoutStore
 from app.ingest.http import HttpSource, LineProtocolHandler, ReadingsHandler
-from app.pages.status import status_page
+from app.pages.dashboards import dashboard_page, dashboards_list_page
+from app.pages.embed import EmbedRedirect, embed_page
+from app.pages.history import history_page
+from app.pages.overview import overview_page
+from app.pages.system import system_page
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -58,17 +64,43 @@ def attach_http_source(runtime: Runtime) -> HttpSource:
     return source
 
 
+def _page(build: Any, *args: Any) -> Any:
+    """Return a plain function building a page (Panel serves functions, not partials)."""
+
+    def app() -> Any:
+        return build(*args)
+
+    app.__name__ = build.__name__
+    return app
+
+
 def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, port: int | None = None):
     """Create (not start) the Panel server on the current loop."""
+    layouts = LayoutStore(runtime.loaded.layouts_dir())
+    api = {"runtime": runtime, "layouts": layouts}
     patterns: list[tuple[str, Any, dict[str, Any]]] = [
         (r"/health", HealthHandler, {"runtime": runtime}),
         (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
         (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
+        (r"/api/v1/layouts", LayoutsHandler, api),
+        (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
+        (r"/api/v1/latest", LatestHandler, api),
+        (r"/api/v1/envelope", EnvelopeHandler, api),
+        (r"/embed/([^/]+)/?", EmbedRedirect, {}),
+        (r"/embed/([^/]+)/([^/]+)/?", EmbedRedirect, {}),
     ]
     port = spec.port if port is None else port
     origins = [f"localhost:{port}", f"127.0.0.1:{port}", *spec.allow_websocket_origin]
-    return pn.serve(
-        {"/": partial(status_page, runtime)},
+    pages = {
+        "/": _page(overview_page, runtime),
+        "/dashboards": _page(dashboards_list_page, runtime, layouts),
+        "/dashboard": _page(dashboard_page, runtime, layouts),
+        "/history": _page(history_page, runtime),
+        "/system": _page(system_page, runtime),
+        "/embed-app": _page(embed_page, runtime, layouts),
+    }
+    server = pn.serve(
+        pages,
         port=port,
         address=spec.address,
         websocket_origin=origins,
@@ -77,6 +109,8 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         start=False,
         title="Vigie",
     )
+    security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors))
+    return server
 
 
 async def run_server(runtime: Runtime, *, port: int | None = None, extras: Sequence[Actor] = (),

@@ -69,6 +69,18 @@ class Spec(param.Parameterized):
     """Base class of declarative specs."""
 
     spec_type: ClassVar[str] = ""  # the ``type:`` key of polymorphic specs, when used
+    # A polymorphic base sets ``_kinds = {}``; its subclasses with a spec_type register there.
+    _kinds: ClassVar[dict[str, type[Spec]] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.spec_type and cls._kinds is not None:
+            cls._kinds[cls.spec_type] = cls
+
+    @classmethod
+    def kinds(cls) -> dict[str, type[Spec]]:
+        """Return the registered kinds of a polymorphic base (empty otherwise)."""
+        return dict(cls._kinds or {})
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -91,6 +103,15 @@ class Spec(param.Parameterized):
         if not isinstance(data, dict):
             problems.append(Problem(path, f"expected a mapping, got {_type_name(data)}"))
             return None
+        if cls._kinds is not None and not cls.spec_type:
+            kind = data.get("type")
+            names = sorted(cls._kinds)
+            if kind not in cls._kinds:
+                what = "missing 'type'" if kind is None else f"unknown type {kind!r}"
+                problems.append(Problem((*path, "type"), f"{what}; one of {', '.join(names)}"
+                                        + did_you_mean(str(kind), names)))
+                return None
+            return cls._kinds[kind]._build(data, path, problems)  # type: ignore[return-value]
         keys = cls.keys()
         kwargs: dict[str, Any] = {}
         for key, value in data.items():

@@ -1,0 +1,107 @@
+"""The JSON API beside the pages: layouts (read; write when editing is allowed) and queries.
+
+Queries let a notebook or a script read a running Vigie's store (the
+embedded DuckDB file is locked to the server process). Layout writes answer
+403 on a read-only server whatever the client, since the pages' own
+checks are not the only way in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+import yaml
+
+from app.dashboard.layouts import LayoutNameError, LayoutStore
+from app.dashboard.spec import parse_layout
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+
+class _JsonHandler(tornado.web.RequestHandler):
+    def initialize(self, runtime: Runtime, layouts: LayoutStore | None = None) -> None:
+        self.runtime = runtime
+        self.layouts = layouts
+
+    def check_xsrf_cookie(self) -> None:
+        """JSON API without cookies."""
+
+    def answer(self, status: int, doc: Any) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(doc, default=str))
+
+
+class LayoutsHandler(_JsonHandler):
+    """``GET /api/v1/layouts``: the layout names."""
+
+    def get(self) -> None:
+        assert self.layouts is not None
+        self.answer(200, {"layouts": self.layouts.names()})
+
+
+class LayoutHandler(_JsonHandler):
+    """``GET/PUT /api/v1/layouts/<name>``: one layout as a spec."""
+
+    def get(self, name: str) -> None:
+        assert self.layouts is not None
+        try:
+            loaded = self.layouts.load(name)
+        except (LayoutNameError, FileNotFoundError) as exc:
+            self.answer(404, {"error": str(exc)})
+            return
+        self.answer(200, {"name": name, "spec": loaded.spec.to_spec(), "problems": loaded.problems})
+
+    def put(self, name: str) -> None:
+        assert self.layouts is not None
+        if not self.runtime.loaded.config.server.editing:
+            self.answer(403, {"error": "this server is read-only: editing is disabled"})
+            return
+        try:
+            data = yaml.safe_load(self.request.body.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            self.answer(400, {"error": f"body is not YAML or JSON: {exc}"})
+            return
+        loaded = parse_layout(name, yaml.safe_dump(data), f"{name}.yaml")
+        if loaded.problems:
+            self.answer(400, {"error": "invalid layout", "problems": loaded.problems})
+            return
+        try:
+            self.layouts.save(name, loaded.spec)
+        except LayoutNameError as exc:
+            self.answer(400, {"error": str(exc)})
+            return
+        self.answer(200, {"saved": f"layouts/{name}.yaml"})
+
+
+class LatestHandler(_JsonHandler):
+    """``GET /api/v1/latest``: the latest value of every series (live cache)."""
+
+    def get(self) -> None:
+        self.answer(200, [{"series": v.key, "time_ns": v.time_ns, "value": v.value, "unit": v.unit,
+                           "quality": str(v.quality), "tags": v.tags} for v in self.runtime.live.latest()])
+
+
+class EnvelopeHandler(_JsonHandler):
+    """``GET /api/v1/envelope?series=&start=&end=&buckets=``: a reduced range (ns epochs)."""
+
+    async def get(self) -> None:
+        key = self.get_query_argument("series", "")
+        try:
+            end = int(self.get_query_argument("end", str(time.time_ns())))
+            start = int(self.get_query_argument("start", str(end - 3600 * 10**9)))
+            buckets = min(10_000, max(1, int(self.get_query_argument("buckets", "800"))))
+        except ValueError:
+            self.answer(400, {"error": "start, end (ns) and buckets must be integers"})
+            return
+        if "/" not in key:
+            self.answer(400, {"error": "series must be device/metric"})
+            return
+        env = await self.runtime.store.envelope(key, start, end, buckets)
+        self.answer(200, {"series": key, "bucket_ns": env.bucket_ns, "time_ns": env.time_ns, "min": env.min,
+                          "mean": env.mean, "max": env.max})

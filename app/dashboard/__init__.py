@@ -1,0 +1,1 @@
+"""Dashboards: layout specs (YAML), widget kinds, and their live Panel views."""

@@ -1,0 +1,140 @@
+"""A dashboard: a layout's widgets on a GridStack grid, refreshed live by its session.
+
+``Dashboard`` is a plain Panel object, so the same class serves the web page,
+the iframe embeds and a Jupyter notebook::
+
+    from app.dashboard.dashboard import Dashboard
+    Dashboard.from_yaml("layouts/flood-dams.yaml", live=cache).servable()
+
+GridStack's own item ids are ``str(id(obj))`` and change every run
+(FIELD-NOTES), so the grid's state is mapped back to the widgets' stable
+ids (:meth:`positions`) before anything is saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import panel as pn
+
+import app.dashboard.widgets  # noqa: F401  (registers the widget kinds)
+from app.dashboard.spec import GRID_COLUMNS, LayoutSpec, LoadedLayout, WidgetSpec, load_layout
+from app.dashboard.view import ErrorView, WidgetContext
+from app.live import LiveCache
+
+
+class Dashboard:
+    """The live rendering of one layout."""
+
+    def __init__(self, loaded: LoadedLayout, ctx: WidgetContext, *, editable: bool = False,
+                 only: str | None = None) -> None:
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.ctx = ctx
+        self.editable = editable
+        self.views: dict[str, Any] = {}
+        self._callback = None
+        self.grid = self._build(only)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, live: LiveCache | None = None, ctx: WidgetContext | None = None,
+                  **kwargs: Any) -> Dashboard:
+        """Load ``layouts/<name>.yaml`` and render it (a live cache, or an empty one)."""
+        ctx = ctx or WidgetContext(live=live or LiveCache())
+        return cls(load_layout(path), ctx, **kwargs)
+
+    def _build(self, only: str | None) -> pn.viewable.Viewable:
+        if only is not None:
+            spec = self.spec.widget(only)
+            if spec is None:
+                view = ErrorView(only, [f"no widget {only!r} in this layout"])
+            else:
+                view = spec.view(self.ctx)
+            self.views[only] = view
+            return pn.Column(view.panel, sizing_mode="stretch_both", margin=0)
+        rows = max([w.y + w.h for w in self.spec.widgets] + [b[2].get("y", 0) + 3 for b in self.loaded.broken] + [1])
+        grid = pn.GridStack(
+            sizing_mode="stretch_width", ncols=GRID_COLUMNS, nrows=rows, height=rows * self.spec.row_height,
+            allow_drag=self.editable, allow_resize=self.editable, css_classes=["vigie-grid"],
+        )
+        self._ids: dict[str, str] = {}
+        for w in self.spec.widgets:
+            view = w.view(self.ctx)
+            self._place(grid, w.id, view, w.x, w.y, w.w, w.h)
+        for index, raw, reasons in self.loaded.broken:
+            wid = str(raw.get("id") or f"broken-{index}")
+            x, y = int(raw.get("x", 0) or 0) % GRID_COLUMNS, int(raw.get("y", rows - 3) or 0)
+            self._place(grid, wid, ErrorView(wid, reasons), x, y, min(4, GRID_COLUMNS - x), 3)
+        return grid
+
+    def _place(self, grid: pn.GridStack, wid: str, view: Any, x: int, y: int, w: int, h: int) -> None:
+        self.views[wid] = view
+        grid[y:y + h, x:x + w] = view.panel
+        self._ids[str(id(view.panel))] = wid
+
+    # -- live -----------------------------------------------------------
+    def refresh(self) -> None:
+        """Pull new data into every widget, as one message to the browser."""
+        with pn.io.hold():
+            for view in self.views.values():
+                view.refresh()
+
+    def start(self) -> None:
+        """Refresh on this session's periodic callback (stops with the session)."""
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.refresh, period=self.spec.refresh_ms)
+
+    def stop(self) -> None:
+        """Stop refreshing and drop the views."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        for view in self.views.values():
+            view.dispose()
+
+    # -- editing ----------------------------------------------------------
+    def positions(self) -> dict[str, tuple[int, int, int, int]]:
+        """Return each widget's (x, y, w, h) as the grid shows it now, by stable id."""
+        out = {}
+        if isinstance(self.grid, pn.GridStack):
+            for item in self.grid.state or []:
+                wid = self._ids.get(str(item["id"]))
+                if wid:
+                    out[wid] = (item["x0"], item["y0"], item["x1"] - item["x0"], item["y1"] - item["y0"])
+            if not out:
+                for (y0, x0, y1, x1), obj in self.grid.objects.items():
+                    wid = self._ids.get(str(id(obj)))
+                    if wid:
+                        out[wid] = (x0 or 0, y0 or 0, (x1 or GRID_COLUMNS) - (x0 or 0), (y1 or 1) - (y0 or 0))
+        return out
+
+    def current_spec(self) -> LayoutSpec:
+        """Return the layout with the grid's current positions applied."""
+        widgets: list[WidgetSpec] = []
+        pos = self.positions()
+        for w in self.spec.widgets:
+            clone = type(w).from_spec(w.to_spec())
+            if w.id in pos:
+                clone.x, clone.y, clone.w, clone.h = pos[w.id]
+            widgets.append(clone)
+        spec = LayoutSpec.from_spec({k: v for k, v in self.spec.to_spec().items() if k != "widgets"})
+        spec.widgets = widgets
+        return spec
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self.grid
+
+    def servable(self, title: str | None = None) -> pn.viewable.Viewable:
+        """Mark for ``panel serve`` and start refreshing (notebooks and scripts)."""
+        self.start()
+        return self.grid.servable(title=title or self.spec.title)
+
+
+def dashboard_context(live: LiveCache, *, store=None, lang: str = "en", **kwargs: Any) -> WidgetContext:
+    """Build a widget context (a helper for notebooks and pages)."""
+    return WidgetContext(live=live, store=store, lang=lang, **kwargs)
+
+
+LimitsFn = Callable[[str], list[tuple[float, str, str]]]

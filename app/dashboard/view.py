@@ -1,0 +1,105 @@
+"""What a rendered widget is: a Panel object plus a ``refresh()`` pulled by its session.
+
+A :class:`WidgetContext` carries what views read: the server-wide live
+cache, the store (for history), the language, and the optional parts
+(cameras, alarms). Views never subscribe to ingest; the dashboard's one
+periodic callback per session calls ``refresh()`` on each view, inside one
+``pn.io.hold()``, so a session costs one message a tick whatever its size.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import panel as pn
+
+from app.i18n import t
+
+if TYPE_CHECKING:
+    from app.dashboard.spec import WidgetSpec
+    from app.live import LiveCache
+    from app.store.base import StoreEngine
+
+
+@dataclass
+class WidgetContext:
+    """What a widget view may read."""
+
+    live: LiveCache
+    store: StoreEngine | None = None
+    lang: str = "en"
+    cameras: Any = None
+    alarms: Any = None
+    limits: Any = None  # callable(series_key) -> list of (value, label, colour), from alarm rules
+    tile_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def known(self, key: str) -> bool:
+        """Return whether a series was ever seen (live) or is in the store's catalogue."""
+        return self.live.get(key) is not None or key in self.extra.get("catalogue", ())
+
+
+class WidgetView:
+    """Base view: a titled card around the widget's own content."""
+
+    def __init__(self, spec: WidgetSpec, ctx: WidgetContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.lang = ctx.lang
+        self.notes = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 5), visible=False,
+                                  css_classes=["vigie-widget-note"])
+        body = self.build()
+        title = pn.pane.HTML(f"<b>{html.escape(spec.title)}</b>", margin=(2, 8),
+                             css_classes=["vigie-widget-title"]) if spec.title else None
+        parts = [p for p in (title, self.header(), self.notes, body) if p is not None]
+        self.panel = pn.Column(*parts, sizing_mode="stretch_both", margin=0,
+                               css_classes=["vigie-widget", f"vigie-widget-{spec.spec_type}"],
+                               name=spec.id)
+        self.check_series()
+
+    def build(self) -> pn.viewable.Viewable:
+        """Return the widget's content."""
+        raise NotImplementedError
+
+    def header(self) -> pn.viewable.Viewable | None:
+        """Return controls shown under the title (window selector...)."""
+        return None
+
+    def refresh(self) -> None:
+        """Pull new data from the live cache; called by the session's periodic callback."""
+
+    def check_series(self) -> None:
+        """Show which configured series are unknown (a hand-edited typo, a removed device)."""
+        unknown = [k for k in self.spec.series_keys() if not self.ctx.known(k)]
+        if unknown:
+            self.notes.object = (f"<span class='vigie-unknown'>{t('Unknown series', self.lang)}: "
+                                 f"{html.escape(', '.join(unknown))}</span>")
+            self.notes.visible = True
+        elif self.notes.visible:
+            self.notes.visible = False
+
+    def dispose(self) -> None:
+        """Drop references when the session ends."""
+
+
+class ErrorView:
+    """What a widget that failed to load shows in its place."""
+
+    def __init__(self, widget_id: str, reasons: list[str]) -> None:
+        text = "<br>".join(html.escape(r) for r in reasons)
+        self.panel = pn.pane.HTML(f"<div class='vigie-widget-error'>⚠ {text}</div>", sizing_mode="stretch_both",
+                                  name=widget_id)
+
+    def refresh(self) -> None:
+        """Nothing to refresh."""
+
+    def dispose(self) -> None:
+        """Nothing held."""
+
+
+def age_seconds(time_ns: int) -> float:
+    """Return how old an instant is, in seconds (never negative)."""
+    return max(0.0, (time.time_ns() - time_ns) / 1e9)

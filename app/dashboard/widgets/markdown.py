@@ -1,0 +1,33 @@
+"""Markdown text: notes, instructions, contacts on a dashboard."""
+
+from __future__ import annotations
+
+import html
+
+import panel as pn
+import param
+
+from app.dashboard.spec import WidgetSpec
+from app.dashboard.view import WidgetContext, WidgetView
+
+
+class MarkdownSpec(WidgetSpec):
+    """Static text in Markdown."""
+
+    spec_type = "markdown"
+    label = "Text"
+
+    text = param.String(default="", doc="Markdown text.")
+
+    def view(self, ctx: WidgetContext) -> WidgetView:
+        """Return the live view."""
+        return MarkdownView(self, ctx)
+
+
+class MarkdownView(WidgetView):
+    """Renders the text; nothing to refresh."""
+
+    def build(self) -> pn.viewable.Viewable:
+        # Raw HTML in a layout file is shown as text, never run: no script reaches an embed.
+        return pn.pane.Markdown(html.escape(self.spec.text, quote=False), sizing_mode="stretch_both",
+                                disable_anchors=True)

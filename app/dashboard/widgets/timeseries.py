@@ -1,0 +1,133 @@
+"""Streaming time series: one or several series, limit lines, a window, pause.
+
+The plot is defined with HoloViews (styling, limit lines; the same element
+works in a notebook), rendered once to Bokeh, and then fed by streaming only
+the new points into each curve's ``ColumnDataSource``. FIELD-NOTES measured
+this at ~1.4 % of a core per session, where HoloViews ``Buffer`` streams
+cost ~22 % and rebuilding the pane ~91 %.
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import holoviews.plotting.bokeh
+import numpy as np
+import panel as pn
+import param
+from bokeh.models import DataRange1d
+
+from app.dashboard.spec import WidgetSpec
+from app.dashboard.view import WidgetContext, WidgetView
+from app.i18n import t
+
+hv.Store.set_current_backend("bokeh")
+
+WINDOWS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400}
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+class TimeSeriesSpec(WidgetSpec):
+    """A live line chart of one or several series."""
+
+    spec_type = "timeseries"
+    label = "Time series"
+
+    series = param.List(default=[], item_type=str, doc="Series keys (device/metric).")
+    window = param.Selector(default="15m", objects=list(WINDOWS), doc="Time window shown.")
+    limits = param.List(default=[], item_type=dict,
+                        doc="Extra limit lines: {value, label, color}. Alarm rule limits are added.")
+    show_alarm_limits = param.Boolean(default=True, doc="Draw the limits of the series' alarm rules.")
+    y_label = param.String(default="", doc="Y axis label (default: the unit).")
+    colors = param.List(default=[], item_type=str, doc="One colour per series (default palette).")
+
+    def series_keys(self) -> list[str]:
+        return list(self.series)
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        problems = super().validate()
+        for i, limit in enumerate(self.limits):
+            unknown = set(limit) - {"value", "label", "color"}
+            if unknown:
+                problems.append((("limits", i), f"unknown key(s) {', '.join(sorted(unknown))}; "
+                                 "use value, label, color"))
+            if not isinstance(limit.get("value"), int | float):
+                problems.append((("limits", i, "value"), "expected a number"))
+        return problems
+
+    def view(self, ctx: WidgetContext) -> TimeSeriesView:
+        """Return the live view."""
+        return TimeSeriesView(self, ctx)
+
+
+class TimeSeriesView(WidgetView):
+    """Streams new points of each series into its curve's data source."""
+
+    spec: TimeSeriesSpec
+
+    def build(self) -> pn.viewable.Viewable:
+        self.window_s = WINDOWS[self.spec.window]
+        self.paused = False
+        self._seq: dict[str, int] = {}
+        curves = []
+        unit = ""
+        for i, key in enumerate(self.spec.series):
+            ring = self.ctx.live.get(key)
+            unit = unit or (ring.unit if ring else "")
+            color = self.spec.colors[i] if i < len(self.spec.colors) else PALETTE[i % len(PALETTE)]
+            curves.append(hv.Curve((np.array([], dtype="datetime64[ns]"), np.array([], dtype=float)),
+                                   "time", "value", label=key).opts(color=color, line_width=2))
+        lines = [(lim["value"], lim.get("label", ""), lim.get("color", "#d62728")) for lim in self.spec.limits]
+        if self.spec.show_alarm_limits and self.ctx.limits is not None:
+            for key in self.spec.series:
+                lines += list(self.ctx.limits(key))
+        overlay = hv.Overlay(curves + [hv.HLine(v).opts(color=c, line_dash="dashed", line_width=1.5)
+                                       for v, _label, c in lines])
+        overlay = overlay.opts(
+            responsive=True, min_height=150, show_grid=True, legend_position="top_left",
+            ylabel=self.spec.y_label or unit or "value", xlabel="", toolbar="above",
+            active_tools=["xwheel_zoom", "xpan"], default_tools=["xpan", "xwheel_zoom", "reset", "save"])
+        plot = hv.renderer("bokeh").get_plot(overlay)
+        self.figure = plot.state
+        self.sources = {}
+        for (key, sub) in zip(self.spec.series, list(plot.subplots.values())[: len(self.spec.series)], strict=False):
+            self.sources[key] = sub.handles["source"]
+        # HoloViews sizes fixed ranges from the (empty) initial data: use data ranges that
+        # follow the streamed points, the x range trailing the newest point by the window.
+        self.figure.x_range = DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0)
+        self.figure.y_range = DataRange1d(range_padding=0.1)
+        self.limit_lines = lines
+        self.refresh()
+        return pn.pane.Bokeh(self.figure, sizing_mode="stretch_both", min_height=150)
+
+    def header(self) -> pn.viewable.Viewable:
+        self.window_select = pn.widgets.Select(
+            name="", options=list(WINDOWS), value=self.spec.window, width=80, margin=(0, 5),
+            css_classes=["vigie-window"])
+        self.pause_button = pn.widgets.Toggle(name=t("Pause", self.lang), width=90, margin=(0, 5),
+                                              css_classes=["vigie-pause"])
+        self.window_select.param.watch(self._on_window, "value")
+        self.pause_button.param.watch(self._on_pause, "value")
+        return pn.Row(pn.pane.HTML(t("Window", self.lang), margin=(6, 5)), self.window_select,
+                      self.pause_button, margin=0, height=36)
+
+    def _on_window(self, event: param.parameterized.Event) -> None:
+        self.window_s = WINDOWS[event.new]
+        self.figure.x_range.follow_interval = self.window_s * 1000
+
+    def _on_pause(self, event: param.parameterized.Event) -> None:
+        self.paused = bool(event.new)
+        self.pause_button.name = t("Resume" if self.paused else "Pause", self.lang)
+        self.figure.x_range.follow = None if self.paused else "end"
+
+    def refresh(self) -> None:
+        if self.paused:
+            return
+        for key, source in self.sources.items():
+            ring = self.ctx.live.get(key)
+            if ring is None:
+                continue
+            times, values, seq = ring.since(self._seq.get(key, 0))
+            self._seq[key] = seq
+            if len(times):
+                source.stream({"time": times.astype("datetime64[ns]"), "value": values},
+                              rollover=ring.capacity)

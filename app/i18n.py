@@ -1,0 +1,124 @@
+"""French and English: translated labels, and numbers and dates formatted per language.
+
+Operators of a French water directorate are a first audience, so every label
+a page shows goes through :func:`t`. The language comes from the browser's
+``Accept-Language`` (or a ``?lang=`` switch); anything but French is English.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+LANGUAGES = ("en", "fr")
+
+_FR: dict[str, str] = {
+    "Overview": "Vue d'ensemble",
+    "Dashboards": "Tableaux de bord",
+    "History": "Historique",
+    "System": "Système",
+    "Live series": "Séries en direct",
+    "Series": "Série",
+    "Device": "Équipement",
+    "Metric": "Mesure",
+    "Value": "Valeur",
+    "Unit": "Unité",
+    "Age": "Âge",
+    "Quality": "Qualité",
+    "Tags": "Étiquettes",
+    "Status": "État",
+    "Site": "Site",
+    "Last reading": "Dernière mesure",
+    "Worst alarm": "Alarme la plus grave",
+    "no alarm": "aucune alarme",
+    "Edit": "Modifier",
+    "Save": "Enregistrer",
+    "Save as": "Enregistrer sous",
+    "Delete": "Supprimer",
+    "Undo": "Annuler",
+    "Versions": "Versions",
+    "Restore": "Restaurer",
+    "Add widget": "Ajouter un widget",
+    "Remove": "Retirer",
+    "Pause": "Pause",
+    "Resume": "Reprendre",
+    "Window": "Fenêtre",
+    "Export CSV": "Exporter en CSV",
+    "Query": "Interroger",
+    "From": "Du",
+    "To": "Au",
+    "Range": "Période",
+    "Generate dashboard": "Générer un tableau de bord",
+    "Ingest sources": "Sources d'acquisition",
+    "Rejected inputs": "Entrées rejetées",
+    "Store": "Stockage",
+    "connected": "connecté",
+    "disconnected": "déconnecté",
+    "starting": "démarrage",
+    "stopped": "arrêté",
+    "good": "bonne",
+    "uncertain": "incertaine",
+    "bad": "mauvaise",
+    "ok": "normal",
+    "stale": "sans données",
+    "Unknown series": "Série inconnue",
+    "No data yet": "Pas encore de données",
+    "readings/s": "mesures/s",
+    "Language": "Langue",
+    "Read-only server: editing is disabled": "Serveur en lecture seule : modification désactivée",
+    "Saved": "Enregistré",
+    "ago": "",
+    "Camera": "Caméra",
+    "Active alarms": "Alarmes actives",
+    "Map": "Carte",
+}
+
+
+def negotiate(accept_language: str | None, override: str | None = None) -> str:
+    """Return ``fr`` or ``en`` from a ``?lang=`` override or an Accept-Language header."""
+    if override in LANGUAGES:
+        return override  # type: ignore[return-value]
+    best, best_q = "en", -1.0
+    for part in (accept_language or "").split(","):
+        lang, _, q = part.strip().partition(";q=")
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        code = lang.split("-")[0].lower()
+        if code in LANGUAGES and weight > best_q:
+            best, best_q = code, weight
+    return best
+
+
+def t(text: str, lang: str) -> str:
+    """Translate a label."""
+    return _FR.get(text, text) if lang == "fr" else text
+
+
+def fmt_number(value: float | None, lang: str, decimals: int = 2) -> str:
+    """Format a number: ``1,234.5`` in English, ``1 234,5`` in French."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:,.{decimals}f}"
+    if lang == "fr":
+        text = text.replace(",", "\u202f").replace(".", ",")
+    return text
+
+
+def fmt_time(time_ns: int, lang: str, tz: str = "UTC") -> str:
+    """Format an instant: ``2026-11-25 14:03:07`` / ``25/11/2026 14:03:07``."""
+    dt = datetime.fromtimestamp(time_ns / 1e9, tz=UTC).astimezone(ZoneInfo(tz))
+    return dt.strftime("%d/%m/%Y %H:%M:%S" if lang == "fr" else "%Y-%m-%d %H:%M:%S")
+
+
+def fmt_age(seconds: float, lang: str) -> str:
+    """Format an age: ``12 s``, ``3 min``, ``2 h``, ``4 d`` (``j`` in French)."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} {'j' if lang == 'fr' else 'd'}"

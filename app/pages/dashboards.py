@@ -1,0 +1,291 @@
+"""Dashboards: the list, one dashboard live, and its editor.
+
+The editor is shown only when the server allows editing (``server.editing``;
+on in ``vigie demo``, off by default in ``vigie serve``), and every action
+that writes checks that again on the server side. Edits work on a copy of
+the layout: drag and resize on the grid, add a widget from the palette,
+configure one through a form generated from its parameters, remove it; then
+save (the previous version is kept), save as, undo, restore, delete.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import panel as pn
+import param
+
+from app.dashboard.dashboard import Dashboard
+from app.dashboard.generate import generate_for_device, generate_for_site
+from app.dashboard.layouts import LayoutNameError, LayoutStore, slugify
+from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec
+from app.dashboard.view import WidgetContext
+from app.i18n import t
+from app.pages.shell import page, session_arg, session_lang
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+
+class EditingDisabled(PermissionError):
+    """The server is read-only."""
+
+
+def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
+    """Return what widgets of this runtime may read."""
+    return WidgetContext(live=runtime.live, store=runtime.store, lang=lang,
+                         cameras=getattr(runtime, "cameras", None), alarms=getattr(runtime, "alarms", None),
+                         extra={"catalogue": set(runtime.live.keys())})
+
+
+def spec_form(spec: WidgetSpec, series_options: list[str]) -> pn.Param:
+    """Return a form for a widget spec, with a searchable series picker."""
+    widgets: dict[str, Any] = {}
+    series_param = spec.param["series"] if "series" in spec.param else None
+    if isinstance(series_param, param.List):
+        widgets["series"] = {"type": pn.widgets.MultiChoice, "options": series_options, "search_option_limit": 50}
+    elif series_param is not None:
+        widgets["series"] = {"type": pn.widgets.AutocompleteInput, "options": series_options,
+                             "case_sensitive": False, "search_strategy": "includes", "min_characters": 1}
+    params = [p for p in spec.keys() if p not in ("x", "y", "w", "h")]
+    return pn.Param(spec, parameters=params, widgets=widgets, show_name=False, sizing_mode="stretch_width")
+
+
+class DashboardEditor:
+    """One session's dashboard page: the live grid and, when allowed, the editor."""
+
+    def __init__(self, runtime: Runtime, layouts: LayoutStore, name: str, lang: str) -> None:
+        self.runtime = runtime
+        self.layouts = layouts
+        self.name = name
+        self.lang = lang
+        self.editing_allowed = bool(runtime.loaded.config.server.editing)
+        self.dashboard: Dashboard | None = None
+        self.problems = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self.message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vigie-message"])
+        self.grid_holder = pn.Column(sizing_mode="stretch_width", margin=0)
+        self.toolbar = self._toolbar() if self.editing_allowed else None
+        self.side = pn.Column(sizing_mode="stretch_width", visible=False, css_classes=["vigie-editor-form"])
+        self.panel = pn.Column(*(x for x in (self.toolbar, self.message, self.problems, self.side, self.grid_holder)
+                                 if x is not None), sizing_mode="stretch_width")
+        self.reload()
+
+    # -- rendering --------------------------------------------------------
+    def reload(self) -> None:
+        """Load the layout from its file and render it."""
+        self._render(self.layouts.load(self.name))
+
+    def _render(self, loaded: LoadedLayout, editable: bool = False) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
+        self.loaded = loaded
+        self.dashboard = Dashboard(loaded, widget_context(self.runtime, self.lang), editable=editable)
+        self.dashboard.start()
+        self.grid_holder[:] = [self.dashboard.grid]
+        self.problems.object = "<br>".join(html.escape(p) for p in loaded.problems)
+        self.problems.visible = bool(loaded.problems)
+        if self.toolbar is not None:
+            self.widget_select.options = [w.id for w in loaded.spec.widgets]
+
+    def _working(self) -> LayoutSpec:
+        assert self.dashboard is not None
+        return self.dashboard.current_spec()
+
+    def _rerender(self, spec: LayoutSpec) -> None:
+        self._render(LoadedLayout(self.name, spec, []), editable=True)
+
+    def _check(self) -> None:
+        if not self.editing_allowed:
+            raise EditingDisabled(t("Read-only server: editing is disabled", self.lang))
+
+    def _say(self, text: str, ok: bool = True) -> None:
+        color = "#2e7d32" if ok else "#c62828"
+        self.message.object = f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+    # -- toolbar ----------------------------------------------------------
+    def _toolbar(self) -> pn.Row:
+        lang = self.lang
+        self.edit_toggle = pn.widgets.Toggle(name=t("Edit", lang), width=90, css_classes=["vigie-edit"])
+        self.save_button = pn.widgets.Button(name=t("Save", lang), button_type="primary", width=90,
+                                             disabled=True, css_classes=["vigie-save"])
+        self.save_as_name = pn.widgets.TextInput(placeholder="new-name", width=140)
+        self.save_as_button = pn.widgets.Button(name=t("Save as", lang), width=110)
+        self.undo_button = pn.widgets.Button(name=t("Undo", lang), width=80)
+        self.delete_button = pn.widgets.Button(name=t("Delete", lang), button_type="danger", width=90)
+        self.versions = pn.widgets.Select(name="", options=[], width=220)
+        self.restore_button = pn.widgets.Button(name=t("Restore", lang), width=90)
+        self.kind_select = pn.widgets.Select(name="", options=sorted(WidgetSpec.kinds()), width=130)
+        self.add_button = pn.widgets.Button(name=t("Add widget", lang), width=120, css_classes=["vigie-add"])
+        self.widget_select = pn.widgets.Select(name="", options=[], width=140)
+        self.configure_button = pn.widgets.Button(name="⚙", width=40)
+        self.remove_button = pn.widgets.Button(name=t("Remove", lang), width=90)
+        self.edit_toggle.param.watch(self._on_edit, "value")
+        self.save_button.on_click(lambda e: self._guard(self.save))
+        self.save_as_button.on_click(lambda e: self._guard(self.save_as, self.save_as_name.value))
+        self.undo_button.on_click(lambda e: self._guard(self.undo))
+        self.delete_button.on_click(lambda e: self._guard(self.delete))
+        self.restore_button.on_click(lambda e: self._guard(self.restore, self.versions.value))
+        self.add_button.on_click(lambda e: self._guard(self.add_widget, self.kind_select.value))
+        self.configure_button.on_click(lambda e: self._guard(self.configure, self.widget_select.value))
+        self.remove_button.on_click(lambda e: self._guard(self.remove_widget, self.widget_select.value))
+        self._refresh_versions()
+        return pn.Row(self.edit_toggle, self.save_button, self.save_as_name, self.save_as_button, self.undo_button,
+                      self.versions, self.restore_button, self.delete_button, pn.Spacer(width=20),
+                      self.kind_select, self.add_button, self.widget_select, self.configure_button,
+                      self.remove_button, sizing_mode="stretch_width", css_classes=["vigie-toolbar"])
+
+    def _guard(self, action, *args) -> None:
+        try:
+            action(*args)
+        except (EditingDisabled, LayoutNameError, FileExistsError, FileNotFoundError, ValueError) as exc:
+            self._say(str(exc), ok=False)
+
+    def _refresh_versions(self) -> None:
+        self.versions.options = {v.saved_at.strftime("%Y-%m-%d %H:%M:%S"): v.id
+                                 for v in self.layouts.versions(self.name)} if self.layouts.exists(self.name) else {}
+
+    def _on_edit(self, event: param.parameterized.Event) -> None:
+        if event.new:
+            self._check()
+            self._rerender(self._working())
+        else:
+            self.reload()
+        self.save_button.disabled = not event.new
+
+    # -- actions (each checks the server allows editing) ---------------------
+    def save(self) -> None:
+        """Write the layout as the grid shows it now."""
+        self._check()
+        spec = self._working()
+        self.layouts.save(self.name, spec)
+        self._refresh_versions()
+        self._say(t("Saved", self.lang) + f": layouts/{self.name}.yaml")
+
+    def save_as(self, new_name: str) -> None:
+        """Save a copy under a new name."""
+        self._check()
+        new_name = slugify(new_name or "")
+        if self.layouts.exists(new_name):
+            raise FileExistsError(f"a layout named {new_name!r} exists already")
+        self.layouts.save(new_name, self._working())
+        self._say(t("Saved", self.lang) + f": layouts/{new_name}.yaml")
+
+    def undo(self) -> None:
+        """Go back to the version before the last save."""
+        self._check()
+        if self.layouts.undo(self.name):
+            self.reload()
+            self._refresh_versions()
+
+    def restore(self, version_id: str | None) -> None:
+        """Make a previous version current."""
+        self._check()
+        if version_id:
+            self.layouts.restore(self.name, version_id)
+            self.reload()
+            self._refresh_versions()
+
+    def delete(self) -> None:
+        """Delete, after a second click on the same button."""
+        self._check()
+        if self.delete_button.name != "✔ " + t("Delete", self.lang) + "?":
+            self.delete_button.name = "✔ " + t("Delete", self.lang) + "?"
+            return
+        self.layouts.delete(self.name)
+        self._say(f"layouts/{self.name}.yaml deleted")
+        self.grid_holder[:] = [pn.pane.HTML("<a href='/dashboards'>← " + t("Dashboards", self.lang) + "</a>")]
+
+    def add_widget(self, kind: str) -> None:
+        """Add a widget of a kind below the others and open its form."""
+        self._check()
+        spec = self._working()
+        ids = {w.id for w in spec.widgets}
+        n = 1
+        while f"{kind}-{n}" in ids:
+            n += 1
+        y = max([w.y + w.h for w in spec.widgets] + [0])
+        widget = WidgetSpec.kinds()[kind](id=f"{kind}-{n}", title=kind, x=0, y=y, w=6, h=3)
+        spec.widgets = [*spec.widgets, widget]
+        self._rerender(spec)
+        self.configure(widget.id)
+
+    def configure(self, widget_id: str | None) -> None:
+        """Show the form of one widget; Apply re-renders the grid with it."""
+        self._check()
+        spec = self._working()
+        widget = spec.widget(widget_id or "")
+        if widget is None:
+            return
+        clone = type(widget).from_spec(widget.to_spec())
+        form = spec_form(clone, self.runtime.live.keys())
+        apply = pn.widgets.Button(name="OK", button_type="primary", width=80, css_classes=["vigie-apply"])
+
+        def on_apply(_event) -> None:
+            self._guard(self._apply, widget.id, clone)
+
+        apply.on_click(on_apply)
+        self.side[:] = [pn.pane.HTML(f"<b>{html.escape(widget.id)}</b>"), form, apply]
+        self.side.visible = True
+
+    def _apply(self, widget_id: str, clone: WidgetSpec) -> None:
+        self._check()
+        checked = type(clone).from_spec(clone.to_spec())  # validates (raises SpecError, a ValueError)
+        spec = self._working()
+        spec.widgets = [checked if w.id == widget_id else w for w in spec.widgets]
+        self.side.visible = False
+        self._rerender(spec)
+
+    def remove_widget(self, widget_id: str | None) -> None:
+        """Remove a widget from the working layout (saved on Save)."""
+        self._check()
+        spec = self._working()
+        spec.widgets = [w for w in spec.widgets if w.id != widget_id]
+        self._rerender(spec)
+
+
+def dashboard_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.BootstrapTemplate:
+    """Build one session's dashboard page (``/dashboard?name=...``)."""
+    lang = session_lang()
+    name = session_arg("name") or ""
+    try:
+        editor = DashboardEditor(runtime, layouts, name, lang)
+    except (LayoutNameError, FileNotFoundError) as exc:
+        return page(runtime, "/dashboards", t("Dashboards", lang), pn.pane.Alert(str(exc), alert_type="danger"),
+                    lang=lang)
+    title = editor.loaded.spec.title
+    return page(runtime, "/dashboards", title, pn.pane.Markdown(f"## {html.escape(title)}"), editor.panel,
+                lang=lang)
+
+
+def dashboards_list_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.BootstrapTemplate:
+    """Build the list of dashboards, with "generate dashboard"."""
+    lang = session_lang()
+    items = []
+    for name in layouts.names():
+        loaded = layouts.load(name)
+        items.append(f"<li><a href='/dashboard?name={name}' class='vigie-dashboard-link'>"
+                     f"{html.escape(loaded.spec.title)}</a> <small>layouts/{name}.yaml</small></li>")
+    listing = pn.pane.HTML("<ul>" + "".join(items) + "</ul>", sizing_mode="stretch_width")
+    body: list[pn.viewable.Viewable] = [pn.pane.Markdown(f"## {t('Dashboards', lang)}"), listing]
+    if runtime.loaded.config.server.editing:
+        devices = sorted({k.split("/", 1)[0] for k in runtime.live.keys()})
+        sites = sorted({v.tags["site"] for v in runtime.live.latest() if "site" in v.tags})
+        target = pn.widgets.Select(name="", options=[f"device:{d}" for d in devices] + [f"site:{s}" for s in sites],
+                                   width=240)
+        go = pn.widgets.Button(name=t("Generate dashboard", lang), width=200)
+        result = pn.pane.HTML("")
+
+        def generate(_event) -> None:
+            if not runtime.loaded.config.server.editing or not target.value:
+                return
+            kind, _, what = target.value.partition(":")
+            spec = generate_for_device(runtime.live, what) if kind == "device" else generate_for_site(
+                runtime.live, what)
+            name = slugify(f"{kind}-{what}")
+            layouts.save(name, spec)
+            result.object = f"<a href='/dashboard?name={name}'>layouts/{name}.yaml</a>"
+
+        go.on_click(generate)
+        body.append(pn.Row(target, go, result))
+    return page(runtime, "/dashboards", t("Dashboards", lang), *body, lang=lang)

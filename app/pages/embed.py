@@ -1,0 +1,53 @@
+"""Embeds for the municipal portal: one layout or one widget, read-only, no chrome.
+
+``/embed/<layout>`` and ``/embed/<layout>/<widget>`` redirect to this app
+(``/embed-app?layout=..&widget=..``), which renders the dashboard or the one
+widget alone, sized to the iframe, streaming live, never editable. Which
+origins may frame it is the server's ``frame_ancestors`` setting
+(:mod:`app.security`).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import panel as pn
+import tornado.web
+
+from app.dashboard.dashboard import Dashboard
+from app.dashboard.layouts import LayoutNameError, LayoutStore
+from app.pages.dashboards import widget_context
+from app.pages.shell import session_arg, session_lang
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+
+def embed_page(runtime: Runtime, layouts: LayoutStore) -> pn.viewable.Viewable:
+    """Build one embed session."""
+    lang = session_lang()
+    name = session_arg("layout") or ""
+    widget = session_arg("widget")
+    try:
+        loaded = layouts.load(name)
+    except (LayoutNameError, FileNotFoundError) as exc:
+        return pn.pane.HTML(f"<p class='vigie-embed-error'>{html.escape(str(exc))}</p>")
+    dashboard = Dashboard(loaded, widget_context(runtime, lang), editable=False, only=widget)
+    dashboard.start()
+    return pn.Column(dashboard.grid, sizing_mode="stretch_both", margin=0, css_classes=["vigie-embed"])
+
+
+class EmbedRedirect(tornado.web.RequestHandler):
+    """``/embed/<layout>[/<widget>]`` → the embed app with query arguments."""
+
+    def get(self, layout: str, widget: str | None = None) -> None:
+        from urllib.parse import urlencode
+
+        args = {"layout": layout}
+        if widget:
+            args["widget"] = widget
+        lang = self.get_query_argument("lang", None)
+        if lang:
+            args["lang"] = lang
+        self.redirect(f"/embed-app?{urlencode(args)}")

@@ -1,0 +1,110 @@
+"""The history explorer: any series, any range, reduced to screen resolution, exportable.
+
+The store answers with at most ``BUCKETS`` min/mean/max buckets whatever
+the range (an hour or years), so the browser never receives raw millions of
+points. The CSV export is exactly what the plot shows.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import TYPE_CHECKING
+
+import holoviews as hv
+import holoviews.plotting.bokeh
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from app.i18n import t
+from app.model import Envelope
+from app.pages.shell import page, session_arg, session_lang
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+BUCKETS = 800
+RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400,
+          "5y": 5 * 365 * 86400}
+
+
+def envelope_frame(env: Envelope) -> pd.DataFrame:
+    """Return an envelope as a table with UTC times."""
+    return pd.DataFrame({"time": pd.to_datetime(np.asarray(env.time_ns, dtype="int64"), utc=True),
+                         "min": env.min, "mean": env.mean, "max": env.max})
+
+
+def envelope_plot(env: Envelope, unit: str = "") -> hv.Overlay:
+    """Return the min-max band and the mean line of an envelope."""
+    frame = envelope_frame(env)
+    frame["time"] = frame["time"].dt.tz_localize(None)
+    band = hv.Area(frame, "time", ["min", "max"], label="min–max").opts(alpha=0.25, color="#1f77b4",
+                                                                         line_alpha=0)
+    mean = hv.Curve(frame, "time", "mean", label="mean").opts(color="#1f77b4", line_width=1.5)
+    return (band * mean).opts(responsive=True, min_height=400, ylabel=unit or "value", show_grid=True,
+                              legend_position="top_left")
+
+
+class HistoryExplorer:
+    """One session's explorer: series, range, plot, CSV."""
+
+    def __init__(self, runtime: Runtime, lang: str) -> None:
+        self.runtime = runtime
+        self.lang = lang
+        keys = runtime.live.keys()
+        self.series = pn.widgets.AutocompleteInput(name=t("Series", lang), options=keys,
+                                                   value=session_arg("series") or (keys[0] if keys else ""),
+                                                   case_sensitive=False, search_strategy="includes",
+                                                   min_characters=1, width=320, restrict=False)
+        self.range = pn.widgets.Select(name=t("Range", lang), options=list(RANGES),
+                                       value=session_arg("range") if session_arg("range") in RANGES else "1h",
+                                       width=100)
+        self.query_button = pn.widgets.Button(name=t("Query", lang), button_type="primary", width=100,
+                                              css_classes=["vigie-query"])
+        self.info = pn.pane.HTML("", css_classes=["vigie-history-info"])
+        self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=400)
+        self.download = pn.widgets.FileDownload(callback=self.csv, filename="vigie.csv",
+                                                label=t("Export CSV", lang), width=160, embed=False)
+        self.env: Envelope | None = None
+        self.query_button.on_click(self._on_query)
+        self.panel = pn.Column(pn.Row(self.series, self.range, self.query_button, self.download), self.info,
+                               self.plot, sizing_mode="stretch_width")
+
+    async def _on_query(self, _event=None) -> None:
+        await self.query()
+
+    async def query(self) -> None:
+        """Query the store for the selected series and range."""
+        key = self.series.value
+        if not key:
+            return
+        end = time.time_ns()
+        start = end - RANGES[self.range.value] * 10**9
+        t0 = time.perf_counter()
+        env = await self.runtime.store.envelope(key, start, end, BUCKETS)
+        elapsed = (time.perf_counter() - t0) * 1000
+        self.env = env
+        ring = self.runtime.live.get(key)
+        self.plot.object = envelope_plot(env, ring.unit if ring else "")
+        self.download.filename = f"{key.replace('/', '_')}_{self.range.value}.csv"
+        self.info.object = (f"<span data-buckets='{len(env)}'>{len(env)} buckets of "
+                            f"{env.bucket_ns / 1e9:g} s · {elapsed:.0f} ms</span>")
+
+    def csv(self) -> io.StringIO:
+        """Return the shown envelope as CSV."""
+        out = io.StringIO()
+        if self.env is not None:
+            envelope_frame(self.env).to_csv(out, index=False)
+        out.seek(0)
+        return out
+
+
+def history_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+    """Build one session's history page."""
+    lang = session_lang()
+    explorer = HistoryExplorer(runtime, lang)
+    if session_arg("series"):
+        pn.state.onload(explorer.query)
+    return page(runtime, "/history", t("History", lang), pn.pane.Markdown(f"## {t('History', lang)}"),
+                explorer.panel, lang=lang)

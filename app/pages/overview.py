@@ -1,0 +1,71 @@
+"""The overview: every site with its status colour, worst active alarm and last reading age."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import panel as pn
+
+from app.i18n import fmt_age, t
+from app.pages.shell import page, session_lang
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+STALE_AFTER_S = 120
+COLORS = {"ok": "#2e7d32", "bad": "#c62828", "stale": "#757575", "alarm": "#c62828", "warning": "#ef6c00"}
+
+
+def site_states(runtime: Runtime) -> list[dict]:
+    """Return one row per site: state, devices, last reading age, worst alarm."""
+    now = time.time_ns()
+    sites: dict[str, list] = defaultdict(list)
+    for v in runtime.live.latest():
+        sites[v.tags.get("site", "—")].append(v)
+    rows = []
+    alarms = getattr(runtime, "alarms", None)
+    for site, values in sorted(sites.items()):
+        newest = max(v.time_ns for v in values)
+        age = max(0.0, (now - newest) / 1e9)
+        state = "ok"
+        if age > STALE_AFTER_S:
+            state = "stale"
+        elif any(v.quality == "bad" for v in values):
+            state = "bad"
+        worst = alarms.worst_for_site(site) if alarms is not None and hasattr(alarms, "worst_for_site") else None
+        if worst:
+            state = "alarm"
+        rows.append({"site": site, "state": state, "age_s": age, "devices": len({v.device for v in values}),
+                     "worst_alarm": worst})
+    return rows
+
+
+def overview_html(runtime: Runtime, lang: str) -> str:
+    """Return the site tiles."""
+    tiles = []
+    for row in site_states(runtime):
+        worst = html.escape(row["worst_alarm"]) if row["worst_alarm"] else t("no alarm", lang)
+        tiles.append(
+            f"<div class='vigie-site' data-site='{html.escape(row['site'])}' data-state='{row['state']}' "
+            f"style='background:{COLORS[row['state']]}'><b>{html.escape(row['site'])}</b><br>"
+            f"{t(row['state'], lang)} · {row['devices']} ⚙<br>"
+            f"<small>{t('Last reading', lang)}: {fmt_age(row['age_s'], lang)} · {worst}</small></div>")
+    return "".join(tiles) or f"<p>{t('No data yet', lang)}</p>"
+
+
+def overview_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+    """Build one session's overview page."""
+    lang = session_lang()
+    tiles = pn.pane.HTML(overview_html(runtime, lang), sizing_mode="stretch_width", css_classes=["vigie-overview"])
+
+    def refresh() -> None:
+        text = overview_html(runtime, lang)
+        if text != tiles.object:
+            tiles.object = text
+
+    pn.state.add_periodic_callback(refresh, period=2000)
+    return page(runtime, "/", t("Overview", lang), pn.pane.Markdown(f"## {t('Overview', lang)}"), tiles,
+                lang=lang)

@@ -1,0 +1,78 @@
+"""The frame every page shares: template, navigation bar, language.
+
+BootstrapTemplate is the one Panel template that asks no font server for
+anything (FIELD-NOTES), so pages work in a control room with no internet.
+The language comes from ``?lang=`` or the browser's Accept-Language.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import panel as pn
+
+from app.i18n import negotiate, t
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+NAV = [("/", "Overview"), ("/dashboards", "Dashboards"), ("/history", "History"), ("/system", "System")]
+
+CSS = """
+.vigie-nav a { color: #fff; margin-right: 1.2em; text-decoration: none; font-weight: 500; }
+.vigie-nav a.active { border-bottom: 2px solid #fff; }
+.vigie-lang a { color: #cfe3f0; margin-left: .6em; font-size: .9em; }
+.vigie-widget { background: #fff; border: 1px solid #dde3e8; border-radius: 4px; }
+.vigie-widget-error { color: #b71c1c; background: #fdecea; padding: 8px; border-radius: 4px; }
+.vigie-unknown { color: #b71c1c; font-size: .85em; }
+.vigie-site { display: inline-block; margin: 6px; padding: 10px 14px; border-radius: 6px; color: #fff;
+              min-width: 180px; }
+"""
+
+
+def session_arg(name: str) -> str | None:
+    """Return a query argument of the current session."""
+    args = pn.state.session_args or {}
+    values = args.get(name)
+    if not values:
+        return None
+    raw = values[0]
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def session_lang() -> str:
+    """Return the session's language (``?lang=`` first, then the browser's)."""
+    headers = pn.state.headers or {}
+    return negotiate(headers.get("Accept-Language"), session_arg("lang"))
+
+
+def nav_html(active: str, lang: str) -> str:
+    """Return the navigation bar and the language switch."""
+    links = "".join(
+        f"<a href='{href}' class='{'active' if href == active else ''}' style='color:#fff;margin-right:1.4em;"
+        f"text-decoration:none;font-weight:{700 if href == active else 400};font-size:1.05em'>"
+        f"{html.escape(t(label, lang))}</a>"
+        for href, label in NAV
+    )
+    switch = "".join(
+        f"<a href='?lang={code}' hreflang='{code}' class='vigie-lang-{code}' "
+        f"style='color:#cfe3f0;margin-left:1em'>{code.upper()}</a>"
+        for code in ("fr", "en") if code != lang
+    )
+    return (f"<nav class='vigie-nav' lang='{lang}' style='display:flex;align-items:center'>{links}"
+            f"<span class='vigie-lang'>{switch}</span></nav>")
+
+
+def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
+         lang: str | None = None) -> pn.template.BootstrapTemplate:
+    """Wrap page content in the shared template."""
+    lang = lang or session_lang()
+    template = pn.template.BootstrapTemplate(
+        title=f"Vigie · {title}", header_background="#0b3d5c", collapsed_sidebar=True,
+        raw_css=[CSS],
+    )
+    template.header.append(pn.pane.HTML(nav_html(active, lang), sizing_mode="stretch_width", margin=0))
+    for item in body:
+        template.main.append(item)
+    return template

@@ -1,0 +1,72 @@
+"""The system page: ingest health per source, rejected inputs with reasons, the store."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import panel as pn
+
+from app.i18n import fmt_number, fmt_time, t
+from app.pages.shell import page, session_lang
+from app.pages.status import latest_frame
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+
+def sources_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
+    """Return one row per source."""
+    rows = []
+    for name, s in runtime.health()["sources"].items():
+        rows.append({"source": name, "type": s["type"], "state": t(s["state"], lang),
+                     t("readings/s", lang): fmt_number(s["readings_per_s"], lang, 1),
+                     "total": s["readings_total"], t("Rejected inputs", lang): s["dead_letters"]["total"],
+                     "last error": s["last_error"] or ""})
+    return pd.DataFrame(rows)
+
+
+def dead_letters_html(runtime: Runtime, lang: str) -> str:
+    """Return the recent rejected inputs of every source as an HTML table."""
+    rows = []
+    for source in runtime.sources:
+        for d in list(source.dead.recent)[-20:]:
+            rows.append(f"<tr><td>{fmt_time(d.time_ns, lang)}</td><td>{html.escape(d.source)}</td>"
+                        f"<td>{html.escape(d.where)}</td><td>{html.escape(d.kind)}</td>"
+                        f"<td>{html.escape(d.reason)}</td><td><code>{html.escape(d.preview)}</code></td></tr>")
+    if not rows:
+        return "<p>–</p>"
+    return ("<table class='table table-sm vigie-dead-letters'><tr><th>time</th><th>source</th><th>where</th>"
+            "<th>kind</th><th>reason</th><th>payload</th></tr>" + "".join(rows[-50:]) + "</table>")
+
+
+def store_html(runtime: Runtime) -> str:
+    """Return the store writer's state."""
+    s = runtime.writer.health()
+    return "<br>".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in s.items())
+
+
+def system_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+    """Build one session's system page."""
+    lang = session_lang()
+    sources = pn.widgets.Tabulator(sources_frame(runtime, lang), disabled=True, show_index=False,
+                                   sizing_mode="stretch_width")
+    dead = pn.pane.HTML(dead_letters_html(runtime, lang), sizing_mode="stretch_width")
+    store = pn.pane.HTML(store_html(runtime), sizing_mode="stretch_width")
+    series = pn.widgets.Tabulator(latest_frame(runtime), disabled=True, show_index=False,
+                                  sizing_mode="stretch_width", height=400, name="latest")
+
+    def refresh() -> None:
+        with pn.io.hold():
+            sources.value = sources_frame(runtime, lang)
+            dead.object = dead_letters_html(runtime, lang)
+            store.object = store_html(runtime)
+            series.value = latest_frame(runtime)
+
+    pn.state.add_periodic_callback(refresh, period=2000)
+    return page(runtime, "/system", t("System", lang),
+                pn.pane.Markdown(f"## {t('Ingest sources', lang)}"), sources,
+                pn.pane.Markdown(f"## {t('Rejected inputs', lang)}"), dead,
+                pn.pane.Markdown(f"## {t('Store', lang)}"), store,
+                pn.pane.Markdown(f"## {t('Live series', lang)}"), series, lang=lang)
