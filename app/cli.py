@@ -64,6 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from app.ingest.broker import EmbeddedBroker
     from app.ingest.plc_sim import PumpStationServer
     from app.ingest.simulate import Simulators
+    from app.ingest.webcam_sim import WebcamSimulator
     from app.runtime import Runtime
     from app.server import run_server
 
@@ -77,7 +78,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for o in cfg.opcua:
         url = urlparse(o.url)
         extras.append(PumpStationServer(host=url.hostname or "127.0.0.1", port=url.port or 4840))
-    extras.append(_SimulatorActor(Simulators(mqtt.host, mqtt.port, period_s=args.period)))
+    sims = Simulators(mqtt.host, mqtt.port, period_s=args.period, seed="vigie-demo")
+    extras.append(_SimulatorActor(sims))
+    extras.append(_SimulatorActor(WebcamSimulator(mqtt.host, mqtt.port, sims.dams[:1], period_s=5 * args.period)))
 
     async def main() -> None:
         runtime = Runtime(loaded, base_dir=Path(args.data_root))

@@ -114,7 +114,8 @@ class SubscriptionSpec(Spec):
     """A topic template and how its payloads are decoded."""
 
     topic = param.String(default=None, allow_None=True, doc="Template: site/{site}/device/{device}/telemetry")
-    decoder = param.Selector(default="json", objects=["json", "number", "line_protocol"])
+    decoder = param.Selector(default="json", objects=["json", "number", "line_protocol", "image"],
+                             doc="image: binary JPEG/PNG for the camera named by {device}.")
     qos = param.Integer(default=1, bounds=(0, 2))
     timestamp_field = param.String(default="ts", allow_None=True, doc="JSON: field holding the time (null: arrival).")
     timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
@@ -147,11 +148,16 @@ class SubscriptionSpec(Spec):
                     problems.extend((("fields", name, *p.path), p.message) for p in exc.problems)
         return problems
 
-    def build_decoder(self) -> Decoder:
-        """Create the decoder this subscription describes."""
+    def build_decoder(self, cameras: Any = None) -> Decoder:
+        """Create the decoder this subscription describes (``image`` needs the camera store)."""
         from app.ingest.decoders import FieldMap
 
         common = {"max_bytes": self.max_bytes, "max_future_s": self.max_future_s}
+        if self.decoder == "image":
+            import app.ingest.image  # noqa: F401  (registers the decoder)
+
+            return Decoder.create("image", cameras=cameras, max_bytes=max(self.max_bytes, 5_000_000),
+                                  max_future_s=self.max_future_s)
         if self.decoder == "json":
             fields = {k: (FieldMap(v.get("metric"), v.get("unit", "")) if v is not None else None)
                       for k, v in self.fields.items()}
@@ -161,6 +167,21 @@ class SubscriptionSpec(Spec):
         if self.decoder == "number":
             return Decoder.create("number", metric=self.metric, unit=self.unit, **common)
         return Decoder.create("line_protocol", precision=self.precision, units=self.units, **common)
+
+
+class CamerasSpec(Spec):
+    """Where webcam images are kept."""
+
+    directory = param.String(default="cameras", doc="Directory (relative: to the data root).")
+    keep = param.Integer(default=20, bounds=(1, 10_000), doc="Images kept per camera.")
+    max_bytes = param.Integer(default=5_000_000, bounds=(1, None), doc="Largest image accepted.")
+
+
+class MapSpecConfig(Spec):
+    """The map widgets' background."""
+
+    tile_url = param.String(default=None, allow_None=True,
+                            doc="XYZ tile URL ({z}/{x}/{y}); none by default, so maps work offline.")
 
 
 class TlsSpec(Spec):
@@ -247,12 +268,16 @@ class VigieConfig(Spec):
     http = param.ClassSelector(class_=HttpIngestSpec, default=None, allow_None=True)
     mqtt = param.List(default=[], item_type=MqttSpec)
     opcua = param.List(default=[], item_type=OpcUaSpec)
+    cameras = param.ClassSelector(class_=CamerasSpec, default=None, allow_None=True)
+    map = param.ClassSelector(class_=MapSpecConfig, default=None, allow_None=True)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.server = self.server or ServerSpec()
         self.store = self.store or StoreSpec()
         self.http = self.http or HttpIngestSpec()
+        self.cameras = self.cameras or CamerasSpec()
+        self.map = self.map or MapSpecConfig()
 
 
 @dataclass
@@ -371,4 +396,4 @@ def load_config(directory: str | Path | None, env: dict[str, str] | None = None)
 
 
 # Sections owned by later features; accepted so config directories can carry them.
-_LATER_SECTIONS = ("alarms", "contacts", "escalation", "users", "devices", "cameras", "map")
+_LATER_SECTIONS = ("alarms", "contacts", "escalation", "users", "devices")

@@ -72,6 +72,21 @@ _FR: dict[str, str] = {
     "Camera": "Caméra",
     "Active alarms": "Alarmes actives",
     "Map": "Carte",
+    "bad quality": "qualité mauvaise",
+    "warning": "avertissement",
+    "alarm": "alarme",
+    "No camera store configured": "Aucun stockage d'images configuré",
+    "No image yet": "Pas encore d'image",
+    "No alarm engine configured": "Aucun moteur d'alarmes configuré",
+    "No active alarm": "Aucune alarme active",
+    "Time": "Heure",
+    "Severity": "Gravité",
+    "Message": "Message",
+    "State": "État",
+    "low": "basse",
+    "medium": "moyenne",
+    "high": "haute",
+    "critical": "critique",
 }
 
 

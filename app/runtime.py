@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from app.cameras import CameraStore
 from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
 from app.hub import Hub
 from app.ingest.base import Source
@@ -49,9 +50,10 @@ def build_store(spec: StoreSpec, loaded: LoadedConfig, base: Path) -> StoreEngin
     )
 
 
-def build_mqtt(spec: MqttSpec, hub: Hub, loaded: LoadedConfig) -> MqttSource:
+def build_mqtt(spec: MqttSpec, hub: Hub, loaded: LoadedConfig, cameras: CameraStore | None = None) -> MqttSource:
     """Create an MQTT source from its spec."""
-    subs = [MqttSubscription(TopicTemplate.parse(s.topic), s.build_decoder(), s.qos) for s in spec.subscriptions]
+    subs = [MqttSubscription(TopicTemplate.parse(s.topic), s.build_decoder(cameras), s.qos)
+            for s in spec.subscriptions]
     tls = None
     if spec.tls is not None:
         tls = TlsOptions(spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file, spec.tls.insecure)
@@ -86,6 +88,9 @@ class Runtime:
         cfg = loaded.config
         base = base_dir or Path.cwd()
         self.live = LiveCache()
+        self.cameras = CameraStore(base / cfg.cameras.directory, keep=cfg.cameras.keep,
+                                   max_bytes=cfg.cameras.max_bytes)
+        self.alarms = None  # the alarm engine's seat (a later issue)
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
             self.store, spool_dir=base / cfg.store.spool_dir, batch_size=cfg.store.batch_size,
@@ -93,7 +98,7 @@ class Runtime:
         )
         # The alarm engine takes the first seat once it exists.
         self.hub = Hub(alarms=None, live=self.live, store=self.writer)
-        self.sources: list[Source] = [build_mqtt(m, self.hub, loaded) for m in cfg.mqtt]
+        self.sources: list[Source] = [build_mqtt(m, self.hub, loaded, self.cameras) for m in cfg.mqtt]
         self.sources += [build_opcua(o, self.hub, loaded) for o in cfg.opcua]
         self.extra_sources: dict[str, Any] = {}  # e.g. the HTTP ingest API, registered by the server
         self._source_tasks: list[asyncio.Task] = []
@@ -151,4 +156,5 @@ class Runtime:
             "store": self.writer.health(),
             "live": self.live.health(),
             "hub": {"published_total": self.hub.published},
+            "cameras": self.cameras.health(),
         }

@@ -118,11 +118,6 @@ async def run_server(runtime: Runtime, *, port: int | None = None, extras: Seque
     """Run everything until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly."""
     stop_event = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop_event.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
     started: list[Actor] = []
     server = None
     try:
@@ -132,6 +127,13 @@ async def run_server(runtime: Runtime, *, port: int | None = None, extras: Seque
         http_source = attach_http_source(runtime)
         await runtime.start()
         server = make_server(runtime, http_source, runtime.loaded.config.server, port)
+        # After make_server: Panel installs a SIGINT handler that stops the loop outright;
+        # ours replaces it so shutdown runs in order.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop_event.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
         server.start()
         log.info("serving on http://%s:%s/", runtime.loaded.config.server.address, server.port)
         await stop_event.wait()

@@ -34,8 +34,8 @@ class EditingDisabled(PermissionError):
 
 def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
     """Return what widgets of this runtime may read."""
-    return WidgetContext(live=runtime.live, store=runtime.store, lang=lang,
-                         cameras=getattr(runtime, "cameras", None), alarms=getattr(runtime, "alarms", None),
+    return WidgetContext(live=runtime.live, store=runtime.store, lang=lang, cameras=runtime.cameras,
+                         alarms=runtime.alarms, tile_url=runtime.loaded.config.map.tile_url,
                          extra={"catalogue": set(runtime.live.keys())})
 
 

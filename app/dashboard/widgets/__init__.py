@@ -3,6 +3,6 @@
 Importing this package registers every kind with :class:`WidgetSpec`.
 """
 
-from app.dashboard.widgets import markdown, timeseries, value
+from app.dashboard.widgets import alarms, map, markdown, status_grid, table, timeseries, value, webcam
 
-__all__ = ["markdown", "timeseries", "value"]
+__all__ = ["alarms", "map", "markdown", "status_grid", "table", "timeseries", "value", "webcam"]

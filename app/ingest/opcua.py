@@ -1,0 +1,562 @@
+"""OPC-UA ingest with asyncua: one subscription per server, batches to the hub.
+
+Why the raw subscription service instead of asyncua's ``Subscription``:
+asyncua 2.1's handler mode creates an asyncio task per notification (even
+for a synchronous ``datachange_notification``), and its iterator mode puts
+them in a queue that drops the oldest silently when 1000 are waiting
+(FIELD-NOTES). Both lose or multiply work on the ingest path. So this source
+registers its own synchronous publish callback with
+``client.uaclient.create_subscription`` (asyncua's documented low-level
+service API) and creates the monitored items itself with its own client
+handles. The publish loop calls the callback with the whole
+``PublishResult``; every ``DataChangeNotification`` in it becomes one batch
+of readings handed to the hub right there, in the same call: no task per
+notification, no intermediate queue, nothing to overflow. While the
+callback runs, asyncua does not send the next Publish request, so a slow
+consumer slows the server down instead of losing data on our side; what the
+server itself drops from a full monitored-item queue is flagged by the
+Overflow bit of the status code, and counted in ``health()``.
+
+Values: numbers become floats and Booleans 0/1; anything else (text,
+arrays, structures, non-finite numbers) is dead-lettered. The reading's time
+is the source timestamp, else the server's, else the time of arrival; its
+quality is the status code's class. A server nulls the value of a Bad
+DataValue (OPC-UA Part 4, 7.7.1), so a Bad notification carries the node's
+last value with quality ``bad``, letting the quality change reach the store,
+the live view and the alarms.
+
+Why our own reconnect loop: asyncua's ``auto_reconnect`` has hung in the
+past (FreeOpcUa/opcua-asyncio#1660) and logs a traceback every second of an
+outage. Each attempt here builds a fresh ``Client``, connects, resolves the
+nodes, subscribes, then watches the connection: a state change away from
+connected, a failed keep-alive read of ``Server/ServerStatus/CurrentTime``
+every second, a Bad subscription status, or no publish response for several
+keep-alive periods ends the attempt; the client is closed and a new attempt
+starts after a capped back-off. Values changed while disconnected are not
+replayed: the new subscription starts from the current values. After a
+server restart nothing could be; after a mere network cut the server's
+queue could be recovered with TransferSubscriptions/Republish, which this
+source does not attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from asyncua import Client, ua
+from asyncua.client.ua_client import UaClientState
+from asyncua.crypto import security_policies
+
+from app.hub import Hub
+from app.ingest.base import Backoff, ConnectionState, Source
+from app.model import Quality, Reading, now_ns
+
+log = logging.getLogger(__name__)
+
+SECURITY_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
+SECURITY_MODES = ("Sign", "SignAndEncrypt")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+"""Timestamps before this are treated as unset (OPC-UA's "no time" is 1601)."""
+_US = timedelta(microseconds=1)
+_CHUNK = 500
+"""Nodes per TranslateBrowsePaths / CreateMonitoredItems call (servers cap both)."""
+_FILTER_REFUSED = {
+    ua.StatusCodes.BadFilterNotAllowed,
+    ua.StatusCodes.BadMonitoredItemFilterUnsupported,
+    ua.StatusCodes.BadMonitoredItemFilterInvalid,
+}
+"""Codes a server answers when a deadband does not apply (e.g. to a Boolean)."""
+_OVERFLOW_BITS = 0x0C80
+_OVERFLOW = 0x0480
+"""InfoType DataValue (0x400) with the Overflow bit (0x80): the server's item queue dropped values."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpcUaNode:
+    """One variable to subscribe to, and the series its values feed.
+
+    Give exactly one of ``node_id`` (``"ns=2;s=PumpStation.Flow"``) or
+    ``browse_path`` (``"0:Objects/2:PumpStation/2:Flow"``, from the Root
+    folder, ``/``-separated ``ns:Name`` browse names).
+    """
+
+    node_id: str | None = None
+    browse_path: str | None = None
+    device: str
+    metric: str
+    unit: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if bool(self.node_id) == bool(self.browse_path):
+            raise ValueError(f"OPC-UA node {self.device}/{self.metric}: give exactly one of node_id or browse_path")
+        if not self.device or not self.metric:
+            raise ValueError(f"OPC-UA node {self.label}: device and metric are required")
+
+    @property
+    def label(self) -> str:
+        """Return how the configuration names the node (its NodeId or browse path)."""
+        return self.node_id or self.browse_path or ""
+
+
+@dataclass(slots=True)
+class _Item:
+    """A node of the current session, indexed by its monitored-item client handle."""
+
+    node: OpcUaNode
+    where: str
+    node_id: ua.NodeId | None = None
+
+
+def _redact(url: str) -> str:
+    """Return the URL without a password, for health and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _time_ns(dt: datetime | None) -> int | None:
+    """Return a UTC datetime as ns since the epoch, or None when unset."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    if dt < _MIN_TIME:
+        return None
+    return (dt - _EPOCH) // _US * 1000
+
+
+def _status_text(code: ua.StatusCode) -> str:
+    try:
+        return code.name
+    except Exception:
+        return f"0x{code.value:08X}"
+
+
+def _quality(code: ua.StatusCode) -> str:
+    if code.is_good():
+        return Quality.GOOD
+    if code.is_uncertain():
+        return Quality.UNCERTAIN
+    return Quality.BAD
+
+
+def _browse_path(path: str) -> ua.BrowsePath:
+    """Return a BrowsePath from the Root folder for ``"0:Objects/2:Station/2:Flow"``."""
+    rpath = ua.RelativePath()
+    for part in path.strip("/").split("/"):
+        element = ua.RelativePathElement()
+        element.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+        element.IsInverse = False
+        element.IncludeSubtypes = True
+        element.TargetName = ua.QualifiedName.from_string(part)
+        rpath.Elements.append(element)
+    bpath = ua.BrowsePath()
+    bpath.StartingNode = ua.NodeId(ua.ObjectIds.RootFolder)
+    bpath.RelativePath = rpath
+    return bpath
+
+
+class OpcUaSource(Source):
+    """One OPC-UA server, one subscription with a monitored item per node."""
+
+    source_type = "opcua"
+    KEEPALIVE_S = 1.0
+    """How often the connection is probed by reading the server's CurrentTime."""
+    SUBSCRIPTION_KEEPALIVE_S = 5.0
+    """Ask the server for a publish response at least this often, data or not."""
+    SESSION_TIMEOUT_S = 60.0
+    """A server drops our session this long after we vanish (PLCs have few session slots)."""
+
+    def __init__(
+        self,
+        name: str,
+        hub: Hub,
+        *,
+        url: str,
+        nodes: list[OpcUaNode],
+        security_policy: str | None = None,
+        security_mode: str = "SignAndEncrypt",
+        certificate: str | None = None,
+        private_key: str | None = None,
+        server_certificate: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        sampling_interval_ms: float = 500,
+        publishing_interval_ms: float = 500,
+        deadband: float | None = None,
+        queue_size: int = 10,
+        timeout_s: float = 4,
+        reconnect_max_delay_s: float = 5,
+    ) -> None:
+        super().__init__(name, hub)
+        if not url:
+            raise ValueError(f"OPC-UA source {name}: url is required")
+        if security_policy is not None:
+            if security_policy not in SECURITY_POLICIES:
+                raise ValueError(f"OPC-UA security_policy must be one of {', '.join(SECURITY_POLICIES)}, "
+                                 f"not {security_policy!r}")
+            if not certificate or not private_key:
+                raise ValueError(f"OPC-UA source {name}: security_policy {security_policy} needs "
+                                 "certificate and private_key")
+        if security_mode not in SECURITY_MODES:
+            raise ValueError(f"OPC-UA security_mode must be Sign or SignAndEncrypt, not {security_mode!r}")
+        self.url = url
+        self.nodes = list(nodes)
+        self.security_policy = security_policy
+        self.security_mode = security_mode
+        self.certificate = certificate
+        self.private_key = private_key
+        self.server_certificate = server_certificate
+        self._username = username
+        self._password = password
+        self.sampling_interval_ms = sampling_interval_ms
+        self.publishing_interval_ms = publishing_interval_ms
+        self.deadband = deadband
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self._backoff = Backoff(initial=0.2, cap=reconnect_max_delay_s)
+        self.subscribed = 0
+        self.node_errors: dict[str, str] = {}
+        self.server_overflows = 0
+        self.connects = 0
+        self._application_uri: str | None = None
+        self._last_publish = 0.0
+        self._stale_after_s = 30.0
+        self._lost: str | None = None
+        self._last_values: list[float | None] = [None] * len(self.nodes)
+        """Each node's last value (by client handle, the node's index), kept across sessions."""
+
+    # -- connection loop ----------------------------------------------
+    async def run(self) -> None:
+        """Connect, subscribe and ingest until stopped; reconnect with a fresh client after a loss."""
+        try:
+            while not self.stopping:
+                attempt = asyncio.create_task(self._session(), name=f"opcua-session-{self.name}")
+                stop = asyncio.create_task(self._stopping.wait(), name=f"opcua-stop-{self.name}")
+                try:
+                    await asyncio.wait({attempt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (attempt, stop):
+                        task.cancel()
+                    await asyncio.gather(attempt, stop, return_exceptions=True)
+                if self.stopping:
+                    break
+                exc = None if attempt.cancelled() else attempt.exception()
+                self.subscribed = 0
+                self.set_state(ConnectionState.DISCONNECTED, _describe(exc) if exc else "session ended")
+                if await self.sleep_or_stop(self._backoff.next()):
+                    break
+        finally:
+            self.subscribed = 0
+            self.set_state(ConnectionState.STOPPED)
+
+    async def _session(self) -> None:
+        """One connection's life: connect, subscribe, watch; always close the client."""
+        quiet_asyncua_logs()
+        client = await self._client()
+        try:
+            await client.connect()
+            await self._subscribe(client)
+            self.connects += 1
+            self._backoff.reset()
+            error = self._node_error_summary()
+            self.set_state(ConnectionState.CONNECTED, error)
+            await self._watch(client)
+        finally:
+            await self._close(client)
+
+    async def _client(self) -> Client:
+        client = Client(self.url, timeout=self.timeout_s)
+        client.name = client.description = f"Vigie ({self.name})"
+        client.application_uri = await self._app_uri()
+        client.session_timeout = int(self.SESSION_TIMEOUT_S * 1000)
+        if self._username:
+            client.set_user(self._username)
+        if self._password:
+            client.set_password(self._password)
+        if self.security_policy:
+            await client.set_security(
+                getattr(security_policies, f"SecurityPolicy{self.security_policy}"),
+                self.certificate,  # type: ignore[arg-type]
+                self.private_key,  # type: ignore[arg-type]
+                server_certificate=self.server_certificate,
+                mode=getattr(ua.MessageSecurityMode, self.security_mode),
+            )
+        return client
+
+    async def _app_uri(self) -> str:
+        """Return the application URI: the certificate's URI SAN, which servers check, or Vigie's own."""
+        if self._application_uri is None:
+            self._application_uri = "urn:vigie:client"
+            if self.certificate:
+                from asyncua.crypto import uacrypto
+                from cryptography import x509
+
+                cert = await uacrypto.load_certificate(self.certificate)
+                try:
+                    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+                except x509.ExtensionNotFound:
+                    uris = []
+                if uris:
+                    self._application_uri = uris[0]
+        return self._application_uri
+
+    async def _close(self, client: Client) -> None:
+        """Disconnect within the timeout; drop the socket if the server does not answer."""
+        try:
+            await asyncio.wait_for(client.disconnect(), self.timeout_s)
+        except (Exception, TimeoutError) as exc:
+            log.debug("opcua %s: disconnect: %s", self.name, _describe(exc))
+            client.disconnect_socket()
+
+    async def _watch(self, client: Client) -> None:
+        """Return only by raising: on a state change, a failed keep-alive, a dead subscription."""
+        current_time = client.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime))
+        async with client.subscribe_state() as states:
+            while True:
+                try:
+                    state = await states.next_change(self.KEEPALIVE_S)
+                except TimeoutError:
+                    state = None
+                if state is not None and state is not UaClientState.CONNECTED:
+                    raise ConnectionError(f"connection lost ({state.value})")
+                if self._lost:
+                    raise ConnectionError(self._lost)
+                if state is None:
+                    await asyncio.wait_for(current_time.read_value(), self.timeout_s)
+                    silent = time.monotonic() - self._last_publish
+                    if silent > self._stale_after_s:
+                        raise ConnectionError(f"no publish response for {silent:.0f} s")
+
+    # -- subscription -------------------------------------------------
+    async def _resolve(self, client: Client) -> list[_Item]:
+        """Return an item per configured node, with its NodeId or an error recorded."""
+        items = [_Item(n, f"{n.device}/{n.metric} ({n.label})") for n in self.nodes]
+        by_path: list[_Item] = []
+        for item in items:
+            if item.node.node_id:
+                try:
+                    item.node_id = ua.NodeId.from_string(item.node.node_id)
+                except Exception as exc:
+                    self.node_errors[item.node.label] = f"invalid NodeId: {exc}"
+            else:
+                by_path.append(item)
+        for start in range(0, len(by_path), _CHUNK):
+            chunk = by_path[start:start + _CHUNK]
+            paths = []
+            for item in chunk:
+                try:
+                    paths.append(_browse_path(item.node.browse_path or ""))
+                except Exception as exc:
+                    self.node_errors[item.node.label] = f"invalid browse path: {exc}"
+                    paths.append(None)
+            valid = [(item, p) for item, p in zip(chunk, paths, strict=True) if p is not None]
+            if not valid:
+                continue
+            results = await client.uaclient.translate_browsepaths_to_nodeids([p for _, p in valid])
+            for (item, _), result in zip(valid, results, strict=True):
+                if result.StatusCode.is_good() and result.Targets:
+                    item.node_id = result.Targets[0].TargetId
+                else:
+                    self.node_errors[item.node.label] = f"browse path not found ({_status_text(result.StatusCode)})"
+        return items
+
+    async def _subscribe(self, client: Client) -> None:
+        """Resolve the nodes, create the subscription and its monitored items."""
+        self.node_errors = {}
+        self.subscribed = 0
+        self._lost = None
+        items = await self._resolve(client)
+        keepalive = max(1, math.ceil(self.SUBSCRIPTION_KEEPALIVE_S * 1000 / max(self.publishing_interval_ms, 1)))
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=self.publishing_interval_ms,
+            RequestedLifetimeCount=keepalive * 10,
+            RequestedMaxKeepAliveCount=keepalive,
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        # The callback is bound to this session's items: a late publish from a
+        # closed session can never be routed through the next session's handles.
+        result = await client.uaclient.create_subscription(params, partial(self._on_publish, items))
+        period_s = (result.RevisedPublishingInterval or self.publishing_interval_ms) / 1000
+        self._stale_after_s = 3 * period_s * (result.RevisedMaxKeepAliveCount or keepalive) + self.timeout_s
+        self._last_publish = time.monotonic()
+        handles = [h for h, item in enumerate(items) if item.node_id is not None]
+        failed = await self._monitor(client, result.SubscriptionId, items, handles, self.deadband)
+        if self.deadband is not None:
+            retry = [h for h, code in failed.items() if code is not None and code.value in _FILTER_REFUSED]
+            if retry:  # a deadband does not apply to Booleans and strings: monitor those without one
+                failed.update(await self._monitor(client, result.SubscriptionId, items, retry, None))
+        for h, code in failed.items():
+            if code is not None:
+                self.node_errors[items[h].node.label] = f"not monitored ({_status_text(code)})"
+        self.subscribed = sum(1 for h in handles if failed.get(h) is None)
+        if self.node_errors:
+            log.warning("opcua %s: %d of %d nodes unavailable: %s", self.name, len(self.node_errors),
+                        len(items), self._node_error_summary())
+
+    async def _monitor(
+        self, client: Client, subscription_id: int, items: list[_Item], handles: list[int], deadband: float | None
+    ) -> dict[int, ua.StatusCode | None]:
+        """Create monitored items for ``handles``; return each handle's failure code (None when created)."""
+        out: dict[int, ua.StatusCode | None] = {}
+        mfilter = None
+        if deadband is not None:
+            mfilter = ua.DataChangeFilter(
+                Trigger=ua.DataChangeTrigger.StatusValue,
+                DeadbandType=ua.DeadbandType.Absolute,
+                DeadbandValue=float(deadband),
+            )
+        for start in range(0, len(handles), _CHUNK):
+            chunk = handles[start:start + _CHUNK]
+            requests = []
+            for h in chunk:
+                mparams = ua.MonitoringParameters(
+                    ClientHandle=h,
+                    SamplingInterval=self.sampling_interval_ms,
+                    QueueSize=self.queue_size,
+                    DiscardOldest=True,
+                    Filter=mfilter,
+                )
+                requests.append(ua.MonitoredItemCreateRequest(
+                    ItemToMonitor=ua.ReadValueId(NodeId=items[h].node_id, AttributeId=ua.AttributeIds.Value),
+                    MonitoringMode=ua.MonitoringMode.Reporting,
+                    RequestedParameters=mparams,
+                ))
+            results = await client.uaclient.create_monitored_items(ua.CreateMonitoredItemsParameters(
+                SubscriptionId=subscription_id,
+                ItemsToCreate=requests,
+                TimestampsToReturn=ua.TimestampsToReturn.Both,
+            ))
+            for h, res in zip(chunk, results, strict=True):
+                out[h] = None if res.StatusCode.is_good() else res.StatusCode
+        return out
+
+    def _node_error_summary(self) -> str | None:
+        if not self.node_errors:
+            return None
+        return "; ".join(f"{label}: {reason}" for label, reason in self.node_errors.items())
+
+    # -- notifications ------------------------------------------------
+    def _on_publish(self, items: list[_Item], result: ua.PublishResult) -> None:
+        """Turn one publish response into one batch for the hub (called by asyncua's publish loop)."""
+        self._last_publish = time.monotonic()
+        data = result.NotificationMessage.NotificationData
+        if not data:
+            return  # a keep-alive
+        batch: list[Reading] = []
+        received = now_ns()
+        for notification in data:
+            if isinstance(notification, ua.DataChangeNotification):
+                for mi in notification.MonitoredItems:
+                    try:
+                        self._convert(items, mi, received, batch)
+                    except Exception as exc:  # a bug here must not stop the publish loop
+                        self.dead.add(f"handle {mi.ClientHandle}", "convert_error", _describe(exc), repr(mi)[:200])
+            elif isinstance(notification, ua.StatusChangeNotification):
+                status = notification.Status
+                if status is not None and not status.is_good():
+                    self._lost = f"subscription status {_status_text(status)}"
+        self.publish(batch)
+
+    def _convert(self, items: list[_Item], mi: ua.MonitoredItemNotification, received: int,
+                 out: list[Reading]) -> None:
+        handle = mi.ClientHandle
+        if not 0 <= handle < len(items):
+            self.dead.add(f"handle {handle}", "unknown_handle", "notification for a handle we did not create")
+            return
+        item = items[handle]
+        dv = mi.Value
+        status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode()
+        if status.value & _OVERFLOW_BITS == _OVERFLOW:
+            self.server_overflows += 1
+        raw = dv.Value.Value if dv.Value is not None else None
+        if raw is None:
+            # A server nulls the value of a Bad DataValue (OPC-UA Part 4, 7.7.1). The
+            # reading keeps the node's last value, so the quality change reaches the
+            # store, live view and alarms; with no value known yet it is dead-lettered.
+            last = self._last_values[handle]
+            if last is None or status.is_good():
+                self.dead.add(item.where, "no_value", f"no value (status {_status_text(status)})")
+                return
+            value = last
+        elif isinstance(raw, bool):
+            value = 1.0 if raw else 0.0
+        elif isinstance(raw, int | float):
+            value = float(raw)
+        else:
+            self.dead.add(item.where, "wrong_type", f"value is {type(raw).__name__}, not a number or bool",
+                          repr(raw))
+            return
+        if not math.isfinite(value):
+            self.dead.add(item.where, "not_finite", f"value is {value}", repr(raw))
+            return
+        self._last_values[handle] = value
+        time_ns = _time_ns(dv.SourceTimestamp) or _time_ns(dv.ServerTimestamp) or received
+        node = item.node
+        out.append(Reading(node.device, node.metric, time_ns, value, _quality(status), node.unit, self.name,
+                           node.tags))
+
+    # -- health -------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Add the server URL, subscribed node count and unavailable nodes to the base health."""
+        h = super().health()
+        h.update(
+            url=_redact(self.url),
+            nodes=len(self.nodes),
+            subscribed_nodes=self.subscribed,
+            node_errors=dict(self.node_errors),
+            server_queue_overflows=self.server_overflows,
+            connects=self.connects,
+        )
+        return h
+
+
+class _ConnectionLossFilter(logging.Filter):
+    """Drop asyncua's "Publish iteration crashed" traceback when its cause is a lost connection.
+
+    asyncua's publish loop logs it at ERROR, with a traceback, each time the
+    server goes away; this source reports the same event once, as a state change.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, ConnectionError | OSError | TimeoutError)
+                    and str(record.msg).startswith("Publish iteration crashed"))
+
+
+_PUBLISH_LOOP_LOGGER = "asyncua.client.ua_session.UaSession"
+
+
+def quiet_asyncua_logs() -> None:
+    """Quiet asyncua, which logs tracebacks every second of an outage, unless someone chose its level.
+
+    This module logs its own state changes (``Source.set_state``) instead.
+    Idempotent; called at each connect (and by the PLC simulator at start).
+    """
+    logger = logging.getLogger("asyncua")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.ERROR)
+    publish_logger = logging.getLogger(_PUBLISH_LOOP_LOGGER)
+    if not any(isinstance(f, _ConnectionLossFilter) for f in publish_logger.filters):
+        publish_logger.addFilter(_ConnectionLossFilter())

@@ -1,0 +1,196 @@
+"""Demo webcams: a drawn picture of each simulated dam, published as PNG over MQTT.
+
+Each frame shows the reservoir against the dam wall, its water surface at
+the simulated level (so a shower visibly raises the lake, and water pours
+over the spillway above the crest), rain streaks while it rains, and an
+overlay with the camera name, level and time. Frames go through the real
+ingest path: ``site/{site}/camera/{device}-cam/image``, binary PNG, QoS 1,
+for the ``image`` decoder under the template ``site/{site}/camera/{device}/image``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+
+import aiomqtt
+from PIL import Image, ImageDraw, ImageFont
+
+from app.ingest.base import Backoff
+from app.ingest.simulate import Dam
+
+log = logging.getLogger(__name__)
+
+TOPIC = "site/{site}/camera/{device}-cam/image"
+"""Where a dam's camera publishes (``{device}`` is the dam's device, e.g. ``dam-1``)."""
+TEMPLATE = "site/{site}/camera/{device}/image"
+"""The ingest template that names the camera ``<dam>-cam``."""
+
+SKY = (176, 206, 232)
+HILL = (112, 140, 92)
+BED = (120, 104, 84)
+WATER = (38, 96, 168)
+SURFACE = (90, 150, 210)
+CONCRETE = (170, 170, 165)
+CONCRETE_EDGE = (110, 110, 105)
+RAIN = (225, 232, 240)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's bundled font: nothing to install
+    except (TypeError, OSError):  # built without FreeType
+        return ImageFont.load_default()
+
+
+class DamCamera:
+    """Draws the picture a camera facing a dam would take, from the dam model's state."""
+
+    def __init__(self, dam: Dam, width: int = 320, height: int = 200, seed: int | str | None = None) -> None:
+        if width < 80 or height < 60:
+            raise ValueError(f"frame {width}x{height} is too small (at least 80x60)")
+        self.dam = dam
+        self.width = width
+        self.height = height
+        self.name = f"{dam.device}-cam"
+        self.topic = TOPIC.format(site=dam.site, device=dam.device)
+        self._rng = random.Random(None if seed is None else f"{seed}:{self.name}")
+        self._font = _font(max(10, height // 16))
+
+    def surface_y(self, level: float) -> float:
+        """Return the image row of the water surface for a level (floor low, crest high, top above)."""
+        d, h = self.dam, self.height
+        y_floor, y_crest = h * 0.80, h * 0.35
+        frac = (level - d.floor) / (d.crest - d.floor)
+        frac = min(max(frac, -0.1), (d.top - d.floor) / (d.crest - d.floor))
+        return y_floor - frac * (y_floor - y_crest)
+
+    def render(self, time_ns: int | None = None) -> bytes:
+        """Return one PNG frame of the dam as it is now."""
+        time_ns = time.time_ns() if time_ns is None else time_ns
+        d, w, h = self.dam, self.width, self.height
+        img = Image.new("RGB", (w, h), SKY)
+        draw = ImageDraw.Draw(img)
+        wall_x = int(w * 0.72)
+        y_crest = self.surface_y(d.crest)
+        y_top = self.surface_y(d.top)
+        # Valley: hills behind, the lake bed below the lowest operating level.
+        draw.polygon([(0, h * 0.30), (w * 0.25, h * 0.18), (w * 0.5, h * 0.28), (w * 0.8, h * 0.15), (w, h * 0.25),
+                      (w, h), (0, h)], fill=HILL)
+        draw.polygon([(0, h * 0.95), (wall_x, h * 0.88), (wall_x, h), (0, h)], fill=BED)
+        # Water up to the level, held by the wall.
+        y_water = self.surface_y(d.level)
+        draw.rectangle([0, y_water, wall_x, h * 0.92], fill=WATER)
+        draw.line([(0, y_water), (wall_x, y_water)], fill=SURFACE, width=max(1, h // 100))
+        # The wall: a concrete trapezoid, its crest (spillway) marked.
+        draw.polygon([(wall_x, y_top), (wall_x + w * 0.06, y_top), (wall_x + w * 0.22, h), (wall_x, h)],
+                     fill=CONCRETE, outline=CONCRETE_EDGE)
+        draw.line([(wall_x - 3, y_crest), (wall_x + 6, y_crest)], fill=CONCRETE_EDGE, width=2)
+        if d.level > d.crest:  # over the spillway: water pours down the downstream face
+            draw.polygon([(wall_x, y_water), (wall_x + w * 0.07, y_water), (wall_x + w * 0.24, h),
+                          (wall_x + w * 0.17, h)], fill=SURFACE)
+        if d.rainfall > 0:
+            streaks = int(min(200, 10 + 6 * d.rainfall))
+            for _ in range(streaks):
+                x, y = self._rng.uniform(0, w), self._rng.uniform(0, h)
+                draw.line([(x, y), (x - 2, y + 7)], fill=RAIN, width=1)
+        self._overlay(draw, time_ns)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=False, compress_level=6)
+        return buf.getvalue()
+
+    def _overlay(self, draw: ImageDraw.ImageDraw, time_ns: int) -> None:
+        stamp = datetime.fromtimestamp(time_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        lines = (f"{self.name}  {self.dam.level:.2f} m", stamp)
+        pad, y = 4, 4
+        for text in lines:
+            left, top, right, bottom = draw.textbbox((pad, y), text, font=self._font)
+            draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
+            draw.text((pad, y), text, fill=(255, 255, 255), font=self._font)
+            y = bottom + 3
+
+
+class WebcamSimulator:
+    """One camera per dam, each publishing a PNG frame every period on one MQTT connection.
+
+    The dams are the demo simulators' own (``Simulators.dams``), read and never
+    stepped here, so the pictures follow the telemetry. ``run()`` reconnects
+    with back-off like :class:`app.ingest.simulate.Simulators`; frames due
+    while the broker is away are not sent later (an old picture is worthless).
+    """
+
+    def __init__(self, host: str, port: int, dams: list[Dam], period_s: float = 5.0, *, width: int = 320,
+                 height: int = 200, seed: int | str | None = None) -> None:
+        if period_s <= 0:
+            raise ValueError(f"period_s must be positive, not {period_s}")
+        self.host = host
+        self.port = port
+        self.period_s = period_s
+        self.cameras = [DamCamera(d, width, height, seed) for d in dams]
+        self.published = 0
+        """Frames the broker acknowledged so far."""
+        self.connected = False
+        self.last_error: str | None = None
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Publish frames every period until ``stop()``; returns promptly once stopped."""
+        work = asyncio.create_task(self._connect_loop(), name="webcam-simulator")
+        stop = asyncio.create_task(self._stopping.wait(), name="webcam-simulator-stop")
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, stop):
+                task.cancel()
+            await asyncio.gather(work, stop, return_exceptions=True)
+            self.connected = False
+        if not work.cancelled() and work.exception() is not None:
+            raise work.exception()  # type: ignore[misc]
+
+    async def stop(self) -> None:
+        """Ask ``run()`` to return."""
+        self._stopping.set()
+
+    async def _connect_loop(self) -> None:
+        backoff = Backoff(initial=0.2, cap=5.0)
+        failing = False
+        while True:
+            try:
+                client = aiomqtt.Client(self.host, self.port, identifier=f"vigie-cam-{uuid.uuid4().hex[:8]}",
+                                        timeout=10)
+                async with client:
+                    self.connected, failing = True, False
+                    backoff.reset()
+                    log.info("webcam simulator: %d cameras publishing to %s:%s every %ss", len(self.cameras),
+                             self.host, self.port, self.period_s)
+                    await self._publish_loop(client)
+            except aiomqtt.MqttError as exc:
+                was_connected, self.connected = self.connected, False
+                self.last_error = str(exc)
+                if was_connected:
+                    log.warning("webcam simulator: lost MQTT broker %s:%s (%s), reconnecting", self.host,
+                                self.port, exc)
+                elif not failing:
+                    log.warning("webcam simulator: MQTT broker %s:%s unavailable (%s), retrying", self.host,
+                                self.port, exc)
+                failing = True
+                await asyncio.sleep(backoff.next())
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            now_ns = time.time_ns()
+            for camera in self.cameras:
+                await client.publish(camera.topic, camera.render(now_ns), qos=1)
+                self.published += 1
+            next_at += self.period_s
+            now = loop.time()
+            if next_at < now:
+                next_at = now
+            await asyncio.sleep(next_at - now)

@@ -1,0 +1,94 @@
+"""`vigie demo` as a user runs it: a subprocess, its page, its data, a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A running `vigie demo` on a free port, with the demo's own ports moved out of the way."""
+    tmp = tmp_path_factory.mktemp("demo")
+    cfg = tmp / "config"
+    cfg.mkdir()
+    mqtt_port, opc_port, web_port = free_port(), free_port(), free_port()
+    for f in (ROOT / "config").glob("*.yaml"):
+        text = f.read_text().replace("port: 18830", f"port: {mqtt_port}").replace(":48400/", f":{opc_port}/")
+        (cfg / f.name).write_text(text)
+    log = (tmp / "demo.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "demo", "--port", str(web_port), "--config", str(cfg),
+         "--data-root", str(tmp / "data"), "--period", "0.5"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_until(lambda: get(base + "/health")[0] in (200, 503) or proc.poll() is not None, timeout=60,
+                   what="demo health endpoint")
+        assert proc.poll() is None, (tmp / "demo.log").read_text()
+        yield proc, base, tmp
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_demo_serves_its_page_and_ingests_every_source_within_10s(demo):
+    proc, base, tmp = demo
+    status, body = get(base + "/")
+    assert status == 200 and b"Vigie" in body
+    t0 = time.monotonic()
+
+    def all_sources_flowing():
+        status, body = get(base + "/health")
+        if not body:
+            return False
+        doc = json.loads(body)
+        flows = {name: s["readings_total"] for name, s in doc["sources"].items()}
+        return doc["store"]["written_total"] > 0 and flows.get("demo-broker", 0) > 0 and \
+            flows.get("pump-station", 0) > 0 and doc
+
+    doc = wait_until(all_sources_flowing, timeout=10, interval=0.2, what="demo readings stored")
+    assert time.monotonic() - t0 < 10
+    assert doc["sources"]["demo-broker"]["dead_letters"]["total"] == 0, doc["sources"]["demo-broker"]
+    assert doc["sources"]["pump-station"]["state"] == "connected"
+
+
+def test_demo_stops_cleanly_on_sigint(demo):
+    proc, base, tmp = demo
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0, (tmp / "demo.log").read_text()[-3000:]
+    log = (tmp / "demo.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    # What the demo stored is in its DuckDB file, readable after the process is gone.
+    import duckdb
+
+    con = duckdb.connect(str(tmp / "data" / "data" / "vigie.duckdb"), read_only=True)
+    devices = {d for (d,) in con.execute("SELECT DISTINCT device FROM readings").fetchall()}
+    assert {"dam-1", "dam-5", "truck-1", "srv-1", "pump-station-1"} <= devices
