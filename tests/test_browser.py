@@ -130,22 +130,22 @@ def test_published_reading_appears_in_live_widget_within_2s(page, vigie, mosquit
     assert time.monotonic() - t0 < 2.0
 
 
-@pytest.mark.skip(reason="GridStack drag automation not reliable yet")
 def test_drag_resize_save_reload_keeps_positions(page, vigie):
     page.goto(f"{vigie.base}/dashboard?name=bt")
     note = page.locator(".grid-stack-item", has_text="hello note")
     note.wait_for(timeout=20_000)
     page.get_by_role("button", name="Edit").click()
-    note = page.locator(".grid-stack-item", has_text="hello note")
+    note = page.locator(".grid-stack-item.ui-draggable", has_text="hello note")
     playwright_api.expect(note).to_have_count(1, timeout=10_000)
-    page.wait_for_function("() => true")
     box = note.bounding_box()
     col = box["width"] / 4  # the note is 4 columns wide
-    # Drag the note 4 columns right and 1 row down.
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # Drag the note 4 columns right and 2 rows down (free space the editor adds below).
+    sx, sy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(sx, sy)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2 + 2 * col, box["y"] + box["height"] / 2 + 20, steps=5)
-    page.mouse.move(box["x"] + box["width"] / 2 + 4 * col, box["y"] + box["height"] / 2 + 60, steps=10)
+    for i in range(1, 21):
+        page.mouse.move(sx + i * col / 5, sy + i * 8)
+        page.wait_for_timeout(20)  # a hand's pace: GridStack handles moves per animation frame
     page.mouse.up()
     playwright_api.expect(note).to_have_attribute("gs-x", "4", timeout=5_000)
     # Resize from the bottom-right corner: two columns wider.
@@ -155,8 +155,9 @@ def test_drag_resize_save_reload_keeps_positions(page, vigie):
     hbox = handle.bounding_box()
     page.mouse.move(hbox["x"] + hbox["width"] / 2, hbox["y"] + hbox["height"] / 2)
     page.mouse.down()
-    page.mouse.move(hbox["x"] + col, hbox["y"] + 5, steps=5)
-    page.mouse.move(hbox["x"] + 2 * col, hbox["y"] + 5, steps=10)
+    for i in range(1, 21):
+        page.mouse.move(hbox["x"] + hbox["width"] / 2 + i * col / 10, hbox["y"] + hbox["height"] / 2)
+        page.wait_for_timeout(20)
     page.mouse.up()
     playwright_api.expect(note).to_have_attribute("gs-w", "6", timeout=5_000)
     x, y, w, h = (note.get_attribute(a) for a in ("gs-x", "gs-y", "gs-w", "gs-h"))

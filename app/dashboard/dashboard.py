@@ -55,6 +55,8 @@ class Dashboard:
             self.views[only] = view
             return pn.Column(view.panel, sizing_mode="stretch_both", margin=0)
         rows = max([w.y + w.h for w in self.spec.widgets] + [b[2].get("y", 0) + 3 for b in self.loaded.broken] + [1])
+        if self.editable:
+            rows += 6  # GridStack refuses moves past its last row: give the editor room below
         grid = pn.GridStack(
             sizing_mode="stretch_width", ncols=GRID_COLUMNS, nrows=rows, height=rows * self.spec.row_height,
             allow_drag=self.editable, allow_resize=self.editable, css_classes=["vigie-grid"],
