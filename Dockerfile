@@ -1,22 +1,23 @@
 # Vigie: `docker build -t vigie .` then
-#   docker run -p 5006:5006 -v vigie-data:/data -v $PWD/myconfig:/config:ro \
-#     -e VIGIE_INGEST_TOKEN=... vigie
-# The image runs `vigie serve` on the config mounted at /config (the shipped
-# demo config when none is mounted); data and the write spool live in /data.
+#   docker run -p 5006:5006 -v vigie-data:/data -v "$PWD/myconfig:/srv/vigie/config:ro" \
+#     -v vigie-layouts:/srv/vigie/layouts -e VIGIE_INGEST_TOKEN=... vigie
+# The image runs `vigie serve` on /srv/vigie/config (the shipped demo config when
+# nothing is mounted); dashboards live in /srv/vigie/layouts; data, the write spool
+# and webcam images in /data.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-WORKDIR /opt/vigie
+WORKDIR /srv/vigie
 COPY pyproject.toml README.md ./
 COPY app ./app
 RUN pip install .
-COPY config /config
-COPY layouts /opt/vigie/layouts
+COPY config ./config
+COPY layouts ./layouts
 
-RUN useradd --system --home /data vigie && mkdir -p /data && chown vigie /data
+RUN useradd --system --home /data vigie && mkdir -p /data && chown -R vigie /data /srv/vigie/layouts
 USER vigie
-VOLUME /data
+VOLUME ["/data", "/srv/vigie/layouts"]
 EXPOSE 5006
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:5006/health', timeout=4)" || exit 1
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5006/health', timeout=4)" || exit 1
 ENTRYPOINT ["vigie"]
-CMD ["serve", "--config", "/config", "--address", "0.0.0.0", "--data-root", "/data"]
+CMD ["serve", "--config", "/srv/vigie/config", "--address", "0.0.0.0", "--data-root", "/data"]

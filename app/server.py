@@ -22,7 +22,7 @@ from app import security
 from app.api import EnvelopeHandler, LatestHandler, LayoutHandler, LayoutsHandler
 from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
-from app.ingest.http import HttpSource, LineProtocolHandler, ReadingsHandler
+from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
 from app.pages.dashboards import dashboard_page, dashboards_list_page
 from app.pages.embed import EmbedRedirect, embed_page
 from app.pages.history import history_page
@@ -82,6 +82,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/health", HealthHandler, {"runtime": runtime}),
         (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
         (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
+        (r"/api/v1/cameras/([^/]+)", CameraUploadHandler, {"source": http_source, "cameras": runtime.cameras}),
         (r"/api/v1/layouts", LayoutsHandler, api),
         (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
         (r"/api/v1/latest", LatestHandler, api),

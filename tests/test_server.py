@@ -94,3 +94,48 @@ async def test_health_page_and_ingest_api(served):
 
     status, page = await asyncio.to_thread(http, "GET", base + "/")
     assert status == 200 and "Vigie" in page
+
+
+async def test_layouts_api_and_a_notebook_dashboard_fed_from_a_running_server(served, tmp_path):
+    from app.dashboard.remote import RemoteVigie
+
+    runtime, base = served
+    layouts_dir = runtime.loaded.layouts_dir()
+    layouts_dir.mkdir(exist_ok=True)
+    (layouts_dir / "nb.yaml").write_text(
+        "title: Notebook\nwidgets:\n- {type: value, id: t, series: api-2/temp, x: 0, y: 0, w: 3, h: 2}\n")
+    status, doc = await asyncio.to_thread(http, "GET", base + "/api/v1/layouts")
+    assert status == 200 and "nb" in doc["layouts"]
+    # Editing is off on this server: a PUT is refused whatever the client.
+    status, doc = await asyncio.to_thread(http, "PUT", base + "/api/v1/layouts/nb", b"title: x\n")
+    assert status == 403
+    now_ms = int(time.time() * 1000)
+    body = json.dumps([{"device": "api-2", "metric": "temp", "value": 19.25, "ts": now_ms, "unit": "°C"}]).encode()
+    assert (await asyncio.to_thread(http, "POST", base + "/api/v1/readings", body))[0] == 200
+
+    remote = RemoteVigie(base)
+    dash = await asyncio.to_thread(remote.dashboard, "nb")
+    dash.refresh()
+    assert "19.25" in dash.views["t"].html.object
+    status, env = await asyncio.to_thread(
+        http, "GET", f"{base}/api/v1/envelope?series=api-2/temp&start={(now_ms - 1000) * 10**6}"
+                     f"&end={(now_ms + 1000) * 10**6}&buckets=10")
+    assert status == 200 and env["series"] == "api-2/temp"
+    remote.stop()
+    dash.stop()
+
+
+async def test_camera_upload_over_http(served):
+    from app.ingest.simulate import Simulators
+    from app.ingest.webcam_sim import DamCamera
+
+    runtime, base = served
+    png = DamCamera(Simulators("127.0.0.1", 1, seed="t").dams[0]).render()
+    status, doc = await asyncio.to_thread(http, "POST", base + "/api/v1/cameras/gate-cam", png)
+    assert status == 200 and doc["bytes"] == len(png)
+    time_ns, path, ctype = runtime.cameras.latest("gate-cam")
+    assert path.read_bytes() == png and ctype == "image/png"
+    status, doc = await asyncio.to_thread(http, "POST", base + "/api/v1/cameras/gate-cam", b"GIF89a....")
+    assert status == 400 and "not a JPEG or PNG" in doc["error"]
+    status, _ = await asyncio.to_thread(http, "POST", base + "/api/v1/cameras/..%2Fetc", png)
+    assert status in (400, 404)

@@ -182,3 +182,26 @@ class LineProtocolHandler(_IngestHandler):
             self._answer(400, {"error": f"precision must be one of {', '.join(_UNIT_NS)}"})
             return
         self._result(*self.source.ingest_lines(self.request.body, precision))
+
+
+class CameraUploadHandler(_IngestHandler):
+    """``POST /api/v1/cameras/<camera>``: a JPEG or PNG image, kept with its arrival time."""
+
+    def initialize(self, source: HttpSource, cameras: Any = None) -> None:  # type: ignore[override]
+        super().initialize(source)
+        self.cameras = cameras
+
+    def post(self, camera: str) -> None:
+        if self.cameras is None:
+            self._answer(404, {"error": "no camera store configured"})
+            return
+        received = now_ns()
+        try:
+            self.cameras.put(camera, received, self.request.body, self.request.headers.get("Content-Type"))
+        except ValueError as exc:
+            self.source.dead.add(f"http camera {camera}", "not_an_image", str(exc), self.request.body[:64])
+            self._answer(400, {"error": str(exc)})
+            return
+        self.source.publish([Reading(camera, "image_bytes", received, float(len(self.request.body)),
+                                     Quality.GOOD, "B", self.source.name, {})])
+        self._answer(200, {"camera": camera, "time_ns": received, "bytes": len(self.request.body)})
