@@ -54,7 +54,10 @@ class Dashboard:
                 view = spec.view(self.ctx)
             self.views[only] = view
             return pn.Column(view.panel, sizing_mode="stretch_both", margin=0)
-        rows = max([w.y + w.h for w in self.spec.widgets] + [b[2].get("y", 0) + 3 for b in self.loaded.broken] + [1])
+        placed = self._resolve_overlaps()
+        rows = max([y + h for (_w, (_x, y, _wd, h)) in placed] + [1])
+        broken_top = rows  # widgets that failed to load go in rows of three below the others
+        rows += 3 * ((len(self.loaded.broken) + 2) // 3)
         if self.editable:
             rows += 6  # GridStack refuses moves past its last row: give the editor room below
         grid = pn.GridStack(
@@ -62,14 +65,29 @@ class Dashboard:
             allow_drag=self.editable, allow_resize=self.editable, css_classes=["vigie-grid"],
         )
         self._ids: dict[str, str] = {}
-        for w in self.spec.widgets:
-            view = w.view(self.ctx)
-            self._place(grid, w.id, view, w.x, w.y, w.w, w.h)
-        for index, raw, reasons in self.loaded.broken:
+        for w, (x, y, width, height) in placed:
+            self._place(grid, w.id, w.view(self.ctx), x, y, width, height)
+        for k, (index, raw, reasons) in enumerate(self.loaded.broken):
             wid = str(raw.get("id") or f"broken-{index}")
-            x, y = int(raw.get("x", 0) or 0) % GRID_COLUMNS, int(raw.get("y", rows - 3) or 0)
-            self._place(grid, wid, ErrorView(wid, reasons), x, y, min(4, GRID_COLUMNS - x), 3)
+            self._place(grid, wid, ErrorView(wid, reasons), (k % 3) * 4, broken_top + (k // 3) * 3, 4, 3)
         return grid
+
+    def _resolve_overlaps(self) -> list[tuple[WidgetSpec, tuple[int, int, int, int]]]:
+        """Keep each widget's place unless it overlaps an earlier one; then move it below (and say so)."""
+        taken: set[tuple[int, int]] = set()
+        out = []
+        bottom = max([w.y + w.h for w in self.spec.widgets] + [0])
+        for w in self.spec.widgets:
+            x, y, width, height = w.x, w.y, w.w, w.h
+            cells = {(cx, cy) for cx in range(x, x + width) for cy in range(y, y + height)}
+            if cells & taken:
+                self.loaded.problems.append(f"widget {w.id!r} overlaps another one; shown below the others")
+                x, y = 0, bottom
+                bottom += height
+                cells = {(cx, cy) for cx in range(x, x + width) for cy in range(y, y + height)}
+            taken |= cells
+            out.append((w, (x, y, width, height)))
+        return out
 
     def _place(self, grid: pn.GridStack, wid: str, view: Any, x: int, y: int, w: int, h: int) -> None:
         self.views[wid] = view

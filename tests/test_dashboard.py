@@ -1,0 +1,150 @@
+"""Dashboards without a browser: spec round trips, shipped layouts, tolerant loading, history, versions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.dashboard.dashboard import Dashboard
+from app.dashboard.layouts import LayoutNameError, LayoutStore
+from app.dashboard.spec import LayoutSpec, WidgetSpec, load_layout, parse_layout
+from app.dashboard.view import WidgetContext
+from app.dashboard.widgets.timeseries import TimeSeriesSpec
+from app.dashboard.widgets.value import ValueSpec
+from app.live import LiveCache
+from app.model import Reading
+from app.store.embedded import EmbeddedStore
+
+ROOT = Path(__file__).resolve().parent.parent
+# Layout text is typed by people: printable characters (YAML folds control characters such as NEL).
+text = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20)
+ids = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+keys = st.builds(lambda d, m: f"{d}/{m}", ids, ids)
+
+
+@st.composite
+def widget_specs(draw) -> WidgetSpec:
+    x = draw(st.integers(0, 11))
+    common = {"id": draw(ids), "x": x, "y": draw(st.integers(0, 50)), "w": draw(st.integers(1, 12 - x)),
+              "h": draw(st.integers(1, 40)), "title": draw(text)}
+    kind = draw(st.sampled_from(["timeseries", "value", "markdown"]))
+    if kind == "timeseries":
+        return TimeSeriesSpec(series=draw(st.lists(keys, max_size=4)), window=draw(st.sampled_from(["5m", "1h"])),
+                              limits=draw(st.lists(st.fixed_dictionaries(
+                                  {"value": st.floats(-1e6, 1e6), "label": text}), max_size=2)),
+                              **common)
+    if kind == "value":
+        return ValueSpec(series=draw(keys), decimals=draw(st.integers(0, 6)),
+                         warn_above=draw(st.none() | st.floats(-1e6, 1e6)), **common)
+    return WidgetSpec.kinds()["markdown"](text=draw(text), **common)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(widget_specs(), max_size=6, unique_by=lambda w: w.id), text)
+def test_layout_spec_round_trips_through_yaml(widgets, title):
+    spec = LayoutSpec(title=title, widgets=widgets)
+    loaded = parse_layout("x", spec.to_yaml())
+    assert loaded.problems == []
+    assert loaded.spec == spec
+    assert LayoutSpec.from_spec(spec.to_spec()) == spec
+
+
+def test_every_kind_round_trips():
+    required = {"value": {"series": "a/b"}, "webcam": {"camera": "cam"}}
+    for kind, cls in WidgetSpec.kinds().items():
+        w = cls(id=f"{kind}-1", **required.get(kind, {}))
+        assert WidgetSpec.from_spec(w.to_spec()) == w, kind
+
+
+def test_shipped_layouts_load_and_render():
+    live = LiveCache()
+    for path in sorted((ROOT / "layouts").glob("*.yaml")):
+        loaded = load_layout(path)
+        assert loaded.problems == [], loaded.problems
+        dash = Dashboard(loaded, WidgetContext(live=live))
+        assert set(dash.views) == {w.id for w in loaded.spec.widgets}
+        dash.refresh()
+
+
+def test_hand_edited_mistakes_are_located_and_the_rest_loads():
+    text = """title: Mixed
+widgets:
+- {type: value, id: good, series: a/b, x: 0, y: 0, w: 3, h: 2}
+- {type: value, id: typo, serie: a/b, x: 3, y: 0, w: 3, h: 2}
+- {type: gauge2, id: unknown-kind}
+- {type: timeseries, id: wide, x: 10, w: 4, series: [a/b]}
+"""
+    loaded = parse_layout("mixed", text, "layouts/mixed.yaml")
+    assert [w.id for w in loaded.spec.widgets] == ["good"]
+    problems = "\n".join(loaded.problems)
+    assert "layouts/mixed.yaml: widgets[1].serie: unknown key (did you mean 'series'?)" in problems
+    assert "widgets[2].type: unknown type 'gauge2'" in problems
+    assert "widgets[3].w: x + w = 14 is wider than the 12-column grid" in problems
+    dash = Dashboard(loaded, WidgetContext(live=LiveCache()))
+    assert set(dash.views) == {"good", "typo", "unknown-kind", "wide"}
+
+
+def test_overlapping_widgets_are_moved_below_not_lost():
+    text = ("widgets:\n- {type: markdown, id: a, x: 0, y: 0, w: 6, h: 2}\n"
+            "- {type: markdown, id: b, x: 3, y: 1, w: 6, h: 2}\n")
+    loaded = parse_layout("o", text)
+    dash = Dashboard(loaded, WidgetContext(live=LiveCache()))
+    assert set(dash.views) == {"a", "b"}
+    assert dash.positions()["b"] == (0, 3, 6, 2)
+    assert any("overlaps" in p for p in loaded.problems)
+
+
+def test_unknown_series_is_flagged_on_the_widget():
+    live = LiveCache()
+    live.accept([Reading("a", "b", time.time_ns(), 1.0)])
+    spec = parse_layout("t", "widgets:\n- {type: timeseries, id: c, series: [a/b, nope/x]}\n").spec
+    dash = Dashboard(parse_layout("t", spec.to_yaml()), WidgetContext(live=live))
+    note = dash.views["c"].notes
+    assert note.visible and "nope/x" in note.object and "a/b" not in note.object
+
+
+async def test_timeseries_draws_history_from_the_store_beyond_the_live_ring(tmp_path):
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    now = time.time_ns()
+    old = [Reading("d", "m", now - (7200 - i * 60) * 10**9, float(i)) for i in range(100)]  # 2 h ago, per minute
+    await store.write(old)
+    live = LiveCache()
+    live.accept([Reading("d", "m", now, 999.0)])
+    spec = TimeSeriesSpec(id="c", series=["d/m"], window="5m")
+    view = spec.view(WidgetContext(live=live, store=store))
+    assert view._history_wanted is not None  # the ring does not cover the window
+    start, end = view._gap(now - 6 * 3600 * 10**9)
+    await view.load_history(start, end)
+    hist = view.history["d/m"].data
+    assert 1 <= len(hist["mean"]) <= 600
+    assert min(hist["min"]) == 0.0 and max(hist["max"]) == 99.0
+    assert view.sources["d/m"].data["value"].tolist() == [999.0]
+    await store.close()
+
+
+def test_layout_store_versions_undo_restore_delete(tmp_path):
+    store = LayoutStore(tmp_path)
+    spec = LayoutSpec(title="One")
+    store.save("dash", spec)
+    store.save("dash", LayoutSpec(title="Two"))
+    store.save("dash", LayoutSpec(title="Two"))  # unchanged: no new version
+    assert len(store.versions("dash")) == 1
+    assert store.undo("dash") and store.load("dash").spec.title == "One"
+    store.save("dash", LayoutSpec(title="Three"))
+    first = store.versions("dash")[-1]
+    store.restore("dash", first.id)
+    assert store.load("dash").spec.title == "One"
+    store.copy("dash", "copy")
+    store.delete("dash")
+    assert store.names() == ["copy"]
+    assert store.versions("dash"), "a deleted layout's last version stays in the history"
+    for bad in ("../etc", "A B", ".history", ""):
+        try:
+            store.save(bad, spec)
+        except LayoutNameError:
+            continue
+        raise AssertionError(bad)
