@@ -148,3 +148,33 @@ def test_layout_store_versions_undo_restore_delete(tmp_path):
         except LayoutNameError:
             continue
         raise AssertionError(bad)
+
+
+async def test_history_explorer_queries_reduced_range_and_exports_what_it_shows(tmp_path):
+    import csv
+    import io
+
+    from app.config import load_config
+    from app.pages.history import BUCKETS, HistoryExplorer
+    from app.runtime import Runtime
+
+    runtime = Runtime(load_config(None, env={}), base_dir=tmp_path)
+    await runtime.store.open()
+    now = time.time_ns()
+    year = 365 * 86400 * 10**9
+    # Two points per day for a year: the explorer asks for the year and gets at most BUCKETS buckets.
+    points = [Reading("dam-1", "water_level", now - year + i * 43_200 * 10**9, 10.0 + (i % 7), unit="m")
+              for i in range(730)]
+    await runtime.store.write(points)
+    runtime.live.accept(points[-1:])
+    explorer = HistoryExplorer(runtime, "en")
+    explorer.series.value = "dam-1/water_level"
+    explorer.range.value = "1y"
+    await explorer.query()
+    assert 0 < len(explorer.env) <= BUCKETS
+    assert min(explorer.env.min) == 10.0 and max(explorer.env.max) == 16.0
+    rows = list(csv.DictReader(io.StringIO(explorer.csv().getvalue())))
+    assert len(rows) == len(explorer.env)
+    assert set(rows[0]) == {"time", "min", "mean", "max"}
+    assert explorer.download.filename == "dam-1_water_level_1y.csv"
+    await runtime.store.close()

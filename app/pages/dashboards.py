@@ -254,6 +254,7 @@ def dashboard_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.Bootst
         return page(runtime, "/dashboards", t("Dashboards", lang), pn.pane.Alert(str(exc), alert_type="danger"),
                     lang=lang)
     title = editor.loaded.spec.title
+    pn.state.on_session_destroyed(lambda _ctx: editor.dashboard.stop() if editor.dashboard else None)
     return page(runtime, "/dashboards", title, pn.pane.Markdown(f"## {html.escape(title)}"), editor.panel,
                 lang=lang)
 

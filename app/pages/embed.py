@@ -35,6 +35,7 @@ def embed_page(runtime: Runtime, layouts: LayoutStore) -> pn.viewable.Viewable:
         return pn.pane.HTML(f"<p class='vigie-embed-error'>{html.escape(str(exc))}</p>")
     dashboard = Dashboard(loaded, widget_context(runtime, lang), editable=False, only=widget)
     dashboard.start()
+    pn.state.on_session_destroyed(lambda _ctx: dashboard.stop())
     return pn.Column(dashboard.grid, sizing_mode="stretch_both", margin=0, css_classes=["vigie-embed"])
 
 
