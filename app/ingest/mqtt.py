@@ -32,6 +32,7 @@ from app.ingest.base import Backoff, ConnectionState, Source
 from app.ingest.decoders import Context, Decoder
 from app.ingest.topics import TopicTemplate
 from app.model import Reading, now_ns
+from app.tasks import raise_failure, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +177,8 @@ class MqttSource(Source):
         self.set_state(ConnectionState.STOPPED)
 
     async def _consume_until_stopped(self, client: aiomqtt.Client) -> None:
-        consume = asyncio.create_task(self._consume(client), name=f"mqtt-consume-{self.name}")
-        stop = asyncio.create_task(self._stopping.wait(), name=f"mqtt-stop-{self.name}")
-        try:
-            await asyncio.wait({consume, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (consume, stop):
-                task.cancel()
-            await asyncio.gather(consume, stop, return_exceptions=True)
-        if consume.done() and not consume.cancelled() and consume.exception():
-            raise consume.exception()  # type: ignore[misc]
+        consume = await until_stopped(self._consume(client), self._stopping, f"mqtt-consume-{self.name}")
+        raise_failure(consume)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for batch in client.messages:

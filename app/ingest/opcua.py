@@ -58,6 +58,7 @@ from asyncua.crypto import security_policies
 from app.hub import Hub
 from app.ingest.base import Backoff, ConnectionState, Source
 from app.model import Quality, Reading, now_ns
+from app.tasks import until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +250,7 @@ class OpcUaSource(Source):
         """Connect, subscribe and ingest until stopped; reconnect with a fresh client after a loss."""
         try:
             while not self.stopping:
-                attempt = asyncio.create_task(self._session(), name=f"opcua-session-{self.name}")
-                stop = asyncio.create_task(self._stopping.wait(), name=f"opcua-stop-{self.name}")
-                try:
-                    await asyncio.wait({attempt, stop}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in (attempt, stop):
-                        task.cancel()
-                    await asyncio.gather(attempt, stop, return_exceptions=True)
+                attempt = await until_stopped(self._session(), self._stopping, f"opcua-session-{self.name}")
                 if self.stopping:
                     break
                 exc = None if attempt.cancelled() else attempt.exception()

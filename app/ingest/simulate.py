@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import aiomqtt
 
 from app.ingest.base import Backoff
+from app.tasks import raise_failure, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -348,17 +349,11 @@ class Simulators:
 
     async def run(self) -> None:
         """Publish every period until ``stop()``; returns promptly once stopped."""
-        work = asyncio.create_task(self._connect_loop(), name="simulators")
-        stop = asyncio.create_task(self._stopping.wait(), name="simulators-stop")
         try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            work = await until_stopped(self._connect_loop(), self._stopping, "simulators")
         finally:
-            for task in (work, stop):
-                task.cancel()
-            await asyncio.gather(work, stop, return_exceptions=True)
             self.connected = False
-        if not work.cancelled() and work.exception() is not None:
-            raise work.exception()  # type: ignore[misc]
+        raise_failure(work)
 
     async def stop(self) -> None:
         """Ask ``run()`` to return (it cancels whatever it is waiting on)."""

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from app.ingest.base import Backoff
 from app.ingest.simulate import Dam
+from app.tasks import raise_failure, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +141,11 @@ class WebcamSimulator:
 
     async def run(self) -> None:
         """Publish frames every period until ``stop()``; returns promptly once stopped."""
-        work = asyncio.create_task(self._connect_loop(), name="webcam-simulator")
-        stop = asyncio.create_task(self._stopping.wait(), name="webcam-simulator-stop")
         try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            work = await until_stopped(self._connect_loop(), self._stopping, "webcam-simulator")
         finally:
-            for task in (work, stop):
-                task.cancel()
-            await asyncio.gather(work, stop, return_exceptions=True)
             self.connected = False
-        if not work.cancelled() and work.exception() is not None:
-            raise work.exception()  # type: ignore[misc]
+        raise_failure(work)
 
     async def stop(self) -> None:
         """Ask ``run()`` to return."""
