@@ -23,6 +23,7 @@ import app.dashboard.widgets  # noqa: F401  (registers the widget kinds)
 from app.dashboard.spec import GRID_COLUMNS, LayoutSpec, LoadedLayout, WidgetSpec, load_layout
 from app.dashboard.view import ErrorView, WidgetContext
 from app.live import LiveCache
+from app.refresh import every
 
 
 class Dashboard:
@@ -36,6 +37,9 @@ class Dashboard:
         self.editable = editable
         self.views: dict[str, Any] = {}
         self._callback = None
+        self._version = -1
+        self._ticks = 0
+        self._idle_every = max(1, 2000 // self.spec.refresh_ms)
         self.grid = self._build(only)
 
     @classmethod
@@ -96,7 +100,16 @@ class Dashboard:
 
     # -- live -----------------------------------------------------------
     def refresh(self) -> None:
-        """Pull new data into every widget, as one message to the browser."""
+        """Pull new data into every widget, as one message to the browser.
+
+        When the live cache has nothing new, only every ~2 s (for the ages
+        shown) does the refresh touch the widgets at all.
+        """
+        version = self.ctx.live.version
+        self._ticks += 1
+        if version == self._version and self._ticks % self._idle_every:
+            return
+        self._version = version
         with pn.io.hold():
             for view in self.views.values():
                 view.refresh()
@@ -104,7 +117,7 @@ class Dashboard:
     def start(self) -> None:
         """Refresh on this session's periodic callback (stops with the session)."""
         if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.refresh, period=self.spec.refresh_ms)
+            self._callback = every(self.refresh, self.spec.refresh_ms)
 
     def stop(self) -> None:
         """Stop refreshing and drop the views."""

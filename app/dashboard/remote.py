@@ -20,13 +20,12 @@ import logging
 import urllib.request
 from typing import Any
 
-import panel as pn
-
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.spec import LayoutSpec, LoadedLayout
 from app.dashboard.view import WidgetContext
 from app.live import LiveCache
 from app.model import Reading
+from app.refresh import every
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class RemoteVigie:
         self.poll()
         dash = Dashboard(self.layout(name), WidgetContext(live=self.live, lang=lang))
         if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.poll, period=period_ms)
+            self._callback = every(self.poll, period_ms)
         dash.start()
         return dash
 

@@ -63,7 +63,8 @@ class LayoutSpec(Spec):
     title = param.String(default="Dashboard", doc="Title of the dashboard.")
     description = param.String(default="", doc="One line shown under the title.")
     row_height = param.Integer(default=80, bounds=(20, 400), doc="Height of one grid row in pixels.")
-    refresh_ms = param.Integer(default=1000, bounds=(250, 60_000), doc="How often live widgets refresh.")
+    refresh_ms = param.Integer(default=500, bounds=(250, 60_000),
+                               doc="How often live widgets look for new data (ms).")
     widgets = param.List(default=[], item_type=WidgetSpec)
 
     def validate(self) -> list[tuple[tuple, str]]:

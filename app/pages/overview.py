@@ -11,6 +11,7 @@ import panel as pn
 
 from app.i18n import fmt_age, t
 from app.pages.shell import page, session_lang
+from app.refresh import every
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -66,6 +67,6 @@ def overview_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
         if text != tiles.object:
             tiles.object = text
 
-    pn.state.add_periodic_callback(refresh, period=2000)
+    every(refresh, 2000)
     return page(runtime, "/", t("Overview", lang), pn.pane.Markdown(f"## {t('Overview', lang)}"), tiles,
                 lang=lang)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import panel as pn
 
+from app.refresh import every
+
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
@@ -65,7 +67,7 @@ def status_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
             table.value = latest_frame(runtime)
             health.object = health_markdown(runtime)
 
-    pn.state.add_periodic_callback(refresh, period=REFRESH_MS)
+    every(refresh, REFRESH_MS)
     template = pn.template.BootstrapTemplate(title="Vigie", header_background="#0b3d5c")
     template.main.append(pn.Column("## Live series", health, table, sizing_mode="stretch_width"))
     return template

@@ -11,6 +11,7 @@ import panel as pn
 from app.i18n import fmt_number, fmt_time, t
 from app.pages.shell import page, session_lang
 from app.pages.status import latest_frame
+from app.refresh import every
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -64,7 +65,7 @@ def system_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
             store.object = store_html(runtime)
             series.value = latest_frame(runtime)
 
-    pn.state.add_periodic_callback(refresh, period=2000)
+    every(refresh, 2000)
     return page(runtime, "/system", t("System", lang),
                 pn.pane.Markdown(f"## {t('Ingest sources', lang)}"), sources,
                 pn.pane.Markdown(f"## {t('Rejected inputs', lang)}"), dead,
