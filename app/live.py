@@ -17,7 +17,6 @@ import numpy as np
 
 from app.model import LatestValue, Reading
 
-
 INITIAL_SIZE = 64
 
 
