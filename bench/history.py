@@ -1,0 +1,446 @@
+"""History query benchmark: a year of 1-minute data reduced to 800 buckets, per store and end to end.
+
+    .venv/bin/python bench/history.py [--runs 20] [--points 525600] [--no-influx] [--no-browser] [--json]
+
+One series, one point a minute for a year (525,600 points, a daily cycle,
+a seasonal drift and noise), ending now, is written:
+
+- into an :class:`~app.store.embedded.EmbeddedStore` (DuckDB) in a temporary
+  directory, through ``write()`` in batches, as Vigie's writer does;
+- into a real InfluxDB 1.x (``tests.servers.InfluxDB``, Debian's influxd)
+  through :class:`~app.store.influx.InfluxStore`.
+
+Then ``store.envelope(key, start, end, 800)`` is timed for the last year,
+month (30 days) and day, ``--runs`` times each after one warm-up call, in
+the process (what the history page does: ``HistoryExplorer.query`` awaits
+the store and builds a HoloViews plot from the result, timed here too).
+
+Then the DuckDB file is closed (DuckDB locks it to one process) and a
+``vigie serve`` is started on it, to time ``GET /api/v1/envelope`` (the JSON
+API for notebooks and scripts) over one keep-alive connection, and, with
+Chromium, the history page itself: the time from a click on "Query" to the
+answer shown in the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app.model import Reading  # noqa: E402
+from tests.servers import InfluxDB, free_port, wait_until  # noqa: E402
+
+VIGIE = ROOT / ".venv" / "bin" / "vigie"
+DEVICE, METRIC = "bench-dam", "water_level"
+KEY = f"{DEVICE}/{METRIC}"
+MINUTE_NS = 60 * 10**9
+DAY_NS = 86400 * 10**9
+RANGES = {"year": 365 * DAY_NS, "month": 30 * DAY_NS, "day": DAY_NS}
+# The history page's own names for the same ranges.
+PAGE_RANGES = {"year": "1y", "month": "30d", "day": "24h"}
+BUCKETS = 800
+
+
+def series(points: int, end_ns: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``points`` one-minute timestamps ending at ``end_ns`` and plausible water levels."""
+    times = end_ns - MINUTE_NS * np.arange(points, 0, -1, dtype=np.int64)
+    days = (times - times[0]) / DAY_NS
+    rng = np.random.default_rng(seed)
+    values = 12 + 2.5 * np.sin(2 * np.pi * days / 365) + 0.4 * np.sin(2 * np.pi * days) + rng.normal(0, 0.05, points)
+    return times, np.round(values, 3)
+
+
+def readings(times: np.ndarray, values: np.ndarray) -> list[Reading]:
+    return [Reading(DEVICE, METRIC, int(t), float(v), unit="m") for t, v in zip(times, values, strict=True)]
+
+
+def stats(ms: list[float]) -> dict[str, float]:
+    """Return min / median / p95 / max of timings in ms."""
+    ordered = sorted(ms)
+    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return {"runs": len(ms), "min_ms": ordered[0], "median_ms": statistics.median(ordered), "p95_ms": p95,
+            "max_ms": ordered[-1]}
+
+
+async def time_envelopes(store: Any, end_ns: int, runs: int) -> dict[str, Any]:
+    """Time ``store.envelope`` for each range; also the page's plot building from the answer."""
+    from app.pages.history import envelope_plot
+
+    out: dict[str, Any] = {}
+    for name, span in RANGES.items():
+        start = end_ns - span
+        env = await store.envelope(KEY, start, end_ns, BUCKETS)  # warm-up
+        timings, plots = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            env = await store.envelope(KEY, start, end_ns, BUCKETS)
+            t1 = time.perf_counter()
+            envelope_plot(env, "m")
+            t2 = time.perf_counter()
+            timings.append((t1 - t0) * 1000)
+            plots.append((t2 - t1) * 1000)
+        out[name] = {**stats(timings), "buckets": len(env.time_ns), "bucket_s": env.bucket_ns / 1e9,
+                     "points_in_range": min(span // MINUTE_NS, 10**12), "plot_build": stats(plots)}
+    return out
+
+
+async def load_and_time(store: Any, rows: list[Reading], batch: int, end_ns: int, runs: int) -> dict[str, Any]:
+    """Open a store, write the series in batches, time the queries."""
+    await store.open()
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        await store.write(rows[i:i + batch])
+    write_s = time.perf_counter() - t0
+    count = await store.count(KEY)
+    result = {"write_s": write_s, "points_per_s": len(rows) / write_s, "count": count}
+    result["queries"] = await time_envelopes(store, end_ns, runs)
+    if store.engine_type == "influx":
+        result["raw_queries"] = await time_influx_raw(store, end_ns, runs)
+    await store.close()
+    return result
+
+
+async def time_influx_raw(store: Any, end_ns: int, runs: int) -> dict[str, Any]:
+    """Time InfluxDB alone: the same InfluxQL the store sends, body read but not decoded."""
+    sent: list[str] = []
+    statement = store._statement
+
+    async def capture(q: str, **kwargs: Any) -> list:
+        sent.append(q)
+        return await statement(q, **kwargs)
+
+    out: dict[str, Any] = {}
+    for name, span in RANGES.items():
+        store._statement = capture
+        env = await store.envelope(KEY, end_ns - span, end_ns, BUCKETS)
+        store._statement = statement
+        body = urlencode({"q": sent[-1], "epoch": "ns", "db": store.database}).encode()
+        timings = await asyncio.to_thread(_time_post, f"{store.url}/query", body, runs)
+        out[name] = {**stats(timings), "buckets": len(env.time_ns)}
+    return out
+
+
+def _time_post(url: str, body: bytes, runs: int) -> list[float]:
+    timings = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(url, data=body, timeout=30) as r:
+            r.read()
+        timings.append((time.perf_counter() - t0) * 1000)
+    return timings
+
+
+# -- vigie serve on the written file -------------------------------------------
+class Serve:
+    """`vigie serve` on a data directory that already holds the series."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cfg = root / "config"
+        cfg.mkdir(parents=True, exist_ok=True)
+        (cfg / "vigie.yaml").write_text(f"server: {{port: {self.port}}}\n"
+                                        "store: {engine: embedded, data_dir: data, spool_dir: spool}\n")
+        (root / "layouts").mkdir(exist_ok=True)
+        self.log = root / "serve.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([str(VIGIE), "serve", "--config", str(self.root / "config"),
+                                      "--data-root", str(self.root)], cwd=ROOT, stdout=self.log.open("w"),
+                                     stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vigie serve exited:\n{self.log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/health")
+                return conn.getresponse().status in (200, 503)
+            return False
+
+        wait_until(up, timeout=60, interval=0.2, what="vigie serve")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def time_http(serve: Serve, end_ns: int, runs: int) -> dict[str, Any]:
+    """Time GET /api/v1/envelope per range over one keep-alive connection (body read and decoded)."""
+    conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=30)
+    out: dict[str, Any] = {}
+    for name, span in RANGES.items():
+        path = "/api/v1/envelope?" + urlencode({"series": KEY, "start": end_ns - span, "end": end_ns,
+                                                "buckets": BUCKETS})
+        timings, size, doc = [], 0, {}
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            doc = json.loads(body)
+            if i:  # the first is the warm-up
+                timings.append((time.perf_counter() - t0) * 1000)
+            size = len(body)
+            if resp.status != 200:
+                raise RuntimeError(f"{path}: {resp.status} {body[:300]!r}")
+        out[name] = {**stats(timings), "buckets": len(doc["time_ns"]), "body_bytes": size}
+    conn.close()
+    return out
+
+
+# Installed in the history page: every change the server makes to the document, (ms, attribute).
+PAGE_HOOK = """() => {
+  window.__vq = [];
+  Bokeh.documents[0].on_change((ev) => {
+    if (ev.sync === false) window.__vq.push([performance.now(), ev.attr || ev.kind]);
+  }, true);
+}"""
+
+
+CLICK = "b => { window.__vq = []; const t = performance.now(); b.click(); return t; }"
+
+
+def time_page(serve: Serve, runs: int) -> dict[str, Any]:
+    """Time the history page in Chromium: from a click on "Query" to the new plot, and to the page idle again.
+
+    The server answers a click with: the template's busy indicator on, the
+    new plot (a new Bokeh figure: the layout's ``children`` change), the info
+    line (``text``, unless identical), the busy indicator off. Times are taken
+    in the page, when each change is applied to its Bokeh document.
+    """
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    out: dict[str, Any] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t0 = time.perf_counter()
+        page.goto(f"{serve.base}/history?series={KEY}&range=1y", timeout=120_000)
+        page.locator("[data-buckets]").first.wait_for(timeout=120_000)
+        out["first_load_s"] = time.perf_counter() - t0
+        page.wait_for_timeout(1000)
+        page.evaluate(PAGE_HOOK)
+        select = page.locator("select").first
+        button = page.locator(".vigie-query button").first
+        for name, label in PAGE_RANGES.items():
+            select.select_option(label)
+            page.wait_for_timeout(500)
+            plot_ms, done_ms, server_ms, buckets = [], [], [], 0
+            for i in range(runs + 1):
+                t_click = button.evaluate(CLICK)
+                t_plot, t_done = _wait_answer(page)
+                text = page.locator("[data-buckets]").first.inner_text()
+                if i:
+                    plot_ms.append(t_plot - t_click)
+                    done_ms.append(t_done - t_click)
+                    with contextlib.suppress(ValueError, IndexError):
+                        server_ms.append(float(text.rsplit("·", 1)[1].split("ms")[0]))
+                buckets = int(page.locator("[data-buckets]").first.get_attribute("data-buckets") or 0)
+                page.wait_for_timeout(200)
+            out[name] = {**stats(plot_ms), "buckets": buckets, "done": stats(done_ms),
+                         "server_query_ms_median": statistics.median(server_ms) if server_ms else None}
+        browser.close()
+    return out
+
+
+def _wait_answer(page: Any, timeout_s: float = 60) -> tuple[float, float]:
+    """Return when the new plot, then the busy indicator's reset, reached the page (performance.now ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events = page.evaluate("() => window.__vq")
+        plot = next((t for t, attr in events if attr == "children"), None)
+        if plot is not None:
+            done = next((t for t, attr in events if attr == "css_classes" and t > plot), None)
+            if done is not None:
+                return plot, done
+        time.sleep(0.02)
+    raise TimeoutError("the history page did not answer")
+
+
+def wait_quiet(limit_s: float, below: float = 0.3) -> float:
+    """Wait (up to ``limit_s``) until other processes use less than ``below`` cores for 3 s; return the load."""
+    deadline = time.monotonic() + limit_s
+    quiet = 0
+    while True:
+        load = machine_busy(1.0)
+        quiet = quiet + 1 if load < below else 0
+        if quiet >= 3 or time.monotonic() > deadline:
+            return load
+        print(f"waiting for a quiet machine ({load:.2f} cores busy)", file=sys.stderr, flush=True)
+
+
+def machine_ticks() -> int:
+    """Return the busy clock ticks of the whole machine since boot."""
+    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(v[:8]) - v[3] - v[4]
+
+
+def machine_busy(seconds: float) -> float:
+    """Return how many cores the whole machine kept busy over ``seconds``."""
+
+    def ticks() -> tuple[int, int]:
+        v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(v[:8]) - v[3] - v[4], sum(v[:8])
+
+    (b0, t0), _ = ticks(), time.sleep(seconds)
+    b1, t1 = ticks()
+    return (b1 - b0) / max(1, t1 - t0) * (os.cpu_count() or 1)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), "")
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    from importlib.metadata import version
+
+    influxd = ""
+    with contextlib.suppress(Exception):
+        influxd = subprocess.run(["influxd", "version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    commit = ""
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(mem_kb / 1024 / 1024, 1),
+            "python": platform.python_version(), "duckdb": version("duckdb"), "panel": version("panel"),
+            "influxd": influxd, "commit": commit, "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "loadavg_at_start": os.getloadavg()}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from app.store.embedded import EmbeddedStore
+    from app.store.influx import InfluxStore
+
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
+    result: dict[str, Any] = {"machine": machine(), "points": args.points, "buckets": BUCKETS, "runs": args.runs}
+    tmp = Path(tempfile.mkdtemp(prefix="vigie-history-"))
+    m0, own0, w0 = machine_ticks(), sum(os.times()[:4]), time.monotonic()
+    end_ns = (time.time_ns() // MINUTE_NS) * MINUTE_NS
+    times, values = series(args.points, end_ns)
+    rows = readings(times, values)
+    query_end = end_ns + MINUTE_NS  # the last point is included
+    influx = None
+    serve = Serve(tmp / "serve")
+    try:
+        print("embedded: writing and querying", file=sys.stderr, flush=True)
+        store = EmbeddedStore(tmp / "serve" / "data")
+        result["embedded"] = asyncio.run(load_and_time(store, rows, args.batch, query_end, args.runs))
+        result["embedded"]["file_mb"] = (tmp / "serve" / "data" / "vigie.duckdb").stat().st_size / 1e6
+        if args.influx:
+            print("influx: writing and querying", file=sys.stderr, flush=True)
+            (tmp / "influx").mkdir()
+            influx = InfluxDB(tmp / "influx")
+            influx.start()
+            store = InfluxStore(influx.url, database=influx.database)
+            result["influx"] = asyncio.run(load_and_time(store, rows, args.influx_batch, query_end, args.runs))
+            influx.stop()
+            influx = None
+        print("vigie serve: HTTP API and page", file=sys.stderr, flush=True)
+        serve.start()
+        result["http"] = time_http(serve, query_end, args.runs)
+        result["busy_cores_before_page"] = machine_busy(1.0)
+        if args.browser:
+            result["page"] = time_page(serve, args.page_runs)
+    finally:
+        serve.stop()
+        if influx is not None:
+            influx.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    # What other processes used meanwhile (ours and our reaped children subtracted): a shared machine's noise.
+    busy = (machine_ticks() - m0) / os.sysconf("SC_CLK_TCK")
+    result["other_cores_during_run"] = max(0.0, (busy - (sum(os.times()[:4]) - own0)) / (time.monotonic() - w0))
+    return result
+
+
+def print_table(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(f"\nmachine: {m['nproc']} cores {m['cpu']}, {m['ram_gb']} GB; Python {m['python']}, duckdb {m['duckdb']}, "
+          f"{m['influxd']}, panel {m['panel']}; commit {m['commit']}; {m['date']}")
+    print(f"{r['points']:,} points (1/min), envelope of {r['buckets']} buckets, {r['runs']} runs after a warm-up; "
+          f"other processes used {r['other_cores_during_run']:.2f} cores meanwhile\n")
+    for name in ("embedded", "influx"):
+        if name in r:
+            e = r[name]
+            print(f"{name}: wrote {e['count']:,} points in {e['write_s']:.1f} s ({e['points_per_s']:,.0f}/s)")
+    print("\n| path | range | buckets | min | median | p95 | max |")
+    print("|---|---|---|---|---|---|---|")
+    rows = [(f"{n} store.envelope()", r[n]["queries"]) for n in ("embedded", "influx") if n in r]
+    if "influx" in r:
+        rows.append(("influxd alone (same InfluxQL over HTTP, not decoded)", r["influx"]["raw_queries"]))
+    rows.append(("GET /api/v1/envelope (vigie serve, embedded)", r["http"]))
+    if "page" in r:
+        rows.append(("history page in Chromium: click → new plot in the page",
+                     {k: v for k, v in r["page"].items() if k in RANGES}))
+        rows.append(("history page in Chromium: click → page idle (busy indicator off)",
+                     {k: {**v["done"], "buckets": v["buckets"]} for k, v in r["page"].items() if k in RANGES}))
+    for label, per in rows:
+        for rng, s in per.items():
+            print(f"| {label} | {rng} | {s['buckets']} | {s['min_ms']:.1f} ms | {s['median_ms']:.1f} ms "
+                  f"| {s['p95_ms']:.1f} ms | {s['max_ms']:.1f} ms |")
+    if "embedded" in r:
+        print("\nbuilding the page's HoloViews plot from the answer (median): " + ", ".join(
+            f"{k} {v['plot_build']['median_ms']:.1f} ms" for k, v in r["embedded"]["queries"].items()))
+    if "page" in r:
+        print(f"history page first load (session + query): {r['page']['first_load_s']:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--points", type=int, default=525_600, help="points of the series (one a minute)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per range")
+    p.add_argument("--page-runs", type=int, default=10, help="timed clicks per range in the history page")
+    p.add_argument("--batch", type=int, default=5000, help="readings per write() to the embedded store")
+    p.add_argument("--influx-batch", type=int, default=5000, help="readings per write() to InfluxDB")
+    p.add_argument("--no-influx", dest="influx", action="store_false", help="skip InfluxDB")
+    p.add_argument("--no-browser", dest="browser", action="store_false", help="skip the history page in Chromium")
+    p.add_argument("--wait-quiet", type=float, default=0, help="first wait up to this many s for an idle machine")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--output", default=None, help="also write the JSON result to this file")
+    args = p.parse_args(argv)
+    result = run(args)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
