@@ -29,14 +29,12 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 
 import aiomqtt
 
-from app.ingest.base import Backoff
-from app.tasks import raise_failure, until_stopped
+from app.ingest.publisher import SimulatedPublisher
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +280,7 @@ class RainGauge:
         return f"{self.battery_v + self.rng.gauss(0.0, 0.01):.2f}"
 
 
-class Simulators:
+class Simulators(SimulatedPublisher):
     """Every demo device, published over one MQTT connection at QoS 1 every period.
 
     ``run()`` connects, publishes until ``stop()``, and reconnects with
@@ -290,6 +288,9 @@ class Simulators:
     period cut short by the disconnect is finished after reconnecting.
     ``dams`` stays readable while running, for the webcam simulator.
     """
+
+    label = "simulators"
+    client_prefix = "vigie-sim"
 
     def __init__(
         self,
@@ -302,11 +303,7 @@ class Simulators:
         trackers: int = 3,
         servers: int = 1,
     ) -> None:
-        if period_s <= 0:
-            raise ValueError(f"period_s must be positive, not {period_s}")
-        self.host = host
-        self.port = port
-        self.period_s = period_s
+        super().__init__(host, port, period_s)
         self.dams = [
             Dam(DAM_SITES[i] if i < len(DAM_SITES) else f"vallon-{i + 1}", f"dam-{i + 1}", _rng(seed, f"dam-{i + 1}"))
             for i in range(dams)
@@ -316,12 +313,6 @@ class Simulators:
         self.rain_gauge = RainGauge(DAM_SITES[0], "rain-gauge-1", _rng(seed, "rain-gauge-1"))
         self.ticks = 0
         """Periods simulated so far."""
-        self.published = 0
-        """Messages the broker acknowledged so far."""
-        self.connected = False
-        self.last_error: str | None = None
-        """Why the last connection attempt failed or dropped, if one did."""
-        self._stopping = asyncio.Event()
         self._pending: deque[tuple[str, str]] = deque()
 
     @property
@@ -346,43 +337,6 @@ class Simulators:
             model.step(self.period_s)
         self.ticks += 1
         return out
-
-    async def run(self) -> None:
-        """Publish every period until ``stop()``; returns promptly once stopped."""
-        try:
-            work = await until_stopped(self._connect_loop(), self._stopping, "simulators")
-        finally:
-            self.connected = False
-        raise_failure(work)
-
-    async def stop(self) -> None:
-        """Ask ``run()`` to return (it cancels whatever it is waiting on)."""
-        self._stopping.set()
-
-    async def _connect_loop(self) -> None:
-        backoff = Backoff(initial=0.2, cap=5.0)
-        failing = False
-        while True:
-            try:
-                # Created here, inside the running loop, as aiomqtt requires.
-                client = aiomqtt.Client(self.host, self.port, identifier=f"vigie-sim-{uuid.uuid4().hex[:8]}",
-                                        timeout=10)
-                async with client:
-                    self.connected, failing = True, False
-                    backoff.reset()
-                    log.info("simulators publishing to %s:%s every %ss", self.host, self.port, self.period_s)
-                    await self._publish_loop(client)
-            except aiomqtt.MqttError as exc:
-                was_connected, self.connected = self.connected, False
-                self.last_error = str(exc)
-                delay = backoff.next()
-                if was_connected:
-                    log.warning("simulators: lost MQTT broker %s:%s (%s), reconnecting", self.host, self.port, exc)
-                elif not failing:  # once per outage, not once per attempt
-                    log.warning("simulators: MQTT broker %s:%s unavailable (%s), retrying", self.host, self.port, exc)
-                failing = True
-                log.debug("simulators: reconnecting in %.1fs", delay)
-                await asyncio.sleep(delay)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()

@@ -15,15 +15,13 @@ import io
 import logging
 import random
 import time
-import uuid
 from datetime import UTC, datetime
 
 import aiomqtt
 from PIL import Image, ImageDraw, ImageFont
 
-from app.ingest.base import Backoff
+from app.ingest.publisher import SimulatedPublisher
 from app.ingest.simulate import Dam
-from app.tasks import raise_failure, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +114,7 @@ class DamCamera:
             y = bottom + 3
 
 
-class WebcamSimulator:
+class WebcamSimulator(SimulatedPublisher):
     """One camera per dam, each publishing a PNG frame every period on one MQTT connection.
 
     The dams are the demo simulators' own (``Simulators.dams``), read and never
@@ -125,56 +123,13 @@ class WebcamSimulator:
     while the broker is away are not sent later (an old picture is worthless).
     """
 
+    label = "webcam simulator"
+    client_prefix = "vigie-cam"
+
     def __init__(self, host: str, port: int, dams: list[Dam], period_s: float = 5.0, *, width: int = 320,
                  height: int = 200, seed: int | str | None = None) -> None:
-        if period_s <= 0:
-            raise ValueError(f"period_s must be positive, not {period_s}")
-        self.host = host
-        self.port = port
-        self.period_s = period_s
+        super().__init__(host, port, period_s)
         self.cameras = [DamCamera(d, width, height, seed) for d in dams]
-        self.published = 0
-        """Frames the broker acknowledged so far."""
-        self.connected = False
-        self.last_error: str | None = None
-        self._stopping = asyncio.Event()
-
-    async def run(self) -> None:
-        """Publish frames every period until ``stop()``; returns promptly once stopped."""
-        try:
-            work = await until_stopped(self._connect_loop(), self._stopping, "webcam-simulator")
-        finally:
-            self.connected = False
-        raise_failure(work)
-
-    async def stop(self) -> None:
-        """Ask ``run()`` to return."""
-        self._stopping.set()
-
-    async def _connect_loop(self) -> None:
-        backoff = Backoff(initial=0.2, cap=5.0)
-        failing = False
-        while True:
-            try:
-                client = aiomqtt.Client(self.host, self.port, identifier=f"vigie-cam-{uuid.uuid4().hex[:8]}",
-                                        timeout=10)
-                async with client:
-                    self.connected, failing = True, False
-                    backoff.reset()
-                    log.info("webcam simulator: %d cameras publishing to %s:%s every %ss", len(self.cameras),
-                             self.host, self.port, self.period_s)
-                    await self._publish_loop(client)
-            except aiomqtt.MqttError as exc:
-                was_connected, self.connected = self.connected, False
-                self.last_error = str(exc)
-                if was_connected:
-                    log.warning("webcam simulator: lost MQTT broker %s:%s (%s), reconnecting", self.host,
-                                self.port, exc)
-                elif not failing:
-                    log.warning("webcam simulator: MQTT broker %s:%s unavailable (%s), retrying", self.host,
-                                self.port, exc)
-                failing = True
-                await asyncio.sleep(backoff.next())
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()
