@@ -129,9 +129,17 @@ def fmt_time(time_ns: int, lang: str, tz: str = "UTC") -> str:
 
 
 def fmt_age(seconds: float, lang: str) -> str:
-    """Format an age: ``12 s``, ``3 min``, ``2 h``, ``4 d`` (``j`` in French)."""
+    """Format an age coarsely: ``< 10 s``, ``20 s``, ``3 min``, ``2 h``, ``4 d`` (``j`` in French).
+
+    Coarse on purpose: a label that changes every second makes every open
+    session re-send its tiles every second (the dominant cost with 50
+    sessions in bench/sessions.py), and ten seconds is fine enough to see
+    that data stopped.
+    """
+    if seconds < 10:
+        return "< 10 s"
     if seconds < 60:
-        return f"{seconds:.0f} s"
+        return f"{int(seconds // 10) * 10} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     if seconds < 86400:

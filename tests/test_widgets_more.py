@@ -131,7 +131,7 @@ def test_table_rows_are_formatted_per_language_and_patched(monkeypatch):
     table = view.table
     assert table.titles["value"] == "Valeur" and table.show_index is False and table.disabled is True
     assert table.value.values.tolist() == [
-        ["dam-1/inflow", "3,2", "m³/s", "0 s", "incertaine"],  # sorted by key; 3.25 rounds half-even
+        ["dam-1/inflow", "3,2", "m³/s", "< 10 s", "incertaine"],  # sorted by key; 3.25 rounds half-even
         ["dam-1/water_level", "1\u202f234,5", "m", "30 s", "bonne"],
     ]
     frame = table.value
@@ -146,7 +146,7 @@ def test_table_rows_are_formatted_per_language_and_patched(monkeypatch):
     live.accept([Reading("dam-1", "water_level", now_ns(), 1240.0, unit="m")])
     view.refresh()
     assert table.value is frame  # patched in place, not replaced
-    assert table.value.loc[1, "value"] == "1\u202f240,0" and table.value.loc[1, "age"] == "0 s"
+    assert table.value.loc[1, "value"] == "1\u202f240,0" and table.value.loc[1, "age"] == "< 10 s"
     assert patches and set(patches[-1]) == {"value", "age"}
     patches.clear()
     view.refresh()
