@@ -206,12 +206,88 @@ def apply_variant(name: str) -> None:
         Dashboard.start = start
 
 
+def install_probe(path: str) -> None:
+    """Record, each second, the event loop's lag and the dashboards' refreshes to ``path`` (JSON lines)."""
+    import asyncio
+    import gc
+
+    from app.dashboard.dashboard import Dashboard
+
+    stats = {"n": 0, "busy_s": 0.0, "gc_s": 0.0, "gc_max_s": 0.0, "gc2": 0, "gc_t0": 0.0}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            stats["gc_t0"] = time.perf_counter()
+            return
+        spent = time.perf_counter() - stats["gc_t0"]
+        stats["gc_s"] += spent
+        stats["gc_max_s"] = max(stats["gc_max_s"], spent)
+        stats["gc2"] += info.get("generation") == 2
+
+    gc.callbacks.append(on_gc)
+    refresh, start = Dashboard.refresh, Dashboard.start
+    task: list[asyncio.Task] = []
+
+    def timed_refresh(self: Dashboard) -> None:
+        t0 = time.perf_counter()
+        try:
+            refresh(self)
+        finally:
+            stats["n"] += 1
+            stats["busy_s"] += time.perf_counter() - t0
+
+    out = open(path, "a")  # noqa: SIM115  (open for the life of the process)
+
+    async def probe() -> None:
+        while True:
+            lags, t_end = [], time.monotonic() + 1
+            while time.monotonic() < t_end:
+                t0 = time.monotonic()
+                await asyncio.sleep(0.02)
+                lags.append((time.monotonic() - t0 - 0.02) * 1000)
+            lags.sort()
+            out.write(json.dumps({"t": time.time(), "refreshes": stats["n"], "refresh_s": stats["busy_s"],
+                                  "lag_p50_ms": lags[len(lags) // 2], "lag_max_ms": lags[-1],
+                                  "gc_s": stats["gc_s"], "gc_max_ms": stats["gc_max_s"] * 1000,
+                                  "gc2": stats["gc2"]}) + "\n")
+            stats["gc_max_s"] = 0.0
+            out.flush()
+
+    def started(self: Dashboard) -> None:
+        if not task:
+            task.append(asyncio.get_running_loop().create_task(probe(), name="bench-probe"))
+        start(self)
+
+    Dashboard.refresh, Dashboard.start = timed_refresh, started
+
+
 def launch(variant: str, argv: list[str]) -> int:
     """Run the ``vigie`` command line in this process with a variant applied."""
     apply_variant(variant)
+    if os.environ.get("VIGIE_BENCH_PROBE"):
+        install_probe(os.environ["VIGIE_BENCH_PROBE"])
     from app.cli import main as vigie_main
 
     return vigie_main(argv)
+
+
+def probe_window(path: Path, t0: float, t1: float) -> dict[str, Any]:
+    """Summarise the probe's lines between two wall-clock instants (s)."""
+    if not path.exists():
+        return {}
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    inside = [x for x in lines if t0 <= x["t"] <= t1]
+    if len(inside) < 2:
+        return {}
+    first, last = inside[0], inside[-1]
+    dt = last["t"] - first["t"]
+    n = last["refreshes"] - first["refreshes"]
+    return {"refreshes_per_s": n / dt, "refresh_ms_mean": 1000 * (last["refresh_s"] - first["refresh_s"]) / max(1, n),
+            "refresh_core_share": (last["refresh_s"] - first["refresh_s"]) / dt,
+            "loop_lag_p50_ms": statistics.median(x["lag_p50_ms"] for x in inside),
+            "loop_lag_max_ms": max(x["lag_max_ms"] for x in inside),
+            "gc_core_share": (last["gc_s"] - first["gc_s"]) / dt, "gc_max_ms": max(x["gc_max_ms"] for x in inside),
+            "gc_gen2_per_min": 60 * (last["gc2"] - first["gc2"]) / dt}
 
 
 # -- the demo ---------------------------------------------------------------
@@ -223,8 +299,10 @@ class Demo:
     ``vigie serve`` (MQTT sources only) with the same config and layouts.
     """
 
-    def __init__(self, tmp: Path, period: float, variant: str = "shipped", external: bool = False) -> None:
+    def __init__(self, tmp: Path, period: float, variant: str = "shipped", external: bool = False,
+                 probe: bool = False) -> None:
         self.tmp = tmp
+        self.probe = tmp / "probe.jsonl" if probe else None
         self.period = period
         self.variant = variant
         self.external = external
@@ -264,9 +342,12 @@ class Demo:
         else:
             args = ["demo", "--port", str(self.port), "--config", str(self.config),
                     "--data-root", str(self.tmp / "data"), "--period", str(self.period)]
-        cmd = [str(VIGIE), *args] if self.variant == "shipped" else \
+        env = dict(os.environ)
+        if self.probe:
+            env["VIGIE_BENCH_PROBE"] = str(self.probe)
+        cmd = [str(VIGIE), *args] if self.variant == "shipped" and not self.probe else \
             [sys.executable, str(Path(__file__).resolve()), "--launch", self.variant, "--", *args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env)
 
         def flowing() -> bool:
             if self.proc.poll() is not None:
@@ -631,6 +712,7 @@ class Level:
     per_session_pct: float
     clients: dict[str, Any]
     browser: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=dict)  # --probe: refreshes and event-loop lag
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -638,7 +720,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.wait_quiet:
         wait_quiet(args.wait_quiet)
     tmp = Path(tempfile.mkdtemp(prefix="vigie-sessions-"))
-    demo = Demo(tmp, args.period, args.variant, external=args.ingest == "external")
+    demo = Demo(tmp, args.period, args.variant, external=args.ingest == "external", probe=args.probe)
     workers: list[Worker] = []
     browsers = Browsers(f"http://127.0.0.1:{demo.port}/dashboard?name={DASHBOARD}", args.browsers)
     result: dict[str, Any] = {"machine": machine(), "config": {k: v for k, v in vars(args).items()
@@ -709,20 +791,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             w1, b = time.time() * 1000, meter.snapshot()
             win = Meter.between(a, b)
             rows, alive = [], 0
-            for w in workers:
+            for k, w in enumerate(workers):
                 rep = w.send(f"report {w0} {w1}")
-                rows += [tuple(r) for r in rep["rows"]]
+                rows += [(k * 1000 + r[0], r[1], r[2]) for r in rep["rows"]]
                 alive += rep["alive"]
             seconds = (w1 - w0) / 1000
             clients = latency_stats(rows, seconds, args.period)
             brows = latency_stats(browsers.samples(w0, w1), seconds, args.period) if args.browsers else {}
             total = held + args.browsers
             per = (win.server_cores - idle.server_cores) / total * 100 if total else 0.0
-            lv = Level(held, args.browsers, alive, round(ramp, 1), asdict(win), per, clients, brows)
+            lv = Level(held, args.browsers, alive, round(ramp, 1), asdict(win), per, clients, brows,
+                       probe_window(demo.probe, w0 / 1000, w1 / 1000) if demo.probe else {})
             result["levels"].append(asdict(lv))
             if spy is not None:
                 spy.wait(args.duration + 60)
-                result["py_spy"] = summarize_pyspy(Path(args.py_spy))
+                for _ in range(15):  # py-spy may still be writing its output
+                    result["py_spy"] = summarize_pyspy(Path(args.py_spy)) if Path(args.py_spy).exists() else []
+                    if result["py_spy"]:
+                        break
+                    time.sleep(2)
             log(f"{held}+{args.browsers}: server {win.server_cores * 100:.0f} % of a core, "
                 f"{per:.2f} %/session, p50/p95 {clients['p50_ms']}/{clients['p95_ms']} ms, "
                 f"browser p95 {brows.get('p95_ms')} ms, other load {win.other_cores:.2f} cores")
@@ -795,6 +882,14 @@ def print_table(result: dict[str, Any]) -> None:
               f"| {fmt(c['p50_ms'])} ms | {fmt(c['p95_ms'])} ms | {fmt(c['p99_ms'])} ms | {fmt(c['max_ms'])} ms "
               f"| {fmt(c['floor_p50_ms'])} ms | {fmt(b.get('p50_ms'))} ms | {fmt(b.get('p95_ms'))} ms "
               f"| {w['client_cores']:.2f} | {w['browser_cores']:.2f} | {w['machine_cores']:.2f} / {m['nproc']} |")
+    for lv in result["levels"]:
+        if lv.get("server"):
+            sv = lv["server"]
+            print(f"server probe at {lv['sessions']}+{lv['browsers']}: {sv['refreshes_per_s']:.1f} refreshes/s, "
+                  f"{sv['refresh_ms_mean']:.1f} ms each, {sv['refresh_core_share'] * 100:.0f} % of a core in "
+                  f"refreshes; event-loop lag p50 {sv['loop_lag_p50_ms']:.0f} ms, max {sv['loop_lag_max_ms']:.0f} ms; "
+                  f"GC {sv['gc_core_share'] * 100:.0f} % of a core, longest pause {sv['gc_max_ms']:.0f} ms, "
+                  f"{sv['gc_gen2_per_min']:.1f} full collections/min")
     print(f"\nRSS peak (VmHWM) {result['rss_peak_mb']:.0f} MB; after closing: "
           + ", ".join(f"cycle {r['cycle']}: {r['rss_open_mb']:.0f} MB open → {r['rss_after_close_mb']:.0f} MB closed"
                       for r in result["rss_after"]))
@@ -832,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest", default="demo", choices=["demo", "external"],
                    help="demo: `vigie demo` (broker, simulators, PLC in the server process); external: Mosquitto, "
                         "the simulators in their own process and `vigie serve` (no PLC)")
+    p.add_argument("--probe", action="store_true",
+                   help="instrument the server: dashboard refreshes per second and their time, event-loop lag")
     p.add_argument("--ingest-probe", type=float, default=10, help="seconds of publish-to-cache probing when idle")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (demo log)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
