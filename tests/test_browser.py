@@ -231,3 +231,27 @@ def test_french_browser_gets_french_interface(browser, vigie, mosquitto, request
         assert page.get_by_role("button", name="Modifier").count() == 1
     finally:
         context.close()
+
+
+def test_add_and_configure_a_widget_through_its_form_then_save(page, vigie):
+    page.goto(f"{vigie.base}/dashboard?name=bt")
+    page.locator(".grid-stack-item").first.wait_for(timeout=20_000)
+    page.get_by_role("button", name="Edit").click()
+    playwright_api.expect(page.locator(".grid-stack-item.ui-draggable").first).to_be_visible(timeout=10_000)
+    page.locator(".vigie-kind select").select_option("markdown")
+    page.get_by_role("button", name="Add widget").click()
+    form = page.locator(".vigie-editor-form")
+    playwright_api.expect(form).to_be_visible(timeout=10_000)
+    inputs = form.locator("input[type=text], textarea")
+    inputs.nth(1).fill("Added by the editor")  # id, title, text
+    inputs.nth(1).press("Enter")
+    inputs.nth(2).fill("fresh **text**")
+    inputs.nth(2).press("Enter")
+    page.locator(".vigie-apply button").click()
+    added = page.locator(".grid-stack-item", has_text="fresh text")
+    playwright_api.expect(added).to_have_count(1, timeout=10_000)
+    page.get_by_role("button", name="Save", exact=True).click()
+    playwright_api.expect(page.locator(".vigie-message")).to_contain_text("Saved", timeout=5_000)
+    saved = yaml.safe_load((vigie.layouts / "bt.yaml").read_text())
+    widget = next(w for w in saved["widgets"] if w["type"] == "markdown" and w["id"] != "note")
+    assert widget["title"] == "Added by the editor" and widget["text"] == "fresh **text**"

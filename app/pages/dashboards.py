@@ -115,7 +115,8 @@ class DashboardEditor:
         self.delete_button = pn.widgets.Button(name=t("Delete", lang), button_type="danger", width=90)
         self.versions = pn.widgets.Select(name="", options=[], width=220)
         self.restore_button = pn.widgets.Button(name=t("Restore", lang), width=90)
-        self.kind_select = pn.widgets.Select(name="", options=sorted(WidgetSpec.kinds()), width=130)
+        self.kind_select = pn.widgets.Select(name="", options=sorted(WidgetSpec.kinds()), width=130,
+                                             css_classes=["vigie-kind"])
         self.add_button = pn.widgets.Button(name=t("Add widget", lang), width=120, css_classes=["vigie-add"])
         self.widget_select = pn.widgets.Select(name="", options=[], width=140)
         self.configure_button = pn.widgets.Button(name="⚙", width=40)
