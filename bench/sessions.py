@@ -28,6 +28,12 @@ Server CPU comes from /proc/<pid>/stat; per session = (CPU - idle CPU) /
 closed and RSS followed for ``--settle`` s (Bokeh discards a detached
 session after 15 s, checked every 17 s); ``--cycles 2`` opens and closes the
 client sessions again to see whether memory comes back to the same level.
+
+``--probe`` instruments the server process (refreshes per second and their
+wall time, event-loop lag, garbage-collector pauses); ``--variant`` patches a
+proposed change into the server process before it starts, to measure it
+before making it; ``--ingest external`` splits the demo as a deployment
+would be (Mosquitto, the simulators in their own process, ``vigie serve``).
 """
 
 from __future__ import annotations
