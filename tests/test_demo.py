@@ -7,25 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
+from tests.browser import ROOT, get
 from tests.servers import free_port, wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
 
 
 @pytest.fixture(scope="module")
