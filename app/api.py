@@ -105,3 +105,40 @@ class EnvelopeHandler(_JsonHandler):
         env = await self.runtime.store.envelope(key, start, end, buckets)
         self.answer(200, {"series": key, "bucket_ns": env.bucket_ns, "time_ns": env.time_ns, "min": env.min,
                           "mean": env.mean, "max": env.max})
+
+
+class CameraFrameHandler(tornado.web.RequestHandler):
+    """``GET /api/v1/cameras/<camera>/frames/<time_ns>`` and ``.../latest``: a kept picture.
+
+    Webcam widgets point an ``<img>`` here instead of sending the picture
+    through every session's websocket: the browser fetches it once over
+    HTTP, and a frame, named by its time, never changes (cached for a year).
+    ``latest`` is not cached, for portals that show a camera without a widget.
+    """
+
+    def initialize(self, runtime: Runtime) -> None:
+        self.cameras = runtime.cameras
+
+    def get(self, camera: str, time_ns: str | None = None) -> None:
+        frame: tuple[bytes, str] | None = None
+        if self.cameras is not None:
+            try:
+                if time_ns is None:
+                    newest = self.cameras.read(camera)
+                    frame = (newest[1], newest[2]) if newest else None
+                else:
+                    frame = self.cameras.frame(camera, int(time_ns))
+            except ValueError as exc:  # a camera name that cannot exist
+                raise tornado.web.HTTPError(400, reason=str(exc)) from None
+        if frame is None:
+            raise tornado.web.HTTPError(404, reason=f"no such frame of camera {camera!r}")
+        data, content_type = frame
+        self.set_header("Content-Type", content_type)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store" if time_ns is None else "public, max-age=31536000, immutable")
+        self.finish(data)
+
+
+def camera_frame_url(camera: str, time_ns: int) -> str:
+    """Return the path of a camera frame on this server (what webcam widgets show)."""
+    return f"/api/v1/cameras/{camera}/frames/{time_ns}"

@@ -166,6 +166,17 @@ class CameraStore:
                 continue
         return None
 
+    def frame(self, camera: str, time_ns: int) -> tuple[bytes, str] | None:
+        """Return ``(data, content_type)`` of the frame taken at ``time_ns``, or None when not kept."""
+        check_camera(camera)
+        for frame in reversed(self._frames(camera)):
+            if frame.time_ns == time_ns:
+                try:
+                    return frame.path.read_bytes(), frame.content_type
+                except FileNotFoundError:  # pruned since the listing
+                    return None
+        return None
+
     def health(self) -> dict[str, object]:
         """Return the directory and the frames kept per camera."""
         return {"directory": str(self.directory), "keep": self.keep,

@@ -19,7 +19,7 @@ import panel as pn
 import tornado.web
 
 from app import security
-from app.api import EnvelopeHandler, LatestHandler, LayoutHandler, LayoutsHandler
+from app.api import CameraFrameHandler, EnvelopeHandler, LatestHandler, LayoutHandler, LayoutsHandler
 from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
@@ -83,6 +83,8 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
         (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
         (r"/api/v1/cameras/([^/]+)", CameraUploadHandler, {"source": http_source, "cameras": runtime.cameras}),
+        (r"/api/v1/cameras/([^/]+)/frames/([0-9]+)", CameraFrameHandler, {"runtime": runtime}),
+        (r"/api/v1/cameras/([^/]+)/latest", CameraFrameHandler, {"runtime": runtime}),
         (r"/api/v1/layouts", LayoutsHandler, api),
         (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
         (r"/api/v1/latest", LatestHandler, api),

@@ -119,7 +119,7 @@ async def test_timeseries_draws_history_from_the_store_beyond_the_live_ring(tmp_
     assert view._history_wanted is not None  # the ring does not cover the window
     start, end = view._gap(now - 6 * 3600 * 10**9)
     await view.load_history(start, end)
-    hist = view.history["d/m"].data
+    hist = view.history["d/m"]
     assert 1 <= len(hist["mean"]) <= 600
     assert min(hist["min"]) == 0.0 and max(hist["max"]) == 99.0
     assert view.sources["d/m"].data["value"].tolist() == [999.0]

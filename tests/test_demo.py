@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -78,16 +79,23 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
 
     proc, base, tmp = demo
     seen: list[str] = []
+    frames: list[tuple[str, int, str]] = []  # webcam pictures the page fetched: url, status, content type
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1150}, locale="en-GB")
         page.on("request", lambda r: seen.append(r.url))
+        page.on("response", lambda r: "/api/v1/cameras/" in r.url and frames.append(
+            (r.url, r.status, r.headers.get("content-type", ""))))
         for path in ("/", "/dashboards", "/history", "/system", "/dashboard?name=servers"):
             page.goto(base + path)
             page.locator(".vigie-nav").first.wait_for(timeout=20_000)
         page.goto(base + "/dashboard?name=flood-dams")
         expect(page.locator(".vigie-number")).to_have_count(4, timeout=20_000)
-        expect(page.locator(".vigie-widget-webcam img")).to_have_count(1, timeout=20_000)
+        # The camera's picture is fetched over HTTP (not sent through the websocket) and shown.
+        expect(page.locator(".vigie-webcam-image")).to_have_css("background-image", re.compile(
+            r"url\(.*/api/v1/cameras/dam-1-cam/frames/\d+"), timeout=20_000)
+        wait_until(lambda: any(status == 200 and ctype == "image/png" for _, status, ctype in frames), timeout=20,
+                   what="webcam frame fetched")
         expect(page.locator(".vigie-widget-error")).to_have_count(0)
         chart = page.locator(".vigie-widget-timeseries canvas").first
         wait_until(lambda: (chart.bounding_box() or {"width": 0})["width"] > 600, timeout=20,

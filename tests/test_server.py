@@ -139,3 +139,19 @@ async def test_camera_upload_over_http(served):
     assert status == 400 and "not a JPEG or PNG" in doc["error"]
     status, _ = await asyncio.to_thread(http, "POST", base + "/api/v1/cameras/..%2Fetc", png)
     assert status in (400, 404)
+
+    # Webcam widgets point at the frame's URL: the picture, with its type, cached since it never changes.
+    def get(path: str) -> tuple[int, bytes, dict]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=10) as r:
+                return r.status, r.read(), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), dict(e.headers)
+
+    status, body, headers = await asyncio.to_thread(get, f"/api/v1/cameras/gate-cam/frames/{time_ns}")
+    assert (status, body, headers["Content-Type"]) == (200, png, "image/png")
+    assert "immutable" in headers["Cache-Control"]
+    status, body, headers = await asyncio.to_thread(get, "/api/v1/cameras/gate-cam/latest")
+    assert (status, body, headers["Cache-Control"]) == (200, png, "no-store")
+    assert (await asyncio.to_thread(get, f"/api/v1/cameras/gate-cam/frames/{time_ns + 1}"))[0] == 404
+    assert (await asyncio.to_thread(get, "/api/v1/cameras/nope-cam/latest"))[0] == 404

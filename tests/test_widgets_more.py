@@ -8,6 +8,7 @@ no browser. Image ingest runs through a real Mosquitto.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import random
 import uuid
@@ -17,6 +18,7 @@ from bokeh.document import Document
 from bokeh.models import TileRenderer
 from PIL import Image
 
+from app.api import camera_frame_url
 from app.cameras import CameraStore, sniff_image
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import WidgetContext
@@ -113,10 +115,13 @@ def test_status_grid_only_rerenders_when_a_cell_changed():
     view.refresh()
     first = view.html.object
     sent = []
-    view.html.param.watch(lambda e: sent.append(e.new), "object")
+    view.html.div.on_change("text", lambda attr, old, new: sent.append(new))
     view.refresh()
     view.refresh()
     assert sent == [] and view.html.object is first
+    live.accept([Reading("d", "m", now_ns(), 2.0)])  # fresh now: the cell changes, and only then is it sent
+    view.refresh()
+    assert len(sent) == 1 and "data-state='ok'" in sent[0]
 
 
 # -- table ----------------------------------------------------------------
@@ -364,7 +369,7 @@ async def test_webcam_simulator_feeds_the_camera_store_through_mqtt(mosquitto, r
 def test_webcam_shows_the_newest_frame_and_swaps_it_only_when_newer(tmp_path):
     store = CameraStore(tmp_path)
     spec = WebcamSpec(id="w", camera="dam-1-cam")
-    ctx = WidgetContext(LiveCache(), lang="fr", cameras=store)
+    ctx = WidgetContext(LiveCache(), lang="fr", cameras=store)  # no image URL: frames inlined (a notebook)
     view = spec.view(ctx)
     renders(view)
     assert not view.image.visible
@@ -373,11 +378,12 @@ def test_webcam_shows_the_newest_frame_and_swaps_it_only_when_newer(tmp_path):
     t1 = 1_764_079_387 * S  # 2025-11-25 14:03:07 UTC
     store.put("dam-1-cam", t1, png((255, 0, 0)))
     view.refresh()
-    assert view.image.visible and view.image.object == png((255, 0, 0)) and view.shown_ns == t1
+    inline = "data:image/png;base64," + base64.b64encode(png((255, 0, 0))).decode()
+    assert view.image.visible and view.src == inline and view.shown_ns == t1
     assert "25/11/2025 14:03:07" in view.caption.object
 
     sent = []
-    view.image.param.watch(lambda e: sent.append(e.new), "object")
+    view.image.on_change("styles", lambda attr, old, new: sent.append(new["background-image"]))
     view.refresh()
     assert sent == []  # same frame: nothing re-sent
     store.put("dam-1-cam", t1 - S, png((0, 255, 0)))  # an older frame arriving late is not shown
@@ -385,7 +391,21 @@ def test_webcam_shows_the_newest_frame_and_swaps_it_only_when_newer(tmp_path):
     assert sent == []
     store.put("dam-1-cam", t1 + 5 * S, jpeg())
     view.refresh()
-    assert sent == [jpeg()] and view.shown_ns == t1 + 5 * S and "14:03:12" in view.caption.object
+    assert len(sent) == 1 and "url('data:image/jpeg;base64," in sent[0] and view.shown_ns == t1 + 5 * S
+    assert "14:03:12" in view.caption.object
+
+
+def test_webcam_on_the_server_points_at_the_frame_url_instead_of_sending_the_picture(tmp_path):
+    store = CameraStore(tmp_path)
+    store.put("dam-1-cam", 1000, png())
+    view = WebcamSpec(id="w", camera="dam-1-cam").view(
+        WidgetContext(LiveCache(), cameras=store, image_url=camera_frame_url))
+    assert view.src == "/api/v1/cameras/dam-1-cam/frames/1000"
+    assert view.image.styles["background-image"] == "url('/api/v1/cameras/dam-1-cam/frames/1000')"
+    store.put("dam-1-cam", 2000, jpeg())
+    view.refresh()
+    assert view.src.endswith("/frames/2000")
+    assert store.frame("dam-1-cam", 2000) == (jpeg(), "image/jpeg") and store.frame("dam-1-cam", 1500) is None
 
 
 def test_webcam_without_a_camera_store_says_so():

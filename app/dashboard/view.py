@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import panel as pn
+from bokeh.models import Div
 
 from app.i18n import t
 
@@ -35,11 +36,51 @@ class WidgetContext:
     alarms: Any = None
     limits: Any = None  # callable(series_key) -> list of (value, label, colour), from alarm rules
     tile_url: str | None = None
+    image_url: Any = None  # callable(camera, time_ns) -> URL of a kept frame; None: frames are inlined
     extra: dict[str, Any] = field(default_factory=dict)
 
     def known(self, key: str) -> bool:
         """Return whether a series was ever seen (live) or is in the store's catalogue."""
         return self.live.get(key) is not None or key in self.extra.get("catalogue", ())
+
+
+class LiveHTML:
+    """A piece of HTML a view rewrites on its refreshes, as a plain Bokeh ``Div``.
+
+    Setting ``pn.pane.HTML.object`` goes through Panel's pane machinery
+    (re-deriving every property, design and stylesheet) for each session on
+    each change: 13 % of the server's time with 50 sessions of the "Flood
+    dams" dashboard went to its four value tiles (bench/README.md). Setting
+    the ``text`` of a ``Div`` the view owns is one property change in one
+    patch message. Each session builds its own views, so the model is never
+    shared between documents.
+    """
+
+    def __init__(self, text: str = "", *, css_class: str = "", visible: bool = True, stretch: str = "both",
+                 margin: tuple[int, int] = (0, 0)) -> None:
+        self.div = Div(text=text, css_classes=[css_class] if css_class else [], visible=visible,
+                       sizing_mode=f"stretch_{stretch}", margin=margin, styles={"overflow": "hidden"})
+        self.panel = pn.pane.Bokeh(self.div, sizing_mode=f"stretch_{stretch}", margin=0)
+
+    @property
+    def object(self) -> str:
+        """The HTML shown."""
+        return self.div.text
+
+    @object.setter
+    def object(self, text: str) -> None:
+        if text != self.div.text:
+            self.div.text = text
+
+    @property
+    def visible(self) -> bool:
+        """Whether it is shown."""
+        return self.div.visible
+
+    @visible.setter
+    def visible(self, value: bool) -> None:
+        if value != self.div.visible:
+            self.div.visible = value
 
 
 class WidgetView:

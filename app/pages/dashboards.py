@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 import param
 
+from app.api import camera_frame_url
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.generate import generate_for_device, generate_for_site
 from app.dashboard.layouts import LayoutNameError, LayoutStore, slugify
@@ -36,6 +37,7 @@ def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
     """Return what widgets of this runtime may read."""
     return WidgetContext(live=runtime.live, store=runtime.store, lang=lang, cameras=runtime.cameras,
                          alarms=runtime.alarms, tile_url=runtime.loaded.config.map.tile_url,
+                         image_url=camera_frame_url,
                          extra={"catalogue": set(runtime.live.keys())})
 
 
@@ -104,7 +106,7 @@ class DashboardEditor:
         self.message.object = f"<span style='color:{color}'>{html.escape(text)}</span>"
 
     # -- toolbar ----------------------------------------------------------
-    def _toolbar(self) -> pn.Row:
+    def _toolbar(self) -> pn.FlexBox:
         lang = self.lang
         self.edit_toggle = pn.widgets.Toggle(name=t("Edit", lang), width=90, css_classes=["vigie-edit"])
         self.save_button = pn.widgets.Button(name=t("Save", lang), button_type="primary", width=90,
@@ -131,10 +133,12 @@ class DashboardEditor:
         self.configure_button.on_click(lambda e: self._guard(self.configure, self.widget_select.value))
         self.remove_button.on_click(lambda e: self._guard(self.remove_widget, self.widget_select.value))
         self._refresh_versions()
-        return pn.Row(self.edit_toggle, self.save_button, self.save_as_name, self.save_as_button, self.undo_button,
-                      self.versions, self.restore_button, self.delete_button, pn.Spacer(width=20),
-                      self.kind_select, self.add_button, self.widget_select, self.configure_button,
-                      self.remove_button, sizing_mode="stretch_width", css_classes=["vigie-toolbar"])
+        # Wraps on narrow screens: a row wider than the window widened the whole page, grid included.
+        return pn.FlexBox(self.edit_toggle, self.save_button, self.save_as_name, self.save_as_button,
+                          self.undo_button, self.versions, self.restore_button, self.delete_button,
+                          pn.Spacer(width=20), self.kind_select, self.add_button, self.widget_select,
+                          self.configure_button, self.remove_button, flex_wrap="wrap", align_items="center",
+                          sizing_mode="stretch_width", css_classes=["vigie-toolbar"])
 
     def _guard(self, action, *args) -> None:
         try:

@@ -17,7 +17,7 @@ import panel as pn
 import param
 
 from app.dashboard.spec import WidgetSpec
-from app.dashboard.view import WidgetContext, WidgetView
+from app.dashboard.view import LiveHTML, WidgetContext, WidgetView
 from app.i18n import fmt_age, t
 from app.model import now_ns
 
@@ -70,15 +70,14 @@ class StatusGridView(WidgetView):
     spec: StatusGridSpec
 
     def build(self) -> pn.viewable.Viewable:
-        self.html = pn.pane.HTML("", sizing_mode="stretch_both", css_classes=["vigie-status-grid"])
+        self.html = LiveHTML(css_class="vigie-status-grid")
         self._version = -1
         self._nkeys = -1
         self._devices: dict[str, list[str]] = {}  # device -> its series keys
         self._summary: dict[str, tuple[int, str]] = {}  # device -> (newest time_ns, worst quality)
-        self._last = ""
         self.cells: list[tuple[str, str, float]] = []  # (device, state, age_s), for tests and embeds
         self.refresh()
-        return self.html
+        return self.html.panel
 
     def _regroup(self) -> None:
         """Map each matching device to its series (only when series were added)."""
@@ -157,7 +156,4 @@ class StatusGridView(WidgetView):
             age = max(0.0, (now - newest) / 1e9)
             cells.append((device, self.state(device, age, quality), age))
         self.cells = cells
-        text = self.render()
-        if text != self._last:
-            self._last = text
-            self.html.object = text
+        self.html.object = self.render()

@@ -1,10 +1,13 @@
 """Streaming time series: one or several series, limit lines, a window, pause, history.
 
-The plot is defined with HoloViews (styling, limit lines; the same element
-works in a notebook), rendered once to Bokeh, and then fed by streaming only
+The plot is a Bokeh figure built once per session and fed by streaming only
 the new points into each curve's ``ColumnDataSource``. FIELD-NOTES measured
 this at ~1.4 % of a core per session, where HoloViews ``Buffer`` streams
-cost ~22 % and rebuilding the pane ~91 %.
+cost ~22 % and rebuilding the pane ~91 %. It is built with Bokeh directly,
+not rendered from a HoloViews overlay: HoloViews gave every curve selection,
+non-selection and muted glyphs and made 184 models per chart; this figure
+has 80 for five series (bench/README.md, sessions), and every session's
+document, each patch message and each garbage collection pays per model.
 
 The live ring holds about the last hour. Whatever the view shows beyond it
 (a longer window, or a pan or zoom into the past) is drawn from the store,
@@ -16,19 +19,30 @@ from __future__ import annotations
 
 import time
 
-import holoviews as hv
-import holoviews.plotting.bokeh
 import numpy as np
 import panel as pn
 import param
 from bokeh.events import RangesUpdate
-from bokeh.models import ColumnDataSource, DataRange1d
+from bokeh.models import (
+    AllIndices,
+    CDSView,
+    ColumnDataSource,
+    DataRange1d,
+    GlyphRenderer,
+    Label,
+    Legend,
+    LegendItem,
+    Line,
+    MultiLine,
+    Patches,
+    Scatter,
+    Span,
+)
+from bokeh.plotting import figure
 
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import WidgetContext, WidgetView
 from app.i18n import t
-
-hv.Store.set_current_backend("bokeh")
 
 WINDOWS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400}
 HISTORY_BUCKETS = 600
@@ -77,46 +91,61 @@ class TimeSeriesView(WidgetView):
         self.window_s = WINDOWS[self.spec.window]
         self.paused = False
         self._seq: dict[str, int] = {}
-        curves = []
-        unit = ""
-        for i, key in enumerate(self.spec.series):
-            ring = self.ctx.live.get(key)
-            unit = unit or (ring.unit if ring else "")
-            color = self.spec.colors[i] if i < len(self.spec.colors) else PALETTE[i % len(PALETTE)]
-            curves.append(hv.Curve((np.array([], dtype="datetime64[ns]"), np.array([], dtype=float)),
-                                   "time", "value", label=key).opts(color=color, line_width=2))
+        self.colors = {key: self.spec.colors[i] if i < len(self.spec.colors) else PALETTE[i % len(PALETTE)]
+                       for i, key in enumerate(self.spec.series)}
+        unit = next((ring.unit for ring in map(self.ctx.live.get, self.spec.series) if ring and ring.unit), "")
+        # The x range trails the newest point by the window; both ranges follow the streamed data.
+        fig = figure(
+            x_axis_type="datetime", sizing_mode="stretch_both", width=None, height=None, min_height=150,
+            toolbar_location="above",
+            tools="xpan,xwheel_zoom,reset,save", active_drag="xpan", active_scroll="xwheel_zoom",
+            x_range=DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0),
+            y_range=DataRange1d(range_padding=0.1), y_axis_label=self.spec.y_label or unit or "value",
+        )
+        fig.toolbar.logo = None
+        fig.xgrid.grid_line_alpha = fig.ygrid.grid_line_alpha = 0.5
+        self.figure = fig
+        self.sources: dict[str, ColumnDataSource] = {}
+        items = []
+        every_point = AllIndices()  # stateless: one filter for all the curves' views
+        for key, color in self.colors.items():
+            src = self.sources[key] = ColumnDataSource(
+                {"time": np.array([], dtype="datetime64[ns]"), "value": np.array([], dtype=float)})
+            # No selection / non-selection / muted glyphs: nothing here selects, and each would be
+            # one more model per curve in every session's document.
+            renderer = GlyphRenderer(data_source=src, glyph=Line(x="time", y="value", line_color=color, line_width=2),
+                                     selection_glyph=None, nonselection_glyph=None, hover_glyph=None,
+                                     muted_glyph=None, view=CDSView(filter=every_point))
+            fig.renderers.append(renderer)
+            items.append(LegendItem(label=key, renderers=[renderer]))
+        if items:
+            # Beside the plot, not over the newest points; a click hides a curve.
+            fig.add_layout(Legend(items=items, click_policy="hide", spacing=0, padding=2, margin=4,
+                                  label_text_font_size="8pt", glyph_width=14, border_line_alpha=0), "right")
         lines = [(lim["value"], lim.get("label", ""), lim.get("color", "#d62728")) for lim in self.spec.limits]
         if self.spec.show_alarm_limits and self.ctx.limits is not None:
             for key in self.spec.series:
                 lines += list(self.ctx.limits(key))
-        overlay = hv.Overlay(curves + [hv.HLine(v).opts(color=c, line_dash="dashed", line_width=1.5)
-                                       for v, _label, c in lines])
-        overlay = overlay.opts(
-            responsive=True, min_height=150, show_grid=True, legend_position="top_left",
-            ylabel=self.spec.y_label or unit or "value", xlabel="", toolbar="above",
-            active_tools=["xwheel_zoom", "xpan"], default_tools=["xpan", "xwheel_zoom", "reset", "save"])
-        plot = hv.renderer("bokeh").get_plot(overlay)
-        self.figure = plot.state
-        self.sources = {}
-        for (key, sub) in zip(self.spec.series, list(plot.subplots.values())[: len(self.spec.series)], strict=False):
-            self.sources[key] = sub.handles["source"]
-        # HoloViews sizes fixed ranges from the (empty) initial data: use data ranges that
-        # follow the streamed points, the x range trailing the newest point by the window.
-        self.figure.x_range = DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0)
-        self.figure.y_range = DataRange1d(range_padding=0.1)
+        for value, label, color in lines:
+            fig.add_layout(Span(location=value, dimension="width", line_color=color, line_dash="dashed",
+                                line_width=1.5))
+            if label:
+                fig.add_layout(Label(x=4, y=value, x_units="screen", text=label, text_color=color,
+                                     text_font_size="8pt", y_offset=-12))  # under the line: never clipped
+        if lines:  # keep the limits in view: an invisible point at each widens the y range to them
+            marks = ColumnDataSource({"time": np.full(len(lines), np.datetime64(time.time_ns(), "ns")),
+                                      "value": np.array([v for v, _, _ in lines], dtype=float)})
+            fig.renderers.append(GlyphRenderer(
+                data_source=marks, glyph=Scatter(x="time", y="value", size=0, line_alpha=0, fill_alpha=0),
+                selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None))
         self.limit_lines = lines
-        self.history: dict[str, ColumnDataSource] = {}
-        for i, key in enumerate(self.spec.series):
-            color = self.spec.colors[i] if i < len(self.spec.colors) else PALETTE[i % len(PALETTE)]
-            src = self.history[key] = ColumnDataSource(
-                {"time": np.array([], dtype="datetime64[ns]"), "min": [], "mean": [], "max": []})
-            self.figure.varea(x="time", y1="min", y2="max", source=src, fill_color=color, fill_alpha=0.15)
-            self.figure.line(x="time", y="mean", source=src, line_color=color, line_alpha=0.6)
-        self.figure.on_event(RangesUpdate, self._on_ranges)
+        self.history: dict[str, dict[str, np.ndarray]] = {}
+        self._history_sources: tuple[ColumnDataSource, ColumnDataSource] | None = None
+        fig.on_event(RangesUpdate, self._on_ranges)
         self._history_wanted: tuple[int, int] | None = self._gap(time.time_ns() - self.window_s * 10**9)
         self.history_loads = 0
         self.refresh()
-        return pn.pane.Bokeh(self.figure, sizing_mode="stretch_both", min_height=150)
+        return pn.pane.Bokeh(fig, sizing_mode="stretch_both", min_height=150)
 
     # -- history from the store ------------------------------------------------
     def _oldest_live_ns(self) -> int:
@@ -165,8 +194,37 @@ class TimeSeriesView(WidgetView):
             self._apply_history(data)
 
     def _apply_history(self, data: dict[str, dict]) -> None:
-        for key, columns in data.items():
-            self.history[key].data = columns
+        """Draw the store's envelopes: one band glyph and one mean glyph for all series.
+
+        Created on the first load only: most sessions never look past the live ring,
+        and two renderers per series would double the models of every session.
+        """
+        self.history.update(data)
+        xs, band_ys, mean_ys, colors = [], [], [], []
+        for key, columns in self.history.items():
+            t_ms = columns["time"].astype("datetime64[ns]").astype("int64") / 1e6
+            lo, mean, hi = (np.asarray(columns[c], dtype=float) for c in ("min", "mean", "max"))
+            xs.append(t_ms)
+            band_ys.append(np.concatenate([lo, hi[::-1]]))
+            mean_ys.append(mean)
+            colors.append(self.colors.get(key, PALETTE[0]))
+        bands = {"xs": [np.concatenate([x, x[::-1]]) for x in xs], "ys": band_ys, "color": colors}
+        means = {"xs": xs, "ys": mean_ys, "color": colors}
+        if self._history_sources is None:
+            band_src, mean_src = ColumnDataSource(bands), ColumnDataSource(means)
+            self._history_sources = (band_src, mean_src)
+            under = [
+                GlyphRenderer(data_source=band_src, glyph=Patches(xs="xs", ys="ys", fill_color="color",
+                                                                  fill_alpha=0.15, line_color=None),
+                              selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None),
+                GlyphRenderer(data_source=mean_src, glyph=MultiLine(xs="xs", ys="ys", line_color="color",
+                                                                    line_alpha=0.6),
+                              selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None),
+            ]
+            self.figure.renderers = under + list(self.figure.renderers)
+        else:
+            self._history_sources[0].data = bands
+            self._history_sources[1].data = means
         self.history_loads += 1
 
     def header(self) -> pn.viewable.Viewable:

@@ -8,7 +8,7 @@ import panel as pn
 import param
 
 from app.dashboard.spec import WidgetSpec
-from app.dashboard.view import WidgetContext, WidgetView, age_seconds
+from app.dashboard.view import LiveHTML, WidgetContext, WidgetView, age_seconds
 from app.i18n import fmt_age, fmt_number, t
 
 STATE_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "alarm": "#c62828", "stale": "#757575",
@@ -75,10 +75,9 @@ class ValueView(WidgetView):
     spec: ValueSpec
 
     def build(self) -> pn.viewable.Viewable:
-        self.html = pn.pane.HTML("", sizing_mode="stretch_both", css_classes=["vigie-value"])
-        self._last = ""
+        self.html = LiveHTML(css_class="vigie-value")
         self.refresh()
-        return self.html
+        return self.html.panel
 
     def render(self) -> str:
         """Return the tile's HTML for the latest value."""
@@ -104,7 +103,4 @@ class ValueView(WidgetView):
         )
 
     def refresh(self) -> None:
-        text = self.render()
-        if text != self._last:
-            self._last = text
-            self.html.object = text
+        self.html.object = self.render()

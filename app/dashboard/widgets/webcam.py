@@ -8,14 +8,16 @@ newer than the one shown.
 
 from __future__ import annotations
 
+import base64
 import html
 
 import panel as pn
 import param
+from bokeh.models import Div
 
 from app.cameras import check_camera
 from app.dashboard.spec import WidgetSpec
-from app.dashboard.view import WidgetContext, WidgetView, age_seconds
+from app.dashboard.view import LiveHTML, WidgetContext, WidgetView, age_seconds
 from app.i18n import fmt_age, fmt_time, t
 
 
@@ -44,44 +46,57 @@ class WebcamSpec(WidgetSpec):
 
 
 class WebcamView(WidgetView):
-    """Swaps the picture only when the store holds a newer frame."""
+    """Swaps the picture only when the store holds a newer frame.
+
+    With an ``image_url`` in the context (the server's pages), the picture is
+    an ``<img>`` the browser fetches over HTTP, cached by its time: a new
+    frame costs each session one short text change instead of the whole
+    image through its websocket. Without (a notebook), the frame is inlined.
+    """
 
     spec: WebcamSpec
 
     def build(self) -> pn.viewable.Viewable:
         self.shown_ns: int | None = None
-        self._caption = ""
-        self.image = pn.pane.Image(None, sizing_mode="stretch_both", fixed_aspect=True, visible=False,
-                                   css_classes=["vigie-webcam-image"])
-        self.caption = pn.pane.HTML("", margin=(0, 8), css_classes=["vigie-webcam-time"])
+        self.src = ""  # what the picture shows: a URL, or a data: URI without a URL (a notebook)
+        # The picture is the background of a box that fills the cell, scaled to fit it.
+        self.image = Div(text="", visible=False, sizing_mode="stretch_both", css_classes=["vigie-webcam-image"],
+                         styles={"background-size": "contain", "background-repeat": "no-repeat",
+                                 "background-position": "center"})
+        self.caption = LiveHTML(css_class="vigie-webcam-time", stretch="width", margin=(0, 8))
         self.refresh()
-        return pn.Column(self.image, self.caption, sizing_mode="stretch_both", margin=0)
+        return pn.Column(pn.pane.Bokeh(self.image, sizing_mode="stretch_both", margin=0), self.caption.panel,
+                         sizing_mode="stretch_both", margin=0)
 
-    def _set_caption(self, text: str) -> None:
-        if text != self._caption:
-            self._caption = text
-            self.caption.object = text
+    def _show(self, src: str) -> None:
+        self.src = src
+        self.image.styles = {**self.image.styles, "background-image": f"url('{src}')"}
+        self.image.visible = True
 
     def refresh(self) -> None:
         store = self.ctx.cameras
         if store is None:
-            self._set_caption(f"<span class='vigie-note'>{t('No camera store configured', self.lang)}</span>")
+            self.caption.object = f"<span class='vigie-note'>{t('No camera store configured', self.lang)}</span>"
             return
         try:
             latest = store.latest(self.spec.camera)
         except (ValueError, OSError):
             latest = None
         if latest is None:
-            self._set_caption(f"<span class='vigie-note'>{t('No image yet', self.lang)}: "
-                              f"{html.escape(self.spec.camera)}</span>")
+            self.caption.object = (f"<span class='vigie-note'>{t('No image yet', self.lang)}: "
+                                   f"{html.escape(self.spec.camera)}</span>")
             return
         if self.shown_ns is None or latest[0] > self.shown_ns:
-            frame = store.read(self.spec.camera)
-            if frame is not None and (self.shown_ns is None or frame[0] > self.shown_ns):
-                self.shown_ns, data, _ctype = frame
-                self.image.object = data
-                self.image.visible = True
+            image_url = self.ctx.image_url
+            if image_url is not None:
+                self.shown_ns = latest[0]
+                self._show(image_url(self.spec.camera, latest[0]))
+            else:
+                frame = store.read(self.spec.camera)
+                if frame is not None and (self.shown_ns is None or frame[0] > self.shown_ns):
+                    self.shown_ns, data, ctype = frame
+                    self._show(f"data:{ctype};base64,{base64.b64encode(data).decode()}")
         if self.shown_ns is not None:
-            self._set_caption(f"{t('Camera', self.lang)} {html.escape(self.spec.camera)} · "
-                              f"{fmt_time(self.shown_ns, self.lang)} UTC "
-                              f"({fmt_age(age_seconds(self.shown_ns), self.lang)})")
+            self.caption.object = (f"{t('Camera', self.lang)} {html.escape(self.spec.camera)} · "
+                                   f"{fmt_time(self.shown_ns, self.lang)} UTC "
+                                   f"({fmt_age(age_seconds(self.shown_ns), self.lang)})")
