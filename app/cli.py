@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.config import ConfigError, LoadedConfig, load_config
+from app.gc_tuning import tune_for_server
 
 log = logging.getLogger("vigie")
 
@@ -55,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runtime = Runtime(loaded, base_dir=Path(args.data_root) if args.data_root else None)
         await run_server(runtime, port=args.port)
 
+    tune_for_server()
     asyncio.run(main())
     return 0
 
@@ -87,6 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         await run_server(runtime, port=args.port, extras=extras)
 
     print(f"Vigie demo: open http://localhost:{args.port or cfg.server.port}/  (Ctrl-C to stop)")
+    tune_for_server()
     asyncio.run(main())
     return 0
 

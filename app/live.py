@@ -10,6 +10,7 @@ since I last looked" without copying the whole ring.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,6 +91,10 @@ class LiveCache:
         self.capacity = capacity
         self._rings: dict[str, SeriesRing] = {}
         self.version = 0  # grows with every accepted batch: a cheap "anything new?" check
+        # For the pulse (app/pulse.py): set on every batch, with the devices that changed since
+        # the pulse last took them. Setting an event with no waiter is all ingest pays.
+        self.changed = asyncio.Event()
+        self._changed_devices: set[str] = set()
 
     def accept(self, batch: Sequence[Reading]) -> None:
         """Append a batch (called by the hub, on the ingest path)."""
@@ -99,7 +104,14 @@ class LiveCache:
             if ring is None:
                 ring = rings[r.key] = SeriesRing(r.device, r.metric, self.capacity)
             ring.append(r)
+        self._changed_devices.update([r.device for r in batch])
         self.version += 1
+        self.changed.set()
+
+    def take_changed(self) -> set[str]:
+        """Return the devices with new readings since the last call, and start a new set."""
+        out, self._changed_devices = self._changed_devices, set()
+        return out
 
     def get(self, key: str) -> SeriesRing | None:
         """Return the ring of a series, if it was seen."""

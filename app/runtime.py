@@ -22,6 +22,7 @@ from app.ingest.base import Source
 from app.ingest.mqtt import MqttSource, MqttSubscription, TlsOptions
 from app.ingest.topics import TopicTemplate
 from app.live import LiveCache
+from app.pulse import Pulse
 from app.store.base import StoreEngine
 from app.store.writer import StoreWriter
 
@@ -88,6 +89,7 @@ class Runtime:
         cfg = loaded.config
         base = base_dir or Path.cwd()
         self.live = LiveCache()
+        self.pulse = Pulse(self.live)  # wakes live dashboards when data they show arrives
         self.cameras = CameraStore(base / cfg.cameras.directory, keep=cfg.cameras.keep,
                                    max_bytes=cfg.cameras.max_bytes)
         self.alarms = None  # the alarm engine's seat (a later issue)
@@ -123,6 +125,7 @@ class Runtime:
         """Open the store, start the writer, then the sources."""
         await self.store.open()
         self._writer_task = self._task(self.writer.run(), "store-writer")
+        self.pulse.start()
         for source in self.sources:
             if hasattr(source, "run"):
                 self._source_tasks.append(self._task(source.run(), f"source-{source.name}"))
@@ -130,7 +133,8 @@ class Runtime:
         log.info("vigie started: %d sources, store %s", len(self.sources), self.store.engine_type)
 
     async def stop(self) -> None:
-        """Stop ingest, flush the writer, close the store."""
+        """Stop waking sessions, stop ingest, flush the writer, close the store."""
+        await self.pulse.stop()
         for source in self.sources:
             await source.stop()
         if self._source_tasks:
@@ -154,7 +158,7 @@ class Runtime:
             "status": "ok" if ok else "degraded",
             "sources": sources,
             "store": self.writer.health(),
-            "live": self.live.health(),
+            "live": {**self.live.health(), "pulse": self.pulse.health()},
             "hub": {"published_total": self.hub.published},
             "cameras": self.cameras.health(),
         }

@@ -190,6 +190,10 @@ VARIANTS = {
             "(app/dashboard/dashboard.py: Dashboard.start)",
     "gc-freeze": "gc.freeze() once the server is built, so full collections skip the ~300 MB of "
                  "start-up objects (app/server.py: run_server, after make_server)",
+    "gc-default": "CPython's default collector thresholds (700, 10, 10) instead of Vigie's "
+                  "(app/gc_tuning.py: young collections every 50,000 allocations)",
+    "timer": "dashboards poll the live cache on their refresh_ms timer instead of being woken by the "
+             "pulse (app/pulse.py)",
 }
 FAST_MS = 200
 
@@ -216,6 +220,20 @@ def apply_variant(name: str) -> None:
             return server
 
         app.server.make_server = make_and_freeze
+    if name == "gc-default":
+        import app.cli
+
+        app.cli.tune_for_server = lambda: None
+    if name == "timer":
+        from app.dashboard.dashboard import Dashboard
+
+        init = Dashboard.__init__
+
+        def without_pulse(self: Dashboard, *args: Any, **kwargs: Any) -> None:
+            kwargs["pulse"] = None
+            init(self, *args, **kwargs)
+
+        Dashboard.__init__ = without_pulse
     if name == "fast":
         from app.dashboard.dashboard import Dashboard
         from app.refresh import every
@@ -247,7 +265,7 @@ def install_probe(path: str) -> None:
         stats["gc2"] += info.get("generation") == 2
 
     gc.callbacks.append(on_gc)
-    refresh, start = Dashboard.refresh, Dashboard.start
+    refresh, start = Dashboard._refresh_views, Dashboard.start  # every refresh that touches the views
     task: list[asyncio.Task] = []
 
     def timed_refresh(self: Dashboard) -> None:
@@ -280,7 +298,7 @@ def install_probe(path: str) -> None:
             task.append(asyncio.get_running_loop().create_task(probe(), name="bench-probe"))
         start(self)
 
-    Dashboard.refresh, Dashboard.start = timed_refresh, started
+    Dashboard._refresh_views, Dashboard.start = timed_refresh, started
 
 
 def launch(variant: str, argv: list[str]) -> int:

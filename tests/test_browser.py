@@ -18,7 +18,7 @@ import pytest
 import yaml
 from paho.mqtt import publish as paho_publish
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, VigieServer
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, VigieServer, get
 from tests.servers import free_port
 
 pytestmark = pytest.mark.browser
@@ -124,10 +124,13 @@ def test_published_reading_appears_in_live_widget_within_2s(page, vigie, mosquit
     page.goto(f"{vigie.base}/dashboard?name=bt")
     number = page.locator(".vigie-number").first
     number.wait_for(timeout=20_000)
+    pulse = json.loads(get(vigie.base + "/health")[1])["live"]["pulse"]
+    assert pulse["listeners"] >= 1  # the page's dashboard is woken by new data, not polled
     send(mosquitto, 42.5)
     t0 = time.monotonic()
     playwright_api.expect(number).to_have_text("42.50", timeout=2_000)
     assert time.monotonic() - t0 < 2.0
+    assert json.loads(get(vigie.base + "/health")[1])["live"]["pulse"]["wakes_total"] > pulse["wakes_total"]
 
 
 def test_drag_resize_save_reload_keeps_positions(page, vigie):

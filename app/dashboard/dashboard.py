@@ -13,34 +13,50 @@ ids (:meth:`positions`) before anything is saved.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import panel as pn
+from panel.io.state import set_curdoc
 
 import app.dashboard.widgets  # noqa: F401  (registers the widget kinds)
 from app.dashboard.spec import GRID_COLUMNS, LayoutSpec, LoadedLayout, WidgetSpec, load_layout
 from app.dashboard.view import ErrorView, WidgetContext
 from app.live import LiveCache
+from app.pulse import Interest, Pulse
 from app.refresh import every
+
+IDLE_TICK_MS = 1000
+"""How often a pulse-driven dashboard checks whether it should refresh for the ages alone."""
+IDLE_REFRESH_S = 2.0
+"""A pulse-driven dashboard with no new data refreshes after this long (ages, stale colours)."""
 
 
 class Dashboard:
     """The live rendering of one layout."""
 
     def __init__(self, loaded: LoadedLayout, ctx: WidgetContext, *, editable: bool = False,
-                 only: str | None = None) -> None:
+                 only: str | None = None, pulse: Pulse | None = None) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
         self.ctx = ctx
         self.editable = editable
+        self.pulse = pulse
         self.views: dict[str, Any] = {}
         self._callback = None
         self._version = -1
         self._ticks = 0
         self._idle_every = max(1, 2000 // self.spec.refresh_ms)
+        self._doc: Any = None  # the session's document, when woken by the pulse
+        self._pending: Any = None  # the refresh scheduled on it, if any
+        self._last = 0.0  # monotonic time of the last refresh
+        self.refreshes = 0
         self.grid = self._build(only)
+        widgets = [w for w in self.spec.widgets if only is None or w.id == only]
+        self.interest = Interest(p for w in widgets for p in w.device_patterns())
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, live: LiveCache | None = None, ctx: WidgetContext | None = None,
@@ -100,7 +116,7 @@ class Dashboard:
 
     # -- live -----------------------------------------------------------
     def refresh(self) -> None:
-        """Pull new data into every widget, as one message to the browser.
+        """Pull new data into every widget (on a timer: a notebook, a page without a pulse).
 
         When the live cache has nothing new, only every ~2 s (for the ages
         shown) does the refresh touch the widgets at all.
@@ -109,18 +125,69 @@ class Dashboard:
         self._ticks += 1
         if version == self._version and self._ticks % self._idle_every:
             return
-        self._version = version
-        with pn.io.hold():
+        self._refresh_views()
+
+    def _refresh_views(self) -> None:
+        """Refresh every view, as one message to the browser."""
+        self._version = self.ctx.live.version
+        self._last = time.monotonic()
+        self.refreshes += 1
+        with pn.io.hold(self._doc):
             for view in self.views.values():
                 view.refresh()
 
     def start(self) -> None:
-        """Refresh on this session's periodic callback (stops with the session)."""
-        if self._callback is None:
+        """Refresh live until :meth:`stop` (or the session's end).
+
+        In a server session with a pulse, the dashboard refreshes when data
+        it shows arrives (:meth:`wake`), at most once per ``refresh_ms``,
+        plus every ~2 s for the ages shown. Elsewhere it polls the live
+        cache every ``refresh_ms``.
+        """
+        if self._callback is not None:
+            return
+        doc = pn.state.curdoc
+        if self.pulse is not None and doc is not None and doc.session_context is not None:
+            self._doc = doc
+            self.pulse.subscribe(self)
+            self._callback = every(self._idle_tick, IDLE_TICK_MS)
+        else:
             self._callback = every(self.refresh, self.spec.refresh_ms)
+
+    def wake(self) -> None:
+        """Schedule a refresh on the session's document: now, or when the period since the last one ends.
+
+        Called by the pulse, outside the session: it never touches the views.
+        """
+        doc = self._doc
+        if doc is None or self._pending is not None:
+            return
+        delay_s = self._last + self.spec.refresh_ms / 1000 - time.monotonic()
+        if delay_s <= 0:
+            self._pending = doc.add_next_tick_callback(self._woken)
+        else:
+            self._pending = doc.add_timeout_callback(self._woken, max(1, int(delay_s * 1000)))
+
+    def _woken(self) -> None:
+        self._pending = None
+        if self._doc is not None:
+            with set_curdoc(self._doc):  # as Panel's own callbacks: model changes go out directly
+                self._refresh_views()
+
+    def _idle_tick(self) -> None:
+        """Refresh when nothing woke the dashboard for ~2 s: the ages shown move on."""
+        if self._pending is None and time.monotonic() - self._last >= IDLE_REFRESH_S:
+            self._refresh_views()
 
     def stop(self) -> None:
         """Stop refreshing and drop the views."""
+        if self.pulse is not None:
+            self.pulse.unsubscribe(self)
+        if self._pending is not None and self._doc is not None:
+            with contextlib.suppress(ValueError, KeyError):  # already run, or the session is gone
+                self._doc.callbacks.remove_session_callback(self._pending)
+        self._pending = None
+        self._doc = None
         if self._callback is not None:
             self._callback.stop()
             self._callback = None

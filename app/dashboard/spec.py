@@ -50,6 +50,10 @@ class WidgetSpec(Spec):
         """Return the series this widget shows (checked against the catalogue)."""
         return []
 
+    def device_patterns(self) -> list[str]:
+        """Return the devices this widget shows, as names or globs (new data for them wakes it)."""
+        return sorted({key.split("/", 1)[0] for key in self.series_keys()})
+
     def to_spec(self) -> dict[str, Any]:
         """Write id and position first, always, so files read well."""
         out = super().to_spec()

@@ -82,7 +82,8 @@ class DashboardEditor:
         if self.dashboard is not None:
             self.dashboard.stop()
         self.loaded = loaded
-        self.dashboard = Dashboard(loaded, widget_context(self.runtime, self.lang), editable=editable)
+        self.dashboard = Dashboard(loaded, widget_context(self.runtime, self.lang), editable=editable,
+                                   pulse=self.runtime.pulse)
         self.dashboard.start()
         self.grid_holder[:] = [self.dashboard.grid]
         self.problems.object = "<br>".join(html.escape(p) for p in loaded.problems)

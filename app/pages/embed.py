@@ -33,7 +33,7 @@ def embed_page(runtime: Runtime, layouts: LayoutStore) -> pn.viewable.Viewable:
         loaded = layouts.load(name)
     except (LayoutNameError, FileNotFoundError) as exc:
         return pn.pane.HTML(f"<p class='vigie-embed-error'>{html.escape(str(exc))}</p>")
-    dashboard = Dashboard(loaded, widget_context(runtime, lang), editable=False, only=widget)
+    dashboard = Dashboard(loaded, widget_context(runtime, lang), editable=False, only=widget, pulse=runtime.pulse)
     dashboard.start()
     pn.state.on_session_destroyed(lambda _ctx: dashboard.stop())
     return pn.Column(dashboard.grid, sizing_mode="stretch_both", margin=0, css_classes=["vigie-embed"])

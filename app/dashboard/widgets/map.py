@@ -66,6 +66,10 @@ class MapSpec(WidgetSpec):
         names = [p for p in self.devices if not any(c in p for c in "*?[")]
         return [f"{d}/{m}" for d in names for m in (self.lat_metric, self.lon_metric)]
 
+    def device_patterns(self) -> list[str]:
+        """Return the devices shown (their new readings wake the dashboard)."""
+        return list(self.devices)
+
     def validate(self) -> list[tuple[tuple, str]]:
         problems = super().validate()
         if not self.devices:

@@ -53,6 +53,10 @@ class StatusGridSpec(WidgetSpec):
     stale_after_s = param.Number(default=120.0, bounds=(1, None), doc="Grey when no reading is newer than this.")
     columns = param.Integer(default=4, bounds=(1, 12), doc="Cells per row.")
 
+    def device_patterns(self) -> list[str]:
+        """Return the devices shown (their new readings wake the dashboard)."""
+        return list(self.devices)
+
     def validate(self) -> list[tuple[tuple, str]]:
         problems = super().validate()
         if not self.devices:

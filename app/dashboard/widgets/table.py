@@ -46,6 +46,10 @@ class TableSpec(WidgetSpec):
     def series_keys(self) -> list[str]:
         return [p for p in self.series if not any(c in p for c in "*?[")]
 
+    def device_patterns(self) -> list[str]:
+        """Return the devices shown (their new readings wake the dashboard)."""
+        return sorted({p.split("/", 1)[0] if "/" in p else "*" for p in self.series})
+
     def validate(self) -> list[tuple[tuple, str]]:
         problems = super().validate()
         if not self.series:

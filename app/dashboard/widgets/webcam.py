@@ -29,6 +29,10 @@ class WebcamSpec(WidgetSpec):
 
     camera = param.String(default="", doc="Camera name (the {device} of its image topic, e.g. dam-1-cam).")
 
+    def device_patterns(self) -> list[str]:
+        """Return the devices shown (their new readings wake the dashboard)."""
+        return [self.camera] if self.camera else []
+
     def validate(self) -> list[tuple[tuple, str]]:
         problems = super().validate()
         if not self.camera:
