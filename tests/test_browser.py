@@ -6,8 +6,11 @@ loopback (control rooms have no internet).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import http.server
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -18,8 +21,10 @@ import pytest
 import yaml
 from paho.mqtt import publish as paho_publish
 
+from app.model import Reading
+from app.store.embedded import EmbeddedStore
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, VigieServer, get
-from tests.servers import free_port
+from tests.servers import free_port, wait_until
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -75,10 +80,26 @@ def portal():
     p.stop()
 
 
+HISTORY_END_S = 5 * 60  # the store holds bt-1/level for 3 hours until 5 minutes before the server starts
+
+
+async def write_history(data_dir) -> None:
+    """Put three hours of bt-1/level, one point a minute, in the server's store before it starts."""
+    store = EmbeddedStore(data_dir)
+    await store.open()
+    now = time.time_ns()
+    await store.write([Reading("bt-1", "level", now - (HISTORY_END_S + 60 * i) * 10**9, 100.0 + i % 7, unit="m")
+                       for i in range(180)])
+    await store.close()
+
+
 @pytest.fixture(scope="module")
 def vigie(tmp_path_factory, mosquitto, portal):
-    server = VigieServer(tmp_path_factory.mktemp("vigie-edit"), mosquitto.port, editing=True,
-                         frame_ancestors=[portal.origin], layouts={"bt": LAYOUT})
+    tmp = tmp_path_factory.mktemp("vigie-edit")
+    # In a thread of its own: Playwright's sync API may already run an event loop in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write_history(tmp / "data")).result()
+    server = VigieServer(tmp, mosquitto.port, editing=True, frame_ancestors=[portal.origin], layouts={"bt": LAYOUT})
     server.start()
     send(mosquitto, 1.0)  # the series exists before pages open
     yield server
@@ -188,6 +209,44 @@ def test_history_range_query_renders(page, vigie, mosquitto):
     info.wait_for(timeout=20_000)
     assert int(info.get_attribute("data-buckets")) >= 1
     page.locator(".bk-Canvas, canvas").first.wait_for(timeout=10_000)
+
+
+HISTORY_BAND_JS = """() => {
+    for (const doc of Bokeh.documents) {
+        for (const m of doc.all_models) {
+            if (m.glyph && m.glyph.constructor.__name__ === "Patches") {
+                const xs = m.data_source.data.xs;
+                return xs.length && xs[0].length ? [xs[0].length, Math.min(...xs[0])] : [0, null];
+            }
+        }
+    }
+    return null;
+}"""
+
+
+def test_panning_a_chart_into_the_past_draws_the_stored_history(page, vigie):
+    page.goto(f"{vigie.base}/dashboard?name=bt")
+    plot = page.locator(".vigie-widget-timeseries .bk-Canvas, .vigie-widget-timeseries canvas").first
+    plot.wait_for(timeout=20_000)
+    wait_until(lambda: (page.evaluate(HISTORY_BAND_JS) or [0])[0] > 0, timeout=10,
+               what="the window's start drawn from the store")
+    box = plot.bounding_box()
+    # Drag the plot to the right, as a hand would: the view moves back in time by about a window.
+    x, y = box["x"] + box["width"] * 0.1, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(x + i * box["width"] * 0.04, y)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    # The store's min/mean/max band, under the live curve, now reaches back past the 15-minute window
+    # the page opened with (whose own start was drawn from the store too).
+    playwright_api.expect(page.locator(".vigie-pause").locator("button")).to_have_class(
+        re.compile("active"), timeout=5_000)  # following the newest point stopped
+    band = wait_until(lambda: (b := page.evaluate(HISTORY_BAND_JS)) and b[0] and
+                      b[1] < (time.time() - 16 * 60) * 1000 and b, timeout=10,
+                      what="the history band reaching past the window the page opened with")
+    assert band[0] > 0
 
 
 def test_embed_in_iframe_of_another_origin_renders_and_streams(page, vigie, portal, mosquitto):

@@ -151,6 +151,9 @@ class Dashboard:
             self._doc = doc
             self.pulse.subscribe(self)
             self._callback = every(self._idle_tick, IDLE_TICK_MS)
+            # A first refresh as soon as the session runs: what the views want once attached
+            # (a chart's history from the store) should not wait for data or the idle tick.
+            self._pending = doc.add_next_tick_callback(self._woken)
         else:
             self._callback = every(self.refresh, self.spec.refresh_ms)
 

@@ -262,7 +262,7 @@ def dashboard_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.Bootst
     title = editor.loaded.spec.title
     pn.state.on_session_destroyed(lambda _ctx: editor.dashboard.stop() if editor.dashboard else None)
     return page(runtime, "/dashboards", title, pn.pane.Markdown(f"## {html.escape(title)}"), editor.panel,
-                lang=lang)
+                lang=lang, busy_indicator=False)
 
 
 def dashboards_list_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.BootstrapTemplate:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
+from app.dashboard.time_axis import localize_time_axis
 from app.i18n import t
 from app.model import Envelope
 from app.pages.shell import page, session_arg, session_lang
@@ -35,7 +36,7 @@ def envelope_frame(env: Envelope) -> pd.DataFrame:
                          "min": env.min, "mean": env.mean, "max": env.max})
 
 
-def envelope_plot(env: Envelope, unit: str = "") -> hv.Overlay:
+def envelope_plot(env: Envelope, unit: str = "", lang: str = "en") -> hv.Overlay:
     """Return the min-max band and the mean line of an envelope."""
     frame = envelope_frame(env)
     frame["time"] = frame["time"].dt.tz_localize(None)
@@ -43,7 +44,8 @@ def envelope_plot(env: Envelope, unit: str = "") -> hv.Overlay:
                                                                          line_alpha=0)
     mean = hv.Curve(frame, "time", "mean", label="mean").opts(color="#1f77b4", line_width=1.5)
     return (band * mean).opts(responsive=True, min_height=400, ylabel=unit or "value", show_grid=True,
-                              legend_position="top_left")
+                              legend_position="top_left",
+                              hooks=[lambda plot, _element: localize_time_axis(plot.state, lang)])
 
 
 class HistoryExplorer:
@@ -86,7 +88,7 @@ class HistoryExplorer:
         elapsed = (time.perf_counter() - t0) * 1000
         self.env = env
         ring = self.runtime.live.get(key)
-        self.plot.object = envelope_plot(env, ring.unit if ring else "")
+        self.plot.object = envelope_plot(env, ring.unit if ring else "", self.lang)
         self.download.filename = f"{key.replace('/', '_')}_{self.range.value}.csv"
         self.info.object = (f"<span data-buckets='{len(env)}'>{len(env)} buckets of "
                             f"{env.bucket_ns / 1e9:g} s · {elapsed:.0f} ms</span>")

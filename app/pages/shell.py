@@ -65,12 +65,18 @@ def nav_html(active: str, lang: str) -> str:
 
 
 def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
-         lang: str | None = None) -> pn.template.BootstrapTemplate:
-    """Wrap page content in the shared template."""
+         lang: str | None = None, busy_indicator: bool = True) -> pn.template.BootstrapTemplate:
+    """Wrap page content in the shared template.
+
+    ``busy_indicator=False`` for pages many people keep open (dashboards):
+    Panel sets the busy indicator of *every* open page whenever any session
+    runs a callback, so N open dashboards made every click cost N updates.
+    """
     lang = lang or session_lang()
+    extra = {} if busy_indicator else {"busy_indicator": None}
     template = pn.template.BootstrapTemplate(
         title=f"Vigie · {title}", header_background="#0b3d5c", collapsed_sidebar=True,
-        raw_css=[CSS],
+        raw_css=[CSS], **extra,
     )
     template.header.append(pn.pane.HTML(nav_html(active, lang), sizing_mode="stretch_width", margin=0))
     for item in body:

@@ -7,9 +7,13 @@ kept in memory (rebuilt from the file at open) so the overview never scans
 the table. The file is locked to one process, which is what one Vigie
 process per data directory wants anyway.
 
-Unlike InfluxDB, the table has no unique key: a replayed spool file after a
-crash could store a point twice. The writer only replays what it failed to
-write, and a local file does not become unreachable, so this is accepted.
+As in InfluxDB, a point is identified by its series and time: writing the
+same series and timestamp again replaces the value (an MQTT QoS 1 message
+delivered twice, a spool replayed after a crash, a gateway re-sending its
+buffer), so nothing is stored twice. The primary key costs insert speed
+(bench/README.md) but the demo and small sites write far below it. Files
+made before the key existed are migrated on open, keeping the last value
+written for each point.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from app.store.base import StoreEngine, bucket_width_ns
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    device VARCHAR, metric VARCHAR, time BIGINT, value DOUBLE, quality VARCHAR
+_READINGS = """
+CREATE TABLE {exists} {name} (
+    device VARCHAR, metric VARCHAR, time BIGINT, value DOUBLE, quality VARCHAR,
+    PRIMARY KEY (device, metric, time)
 );
+"""
+_SCHEMA = _READINGS.format(exists="IF NOT EXISTS", name="readings") + """
 CREATE TABLE IF NOT EXISTS series (
     device VARCHAR, metric VARCHAR, unit VARCHAR, tags VARCHAR, PRIMARY KEY (device, metric)
 );
@@ -61,6 +68,7 @@ class EmbeddedStore(StoreEngine):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path) if self.path else ":memory:")
         self._con.execute(_SCHEMA)
+        self._migrate_unique_points()
         for device, metric, unit, tags in self._con.execute("SELECT * FROM series").fetchall():
             info = SeriesInfo(device, metric, unit, json.loads(tags))
             self._series[info.key] = info
@@ -73,6 +81,31 @@ class EmbeddedStore(StoreEngine):
             self._latest[f"{device}/{metric}"] = LatestValue(
                 device, metric, t, v, q, info.unit if info else "", info.tags if info else {}
             )
+
+    def _migrate_unique_points(self) -> None:
+        """Give a readings table from before the primary key one, keeping the last value of each point."""
+        assert self._con is not None
+        keyed = self._con.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'readings' "
+            "AND constraint_type = 'PRIMARY KEY'").fetchone()[0]
+        if keyed:
+            return
+        before = self._con.execute("SELECT count(*) FROM readings").fetchone()[0]
+        self._con.execute("BEGIN")
+        try:
+            self._con.execute(_READINGS.format(exists="", name="readings_keyed"))
+            self._con.execute(
+                "INSERT INTO readings_keyed SELECT device, metric, time, arg_max(value, rowid), "
+                "arg_max(quality, rowid) FROM readings GROUP BY device, metric, time")
+            self._con.execute("DROP TABLE readings")
+            self._con.execute("ALTER TABLE readings_keyed RENAME TO readings")
+            self._con.execute("COMMIT")
+        except Exception:
+            self._con.execute("ROLLBACK")
+            raise
+        after = self._con.execute("SELECT count(*) FROM readings").fetchone()[0]
+        log.warning("embedded store %s migrated to one row per point: %d rows, %d duplicates dropped",
+                    self.path, after, before - after)
 
     async def close(self) -> None:
         """Checkpoint and close the file."""
@@ -89,6 +122,9 @@ class EmbeddedStore(StoreEngine):
         """Append a batch as one Arrow table; update the catalogue and latest values."""
         if not batch:
             return
+        if len({(r.device, r.metric, r.time_ns) for r in batch}) < len(batch):
+            # The same point twice in one batch: the last one wins, as across batches.
+            batch = list({(r.device, r.metric, r.time_ns): r for r in batch}.values())
         table = pa.table(
             {
                 "device": [r.device for r in batch],
@@ -116,7 +152,7 @@ class EmbeddedStore(StoreEngine):
         with self._lock:
             cur = self._cursor()
             cur.register("batch", table)
-            cur.execute("INSERT INTO readings SELECT * FROM batch")
+            cur.execute("INSERT OR REPLACE INTO readings SELECT * FROM batch")
             cur.unregister("batch")
             if new_series:
                 cur.executemany(

@@ -17,6 +17,7 @@ and a mean line under the live curve.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -41,6 +42,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 
 from app.dashboard.spec import WidgetSpec
+from app.dashboard.time_axis import localize_time_axis
 from app.dashboard.view import WidgetContext, WidgetView
 from app.i18n import t
 
@@ -103,6 +105,7 @@ class TimeSeriesView(WidgetView):
             y_range=DataRange1d(range_padding=0.1), y_axis_label=self.spec.y_label or unit or "value",
         )
         fig.toolbar.logo = None
+        localize_time_axis(fig, self.lang)
         fig.xgrid.grid_line_alpha = fig.ygrid.grid_line_alpha = 0.5
         self.figure = fig
         self.sources: dict[str, ColumnDataSource] = {}
@@ -166,7 +169,8 @@ class TimeSeriesView(WidgetView):
         """After a pan or zoom: stop following, fetch what lies before the live data."""
         if event.x0 is None:
             return
-        start_ns = int(event.x0 * 1e6)
+        # Never less than the live window: a pan before its history arrived must not drop it.
+        start_ns = min(int(event.x0 * 1e6), time.time_ns() - self.window_s * 10**9)
         gap = self._gap(start_ns)
         if gap is None:
             return
@@ -176,9 +180,12 @@ class TimeSeriesView(WidgetView):
 
     def _schedule_history(self, gap: tuple[int, int]) -> None:
         self._history_wanted = gap
-        if self.figure.document is not None:
+        doc = self.figure.document
+        if doc is not None:
             self._history_wanted = None
-            pn.state.execute(lambda: self.load_history(*gap))
+            # The session runs the query as its own callback (awaited, errors logged by Bokeh).
+            # pn.state.execute(lambda: ...) called the lambda and dropped the coroutine unawaited.
+            doc.add_next_tick_callback(functools.partial(self.load_history, *gap))
 
     async def load_history(self, start_ns: int, end_ns: int) -> None:
         """Query the store for [start, end) of every series and draw it under the live curves."""
