@@ -38,7 +38,11 @@ class Spool:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._seq = count()
-        self.readings = sum(self._lines(p) for p in self.files())
+        existing = self.files()
+        self.readings = sum(self._lines(p) for p in existing)
+        # Counted in memory: the writer asks on every tick, and an outage of a day leaves
+        # tens of thousands of files; listing them each time cost more than writing them.
+        self._files = len(existing)
 
     @staticmethod
     def _lines(path: Path) -> int:
@@ -50,7 +54,7 @@ class Spool:
         return sorted(self.directory.glob("*.jsonl"))
 
     def __len__(self) -> int:
-        return len(self.files())
+        return self._files
 
     def put(self, batch: Sequence[Reading]) -> Path:
         """Write a batch to disk durably and return its file."""
@@ -65,6 +69,7 @@ class Spool:
             os.fsync(f.fileno())
         tmp.rename(final)
         self.readings += len(batch)
+        self._files += 1
         return final
 
     def read(self, path: Path) -> list[Reading]:
@@ -80,5 +85,7 @@ class Spool:
 
     def remove(self, path: Path, n: int) -> None:
         """Delete a batch file the database has taken."""
-        path.unlink(missing_ok=True)
+        if path.exists():
+            path.unlink(missing_ok=True)
+            self._files = max(0, self._files - 1)
         self.readings = max(0, self.readings - n)
