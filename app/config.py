@@ -250,6 +250,9 @@ class OpcUaSpec(Spec):
     sampling_interval_ms = param.Number(default=500.0, bounds=(0, None))
     publishing_interval_ms = param.Number(default=500.0, bounds=(10, None))
     deadband = param.Number(default=None, allow_None=True, bounds=(0, None), doc="Absolute deadband.")
+    queue_size = param.Integer(default=10, bounds=(1, 10_000),
+                               doc="Values the server keeps per item between publishes (raise for fast signals).")
+    timeout_s = param.Number(default=4.0, bounds=(0.1, 300), doc="Request timeout (connect, read, disconnect).")
     nodes = param.List(default=[], item_type=NodeSpec)
 
     @classmethod

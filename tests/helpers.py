@@ -42,8 +42,12 @@ async def until(predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 
         await asyncio.sleep(0.02)
 
 
-async def publish(host: str, port: int, messages: Iterable[tuple[str, bytes | str]], qos: int = 1) -> None:
-    """Publish messages at QoS 1 and return once the broker acknowledged them all."""
-    async with aiomqtt.Client(host, port, identifier=None) as client:
+async def publish(host: str, port: int, messages: Iterable[tuple[str, bytes | str]], qos: int = 1,
+                  **client_options: Any) -> None:
+    """Publish messages at QoS 1 and return once the broker acknowledged them all.
+
+    ``client_options`` go to ``aiomqtt.Client`` (``tls_context``, ``username``, ``password``).
+    """
+    async with aiomqtt.Client(host, port, identifier=None, **client_options) as client:
         for topic, payload in messages:
             await client.publish(topic, payload, qos=qos)

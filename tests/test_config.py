@@ -67,3 +67,16 @@ def test_check_config_command_exit_codes(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode != 0
     assert "a.yaml:2: store.engnie: unknown key (did you mean 'engine'?)" in bad.stderr
+
+
+def test_opcua_queue_and_timeout_reach_the_source(tmp_path):
+    from app.runtime import Runtime
+
+    write(tmp_path, "vigie.yaml", "store: {engine: embedded, data_dir: data}\n"
+          "opcua:\n  - {name: plc, url: 'opc.tcp://127.0.0.1:4840/', queue_size: 200, timeout_s: 9,\n"
+          "     nodes: [{node_id: 'ns=2;i=2', device: p, metric: m}]}\n")
+    source = Runtime(load_config(tmp_path, env={}), base_dir=tmp_path).sources[0]
+    assert (source.queue_size, source.timeout_s) == (200, 9)
+    write(tmp_path, "vigie.yaml", "opcua:\n  - {name: plc, url: 'opc.tcp://h:4840/', queue_size: 0}\n")
+    with pytest.raises(ConfigError, match=r"opcua\[0\]\.queue_size|queue_size"):
+        load_config(tmp_path, env={})
