@@ -479,3 +479,28 @@ def test_specs_reject_bad_values_with_their_path():
     assert "columns: 0 is out of range" in text and "did you mean 'stale_after_s'" in text
     with pytest.raises(SpecError, match="severity_min: 'urgent' is not allowed"):
         WidgetSpec.from_spec({"type": "alarms", "id": "a", "severity_min": "urgent"})
+
+
+# -- value gauge ----------------------------------------------------------------
+
+def test_value_gauge_draws_the_value_arc_in_its_state_colour_with_threshold_ticks():
+    from app.dashboard.widgets.value import STATE_COLORS as VALUE_COLORS
+    from app.dashboard.widgets.value import ValueSpec
+
+    live = cache(Reading("srv-1", "cpu", now_ns(), 80.0, unit="%"))
+    spec = ValueSpec(id="g", series="srv-1/cpu", display="gauge", gauge_min=0, gauge_max=100,
+                     warn_above=75, alarm_above=90, decimals=1)
+    view = spec.view(WidgetContext(live, lang="fr"))
+    renders(view)
+    svg = view.html.object
+    assert "data-state='warning'" in svg and f"stroke='{VALUE_COLORS['warning']}' stroke-width='16'" in svg
+    assert ">80,0</text>" in svg and "% " in svg  # French decimals, the unit
+    assert svg.count("stroke-width='3'") == 2  # ticks at 75 and 90
+    # 80 % of the way: the arc ends at the dial's point for 0.8 (cos(0.2π) to the right of centre).
+    assert "A 80 80 0 0 1 164.7 53.0" in svg
+    live.accept([Reading("srv-1", "cpu", now_ns(), 250.0, unit="%")])  # beyond the dial: clamped
+    view.refresh()
+    assert "A 80 80 0 0 1 180.0 100.0" in view.html.object and "data-state='alarm'" in view.html.object
+    with pytest.raises(SpecError, match="gauge_max: must be greater than gauge_min"):
+        ValueSpec.from_spec({"type": "value", "id": "g", "series": "a/b", "display": "gauge",
+                             "gauge_min": 10, "gauge_max": 10})

@@ -1,8 +1,9 @@
-"""Value tile: the current value of one series, its unit, trend, age and state colour."""
+"""Value tile or gauge: the current value of one series, its unit, trend, age and state colour."""
 
 from __future__ import annotations
 
 import html
+import math
 
 import panel as pn
 import param
@@ -16,10 +17,10 @@ STATE_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "alarm": "#c62828", "stal
 
 
 class ValueSpec(WidgetSpec):
-    """A big number with unit, trend arrow and colour by state."""
+    """A big number (or a gauge) with unit, trend arrow and colour by state."""
 
     spec_type = "value"
-    label = "Value tile"
+    label = "Value tile / gauge"
 
     series = param.String(default="", doc="Series key (device/metric).")
     decimals = param.Integer(default=2, bounds=(0, 6), doc="Decimals shown.")
@@ -29,6 +30,9 @@ class ValueSpec(WidgetSpec):
     alarm_below = param.Number(default=None, allow_None=True, doc="Red below this value.")
     stale_after_s = param.Number(default=120.0, bounds=(1, None), doc="Grey when older than this.")
     trend_points = param.Integer(default=10, bounds=(2, 1000), doc="Points back to compare for the trend arrow.")
+    display = param.Selector(default="tile", objects=["tile", "gauge"], doc="A big number, or a half-dial gauge.")
+    gauge_min = param.Number(default=0.0, doc="Gauge: value at the left end of the dial.")
+    gauge_max = param.Number(default=100.0, doc="Gauge: value at the right end of the dial.")
 
     def series_keys(self) -> list[str]:
         return [self.series] if self.series else []
@@ -37,6 +41,8 @@ class ValueSpec(WidgetSpec):
         problems = super().validate()
         if not self.series:
             problems.append((("series",), "missing (required)"))
+        if self.display == "gauge" and not self.gauge_min < self.gauge_max:
+            problems.append((("gauge_max",), f"must be greater than gauge_min ({self.gauge_min})"))
         return problems
 
     def state(self, value: float, age_s: float) -> str:
@@ -93,6 +99,9 @@ class ValueView(WidgetView):
         arrow = trend_arrow(values[-self.spec.trend_points:])
         color = STATE_COLORS[state]
         number = fmt_number(latest.value, self.lang, self.spec.decimals)
+        if self.spec.display == "gauge":
+            return self.render_gauge(latest.value, number, html.escape(latest.unit), arrow, state, color,
+                                     f"{fmt_age(age, self.lang)} · {t(str(latest.quality), self.lang)}")
         return (
             f"<div class='vigie-tile' data-state='{state}' style='border-left:6px solid {color};padding:4px 10px'>"
             f"<span class='vigie-number' style='font-size:2.2em;font-weight:600;color:{color}'>{number}</span>"
@@ -102,5 +111,49 @@ class ValueView(WidgetView):
             "</div>"
         )
 
+    def render_gauge(self, value: float, number: str, unit: str, arrow: str, state: str, color: str,
+                     footer: str) -> str:
+        """Return a half-dial SVG: the value's arc in its state colour, ticks at the thresholds."""
+        spec = self.spec
+        arc = _arc_point(_fraction(value, spec.gauge_min, spec.gauge_max))
+        limits = ((spec.warn_above, "warning"), (spec.alarm_above, "alarm"),
+                  (spec.warn_below, "warning"), (spec.alarm_below, "alarm"))
+        ticks = []
+        for limit, kind in limits:
+            if limit is not None:
+                f = _fraction(limit, spec.gauge_min, spec.gauge_max)
+                (x1, y1), (x2, y2) = _arc_point(f, 66), _arc_point(f, 94)
+                ticks.append(f"<line x1='{x1:.1f}' y1='{y1:.1f}' x2='{x2:.1f}' y2='{y2:.1f}' "
+                             f"stroke='{STATE_COLORS[kind]}' stroke-width='3'/>")
+        lo = fmt_number(spec.gauge_min, self.lang, 0 if float(spec.gauge_min).is_integer() else spec.decimals)
+        hi = fmt_number(spec.gauge_max, self.lang, 0 if float(spec.gauge_max).is_integer() else spec.decimals)
+        return (
+            f"<div class='vigie-tile vigie-gauge' data-state='{state}' style='text-align:center'>"
+            "<svg viewBox='0 0 200 118' style='display:block;margin:auto;height:100px;max-width:100%' role='img'>"
+            "<path d='M 20 100 A 80 80 0 0 1 180 100' fill='none' stroke='#e0e0e0' stroke-width='16'/>"
+            f"<path d='M 20 100 A 80 80 0 0 1 {arc[0]:.1f} {arc[1]:.1f}' fill='none' stroke='{color}' "
+            "stroke-width='16'/>"
+            f"{''.join(ticks)}"
+            f"<text x='100' y='92' text-anchor='middle' font-size='26' font-weight='600' fill='{color}' "
+            f"class='vigie-number'>{number}</text>"
+            f"<text x='100' y='112' text-anchor='middle' font-size='13'>{unit} {arrow}</text>"
+            f"<text x='20' y='116' text-anchor='middle' font-size='10' fill='#666'>{lo}</text>"
+            f"<text x='180' y='116' text-anchor='middle' font-size='10' fill='#666'>{hi}</text>"
+            f"</svg><small class='vigie-age'>{footer}</small></div>"
+        )
+
     def refresh(self) -> None:
         self.html.object = self.render()
+
+
+def _fraction(value: float, low: float, high: float) -> float:
+    """Return where ``value`` sits between ``low`` and ``high``, clamped to [0, 1]."""
+    if not math.isfinite(value) or high <= low:
+        return 0.0
+    return min(1.0, max(0.0, (value - low) / (high - low)))
+
+
+def _arc_point(fraction: float, radius: float = 80.0) -> tuple[float, float]:
+    """Return the point of the half dial (centre 100, 100) at ``fraction`` of the way, left to right."""
+    angle = math.pi * (1 - fraction)
+    return 100 + radius * math.cos(angle), 100 - radius * math.sin(angle)
