@@ -8,6 +8,7 @@ checks are not the only way in.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -119,15 +120,19 @@ class CameraFrameHandler(tornado.web.RequestHandler):
     def initialize(self, runtime: Runtime) -> None:
         self.cameras = runtime.cameras
 
-    def get(self, camera: str, time_ns: str | None = None) -> None:
+    def compute_etag(self) -> str | None:
+        """No hash of every picture served: a frame's URL names it, and ``latest`` is not cached."""
+        return None
+
+    async def get(self, camera: str, time_ns: str | None = None) -> None:
         frame: tuple[bytes, str] | None = None
         if self.cameras is not None:
             try:
                 if time_ns is None:
-                    newest = self.cameras.read(camera)
+                    newest = await asyncio.to_thread(self.cameras.read, camera)
                     frame = (newest[1], newest[2]) if newest else None
                 else:
-                    frame = self.cameras.frame(camera, int(time_ns))
+                    frame = await asyncio.to_thread(self.cameras.frame, camera, int(time_ns))
             except ValueError as exc:  # a camera name that cannot exist
                 raise tornado.web.HTTPError(400, reason=str(exc)) from None
         if frame is None:

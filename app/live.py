@@ -97,7 +97,11 @@ class LiveCache:
         self._changed_devices: set[str] = set()
 
     def accept(self, batch: Sequence[Reading]) -> None:
-        """Append a batch (called by the hub, on the ingest path)."""
+        """Append a batch (called by the hub, on the ingest path).
+
+        On the event loop's thread only, as every ingest source runs: the
+        ``changed`` event is an asyncio one.
+        """
         rings = self._rings
         for r in batch:
             ring = rings.get(r.key)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from app.live import LiveCache
 
@@ -31,7 +31,24 @@ GLOB_CHARS = "*?["
 
 
 class Interest:
-    """Which devices a dashboard shows: exact names and glob patterns, each device matched once."""
+    """Which devices a dashboard shows: exact names and glob patterns, each device matched once.
+
+    :meth:`of` shares one instance (and its memo of matched devices) between
+    every session of the same layout.
+    """
+
+    _shared: ClassVar[dict[tuple[str, ...], Interest]] = {}
+
+    @classmethod
+    def of(cls, patterns: Iterable[str]) -> Interest:
+        """Return the shared interest for these patterns."""
+        key = tuple(sorted(set(patterns)))
+        interest = cls._shared.get(key)
+        if interest is None:
+            if len(cls._shared) > 1000:  # layouts edited many times: start again
+                cls._shared.clear()
+            interest = cls._shared[key] = cls(key)
+        return interest
 
     def __init__(self, patterns: Iterable[str]) -> None:
         pats = sorted(set(patterns))
@@ -80,6 +97,7 @@ class Pulse:
         self._task: asyncio.Task | None = None
         self.pulses = 0
         self.wakes = 0
+        self.errors = 0
 
     def subscribe(self, listener: Listener) -> None:
         """Wake ``listener`` when something it shows changes."""
@@ -113,7 +131,16 @@ class Pulse:
             await changed_event.wait()
             await asyncio.sleep(self.coalesce_s)
             changed_event.clear()
-            self.notify(self.live.take_changed())
+            try:
+                self.notify(self.live.take_changed())
+            except Exception:  # never let one bad pulse end the task: dashboards would only idle-refresh
+                self.errors += 1
+                log.exception("live pulse failed; carrying on")
+
+    @property
+    def running(self) -> bool:
+        """Whether the pulse task is alive."""
+        return self._task is not None and not self._task.done()
 
     def notify(self, devices: set[str]) -> None:
         """Wake the listeners that show one of ``devices`` (all of them past ``filter_limit``)."""
@@ -137,6 +164,7 @@ class Pulse:
                 log.exception("waking %r failed; unsubscribing it", listener)
                 self._listeners.discard(listener)
 
-    def health(self) -> dict[str, int]:
-        """Return how many dashboards listen, and how often they were woken."""
-        return {"listeners": len(self._listeners), "pulses_total": self.pulses, "wakes_total": self.wakes}
+    def health(self) -> dict[str, int | bool]:
+        """Return whether it runs, how many dashboards listen, and how often they were woken."""
+        return {"running": self.running, "listeners": len(self._listeners), "pulses_total": self.pulses,
+                "wakes_total": self.wakes, "errors_total": self.errors}

@@ -30,6 +30,7 @@ class FakeDoc(Document):
 
     def __init__(self) -> None:
         super().__init__()
+        self._session_context = lambda: "a session"  # what a served document has (a weakref in Bokeh)
         self.next_tick: list = []
         self.timeouts: list[tuple[object, int]] = []
 
@@ -145,3 +146,23 @@ def test_a_woken_dashboard_refreshes_at_most_once_per_period():
     dash.stop()
     dash.wake()  # stopped: never scheduled again
     assert not doc.next_tick and not doc.timeouts
+
+
+def test_stop_after_bokeh_destroyed_the_document_still_cleans_up():
+    live = LiveCache()
+    live.accept([Reading("dam-1", "level", time.time_ns(), 1.0)])
+    pulse = Pulse(live)
+    dash = Dashboard(parse_layout("t", LAYOUT), WidgetContext(live=live), pulse=pulse)
+    doc = dash._doc = FakeDoc()
+    pulse.subscribe(dash)
+    dash._refresh_views()
+    dash.wake()  # deferred to the period's end: pending when the session ends
+    assert doc.timeouts
+    def session(event) -> None:  # stands in for the ServerSession listening to the document
+        pass
+
+    doc.on_change(session)
+    doc.destroy(session)  # Bokeh destroys the document before the session-destroyed hooks run
+    dash.wake()  # a pulse racing the teardown schedules nothing on a destroyed document
+    dash.stop()
+    assert dash._doc is None and dash._pending is None and pulse.listeners == 0

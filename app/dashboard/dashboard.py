@@ -56,7 +56,7 @@ class Dashboard:
         self.refreshes = 0
         self.grid = self._build(only)
         widgets = [w for w in self.spec.widgets if only is None or w.id == only]
-        self.interest = Interest(p for w in widgets for p in w.device_patterns())
+        self.interest = Interest.of(p for w in widgets for p in w.device_patterns())
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, live: LiveCache | None = None, ctx: WidgetContext | None = None,
@@ -163,7 +163,7 @@ class Dashboard:
         Called by the pulse, outside the session: it never touches the views.
         """
         doc = self._doc
-        if doc is None or self._pending is not None:
+        if doc is None or self._pending is not None or doc.session_context is None:  # stopped, or destroyed
             return
         delay_s = self._last + self.spec.refresh_ms / 1000 - time.monotonic()
         if delay_s <= 0:
@@ -178,24 +178,30 @@ class Dashboard:
                 self._refresh_views()
 
     def _idle_tick(self) -> None:
-        """Refresh when nothing woke the dashboard for ~2 s: the ages shown move on."""
-        if self._pending is None and time.monotonic() - self._last >= IDLE_REFRESH_S:
+        """Refresh when nothing woke the dashboard for a while (~2 s): the ages shown move on."""
+        if self._doc is None:  # stopped: Panel may restart a callback stopped before its first run
+            return
+        if self._pending is None and time.monotonic() - self._last >= max(IDLE_REFRESH_S,
+                                                                           self.spec.refresh_ms / 1000):
             self._refresh_views()
 
     def stop(self) -> None:
-        """Stop refreshing and drop the views."""
+        """Stop refreshing and drop the views (also after Bokeh destroyed the session's document)."""
         if self.pulse is not None:
             self.pulse.unsubscribe(self)
-        if self._pending is not None and self._doc is not None:
-            with contextlib.suppress(ValueError, KeyError):  # already run, or the session is gone
-                self._doc.callbacks.remove_session_callback(self._pending)
-        self._pending = None
-        self._doc = None
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
-        for view in self.views.values():
-            view.dispose()
+        doc, pending = self._doc, self._pending
+        self._doc = self._pending = None
+        try:
+            # A destroyed document (session_context None) has dropped its callbacks already.
+            if pending is not None and doc is not None and doc.session_context is not None:
+                with contextlib.suppress(ValueError, KeyError):  # already run
+                    doc.callbacks.remove_session_callback(pending)
+        finally:
+            if self._callback is not None:
+                self._callback.stop()
+                self._callback = None
+            for view in self.views.values():
+                view.dispose()
 
     # -- editing ----------------------------------------------------------
     def positions(self) -> dict[str, tuple[int, int, int, int]]:

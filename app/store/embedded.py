@@ -95,8 +95,8 @@ class EmbeddedStore(StoreEngine):
         try:
             self._con.execute(_READINGS.format(exists="", name="readings_keyed"))
             self._con.execute(
-                "INSERT INTO readings_keyed SELECT device, metric, time, arg_max(value, rowid), "
-                "arg_max(quality, rowid) FROM readings GROUP BY device, metric, time")
+                "INSERT INTO readings_keyed SELECT device, metric, time, arg_max_null(value, rowid), "
+                "arg_max_null(quality, rowid) FROM readings GROUP BY device, metric, time")
             self._con.execute("DROP TABLE readings")
             self._con.execute("ALTER TABLE readings_keyed RENAME TO readings")
             self._con.execute("COMMIT")

@@ -56,6 +56,12 @@ class Spool:
     def __len__(self) -> int:
         return self._files
 
+    def resync(self) -> list[Path]:
+        """List the files (oldest first) and take their count from the directory again."""
+        files = self.files()
+        self._files = len(files)
+        return files
+
     def put(self, batch: Sequence[Reading]) -> Path:
         """Write a batch to disk durably and return its file."""
         name = f"{now_ns():020d}-{next(self._seq):06d}.jsonl"

@@ -140,7 +140,7 @@ class StoreWriter:
     async def _replay(self) -> bool:
         """Replay spooled batches oldest first; return False if the engine went down."""
         assert self.spool is not None
-        for path in self.spool.files():
+        for path in self.spool.resync():
             batch = self.spool.read(path)
             if batch and not await self._write(batch):
                 return False
