@@ -224,7 +224,20 @@ HISTORY_BAND_JS = """() => {
 }"""
 
 
-def test_panning_a_chart_into_the_past_draws_the_stored_history(page, vigie):
+X_END_JS = """() => {
+    for (const doc of Bokeh.documents) {
+        for (const m of doc.all_models) {
+            if (m.x_range && m.renderers && m.renderers.some(r => r.glyph && r.glyph.constructor.__name__ === "Line")
+                && m.toolbar) {
+                return m.x_range.end;
+            }
+        }
+    }
+    return null;
+}"""
+
+
+def test_panning_a_chart_into_the_past_draws_the_stored_history(page, vigie, mosquitto):
     page.goto(f"{vigie.base}/dashboard?name=bt")
     plot = page.locator(".vigie-widget-timeseries .bk-Canvas, .vigie-widget-timeseries canvas").first
     plot.wait_for(timeout=20_000)
@@ -247,6 +260,20 @@ def test_panning_a_chart_into_the_past_draws_the_stored_history(page, vigie):
                       b[1] < (time.time() - 16 * 60) * 1000 and b, timeout=10,
                       what="the history band reaching past the window the page opened with")
     assert band[0] > 0
+    assert page.evaluate(X_END_JS) < (time.time() - 10 * 60) * 1000  # the view stays in the past
+    # Resume: the chart follows the newest data again, a reading published now included.
+    page.locator(".vigie-pause").locator("button").click()
+    sent_ms = time.time() * 1000
+    send(mosquitto, 6.5)
+    wait_until(lambda: (page.evaluate(X_END_JS) or 0) >= sent_ms - 1000, timeout=5,
+               what="the chart following the newest reading after Resume")
+    # A wheel zoom pauses again (the browser stops following); the Reset tool follows again.
+    pause = page.locator(".vigie-pause").locator("button")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 300)
+    playwright_api.expect(pause).to_have_class(re.compile("active"), timeout=5_000)
+    page.locator(".vigie-widget-timeseries .bk-tool-icon-reset").first.click()
+    playwright_api.expect(pause).not_to_have_class(re.compile("active"), timeout=5_000)
 
 
 def test_embed_in_iframe_of_another_origin_renders_and_streams(page, vigie, portal, mosquitto):

@@ -23,7 +23,8 @@ import time
 import numpy as np
 import panel as pn
 import param
-from bokeh.events import RangesUpdate
+from bokeh.document import without_document_lock
+from bokeh.events import RangesUpdate, Reset
 from bokeh.models import (
     AllIndices,
     CDSView,
@@ -36,6 +37,7 @@ from bokeh.models import (
     Line,
     MultiLine,
     Patches,
+    Range1d,
     Scatter,
     Span,
 )
@@ -48,6 +50,8 @@ from app.i18n import t
 
 WINDOWS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400}
 HISTORY_BUCKETS = 600
+RESET_GRACE_S = 1.0
+"""Range updates this soon after the Reset tool are its own, not a pan: they do not pause."""
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -101,7 +105,6 @@ class TimeSeriesView(WidgetView):
             x_axis_type="datetime", sizing_mode="stretch_both", width=None, height=None, min_height=150,
             toolbar_location="above",
             tools="xpan,xwheel_zoom,reset,save", active_drag="xpan", active_scroll="xwheel_zoom",
-            x_range=DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0),
             y_range=DataRange1d(range_padding=0.1), y_axis_label=self.spec.y_label or unit or "value",
         )
         fig.toolbar.logo = None
@@ -142,9 +145,18 @@ class TimeSeriesView(WidgetView):
                 data_source=marks, glyph=Scatter(x="time", y="value", size=0, line_alpha=0, fill_alpha=0),
                 selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None))
         self.limit_lines = lines
+        self._curves = [r for r in fig.renderers if isinstance(r.glyph, Line)]
         self.history: dict[str, dict[str, np.ndarray]] = {}
         self._history_sources: tuple[ColumnDataSource, ColumnDataSource] | None = None
+        self._history_renderers: list[GlyphRenderer] = []
+        self._follow()
         fig.on_event(RangesUpdate, self._on_ranges)
+        fig.on_event(Reset, self._on_reset)
+        self._reset_at = 0.0
+        self._view: tuple[float, float] | None = None  # the browser's x range (ms) after the last pan or zoom
+        self._loaded: tuple[int, int] | None = None  # the time range of the history drawn
+        self._loading = False
+        self._history_next: tuple[int, int] | None = None
         self._history_wanted: tuple[int, int] | None = self._gap(time.time_ns() - self.window_s * 10**9)
         self.history_loads = 0
         self.refresh()
@@ -165,40 +177,73 @@ class TimeSeriesView(WidgetView):
         end_ns = self._oldest_live_ns()
         return (start_ns, end_ns) if self.ctx.store is not None and start_ns < end_ns else None
 
+    def _follow(self) -> None:
+        """Trail the newest point by the window again, with a fresh x range.
+
+        A fresh model, because BokehJS stops auto-ranging a range the user
+        panned or zoomed and nothing but its Reset tool clears that. The
+        range follows the curves and the history, not the limit marks.
+        """
+        self.figure.x_range = DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0,
+                                          renderers=self._history_renderers + self._curves)
+
     def _on_ranges(self, event: RangesUpdate) -> None:
-        """After a pan or zoom: stop following, fetch what lies before the live data."""
-        if event.x0 is None:
+        """After a pan or zoom: stop following (as the browser does), draw what lies before the live data."""
+        if event.x0 is None or event.x1 is None:
             return
-        # Never less than the live window: a pan before its history arrived must not drop it.
-        start_ns = min(int(event.x0 * 1e6), time.time_ns() - self.window_s * 10**9)
+        self._view = (float(event.x0), float(event.x1))
+        if time.monotonic() - self._reset_at > RESET_GRACE_S and not self.paused:
+            self.pause_button.value = True
+        start_ns, end_ns = int(event.x0 * 1e6), int(event.x1 * 1e6)
         gap = self._gap(start_ns)
         if gap is None:
             return
-        if not self.paused:
-            self.pause_button.value = True
+        gap = (gap[0], min(gap[1], max(end_ns, gap[0] + 1)))
+        if self._loaded is not None:
+            lo, hi = self._loaded
+            if lo <= gap[0] and gap[1] <= hi and (gap[1] - gap[0]) * 4 > hi - lo:
+                return  # already drawn, at a resolution still fine for this view
         self._schedule_history(gap)
+
+    def _on_reset(self, _event: Reset) -> None:
+        """The Reset tool: follow the newest data again (BokehJS has reset its ranges)."""
+        self._reset_at = time.monotonic()
+        if self.paused:
+            self.pause_button.value = False
 
     def _schedule_history(self, gap: tuple[int, int]) -> None:
         self._history_wanted = gap
         doc = self.figure.document
-        if doc is not None:
-            self._history_wanted = None
-            # The session runs the query as its own callback (awaited, errors logged by Bokeh).
-            # pn.state.execute(lambda: ...) called the lambda and dropped the coroutine unawaited.
-            doc.add_next_tick_callback(functools.partial(self.load_history, *gap))
+        if doc is None:
+            return
+        self._history_wanted = None
+        if self._loading:  # one query at a time per chart; the latest wish waits for it
+            self._history_next = gap
+            return
+        self._loading = True
+        # A callback of the session's own, without its document lock: the views keep refreshing
+        # while the store answers; the answer is applied under the lock (load_history).
+        doc.add_next_tick_callback(without_document_lock(functools.partial(self.load_history, *gap)))
 
     async def load_history(self, start_ns: int, end_ns: int) -> None:
         """Query the store for [start, end) of every series and draw it under the live curves."""
-        data = {}
-        for key in self.spec.series:
-            env = await self.ctx.store.envelope(key, start_ns, end_ns, HISTORY_BUCKETS)
-            data[key] = {"time": np.asarray(env.time_ns, dtype="int64").astype("datetime64[ns]"),
-                         "min": env.min, "mean": env.mean, "max": env.max}
+        try:
+            data = {}
+            for key in self.spec.series:
+                env = await self.ctx.store.envelope(key, start_ns, end_ns, HISTORY_BUCKETS)
+                data[key] = {"time": np.asarray(env.time_ns, dtype="int64").astype("datetime64[ns]"),
+                             "min": env.min, "mean": env.mean, "max": env.max}
+        finally:
+            self._loading = False
+        self._loaded = (start_ns, end_ns)
         doc = self.figure.document
         if doc is not None:
             doc.add_next_tick_callback(lambda: self._apply_history(data))
         else:
             self._apply_history(data)
+        if self._history_next is not None:
+            wanted, self._history_next = self._history_next, None
+            self._schedule_history(wanted)
 
     def _apply_history(self, data: dict[str, dict]) -> None:
         """Draw the store's envelopes: one band glyph and one mean glyph for all series.
@@ -229,6 +274,9 @@ class TimeSeriesView(WidgetView):
                               selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None),
             ]
             self.figure.renderers = under + list(self.figure.renderers)
+            self._history_renderers = under
+            if isinstance(self.figure.x_range, DataRange1d):
+                self.figure.x_range.renderers = under + self._curves
         else:
             self._history_sources[0].data = bands
             self._history_sources[1].data = means
@@ -246,16 +294,37 @@ class TimeSeriesView(WidgetView):
                       self.pause_button, margin=0, height=36)
 
     def _on_window(self, event: param.parameterized.Event) -> None:
+        """A new window: follow the newest data over it, drawn from the store where the ring ends."""
         self.window_s = WINDOWS[event.new]
-        self.figure.x_range.follow_interval = self.window_s * 1000
+        if self.paused:
+            self.pause_button.value = False  # follows again, with the new window
+        else:
+            self._follow()
         gap = self._gap(time.time_ns() - self.window_s * 10**9)
         if gap is not None:
             self._schedule_history(gap)
 
     def _on_pause(self, event: param.parameterized.Event) -> None:
+        """Pause freezes the chart where it is; Resume streams what came meanwhile and follows again."""
         self.paused = bool(event.new)
         self.pause_button.name = t("Resume" if self.paused else "Pause", self.lang)
-        self.figure.x_range.follow = None if self.paused else "end"
+        if self.paused:
+            self._freeze()
+        else:
+            self._view = None
+            self._follow()
+            self.refresh()
+
+    def _freeze(self) -> None:
+        """Hold the x range where the user put it (a fixed range: new data or history cannot move it)."""
+        current = self.figure.x_range
+        view = self._view
+        if view is None and isinstance(current.start, int | float) and isinstance(current.end, int | float):
+            view = (float(current.start), float(current.end))
+        if view is None:
+            current.follow = None
+            return
+        self.figure.x_range = Range1d(start=view[0], end=view[1])
 
     def refresh(self) -> None:
         if self._history_wanted is not None and self.figure.document is not None:
