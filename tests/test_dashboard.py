@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 from pathlib import Path
 
+import pytest
+from bokeh.document import Document
+from bokeh.events import RangesUpdate, Reset
+from bokeh.models import DataRange1d, Range1d
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -178,3 +184,73 @@ async def test_history_explorer_queries_reduced_range_and_exports_what_it_shows(
     assert set(rows[0]) == {"time", "min", "mean", "max"}
     assert explorer.download.filename == "dam-1_water_level_1y.csv"
     await runtime.store.close()
+
+
+class SessionDoc(Document):
+    """A session's document whose next-tick callbacks are run by the test, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks: list = []
+
+    def add_next_tick_callback(self, cb):
+        self.ticks.append(cb)
+        return cb
+
+    async def run_ticks(self) -> None:
+        while self.ticks:
+            result = self.ticks.pop(0)()
+            if inspect.isawaitable(result):
+                await result
+
+
+async def test_chart_pause_pan_resume_and_window_keep_the_right_history_drawn(tmp_path):
+    hour = 3600 * 10**9
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    now = time.time_ns()
+    await store.write([Reading("d", "m", now - 10 * hour + i * 60 * 10**9, float(i)) for i in range(600)])
+    live = LiveCache()
+    live.accept([Reading("d", "m", now, 1.0)])
+    view = TimeSeriesSpec(id="c", series=["d/m"], window="6h").view(WidgetContext(live=live, store=store))
+    doc = SessionDoc()
+    doc.add_root(view.panel.get_root(doc))
+
+    def drawn_hours() -> tuple[float, float]:
+        times = view.history["d/m"]["time"].astype("int64")
+        return round((int(times.min()) - now) / hour, 1), round((int(times.max()) - now) / hour, 1)
+
+    view.refresh()  # attached: the window's history is wanted
+    await doc.run_ticks()
+    assert drawn_hours()[0] == -6.0 and not view.paused
+    # A pan 8-9 h back: paused, the view frozen there, its history drawn.
+    view._on_ranges(RangesUpdate(view.figure, x0=(now - 9 * hour) / 1e6, x1=(now - 8 * hour) / 1e6, y0=0, y1=1))
+    await doc.run_ticks()
+    assert view.paused and isinstance(view.figure.x_range, Range1d) and drawn_hours() == (-9.0, -8.0)
+    # Resume: following again over the window, whose history is drawn again.
+    view.pause_button.value = False
+    await doc.run_ticks()
+    assert isinstance(view.figure.x_range, DataRange1d) and drawn_hours()[0] == -6.0
+    # The Reset tool while paused resumes too; Pause before the browser synced the range freezes on the window.
+    view.pause_button.value = True
+    assert isinstance(view.figure.x_range, Range1d) and math.isfinite(view.figure.x_range.start)
+    view._on_reset(Reset(view.figure))
+    assert not view.paused and isinstance(view.figure.x_range, DataRange1d)
+    # A store that fails once: the error surfaces, the next wish still goes out.
+    envelope = store.envelope
+    calls = []
+
+    async def flaky(*args):
+        calls.append(args[1:3])
+        if len(calls) == 1:
+            raise OSError("store down")
+        return await envelope(*args)
+
+    store.envelope = flaky
+    view._on_ranges(RangesUpdate(view.figure, x0=(now - 9.5 * hour) / 1e6, x1=(now - 9 * hour) / 1e6, y0=0, y1=1))
+    view._on_ranges(RangesUpdate(view.figure, x0=(now - 7 * hour) / 1e6, x1=(now - 6.5 * hour) / 1e6, y0=0, y1=1))
+    with pytest.raises(OSError, match="store down"):
+        await doc.run_ticks()
+    await doc.run_ticks()
+    assert len(calls) == 2 and drawn_hours() == (-7.0, -6.5) and not view._loading
+    await store.close()

@@ -18,6 +18,7 @@ and a mean line under the live curve.
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 import numpy as np
@@ -50,8 +51,6 @@ from app.i18n import t
 
 WINDOWS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400}
 HISTORY_BUCKETS = 600
-RESET_GRACE_S = 1.0
-"""Range updates this soon after the Reset tool are its own, not a pan: they do not pause."""
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -105,6 +104,7 @@ class TimeSeriesView(WidgetView):
             x_axis_type="datetime", sizing_mode="stretch_both", width=None, height=None, min_height=150,
             toolbar_location="above",
             tools="xpan,xwheel_zoom,reset,save", active_drag="xpan", active_scroll="xwheel_zoom",
+            reset_policy="event_only",  # Reset sends only its event; the server gives a fresh range
             y_range=DataRange1d(range_padding=0.1), y_axis_label=self.spec.y_label or unit or "value",
         )
         fig.toolbar.logo = None
@@ -149,12 +149,12 @@ class TimeSeriesView(WidgetView):
         self.history: dict[str, dict[str, np.ndarray]] = {}
         self._history_sources: tuple[ColumnDataSource, ColumnDataSource] | None = None
         self._history_renderers: list[GlyphRenderer] = []
-        self._follow()
+        self._view: tuple[float, float] | None = None  # the browser's x range (ms) after the last pan or zoom
+        fig.x_range = DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0,
+                                  renderers=list(self._curves))
         fig.on_event(RangesUpdate, self._on_ranges)
         fig.on_event(Reset, self._on_reset)
-        self._reset_at = 0.0
-        self._view: tuple[float, float] | None = None  # the browser's x range (ms) after the last pan or zoom
-        self._loaded: tuple[int, int] | None = None  # the time range of the history drawn
+        self._target: tuple[int, int] | None = None  # the time range of the history drawn or being queried
         self._loading = False
         self._history_next: tuple[int, int] | None = None
         self._history_wanted: tuple[int, int] | None = self._gap(time.time_ns() - self.window_s * 10**9)
@@ -178,38 +178,51 @@ class TimeSeriesView(WidgetView):
         return (start_ns, end_ns) if self.ctx.store is not None and start_ns < end_ns else None
 
     def _follow(self) -> None:
-        """Trail the newest point by the window again, with a fresh x range.
+        """Trail the newest point by the window again, with a fresh x range, and draw its history.
 
-        A fresh model, because BokehJS stops auto-ranging a range the user
-        panned or zoomed and nothing but its Reset tool clears that. The
-        range follows the curves and the history, not the limit marks.
+        A fresh model, because BokehJS stops auto-ranging an x range the user
+        panned or zoomed. The range follows the curves and the history, not
+        the limit marks.
         """
+        self._view = None
         self.figure.x_range = DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0,
                                           renderers=self._history_renderers + self._curves)
+        gap = self._gap(time.time_ns() - self.window_s * 10**9)
+        if gap is not None and not self._covered(gap):
+            self._schedule_history(gap)
+
+    def _covered(self, gap: tuple[int, int]) -> bool:
+        """Whether the history drawn (or being queried) holds ``gap`` at a resolution fine enough for it."""
+        if self._target is None:
+            return False
+        lo, hi = self._target
+        return lo <= gap[0] and gap[1] <= hi and (gap[1] - gap[0]) * 4 > hi - lo
 
     def _on_ranges(self, event: RangesUpdate) -> None:
-        """After a pan or zoom: stop following (as the browser does), draw what lies before the live data."""
+        """After a pan or zoom: stop following (as the browser does), draw what lies before the live data.
+
+        Only the user's tools send this: the figure's reset policy makes the
+        Reset tool send its own event instead of a range update.
+        """
         if event.x0 is None or event.x1 is None:
             return
         self._view = (float(event.x0), float(event.x1))
-        if time.monotonic() - self._reset_at > RESET_GRACE_S and not self.paused:
+        if not self.paused:
             self.pause_button.value = True
         start_ns, end_ns = int(event.x0 * 1e6), int(event.x1 * 1e6)
         gap = self._gap(start_ns)
         if gap is None:
             return
         gap = (gap[0], min(gap[1], max(end_ns, gap[0] + 1)))
-        if self._loaded is not None:
-            lo, hi = self._loaded
-            if lo <= gap[0] and gap[1] <= hi and (gap[1] - gap[0]) * 4 > hi - lo:
-                return  # already drawn, at a resolution still fine for this view
-        self._schedule_history(gap)
+        if not self._covered(gap):
+            self._schedule_history(gap)
 
     def _on_reset(self, _event: Reset) -> None:
-        """The Reset tool: follow the newest data again (BokehJS has reset its ranges)."""
-        self._reset_at = time.monotonic()
+        """The Reset tool: follow the newest data over the window again."""
         if self.paused:
-            self.pause_button.value = False
+            self.pause_button.value = False  # follows (_on_pause)
+        else:
+            self._follow()
 
     def _schedule_history(self, gap: tuple[int, int]) -> None:
         self._history_wanted = gap
@@ -217,33 +230,42 @@ class TimeSeriesView(WidgetView):
         if doc is None:
             return
         self._history_wanted = None
+        self._target = gap
         if self._loading:  # one query at a time per chart; the latest wish waits for it
             self._history_next = gap
             return
         self._loading = True
-        # A callback of the session's own, without its document lock: the views keep refreshing
-        # while the store answers; the answer is applied under the lock (load_history).
-        doc.add_next_tick_callback(without_document_lock(functools.partial(self.load_history, *gap)))
+        try:
+            # A callback of the session's own, without its document lock: the views keep refreshing
+            # while the store answers; the answer is applied under the lock (load_history).
+            doc.add_next_tick_callback(without_document_lock(functools.partial(self.load_history, *gap)))
+        except Exception:
+            self._loading = False
+            raise
 
     async def load_history(self, start_ns: int, end_ns: int) -> None:
         """Query the store for [start, end) of every series and draw it under the live curves."""
+        data: dict[str, dict] | None = None
         try:
             data = {}
             for key in self.spec.series:
                 env = await self.ctx.store.envelope(key, start_ns, end_ns, HISTORY_BUCKETS)
                 data[key] = {"time": np.asarray(env.time_ns, dtype="int64").astype("datetime64[ns]"),
                              "min": env.min, "mean": env.mean, "max": env.max}
+        except Exception:
+            data = None
+            self._target = None  # nothing drawn for it: a later view may ask again
+            raise
         finally:
             self._loading = False
-        self._loaded = (start_ns, end_ns)
+            if self._history_next is not None:
+                wanted, self._history_next = self._history_next, None
+                self._schedule_history(wanted)
         doc = self.figure.document
         if doc is not None:
             doc.add_next_tick_callback(lambda: self._apply_history(data))
         else:
             self._apply_history(data)
-        if self._history_next is not None:
-            wanted, self._history_next = self._history_next, None
-            self._schedule_history(wanted)
 
     def _apply_history(self, data: dict[str, dict]) -> None:
         """Draw the store's envelopes: one band glyph and one mean glyph for all series.
@@ -300,9 +322,6 @@ class TimeSeriesView(WidgetView):
             self.pause_button.value = False  # follows again, with the new window
         else:
             self._follow()
-        gap = self._gap(time.time_ns() - self.window_s * 10**9)
-        if gap is not None:
-            self._schedule_history(gap)
 
     def _on_pause(self, event: param.parameterized.Event) -> None:
         """Pause freezes the chart where it is; Resume streams what came meanwhile and follows again."""
@@ -319,11 +338,11 @@ class TimeSeriesView(WidgetView):
         """Hold the x range where the user put it (a fixed range: new data or history cannot move it)."""
         current = self.figure.x_range
         view = self._view
-        if view is None and isinstance(current.start, int | float) and isinstance(current.end, int | float):
-            view = (float(current.start), float(current.end))
-        if view is None:
-            current.follow = None
-            return
+        if view is None:  # the Pause button: the range the browser last synced back, if it did
+            view = (current.start, current.end)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in view):
+            now_ms = time.time_ns() / 1e6
+            view = (now_ms - self.window_s * 1000, now_ms)
         self.figure.x_range = Range1d(start=view[0], end=view[1])
 
     def refresh(self) -> None:
