@@ -32,6 +32,7 @@ _FR: dict[str, str] = {
     "Last reading": "Dernière mesure",
     "Worst alarm": "Alarme la plus grave",
     "no alarm": "aucune alarme",
+    "(no site)": "(sans site)",
     "Edit": "Modifier",
     "Save": "Enregistrer",
     "Save as": "Enregistrer sous",

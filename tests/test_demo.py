@@ -89,6 +89,12 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
         for path in ("/", "/dashboards", "/history", "/system", "/dashboard?name=servers"):
             page.goto(base + path)
             page.locator(".vigie-nav").first.wait_for(timeout=20_000)
+            if path == "/":  # the overview: one coloured tile per site, side by side
+                tiles = page.locator(".vigie-site")
+                expect(tiles.nth(4)).to_be_visible(timeout=20_000)  # a tile per demo site
+                boxes = [tiles.nth(i).bounding_box() for i in range(2)]
+                assert boxes[0]["width"] < 400 and abs(boxes[0]["y"] - boxes[1]["y"]) < 5, boxes
+                assert tiles.first.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
         page.goto(base + "/dashboard?name=flood-dams")
         expect(page.locator(".vigie-number")).to_have_count(4, timeout=20_000)
         # The camera's picture is fetched over HTTP (not sent through the websocket) and shown.

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
 
 STALE_AFTER_S = 120
+NO_SITE = "—"  # devices whose readings carry no site tag
+# Inline: the page's stylesheet does not reach into the HTML pane's shadow root.
+TILE_STYLE = ("display:inline-block;vertical-align:top;margin:6px;padding:10px 14px;border-radius:6px;"
+              "color:#fff;min-width:180px;line-height:1.4;")
 COLORS = {"ok": "#2e7d32", "bad": "#c62828", "stale": "#757575", "alarm": "#c62828", "warning": "#ef6c00"}
 
 
@@ -25,7 +29,7 @@ def site_states(runtime: Runtime) -> list[dict]:
     now = time.time_ns()
     sites: dict[str, list] = defaultdict(list)
     for v in runtime.live.latest():
-        sites[v.tags.get("site", "—")].append(v)
+        sites[v.tags.get("site", NO_SITE)].append(v)
     rows = []
     alarms = getattr(runtime, "alarms", None)
     for site, values in sorted(sites.items()):
@@ -49,9 +53,10 @@ def overview_html(runtime: Runtime, lang: str) -> str:
     tiles = []
     for row in site_states(runtime):
         worst = html.escape(row["worst_alarm"]) if row["worst_alarm"] else t("no alarm", lang)
+        name = row["site"] if row["site"] != NO_SITE else t("(no site)", lang)
         tiles.append(
             f"<div class='vigie-site' data-site='{html.escape(row['site'])}' data-state='{row['state']}' "
-            f"style='background:{COLORS[row['state']]}'><b>{html.escape(row['site'])}</b><br>"
+            f"style='{TILE_STYLE}background:{COLORS[row['state']]}'><b>{html.escape(name)}</b><br>"
             f"{t(row['state'], lang)} · {row['devices']} ⚙<br>"
             f"<small>{t('Last reading', lang)}: {fmt_age(row['age_s'], lang)} · {worst}</small></div>")
     return "".join(tiles) or f"<p>{t('No data yet', lang)}</p>"

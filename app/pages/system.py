@@ -42,10 +42,23 @@ def dead_letters_html(runtime: Runtime, lang: str) -> str:
             "<th>kind</th><th>reason</th><th>payload</th></tr>" + "".join(rows[-50:]) + "</table>")
 
 
+def _flatten(doc: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
 def store_html(runtime: Runtime) -> str:
-    """Return the store writer's state."""
-    s = runtime.writer.health()
-    return "<br>".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in s.items())
+    """Return the store writer's state, and what the live side holds (series, open dashboards)."""
+    health = runtime.health()
+    rows = _flatten({"store": health["store"], "live": health["live"]})
+    return ("<table class='vigie-store' style='font-size:.9em'>" + "".join(
+        f"<tr><td style='padding-right:1.5em'><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in rows) + "</table>")
 
 
 def system_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
