@@ -44,6 +44,11 @@ class WidgetContext:
         return self.live.get(key) is not None or key in self.extra.get("catalogue", ())
 
 
+# Inline styles: the page's stylesheet does not reach into Panel's shadow roots.
+CARD_STYLE = {"background": "#fff", "border": "1px solid #dde3e8", "border-radius": "4px", "box-sizing": "border-box"}
+ERROR_STYLE = "color:#b71c1c;background:#fdecea;padding:8px;border-radius:4px"
+
+
 class LiveHTML:
     """A piece of HTML a view rewrites on its refreshes, as a plain Bokeh ``Div``.
 
@@ -98,6 +103,7 @@ class WidgetView:
         parts = [p for p in (title, self.header(), self.notes, body) if p is not None]
         self.panel = pn.Column(*parts, sizing_mode="stretch_both", margin=0,
                                css_classes=["vigie-widget", f"vigie-widget-{spec.spec_type}"],
+                               styles=CARD_STYLE,
                                name=spec.id)
         self.check_series()
 
@@ -116,7 +122,8 @@ class WidgetView:
         """Show which configured series are unknown (a hand-edited typo, a removed device)."""
         unknown = [k for k in self.spec.series_keys() if not self.ctx.known(k)]
         if unknown:
-            self.notes.object = (f"<span class='vigie-unknown'>{t('Unknown series', self.lang)}: "
+            self.notes.object = (f"<span class='vigie-unknown' style='color:#b71c1c;font-size:.85em'>"
+                                 f"{t('Unknown series', self.lang)}: "
                                  f"{html.escape(', '.join(unknown))}</span>")
             self.notes.visible = True
         elif self.notes.visible:
@@ -131,7 +138,8 @@ class ErrorView:
 
     def __init__(self, widget_id: str, reasons: list[str]) -> None:
         text = "<br>".join(html.escape(r) for r in reasons)
-        self.panel = pn.pane.HTML(f"<div class='vigie-widget-error'>⚠ {text}</div>", sizing_mode="stretch_both",
+        self.panel = pn.pane.HTML(f"<div class='vigie-widget-error' style='{ERROR_STYLE}'>⚠ {text}</div>",
+                                  sizing_mode="stretch_both",
                                   name=widget_id)
 
     def refresh(self) -> None:
