@@ -19,15 +19,12 @@ if TYPE_CHECKING:
 
 NAV = [("/", "Overview"), ("/dashboards", "Dashboards"), ("/history", "History"), ("/system", "System")]
 
+# Only for what the template itself renders: Panel panes live in shadow roots this stylesheet does not
+# reach, so widgets, tiles and notes carry their styles inline (app/dashboard/view.py, pages/overview.py).
 CSS = """
 .vigie-nav a { color: #fff; margin-right: 1.2em; text-decoration: none; font-weight: 500; }
 .vigie-nav a.active { border-bottom: 2px solid #fff; }
 .vigie-lang a { color: #cfe3f0; margin-left: .6em; font-size: .9em; }
-.vigie-widget { background: #fff; border: 1px solid #dde3e8; border-radius: 4px; }
-.vigie-widget-error { color: #b71c1c; background: #fdecea; padding: 8px; border-radius: 4px; }
-.vigie-unknown { color: #b71c1c; font-size: .85em; }
-.vigie-site { display: inline-block; margin: 6px; padding: 10px 14px; border-radius: 6px; color: #fff;
-              min-width: 180px; }
 """
 
 
