@@ -26,6 +26,7 @@ from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler
 from app.pages.dashboards import dashboard_page, dashboards_list_page
 from app.pages.embed import EmbedRedirect, embed_page
 from app.pages.history import history_page
+from app.pages.light_embed import FragmentHandler, LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
 from app.runtime import Runtime
@@ -78,6 +79,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     """Create (not start) the Panel server on the current loop."""
     layouts = LayoutStore(runtime.loaded.layouts_dir())
     api = {"runtime": runtime, "layouts": layouts}
+    light = LightViews(runtime, layouts)
     patterns: list[tuple[str, Any, dict[str, Any]]] = [
         (r"/health", HealthHandler, {"runtime": runtime}),
         (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
@@ -89,8 +91,9 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
         (r"/api/v1/latest", LatestHandler, api),
         (r"/api/v1/envelope", EnvelopeHandler, api),
-        (r"/embed/([^/]+)/?", EmbedRedirect, {}),
-        (r"/embed/([^/]+)/([^/]+)/?", EmbedRedirect, {}),
+        (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),
+        (r"/embed/([^/]+)/?", EmbedRedirect, {"light": light}),
+        (r"/embed/([^/]+)/([^/]+)/?", EmbedRedirect, {"light": light}),
     ]
     port = spec.port if port is None else port
     origins = [f"localhost:{port}", f"127.0.0.1:{port}", *spec.allow_websocket_origin]

@@ -295,6 +295,36 @@ def test_embed_in_iframe_of_another_origin_renders_and_streams(page, vigie, port
     assert forbidden.url.startswith("chrome-error") or forbidden.locator(".vigie-nav").count() == 0
 
 
+def test_light_embed_in_a_portal_updates_without_a_session(page, vigie, portal, mosquitto):
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    portal.pages["/light.html"] = (
+        f"<html><body><iframe id='l' src='{vigie.base}/embed/bt/level-now?mode=light&every=1&lang=fr' "
+        "width='300' height='120'></iframe></body></html>")
+    page.goto(f"{portal.origin}/light.html")
+    number = page.frame_locator("#l").locator(".vigie-number")
+    number.wait_for(timeout=10_000)
+    send(mosquitto, 33.75)
+    playwright_api.expect(number).to_have_text("33,75", timeout=4_000)  # French decimals, fetched anew
+    assert sockets == []  # no Bokeh session: one short HTTP request per period
+    # The page may be framed by the portal; a chart has no light form and says which embed to use.
+    status, headers = http_get(f"{vigie.base}/embed/bt/level-now?mode=light")
+    assert status == 200 and portal.origin in headers["Content-Security-Policy"]
+    status, body = get(f"{vigie.base}/api/v1/fragments/bt/level-chart")
+    assert status == 400 and b"use /embed/bt/level-chart" in body
+    assert get(f"{vigie.base}/api/v1/fragments/bt/nope")[0] == 404
+    assert get(f"{vigie.base}/api/v1/fragments/nope/level-now")[0] == 404
+
+
+def http_get(url: str) -> tuple[int, dict[str, str]]:
+    """Return the status and headers of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
+
+
 def test_read_only_server_shows_no_editor_and_refuses_saves(page, readonly):
     page.goto(f"{readonly.base}/dashboard?name=bt")
     page.locator(".grid-stack-item").first.wait_for(timeout=20_000)

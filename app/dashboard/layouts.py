@@ -52,6 +52,10 @@ class LayoutStore:
             raise LayoutNameError(f"layout name {name!r} must be lowercase letters, digits, - and _")
         return self.directory / f"{name}.yaml"
 
+    def path(self, name: str) -> Path:
+        """Return the file of a layout (raises LayoutNameError for a name that cannot be one)."""
+        return self._path(name)
+
     def _history(self, name: str) -> Path:
         self._path(name)
         return self.directory / ".history" / name

@@ -18,6 +18,7 @@ import tornado.web
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.layouts import LayoutNameError, LayoutStore
 from app.pages.dashboards import widget_context
+from app.pages.light_embed import LightViews, serve_light
 from app.pages.shell import session_arg, session_lang
 
 if TYPE_CHECKING:
@@ -40,10 +41,17 @@ def embed_page(runtime: Runtime, layouts: LayoutStore) -> pn.viewable.Viewable:
 
 
 class EmbedRedirect(tornado.web.RequestHandler):
-    """``/embed/<layout>[/<widget>]`` → the embed app with query arguments."""
+    """``/embed/<layout>[/<widget>]`` → the embed app with query arguments; ``?mode=light`` → a light embed."""
+
+    def initialize(self, light: LightViews | None = None) -> None:
+        self.light = light
 
     def get(self, layout: str, widget: str | None = None) -> None:
         from urllib.parse import urlencode
+
+        if self.get_query_argument("mode", None) == "light" and self.light is not None:
+            serve_light(self, self.light, layout, widget)
+            return
 
         args = {"layout": layout}
         if widget:
