@@ -99,15 +99,16 @@ class ValueView(WidgetView):
         arrow = trend_arrow(values[-self.spec.trend_points:])
         color = STATE_COLORS[state]
         number = fmt_number(latest.value, self.lang, self.spec.decimals)
+        quality = html.escape(t(str(latest.quality), self.lang))
         if self.spec.display == "gauge":
             return self.render_gauge(latest.value, number, html.escape(latest.unit), arrow, state, color,
-                                     f"{fmt_age(age, self.lang)} · {t(str(latest.quality), self.lang)}")
+                                     f"{fmt_age(age, self.lang)} · {quality}")
         return (
             f"<div class='vigie-tile' data-state='{state}' style='border-left:6px solid {color};padding:4px 10px'>"
             f"<span class='vigie-number' style='font-size:2.2em;font-weight:600;color:{color}'>{number}</span>"
             f" <span class='vigie-unit'>{html.escape(latest.unit)}</span>"
             f" <span class='vigie-trend' style='font-size:1.6em'>{arrow}</span><br>"
-            f"<small class='vigie-age'>{fmt_age(age, self.lang)} · {t(str(latest.quality), self.lang)}</small>"
+            f"<small class='vigie-age'>{fmt_age(age, self.lang)} · {quality}</small>"
             "</div>"
         )
 
