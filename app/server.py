@@ -32,6 +32,7 @@ from app.pages.system import system_page
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("tornado.access")
 
 
 class Actor(Protocol):
@@ -116,7 +117,29 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         title="Vigie",
     )
     security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors))
+    server._tornado.settings["log_function"] = access_log
     return server
+
+
+QUIET_PATHS = ("/api/v1/fragments/", "/api/v1/cameras/", "/api/v1/readings", "/api/v1/write", "/api/v1/latest",
+               "/health", "/static/")
+"""Requests made many times a second (light embeds, camera frames, ingest, polling): logged only when they fail."""
+
+
+def access_log(handler: tornado.web.RequestHandler) -> None:
+    """Log requests as Tornado does, except the frequent successful ones (a portal's viewers, ingest).
+
+    Tornado logs every request at INFO: thousands of light-embed viewers or a
+    gateway posting readings would flood the log (and cost CPU) with lines
+    that say nothing; failures and slow requests are still logged.
+    """
+    status = handler.get_status()
+    request = handler.request
+    elapsed_ms = 1000.0 * request.request_time()
+    if status < 400 and elapsed_ms < 1000 and request.path.startswith(QUIET_PATHS):
+        return
+    log_method = access.info if status < 400 else access.warning if status < 500 else access.error
+    log_method("%d %s %.2fms", status, handler._request_summary(), elapsed_ms)
 
 
 async def run_server(runtime: Runtime, *, port: int | None = None, extras: Sequence[Actor] = (),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -155,3 +156,18 @@ async def test_camera_upload_over_http(served):
     assert (status, body, headers["Cache-Control"]) == (200, png, "no-store")
     assert (await asyncio.to_thread(get, f"/api/v1/cameras/gate-cam/frames/{time_ns + 1}"))[0] == 404
     assert (await asyncio.to_thread(get, "/api/v1/cameras/nope-cam/latest"))[0] == 404
+
+
+async def test_frequent_successful_requests_are_not_access_logged_failures_are(served, caplog):
+    runtime, base = served
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    body = json.dumps([{"device": "log-1", "metric": "m", "value": 1.0}]).encode()
+    status, _ = await asyncio.to_thread(http, "POST", base + "/api/v1/readings", body)
+    assert status == 200
+    assert (await asyncio.to_thread(http, "GET", base + "/health"))[0] in (200, 503)
+    assert (await asyncio.to_thread(http, "GET", base + "/api/v1/nothing-here"))[0] == 404
+    assert (await asyncio.to_thread(http, "GET", base + "/api/v1/layouts"))[0] == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
+    assert not any("/api/v1/readings" in x or "/health" in x for x in lines), lines
+    assert any(x.startswith("404 GET /api/v1/nothing-here") for x in lines), lines
+    assert any(x.startswith("200 GET /api/v1/layouts") for x in lines), lines  # the rest as before

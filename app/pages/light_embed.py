@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 LIGHT_KINDS = ("value", "status_grid")
 DEFAULT_PERIOD_S = 2.0
+RENDER_TTL_S = 0.5
+"""A rendering is reused this long: at most two per second per widget, whatever the number of viewers."""
 
 
 class LightViews:
@@ -42,6 +45,7 @@ class LightViews:
         self.runtime = runtime
         self.layouts = layouts
         self._views: dict[tuple[str, str, str], tuple[int, Any]] = {}
+        self._rendered: dict[tuple[str, str, str], tuple[int, float, str]] = {}  # (mtime, when, HTML)
 
     def fragment(self, layout: str, widget: str, lang: str) -> tuple[int, str]:
         """Return (HTTP status, HTML): the widget as it is now, or why it cannot be shown."""
@@ -53,6 +57,10 @@ class LightViews:
         except FileNotFoundError:
             return 404, html.escape(f"no layout {layout!r}")
         key = (layout, widget, lang)
+        now = time.monotonic()
+        rendered = self._rendered.get(key)
+        if rendered is not None and rendered[0] == mtime and now - rendered[1] < RENDER_TTL_S:
+            return 200, rendered[2]  # many viewers within the same instant share one rendering
         cached = self._views.get(key)
         if cached is None or cached[0] != mtime:
             loaded = self.layouts.load(layout)
@@ -65,13 +73,16 @@ class LightViews:
             ctx = WidgetContext(live=self.runtime.live, lang=lang, alarms=self.runtime.alarms)
             if len(self._views) > 500:  # many edits or languages: start again
                 self._views.clear()
+                self._rendered.clear()
             cached = self._views[key] = (mtime, spec.view(ctx))
         view = cached[1]
         view.refresh()
         title = html.escape(view.spec.title)
         heading = (f"<div class='vigie-light-title' style='font-weight:600;margin:2px 4px'>{title}</div>"
                    if title else "")
-        return 200, heading + view.html.object
+        body = heading + view.html.object
+        self._rendered[key] = (mtime, now, body)
+        return 200, body
 
 
 class FragmentHandler(tornado.web.RequestHandler):
