@@ -20,15 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from fnmatch import fnmatchcase
 from typing import ClassVar, Protocol
 
+from app.globs import literal, matches
 from app.live import LiveCache
 
 log = logging.getLogger(__name__)
-
-GLOB_CHARS = "*?["
-
 
 class Interest:
     """Which devices a dashboard shows: exact names and glob patterns, each device matched once.
@@ -53,7 +50,7 @@ class Interest:
     def __init__(self, patterns: Iterable[str]) -> None:
         pats = sorted(set(patterns))
         self.key = tuple(pats)
-        self.exact = {p for p in pats if not any(c in p for c in GLOB_CHARS)}
+        self.exact = set(literal(pats))
         self.globs = [p for p in pats if p not in self.exact]
         self._known: dict[str, bool] = {}
 
@@ -67,7 +64,7 @@ class Interest:
         if known is None:
             if len(self._known) > 100_000:  # a fleet's device names churn: keep the memo bounded
                 self._known.clear()
-            known = self._known[device] = any(fnmatchcase(device, g) for g in self.globs)
+            known = self._known[device] = matches(device, self.globs)
         return known
 
     def any_of(self, devices: Iterable[str]) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import math
 import re
-from fnmatch import fnmatchcase
 
 import numpy as np
 import panel as pn
@@ -23,6 +22,7 @@ from bokeh.plotting import figure
 
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import WidgetContext, WidgetView
+from app.globs import literal, matches
 from app.i18n import fmt_number, t
 
 EARTH_RADIUS_M = 6378137.0
@@ -63,7 +63,7 @@ class MapSpec(WidgetSpec):
     trail_points = param.Integer(default=30, bounds=(0, 1000), doc="Recent positions drawn as a trail (0: none).")
 
     def series_keys(self) -> list[str]:
-        names = [p for p in self.devices if not any(c in p for c in "*?[")]
+        names = literal(self.devices)
         return [f"{d}/{m}" for d in names for m in (self.lat_metric, self.lon_metric)]
 
     def device_patterns(self) -> list[str]:
@@ -140,7 +140,7 @@ class MapView(WidgetView):
         devices = []
         for key in keys:
             ring = live.get(key)
-            if ring is None or ring.metric != lat or not any(fnmatchcase(ring.device, p) for p in self.spec.devices):
+            if ring is None or ring.metric != lat or not matches(ring.device, self.spec.devices):
                 continue
             if live.get(f"{ring.device}/{lon}") is not None:
                 devices.append(ring.device)

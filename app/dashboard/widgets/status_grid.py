@@ -11,13 +11,13 @@ coloured, for colour-blind operators and for print.
 from __future__ import annotations
 
 import html
-from fnmatch import fnmatchcase
 
 import panel as pn
 import param
 
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import LiveHTML, WidgetContext, WidgetView
+from app.globs import matches
 from app.i18n import fmt_age, t
 from app.model import now_ns
 
@@ -31,16 +31,6 @@ STATE_COLORS = {
 }
 STATE_LABELS = {"ok": "ok", "uncertain": "uncertain", "bad": "bad quality", "stale": "stale",
                 "warning": "warning", "alarm": "alarm"}
-
-
-def matches(name: str, patterns: list[str]) -> bool:
-    """Return whether ``name`` matches one of the glob ``patterns`` (case-sensitive)."""
-    return any(fnmatchcase(name, p) for p in patterns)
-
-
-def literal(patterns: list[str]) -> list[str]:
-    """Return the patterns that are plain names, not globs (they can be checked as unknown)."""
-    return [p for p in patterns if not any(c in p for c in "*?[")]
 
 
 class StatusGridSpec(WidgetSpec):

@@ -8,14 +8,13 @@ so ``1 234,5`` reads right for a French operator.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
 import pandas as pd
 import panel as pn
 import param
 
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import WidgetContext, WidgetView
+from app.globs import literal, matches
 from app.i18n import fmt_age, fmt_number, fmt_time, t
 from app.model import now_ns
 
@@ -44,7 +43,7 @@ class TableSpec(WidgetSpec):
     max_rows = param.Integer(default=200, bounds=(1, 5000), doc="At most this many series (first by name).")
 
     def series_keys(self) -> list[str]:
-        return [p for p in self.series if not any(c in p for c in "*?[")]
+        return literal(self.series)
 
     def device_patterns(self) -> list[str]:
         """Return the devices shown (their new readings wake the dashboard)."""
@@ -88,7 +87,7 @@ class TableView(WidgetView):
             return
         self._nkeys = len(keys)
         patterns = self.spec.series
-        self._keys = [k for k in keys if any(fnmatchcase(k, p) for p in patterns)][: self.spec.max_rows]
+        self._keys = [k for k in keys if matches(k, patterns)][: self.spec.max_rows]
         if self.notes.visible:
             self.check_series()
 
