@@ -111,7 +111,7 @@ class EnvelopeHandler(_JsonHandler):
 class CameraFrameHandler(tornado.web.RequestHandler):
     """``GET /api/v1/cameras/<camera>/frames/<time_ns>`` and ``.../latest``: a kept picture.
 
-    Webcam widgets point an ``<img>`` here instead of sending the picture
+    Webcam widgets point at these URLs instead of sending the picture
     through every session's websocket: the browser fetches it once over
     HTTP, and a frame, named by its time, never changes (cached for a year).
     ``latest`` is not cached, for portals that show a camera without a widget.

@@ -103,12 +103,13 @@ class LiveCache:
         ``changed`` event is an asyncio one.
         """
         rings = self._rings
+        changed = self._changed_devices.add
         for r in batch:
             ring = rings.get(r.key)
             if ring is None:
                 ring = rings[r.key] = SeriesRing(r.device, r.metric, self.capacity)
             ring.append(r)
-        self._changed_devices.update([r.device for r in batch])
+            changed(r.device)
         self.version += 1
         self.changed.set()
 

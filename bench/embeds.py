@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.sessions import Demo, cpu_ticks
+from bench.sessions import Demo, cpu_ticks, percentile
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -50,11 +50,6 @@ def client(port: int, path: str, deadline: float, latencies: list[float], errors
         if response.status != 200 or b"vigie-" not in body:
             errors.append(f"HTTP {response.status}: {body[:80]!r}")
     conn.close()
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     per_core = rate / max(server_cpu / elapsed, 1e-9)
     print(f"{args.layout}/{args.widget}: {n:,} requests in {elapsed:.1f} s by {args.clients} clients, "
           f"{len(errors)} errors{' (' + errors[0] + ')' if errors else ''}")
-    print(f"  {rate:,.0f} requests/s; latency p50 {percentile(latencies, .5) * 1000:.1f} ms, "
-          f"p95 {percentile(latencies, .95) * 1000:.1f} ms, p99 {percentile(latencies, .99) * 1000:.1f} ms")
+    p50, p95, p99 = ((percentile(latencies, q) or float("nan")) * 1000 for q in (50, 95, 99))
+    print(f"  {rate:,.0f} requests/s; latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms")
     print(f"  server CPU {server_cpu / elapsed * 100:.0f} % of a core ({server_cpu / n * 1e6:.0f} µs per request); "
           f"clients {clients_cpu / elapsed * 100:.0f} %")
     print(f"  at one fetch per {args.period:g} s: {rate * args.period:,.0f} viewers at this rate, "

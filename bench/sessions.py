@@ -240,7 +240,6 @@ def apply_variant(name: str) -> None:
 
         def start(self: Dashboard) -> None:
             if self._callback is None:
-                self._idle_every = max(1, 2000 // FAST_MS)
                 self._callback = every(self.refresh, FAST_MS)
 
         Dashboard.start = start

@@ -32,7 +32,7 @@ from app.refresh import every
 IDLE_TICK_MS = 1000
 """How often a pulse-driven dashboard checks whether it should refresh for the ages alone."""
 IDLE_REFRESH_S = 2.0
-"""A pulse-driven dashboard with no new data refreshes after this long (ages, stale colours)."""
+"""A dashboard with no new data refreshes after this long (ages, stale colours)."""
 
 
 class Dashboard:
@@ -48,8 +48,6 @@ class Dashboard:
         self.views: dict[str, Any] = {}
         self._callback = None
         self._version = -1
-        self._ticks = 0
-        self._idle_every = max(1, 2000 // self.spec.refresh_ms)
         self._doc: Any = None  # the session's document, when woken by the pulse
         self._pending: Any = None  # the refresh scheduled on it, if any
         self._last = 0.0  # monotonic time of the last refresh
@@ -121,11 +119,14 @@ class Dashboard:
         When the live cache has nothing new, only every ~2 s (for the ages
         shown) does the refresh touch the widgets at all.
         """
-        version = self.ctx.live.version
-        self._ticks += 1
-        if version == self._version and self._ticks % self._idle_every:
+        if self.ctx.live.version == self._version and not self._idle_due():
             return
         self._refresh_views()
+
+    def _idle_due(self) -> bool:
+        """Whether the ages shown are due a refresh although no data came (~2 s, or the period if longer)."""
+        # A tenth of a second early counts: a timer of that period fires a little early or late.
+        return time.monotonic() - self._last >= max(IDLE_REFRESH_S, self.spec.refresh_ms / 1000) - 0.1
 
     def _refresh_views(self) -> None:
         """Refresh every view, as one message to the browser."""
@@ -181,8 +182,7 @@ class Dashboard:
         """Refresh when nothing woke the dashboard for a while (~2 s): the ages shown move on."""
         if self._doc is None:  # stopped: Panel may restart a callback stopped before its first run
             return
-        if self._pending is None and time.monotonic() - self._last >= max(IDLE_REFRESH_S,
-                                                                           self.spec.refresh_ms / 1000):
+        if self._pending is None and self._idle_due():
             self._refresh_views()
 
     def stop(self) -> None:

@@ -27,7 +27,7 @@ import tornado.web
 
 from app.dashboard.layouts import LayoutNameError, LayoutStore
 from app.dashboard.view import WidgetContext
-from app.i18n import LANGUAGES, negotiate
+from app.i18n import negotiate
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -141,7 +141,6 @@ def serve_light(handler: tornado.web.RequestHandler, views: LightViews, layout: 
         handler.finish("a light embed shows one widget: /embed/<layout>/<widget>?mode=light")
         return
     lang = negotiate(handler.request.headers.get("Accept-Language"), handler.get_query_argument("lang", None))
-    lang = lang if lang in LANGUAGES else "en"
     try:
         period_s = max(1.0, min(60.0, float(handler.get_query_argument("every", str(DEFAULT_PERIOD_S)))))
     except ValueError:

@@ -91,7 +91,9 @@ class Spool:
 
     def remove(self, path: Path, n: int) -> None:
         """Delete a batch file the database has taken."""
-        if path.exists():
-            path.unlink(missing_ok=True)
+        try:
+            path.unlink()
             self._files = max(0, self._files - 1)
+        except FileNotFoundError:  # removed already (another replay, a hand): not counted twice
+            pass
         self.readings = max(0, self.readings - n)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from typing import Any
 
 import numpy as np
 import panel as pn
@@ -87,6 +88,16 @@ class TimeSeriesSpec(WidgetSpec):
         return TimeSeriesView(self, ctx)
 
 
+def bare_renderer(source: ColumnDataSource, glyph: Any, **kwargs: Any) -> GlyphRenderer:
+    """Return a renderer without selection, non-selection, hover or muted glyphs.
+
+    Nothing on these charts selects; each of those glyphs would be one more
+    model per curve in every session's document.
+    """
+    return GlyphRenderer(data_source=source, glyph=glyph, selection_glyph=None, nonselection_glyph=None,
+                         hover_glyph=None, muted_glyph=None, **kwargs)
+
+
 class TimeSeriesView(WidgetView):
     """Streams new points of each series into its curve's data source."""
 
@@ -117,11 +128,8 @@ class TimeSeriesView(WidgetView):
         for key, color in self.colors.items():
             src = self.sources[key] = ColumnDataSource(
                 {"time": np.array([], dtype="datetime64[ns]"), "value": np.array([], dtype=float)})
-            # No selection / non-selection / muted glyphs: nothing here selects, and each would be
-            # one more model per curve in every session's document.
-            renderer = GlyphRenderer(data_source=src, glyph=Line(x="time", y="value", line_color=color, line_width=2),
-                                     selection_glyph=None, nonselection_glyph=None, hover_glyph=None,
-                                     muted_glyph=None, view=CDSView(filter=every_point))
+            renderer = bare_renderer(src, Line(x="time", y="value", line_color=color, line_width=2),
+                                     view=CDSView(filter=every_point))
             fig.renderers.append(renderer)
             items.append(LegendItem(label=key, renderers=[renderer]))
         if items:
@@ -141,17 +149,14 @@ class TimeSeriesView(WidgetView):
         if lines:  # keep the limits in view: an invisible point at each widens the y range to them
             marks = ColumnDataSource({"time": np.full(len(lines), np.datetime64(time.time_ns(), "ns")),
                                       "value": np.array([v for v, _, _ in lines], dtype=float)})
-            fig.renderers.append(GlyphRenderer(
-                data_source=marks, glyph=Scatter(x="time", y="value", size=0, line_alpha=0, fill_alpha=0),
-                selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None))
+            fig.renderers.append(bare_renderer(marks, Scatter(x="time", y="value", size=0, line_alpha=0,
+                                                              fill_alpha=0)))
         self.limit_lines = lines
         self._curves = [r for r in fig.renderers if isinstance(r.glyph, Line)]
         self.history: dict[str, dict[str, np.ndarray]] = {}
-        self._history_sources: tuple[ColumnDataSource, ColumnDataSource] | None = None
-        self._history_renderers: list[GlyphRenderer] = []
+        self._history_renderers: list[GlyphRenderer] = []  # band and mean line, once history was drawn
         self._view: tuple[float, float] | None = None  # the browser's x range (ms) after the last pan or zoom
-        fig.x_range = DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0,
-                                  renderers=list(self._curves))
+        fig.x_range = self._following_range()
         fig.on_event(RangesUpdate, self._on_ranges)
         fig.on_event(Reset, self._on_reset)
         self._target: tuple[int, int] | None = None  # the time range of the history drawn or being queried
@@ -185,11 +190,15 @@ class TimeSeriesView(WidgetView):
         the limit marks.
         """
         self._view = None
-        self.figure.x_range = DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0,
-                                          renderers=self._history_renderers + self._curves)
+        self.figure.x_range = self._following_range()
         gap = self._gap(time.time_ns() - self.window_s * 10**9)
         if gap is not None and not self._covered(gap):
             self._schedule_history(gap)
+
+    def _following_range(self) -> DataRange1d:
+        """Return an x range trailing the newest point by the window (curves and history only)."""
+        return DataRange1d(follow="end", follow_interval=self.window_s * 1000, range_padding=0,
+                           renderers=self._history_renderers + self._curves)
 
     def _covered(self, gap: tuple[int, int]) -> bool:
         """Whether the history drawn (or being queried) holds ``gap`` at a resolution fine enough for it."""
@@ -245,15 +254,13 @@ class TimeSeriesView(WidgetView):
 
     async def load_history(self, start_ns: int, end_ns: int) -> None:
         """Query the store for [start, end) of every series and draw it under the live curves."""
-        data: dict[str, dict] | None = None
+        data: dict[str, dict] = {}
         try:
-            data = {}
             for key in self.spec.series:
                 env = await self.ctx.store.envelope(key, start_ns, end_ns, HISTORY_BUCKETS)
                 data[key] = {"time": np.asarray(env.time_ns, dtype="int64").astype("datetime64[ns]"),
                              "min": env.min, "mean": env.mean, "max": env.max}
         except Exception:
-            data = None
             self._target = None  # nothing drawn for it: a later view may ask again
             raise
         finally:
@@ -284,24 +291,20 @@ class TimeSeriesView(WidgetView):
             colors.append(self.colors.get(key, PALETTE[0]))
         bands = {"xs": [np.concatenate([x, x[::-1]]) for x in xs], "ys": band_ys, "color": colors}
         means = {"xs": xs, "ys": mean_ys, "color": colors}
-        if self._history_sources is None:
-            band_src, mean_src = ColumnDataSource(bands), ColumnDataSource(means)
-            self._history_sources = (band_src, mean_src)
+        if not self._history_renderers:
             under = [
-                GlyphRenderer(data_source=band_src, glyph=Patches(xs="xs", ys="ys", fill_color="color",
-                                                                  fill_alpha=0.15, line_color=None),
-                              selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None),
-                GlyphRenderer(data_source=mean_src, glyph=MultiLine(xs="xs", ys="ys", line_color="color",
-                                                                    line_alpha=0.6),
-                              selection_glyph=None, nonselection_glyph=None, hover_glyph=None, muted_glyph=None),
+                bare_renderer(ColumnDataSource(bands),
+                              Patches(xs="xs", ys="ys", fill_color="color", fill_alpha=0.15, line_color=None)),
+                bare_renderer(ColumnDataSource(means), MultiLine(xs="xs", ys="ys", line_color="color", line_alpha=0.6)),
             ]
             self.figure.renderers = under + list(self.figure.renderers)
             self._history_renderers = under
             if isinstance(self.figure.x_range, DataRange1d):
                 self.figure.x_range.renderers = under + self._curves
         else:
-            self._history_sources[0].data = bands
-            self._history_sources[1].data = means
+            band, mean = self._history_renderers
+            band.data_source.data = bands
+            mean.data_source.data = means
         self.history_loads += 1
 
     def header(self) -> pn.viewable.Viewable:

@@ -53,7 +53,7 @@ class WebcamView(WidgetView):
     """Swaps the picture only when the store holds a newer frame.
 
     With an ``image_url`` in the context (the server's pages), the picture is
-    an ``<img>`` the browser fetches over HTTP, cached by its time: a new
+    a URL the browser fetches over HTTP, cached by its time: a new
     frame costs each session one short text change instead of the whole
     image through its websocket. Without (a notebook), the frame is inlined.
     """
