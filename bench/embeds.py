@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import sys
 import tempfile
 import threading
@@ -27,9 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.sessions import Demo, cpu_ticks, percentile
-
-TICK = os.sysconf("SC_CLK_TCK")
+from bench.measure import CLK_TCK, cpu_ticks, percentile
+from bench.sessions import Demo
 
 
 def client(port: int, path: str, deadline: float, latencies: list[float], errors: list[str]) -> None:
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             for th in threads:
                 th.join()
             elapsed = time.monotonic() - t0
-            server_cpu = (cpu_ticks(pid) - cpu0) / TICK
+            server_cpu = (cpu_ticks(pid) - cpu0) / CLK_TCK
             clients_cpu = time.process_time() - own0
         finally:
             code = demo.stop()

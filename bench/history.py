@@ -29,9 +29,7 @@ import asyncio
 import contextlib
 import http.client
 import json
-import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -40,7 +38,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.model import Reading  # noqa: E402
+from bench.measure import CLK_TCK, machine, machine_busy, machine_ticks, percentile, wait_quiet  # noqa: E402
 from tests.servers import InfluxDB, free_port, wait_until  # noqa: E402
 
 VIGIE = ROOT / ".venv" / "bin" / "vigie"
@@ -80,10 +78,8 @@ def readings(times: np.ndarray, values: np.ndarray) -> list[Reading]:
 
 def stats(ms: list[float]) -> dict[str, float]:
     """Return min / median / p95 / max of timings in ms."""
-    ordered = sorted(ms)
-    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-    return {"runs": len(ms), "min_ms": ordered[0], "median_ms": statistics.median(ordered), "p95_ms": p95,
-            "max_ms": ordered[-1]}
+    return {"runs": len(ms), "min_ms": min(ms), "median_ms": statistics.median(ms), "p95_ms": percentile(ms, 95),
+            "max_ms": max(ms)}
 
 
 async def time_envelopes(store: Any, end_ns: int, runs: int) -> dict[str, Any]:
@@ -290,66 +286,16 @@ def _wait_answer(page: Any, timeout_s: float = 60) -> tuple[float, float]:
     raise TimeoutError("the history page did not answer")
 
 
-def wait_quiet(limit_s: float, below: float = 0.3) -> float:
-    """Wait (up to ``limit_s``) until other processes use less than ``below`` cores for 3 s; return the load."""
-    deadline = time.monotonic() + limit_s
-    quiet = 0
-    while True:
-        load = machine_busy(1.0)
-        quiet = quiet + 1 if load < below else 0
-        if quiet >= 3 or time.monotonic() > deadline:
-            return load
-        print(f"waiting for a quiet machine ({load:.2f} cores busy)", file=sys.stderr, flush=True)
-
-
-def machine_ticks() -> int:
-    """Return the busy clock ticks of the whole machine since boot."""
-    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return sum(v[:8]) - v[3] - v[4]
-
-
-def machine_busy(seconds: float) -> float:
-    """Return how many cores the whole machine kept busy over ``seconds``."""
-
-    def ticks() -> tuple[int, int]:
-        v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        return sum(v[:8]) - v[3] - v[4], sum(v[:8])
-
-    (b0, t0), _ = ticks(), time.sleep(seconds)
-    b1, t1 = ticks()
-    return (b1 - b0) / max(1, t1 - t0) * (os.cpu_count() or 1)
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("model name")), "")
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    from importlib.metadata import version
-
-    influxd = ""
-    with contextlib.suppress(Exception):
-        influxd = subprocess.run(["influxd", "version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    commit = ""
-    with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "duckdb": version("duckdb"), "panel": version("panel"),
-            "influxd": influxd, "commit": commit, "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
-            "loadavg_at_start": os.getloadavg()}
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from app.store.embedded import EmbeddedStore
     from app.store.influx import InfluxStore
 
     if args.wait_quiet:
         wait_quiet(args.wait_quiet)
-    result: dict[str, Any] = {"machine": machine(), "points": args.points, "buckets": BUCKETS, "runs": args.runs}
+    result: dict[str, Any] = {"machine": machine(("duckdb", "panel"), {"influxd": ["influxd", "version"]}),
+                              "points": args.points, "buckets": BUCKETS, "runs": args.runs}
     tmp = Path(tempfile.mkdtemp(prefix="vigie-history-"))
-    m0, own0, w0 = machine_ticks(), sum(os.times()[:4]), time.monotonic()
+    m0, own0, w0 = machine_ticks()[0], sum(os.times()[:4]), time.monotonic()
     end_ns = (time.time_ns() // MINUTE_NS) * MINUTE_NS
     times, values = series(args.points, end_ns)
     rows = readings(times, values)
@@ -382,7 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             influx.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     # What other processes used meanwhile (ours and our reaped children subtracted): a shared machine's noise.
-    busy = (machine_ticks() - m0) / os.sysconf("SC_CLK_TCK")
+    busy = (machine_ticks()[0] - m0) / CLK_TCK
     result["other_cores_during_run"] = max(0.0, (busy - (sum(os.times()[:4]) - own0)) / (time.monotonic() - w0))
     return result
 

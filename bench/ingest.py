@@ -55,50 +55,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import Publishers, field_names  # noqa: E402
+from bench.measure import CLK_TCK, cpu_seconds, machine, machine_busy, machine_ticks, memory_mb, wait_quiet  # noqa: E402
 from tests.servers import InfluxDB, Mosquitto, free_port, wait_until  # noqa: E402
 
 VIGIE = ROOT / ".venv" / "bin" / "vigie"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SOURCE = "bench"
 QUIET_CORES = 0.2
 CONFIG_KEYS = ("devices", "messages", "fields", "processes", "publishers", "window", "batch_size", "flush_interval",
                "backlog", "broker_inflight", "broker_queue", "protocol", "vigie")
 UNITS = {"level": "m", "inflow": "m3/s", "outflow": "m3/s", "rainfall": "mm", "gate_opening": "%",
          "turbidity": "NTU", "temperature": "°C", "pressure": "bar", "flow_rate": "l/s", "battery": "V"}
-
-
-# -- /proc -------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    """Return user + system CPU seconds of a process (all its threads)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """Return CPU seconds all processes of the machine used since boot (user + nice + system).
-
-    Interrupt time is left out: loopback networking is largely accounted
-    there and belongs to no process, ours included.
-    """
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system = fields[:3]
-    return (user + nice + system) / CLK_TCK
-
-
-def other_load(seconds: float = 1.0) -> float:
-    """Return how many cores the machine keeps busy now, measured over ``seconds``."""
-    b0 = machine_busy_seconds()
-    time.sleep(seconds)
-    return (machine_busy_seconds() - b0) / seconds
-
-
-def peak_rss_mb(pid: int) -> float:
-    """Return a process's peak resident set size (VmHWM) in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # -- servers -----------------------------------------------------------------
@@ -388,7 +354,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         pub_kwargs = dict(publishers=args.publishers, devices=args.devices, messages=args.messages,
                           fields=args.fields, base_ms=base_ms, window=args.window)
         server_cpu0 = {"mosquitto": cpu_seconds(broker.proc.pid), "influxd": cpu_seconds(influx.proc.pid)}
-        load_before = other_load()
+        load_before = machine_busy(1.0, interrupts=False)
 
         def snapshot() -> tuple[float, float, float]:
             """Return machine busy CPU s, wall time, and the CPU s of our servers and Vigie processes."""
@@ -396,7 +362,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             ours += sum(cpu_seconds(v.pid) for v in vigies if v.proc is not None)
             me = resource.getrusage(resource.RUSAGE_SELF)
             ours += me.ru_utime + me.ru_stime  # this script's polling
-            return machine_busy_seconds(), time.time(), ours
+            return machine_ticks(interrupts=False)[0] / CLK_TCK, time.time(), ours
 
         startup_cpu = [cpu_seconds(v.pid) for v in vigies]
 
@@ -436,7 +402,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                       "influxd": cpu_seconds(influx.proc.pid) - server_cpu0["influxd"]}
         stop_pyspy(pyspy)
         pyspy = None
-        rss = [peak_rss_mb(v.pid) for v in vigies]
+        rss = [memory_mb(v.pid)[1] for v in vigies]
         stored = settle_count(influx, expected)
         _, _, docs = health_totals(vigies)
         bstats = broker_stats(broker.host, broker.port)
@@ -476,6 +442,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         others = max(0.0, busy - ours) / wall
         result = {
             "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine(("aiomqtt", "paho-mqtt", "tornado", "panel"),
+                               {"influxd": ["influxd", "version"]}),
             "config": {k: getattr(args, k) for k in CONFIG_KEYS} | {"shared_subscription": shared},
             "messages_published": acked,
             "messages_sent_unacked": sum(r.sent - r.acked for r in pub_results),
@@ -614,9 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{binary} is not installed (Debian: apt-get install mosquitto influxdb)", file=sys.stderr)
             return 2
     if args.wait_quiet:
-        deadline = time.monotonic() + args.wait_quiet
-        while (load := other_load(2.0)) > QUIET_CORES and time.monotonic() < deadline:
-            print(f"machine busy ({load:.2f} cores used by other processes); waiting", file=sys.stderr)
+        wait_quiet(args.wait_quiet, QUIET_CORES, interrupts=False)
     work = Path(tempfile.mkdtemp(prefix="vigie-bench-"))
     try:
         result = run(args, work)

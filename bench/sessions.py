@@ -43,7 +43,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -55,7 +54,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +61,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.measure import CLK_TCK, cpu_ticks, machine, machine_ticks, memory_mb, percentile, wait_quiet  # noqa: E402
 from tests.servers import free_port, wait_until  # noqa: E402
 
 VIGIE = ROOT / ".venv" / "bin" / "vigie"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+PACKAGES = ("panel", "bokeh", "holoviews", "tornado", "playwright")  # versions reported with the figures
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 DASHBOARD = "flood-dams"
 
@@ -91,53 +90,6 @@ BROWSER_HOOK = """
 """
 
 
-# -- /proc ----------------------------------------------------------------
-def cpu_ticks(pid: int) -> int:
-    """Return utime + stime of a process (all threads), in clock ticks; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-def memory_mb(pid: int) -> tuple[float, float]:
-    """Return (VmRSS, VmHWM) of a process in MB."""
-    rss = hwm = 0.0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return rss, hwm
-
-
-def machine_ticks() -> tuple[int, int]:
-    """Return (busy, total) clock ticks of the whole machine."""
-    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    total = sum(values[:8])
-    return total - idle, total
-
-
-def wait_quiet(limit_s: float, below: float = 0.3) -> float:
-    """Wait (up to ``limit_s``) until the machine is less than ``below`` cores busy for 3 s; return the load."""
-    deadline = time.monotonic() + limit_s
-    quiet = 0
-    while True:
-        b0, t0 = machine_ticks()
-        time.sleep(1)
-        b1, t1 = machine_ticks()
-        load = (b1 - b0) / max(1, t1 - t0) * (os.cpu_count() or 1)
-        quiet = quiet + 1 if load < below else 0
-        if quiet >= 3 or time.monotonic() > deadline:
-            return load
-        print(f"waiting for a quiet machine ({load:.2f} cores busy)", file=sys.stderr, flush=True)
-
-
 def chromium_pids() -> list[int]:
     """Return the Chromium processes started under this one (Playwright's browser)."""
     import psutil
@@ -149,36 +101,6 @@ def chromium_pids() -> list[int]:
                 if "chrom" in child.name() or "headless" in child.name():
                     out.append(child.pid)
     return out
-
-
-def machine() -> dict[str, Any]:
-    """Describe the machine and the versions measured."""
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with contextlib.suppress(OSError):
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = {}
-    for name in ("panel", "bokeh", "holoviews", "tornado", "playwright"):
-        with contextlib.suppress(Exception):
-            from importlib.metadata import version
-
-            versions[name] = version(name)
-    chromium = ""
-    with contextlib.suppress(Exception):
-        chromium = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True,
-                                  timeout=20).stdout.strip()
-    commit = ""
-    with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "chromium": chromium, **versions, "commit": commit,
-            "date": datetime.now().strftime("%Y-%m-%d %H:%M"), "loadavg_at_start": os.getloadavg()}
 
 
 # -- variants of the server, to measure proposed changes before making them ----
@@ -691,14 +613,6 @@ class Meter:
                       a["rss"], b["rss"])
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Return the q-th percentile (nearest rank), None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
 def latency_stats(rows: list[tuple[int, float, float]], seconds: float, period: float) -> dict[str, Any]:
     """Summarise (session, arrival ms, point ms) rows: percentiles, floor, live sessions."""
     lat = [a - t for _s, a, t in rows]
@@ -762,8 +676,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     demo = Demo(tmp, args.period, args.variant, external=args.ingest == "external", probe=args.probe)
     workers: list[Worker] = []
     browsers = Browsers(f"http://127.0.0.1:{demo.port}/dashboard?name={DASHBOARD}", args.browsers)
-    result: dict[str, Any] = {"machine": machine(), "config": {k: v for k, v in vars(args).items()
-                                                               if not k.startswith("worker")}}
+    result: dict[str, Any] = {"machine": machine(PACKAGES, {"chromium": ["/usr/bin/chromium", "--version"]}),
+                              "config": {k: v for k, v in vars(args).items() if not k.startswith("worker")}}
     timeline: list[tuple[float, float, float]] = []  # (s since start, server cores over 1 s, RSS MB)
     stop_sampling = threading.Event()
     t_start = time.monotonic()
