@@ -26,6 +26,7 @@ from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler
 from app.pages.dashboards import dashboard_page, dashboards_list_page
 from app.pages.embed import EmbedRedirect, embed_page
 from app.pages.history import history_page
+from app.pages.language import LanguageHandler
 from app.pages.light_embed import FragmentHandler, LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
@@ -83,6 +84,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     light = LightViews(runtime, layouts)
     patterns: list[tuple[str, Any, dict[str, Any]]] = [
         (r"/health", HealthHandler, {"runtime": runtime}),
+        (r"/lang/([a-z]+)", LanguageHandler),
         (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
         (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
         (r"/api/v1/cameras/([^/]+)", CameraUploadHandler, {"source": http_source, "cameras": runtime.cameras}),

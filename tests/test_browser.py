@@ -352,6 +352,21 @@ def test_french_browser_gets_french_interface(browser, vigie, mosquitto, request
         context.close()
 
 
+def test_language_switch_keeps_the_page_and_the_choice(page, vigie):
+    page.goto(f"{vigie.base}/dashboard?name=bt")  # an English browser
+    page.locator(".grid-stack-item").first.wait_for(timeout=20_000)
+    page.locator(".vigie-lang-fr").click()
+    playwright_api.expect(page.locator(".vigie-nav")).to_contain_text("Vue d'ensemble", timeout=20_000)
+    assert urlparse(page.url).path == "/dashboard" and "name=bt" in page.url  # the same dashboard
+    page.locator(".grid-stack-item", has_text="hello note").wait_for(timeout=20_000)
+    page.locator(".vigie-nav a[href='/history']").click()  # the choice holds on the next page
+    playwright_api.expect(page.locator(".vigie-nav")).to_contain_text("Historique", timeout=20_000)
+    page.locator(".vigie-lang-en").click()
+    playwright_api.expect(page.locator(".vigie-nav")).to_contain_text("Overview", timeout=20_000)
+    assert urlparse(page.url).path == "/history"
+    assert get(f"{vigie.base}/lang/de")[0] == 404
+
+
 def test_add_and_configure_a_widget_through_its_form_then_save(page, vigie):
     page.goto(f"{vigie.base}/dashboard?name=bt")
     page.locator(".grid-stack-item").first.wait_for(timeout=20_000)

@@ -2,7 +2,7 @@
 
 BootstrapTemplate is the one Panel template that asks no font server for
 anything (FIELD-NOTES), so pages work in a control room with no internet.
-The language comes from ``?lang=`` or the browser's Accept-Language.
+The language comes from ``?lang=``, the switch's cookie (app/pages/language.py) or the browser's Accept-Language.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import panel as pn
 
 from app.i18n import negotiate, t
+from app.pages.language import COOKIE
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -39,9 +40,9 @@ def session_arg(name: str) -> str | None:
 
 
 def session_lang() -> str:
-    """Return the session's language (``?lang=`` first, then the browser's)."""
+    """Return the session's language: ``?lang=``, else the switch's cookie, else the browser's."""
     headers = pn.state.headers or {}
-    return negotiate(headers.get("Accept-Language"), session_arg("lang"))
+    return negotiate(headers.get("Accept-Language"), session_arg("lang") or (pn.state.cookies or {}).get(COOKIE))
 
 
 def nav_html(active: str, lang: str) -> str:
@@ -53,7 +54,7 @@ def nav_html(active: str, lang: str) -> str:
         for href, label in NAV
     )
     switch = "".join(
-        f"<a href='?lang={code}' hreflang='{code}' class='vigie-lang-{code}' "
+        f"<a href='/lang/{code}' hreflang='{code}' class='vigie-lang-{code}' "
         f"style='color:#cfe3f0;margin-left:1em'>{code.upper()}</a>"
         for code in ("fr", "en") if code != lang
     )
