@@ -254,3 +254,23 @@ async def test_chart_pause_pan_resume_and_window_keep_the_right_history_drawn(tm
     await doc.run_ticks()
     assert len(calls) == 2 and drawn_hours() == (-7.0, -6.5) and not view._loading
     await store.close()
+
+
+def test_generated_dashboards_load_without_problems_even_with_accented_metric_names():
+    from app.dashboard.generate import generate_for_device, generate_for_site
+
+    live = LiveCache()
+    now = time.time_ns()
+    live.accept([Reading(dev, metric, now, 1.0, unit="m3/s", tags={"site": "Vallée"})
+                 for dev in ("dam-1", "dam-2") for metric in ("débit", "temp.c", "temp-c", "niveau")])
+    device = generate_for_device(live, "dam-1")
+    loaded = parse_layout("gen", device.to_yaml())
+    assert loaded.problems == [] and loaded.spec == device
+    kinds = [(w.spec_type, w.series_keys()) for w in loaded.spec.widgets]
+    assert ("value", ["dam-1/débit"]) in kinds and ("timeseries", ["dam-1/débit"]) in kinds
+    assert len({w.id for w in loaded.spec.widgets}) == 8  # temp.c and temp-c: two widgets, two ids
+    assert {w.id for w in loaded.spec.widgets} >= {"debit-now", "temp-c-now", "temp-c-now-2", "debit-chart"}
+    site = generate_for_site(live, "Vallée")
+    loaded = parse_layout("gen-site", site.to_yaml())
+    assert loaded.problems == [] and len(loaded.spec.widgets) == 4
+    assert loaded.spec.widget("debit").series == ["dam-1/débit", "dam-2/débit"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +26,11 @@ class LayoutNameError(ValueError):
     """A layout name that is not a slug."""
 
 
-def slugify(title: str) -> str:
-    """Return a layout name made from a title."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-    return slug[:64] or "dashboard"
+def slugify(title: str, default: str = "dashboard") -> str:
+    """Return a name made of a-z, 0-9 and - from a title; accents are folded ("Débit" → "debit")."""
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
+    return slug[:64].rstrip("-") or default
 
 
 @dataclass(frozen=True, slots=True)
