@@ -22,11 +22,13 @@ from app.ingest.base import Source
 from app.ingest.mqtt import MqttSource, MqttSubscription, TlsOptions
 from app.ingest.topics import TopicTemplate
 from app.live import LiveCache
+from app.model import Reading
 from app.pulse import Pulse
 from app.store.base import StoreEngine
 from app.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
+SEED_TIMEOUT_S = 10.0  # how long start-up waits for the store's latest values
 
 
 def build_store(spec: StoreSpec, loaded: LoadedConfig, base: Path) -> StoreEngine:
@@ -125,6 +127,7 @@ class Runtime:
     async def start(self) -> None:
         """Open the store, start the writer, then the sources."""
         await self.store.open()
+        await self._seed_live()
         self._writer_task = self._task(self.writer.run(), "store-writer")
         self.pulse.start()
         for source in self.sources:
@@ -132,6 +135,24 @@ class Runtime:
                 self._source_tasks.append(self._task(source.run(), f"source-{source.name}"))
         self.started.set()
         log.info("vigie started: %d sources, store %s", len(self.sources), self.store.engine_type)
+
+    async def _seed_live(self) -> None:
+        """Give the live cache each series' last stored value, before any source delivers.
+
+        After a restart, tiles, status colours, the series pickers and
+        "generate dashboard" then show the last known state (with its true
+        age) instead of "no data" until every device has reported again. A
+        store that is down or slow only delays this: pages fill as data arrives.
+        """
+        try:
+            latest = await asyncio.wait_for(self.store.latest(), timeout=SEED_TIMEOUT_S)
+        except Exception as e:  # any store failure: start anyway, and say why
+            log.warning("live cache not seeded from the store (%s: %s); pages fill as data arrives",
+                        type(e).__name__, e)
+            return
+        self.live.accept([Reading(v.device, v.metric, v.time_ns, v.value, v.quality, v.unit, "store", dict(v.tags))
+                          for v in latest])
+        log.info("live cache seeded with the last stored value of %d series", len(latest))
 
     async def stop(self) -> None:
         """Stop waking sessions, stop ingest, flush the writer, close the store."""

@@ -46,8 +46,29 @@ async def test_readings_reach_live_cache_and_store_and_survive_a_restart(tmp_pat
         assert {v.key for v in await again.store.latest()} == {"dam-0/level", "dam-1/level", "dam-2/level"}
         series = {s.key: s for s in await again.store.series()}
         assert series["dam-2/level"].unit == "m" and series["dam-2/level"].tags == {"site": "north"}
+        # Pages show the last known state at once, not "no data" until every device reports again.
+        last = again.live.get("dam-2/level").latest()
+        assert (last.value, last.time_ns) == (29.9, (now_ms + 299) * 10**6)
+        assert (last.unit, last.tags) == ("m", {"site": "north"})
+        assert again.live.keys() == ["dam-0/level", "dam-1/level", "dam-2/level"]
     finally:
         await again.stop()
+
+
+async def test_a_store_that_is_down_at_start_does_not_stop_vigie_starting(tmp_path, caplog):
+    from tests.servers import free_port
+
+    d = tmp_path / "config"
+    d.mkdir()
+    (d / "v.yaml").write_text(f"store: {{engine: influx, url: 'http://127.0.0.1:{free_port()}', database: v, "
+                              "spool_dir: spool}\n")
+    runtime = Runtime(load_config(d, env={}), base_dir=tmp_path)
+    await runtime.start()
+    try:
+        assert runtime.started.is_set() and runtime.live.keys() == []
+        assert "live cache not seeded from the store" in caplog.text
+    finally:
+        await runtime.stop()
 
 
 async def test_stop_is_prompt_and_clean(tmp_path, mosquitto):
