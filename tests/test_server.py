@@ -122,8 +122,37 @@ async def test_layouts_api_and_a_notebook_dashboard_fed_from_a_running_server(se
         http, "GET", f"{base}/api/v1/envelope?series=api-2/temp&start={(now_ms - 1000) * 10**6}"
                      f"&end={(now_ms + 1000) * 10**6}&buckets=10")
     assert status == 200 and env["series"] == "api-2/temp"
+    # The notebook's charts draw the past from the server's store through the same API.
+    async def remote_envelope():
+        env = await dash.ctx.store.envelope("api-2/temp", (now_ms - 1000) * 10**6, (now_ms + 1000) * 10**6, 10)
+        return env if env.mean else None
+
+    remote_env = await until(remote_envelope, what="the reading in the server's store")
+    assert remote_env.mean == [19.25] and remote_env.key == "api-2/temp"
     remote.stop()
     dash.stop()
+
+    # The README's cell, in a real Jupyter kernel: the dashboard itself is the cell's output.
+    outputs = await asyncio.to_thread(run_notebook_cell, [
+        "import panel as pn",
+        "from app.dashboard.remote import RemoteVigie",
+        'pn.extension("gridstack", "tabulator")',
+        f'dash = RemoteVigie("{base}").dashboard("nb")',
+        "dash",
+    ])
+    result = [o for o in outputs if o["output_type"] == "execute_result"]  # what "dash" showed
+    assert len(result) == 1 and "application/vnd.holoviews_exec.v0+json" in result[0]["data"], outputs
+    assert not any(o["output_type"] == "error" for o in outputs), outputs
+
+
+def run_notebook_cell(lines: list[str]) -> list[dict]:
+    """Execute one cell in a fresh ipykernel (this venv's Python) and return its outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("\n".join(lines))])
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    return nb.cells[0].outputs
 
 
 async def test_camera_upload_over_http(served):

@@ -235,6 +235,10 @@ class Dashboard:
     def __panel__(self) -> pn.viewable.Viewable:
         return self.grid
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        """Show the dashboard when it is the last expression of a notebook cell."""
+        return self.grid._repr_mimebundle_(include, exclude)
+
     def servable(self, title: str | None = None) -> pn.viewable.Viewable:
         """Mark for ``panel serve`` and start refreshing (notebooks and scripts)."""
         self.start()

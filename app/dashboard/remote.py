@@ -15,8 +15,10 @@ that the same widget classes as the web page draw from::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -24,10 +26,33 @@ from app.dashboard.dashboard import Dashboard
 from app.dashboard.spec import LayoutSpec, LoadedLayout
 from app.dashboard.view import WidgetContext
 from app.live import LiveCache
-from app.model import Reading
+from app.model import Envelope, Reading
 from app.refresh import every
 
 log = logging.getLogger(__name__)
+
+
+class RemoteEnvelopes:
+    """The one store query a dashboard makes, ``envelope()``, answered by the server's ``/api/v1/envelope``.
+
+    With it, a notebook's charts draw the past (pan, zoom, the part of the
+    window before the notebook opened) from the server's store, reduced there.
+    """
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    async def envelope(self, key: str, start_ns: int, end_ns: int, buckets: int) -> Envelope:
+        """Return ``[start, end)`` of a series reduced to at most ``buckets`` buckets, from the server."""
+        query = urllib.parse.urlencode({"series": key, "start": start_ns, "end": end_ns, "buckets": buckets})
+
+        def fetch() -> Any:
+            with urllib.request.urlopen(f"{self.url}/api/v1/envelope?{query}", timeout=self.timeout_s) as r:
+                return json.loads(r.read())
+
+        doc = await asyncio.to_thread(fetch)
+        return Envelope(key, doc["bucket_ns"], doc["time_ns"], doc["min"], doc["mean"], doc["max"])
 
 
 class RemoteVigie:
@@ -71,7 +96,8 @@ class RemoteVigie:
     def dashboard(self, name: str, *, lang: str = "en", period_ms: int = 1000) -> Dashboard:
         """Return the named dashboard, fed live from the server."""
         self.poll()
-        dash = Dashboard(self.layout(name), WidgetContext(live=self.live, lang=lang))
+        ctx = WidgetContext(live=self.live, lang=lang, store=RemoteEnvelopes(self.url, self.timeout_s))
+        dash = Dashboard(self.layout(name), ctx)
         if self._callback is None:
             self._callback = every(self.poll, period_ms)
         dash.start()
