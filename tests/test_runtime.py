@@ -80,3 +80,41 @@ async def test_stop_is_prompt_and_clean(tmp_path, mosquitto):
     assert time.monotonic() - t0 < 3
     assert runtime.sources[0].state == "stopped"
     assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith(("source-", "store-")))
+
+
+async def test_stopping_mid_stream_loses_no_acknowledged_message(tmp_path, mosquitto):
+    """paho acknowledges a message when it arrives: one Vigie has not decoded yet at a stop must still be stored."""
+    import aiomqtt
+
+    loaded = config(tmp_path, mosquitto.port)
+    total, now_ms = 12_000, int(time.time() * 1000)
+
+    async def stream() -> None:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, max_queued_outgoing_messages=None) as client:
+            for i in range(total):
+                await client.publish(f"rt/mid/dam-{i % 4}", json.dumps({"ts": now_ms + i, "level": i}), qos=1)
+
+    publisher = None
+    stored = 0
+    for round_ in range(4):  # three stops while messages stream in, then one to the end
+        runtime = Runtime(loaded, base_dir=tmp_path)
+        await runtime.start()
+        try:
+            await until(lambda r=runtime: r.sources[0].state == "connected", what="connected")
+            if publisher is None:
+                publisher = asyncio.create_task(stream())
+            if round_ < 3:
+                target = runtime.hub.published + 1500
+                await until(lambda r=runtime, n=target: r.hub.published >= n, what="more readings")
+            else:
+                await publisher
+                await until(lambda r=runtime, n=total - stored: r.hub.published >= n, timeout=20, what="the rest")
+        finally:
+            await runtime.stop()
+        stored += runtime.hub.published
+    check = Runtime(loaded, base_dir=tmp_path)
+    await check.store.open()
+    try:
+        assert await check.store.count() == total  # every message once (a redelivery overwrites itself)
+    finally:
+        await check.store.close()

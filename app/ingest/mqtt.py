@@ -40,7 +40,15 @@ _ROUTE_CACHE_MAX = 200_000
 
 
 class BatchQueue(asyncio.Queue):
-    """An aiomqtt message queue whose ``get()`` returns every waiting message at once."""
+    """An aiomqtt message queue that says "messages are waiting"; the consumer takes them all at once.
+
+    ``get()`` returns no message, only the queue itself once something is
+    waiting: the messages are taken by :meth:`take_all` in the consumer's own
+    step. aiomqtt's iterator runs ``get()`` as a task of its own and drops that
+    task's result when the iterator is cancelled (a stop), so a ``get()`` that
+    took the messages itself would lose them, though paho has already sent
+    their PUBACK and the broker will never send them again.
+    """
 
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
@@ -52,9 +60,13 @@ class BatchQueue(asyncio.Queue):
         self._batch.append(item)
         self._ready.set()
 
-    async def get(self) -> list[aiomqtt.Message]:  # type: ignore[override]
-        """Wait for messages and take them all."""
+    async def get(self) -> BatchQueue:  # type: ignore[override]
+        """Wait until messages are waiting; return the queue (take them with :meth:`take_all`)."""
         await self._ready.wait()
+        return self
+
+    def take_all(self) -> list[aiomqtt.Message]:
+        """Take every waiting message."""
         self._ready.clear()
         batch, self._batch = self._batch, []
         return batch
@@ -124,6 +136,7 @@ class MqttSource(Source):
         self.max_inflight = max_inflight
         self._backoff = Backoff(initial=0.2, cap=reconnect_max_delay_s)
         self._routes: dict[str, tuple[Decoder, str | None, str | None, dict[str, str]] | None] = {}
+        self._queue: BatchQueue | None = None  # the current client's, for messages left at a stop
 
     # -- connection ---------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -149,7 +162,7 @@ class MqttSource(Source):
             username=self._username,
             password=self._password,
             keepalive=self.keepalive_s,
-            queue_type=BatchQueue,
+            queue_type=self._new_queue,  # type: ignore[arg-type]
             max_inflight_messages=self.max_inflight,
             timeout=10,
             **kwargs,
@@ -171,18 +184,35 @@ class MqttSource(Source):
                     self._backoff.reset()
                     await self._consume_until_stopped(client)
             except aiomqtt.MqttError as exc:
+                self._handle_left_over()
                 self.set_state(ConnectionState.DISCONNECTED, f"{exc}")
                 if await self.sleep_or_stop(self._backoff.next()):
                     break
+            else:
+                self._handle_left_over()
         self.set_state(ConnectionState.STOPPED)
+
+    def _handle_left_over(self) -> None:
+        """Handle what the client received but nobody took: at a stop or a lost connection.
+
+        paho acknowledged these messages when they arrived, so the broker
+        will not deliver them again: dropping them would lose them.
+        """
+        if self._queue is not None and self._queue.qsize():
+            self.handle(self._queue.take_all())
+
+    def _new_queue(self, maxsize: int = 0) -> BatchQueue:
+        """Make the client's message queue (aiomqtt's ``queue_type``) and keep it for :meth:`_handle_left_over`."""
+        self._queue = BatchQueue(maxsize)
+        return self._queue
 
     async def _consume_until_stopped(self, client: aiomqtt.Client) -> None:
         consume = await until_stopped(self._consume(client), self._stopping, f"mqtt-consume-{self.name}")
         raise_failure(consume)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        async for batch in client.messages:
-            self.handle(batch)  # type: ignore[arg-type]
+        async for queue in client.messages:
+            self.handle(queue.take_all())  # type: ignore[attr-defined]
 
     # -- decoding -----------------------------------------------------
     def _route(self, topic: str) -> tuple[Decoder, str | None, str | None, dict[str, str]] | None:
