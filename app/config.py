@@ -92,6 +92,15 @@ class StoreSpec(Spec):
     batch_size = param.Integer(default=5000, bounds=(1, 1_000_000))
     flush_interval_s = param.Number(default=0.25, bounds=(0.01, 60))
 
+    def validate(self) -> list[tuple[tuple, str]]:
+        problems: list[tuple[tuple, str]] = []
+        if self.engine == "influx" and self.api == "v2":
+            problems += [((k,), "required with api: v2") for k in ("org", "token_env") if not getattr(self, k)]
+        if bool(self.username_env) != bool(self.password_env):
+            problems.append((("password_env" if self.username_env else "username_env",),
+                             "give both username_env and password_env, or neither"))
+        return problems
+
 
 class HttpIngestSpec(Spec):
     """The HTTP ingestion API."""
@@ -184,6 +193,12 @@ class MapSpecConfig(Spec):
                             doc="XYZ tile URL ({z}/{x}/{y}); none by default, so maps work offline.")
 
 
+def _missing_files(spec: Spec, keys: tuple[str, ...]) -> list[tuple[tuple, str]]:
+    """Report the given file keys whose file does not exist (Vigie opens them from its working directory)."""
+    return [((k,), f"file not found: {getattr(spec, k)} (a relative path is taken from the directory Vigie runs in)")
+            for k in keys if getattr(spec, k) and not Path(getattr(spec, k)).is_file()]
+
+
 class TlsSpec(Spec):
     """TLS to a broker."""
 
@@ -191,6 +206,12 @@ class TlsSpec(Spec):
     cert_file = param.String(default=None, allow_None=True)
     key_file = param.String(default=None, allow_None=True)
     insecure = param.Boolean(default=False, doc="Skip certificate verification (testing only).")
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        problems = _missing_files(self, ("ca_file", "cert_file", "key_file"))
+        if bool(self.cert_file) != bool(self.key_file):
+            problems.append(((), "a client certificate needs both cert_file and key_file"))
+        return problems
 
 
 class MqttSpec(Spec):
@@ -260,7 +281,13 @@ class OpcUaSpec(Spec):
         return [k for k in cls.param]
 
     def validate(self) -> list[tuple[tuple, str]]:
-        return [] if self.url else [(("url",), "missing (required)")]
+        problems: list[tuple[tuple, str]] = [] if self.url else [(("url",), "missing (required)")]
+        if self.security_policy:
+            problems += [((k,), f"required with security_policy {self.security_policy}")
+                         for k in ("certificate", "private_key") if not getattr(self, k)]
+        elif self.certificate or self.private_key:
+            problems.append((("security_policy",), "certificate / private_key given but no security_policy"))
+        return problems + _missing_files(self, ("certificate", "private_key", "server_certificate"))
 
 
 class VigieConfig(Spec):

@@ -40,6 +40,27 @@ def test_problems_name_file_line_and_key(tmp_path):
     assert "b.yaml:5: sevrer: unknown section (did you mean 'server'?)" in text
 
 
+def test_settings_that_only_work_together_are_checked_before_serve(tmp_path):
+    """What check-config passes, serve can start: keys that need one another, and files that must exist."""
+    write(tmp_path, "a.yaml",
+          "store: {engine: influx, api: v2, username_env: U}\n"
+          "mqtt:\n  - tls: {ca_file: /nonexistent/ca.pem, cert_file: c.pem}\n"
+          "opcua:\n  - url: opc.tcp://x\n    security_policy: Basic256Sha256\n"
+          "  - url: opc.tcp://y\n    certificate: /nonexistent/cert.der\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={"U": "u"})
+    text = str(err.value)
+    assert "a.yaml:1: store.org: required with api: v2" in text
+    assert "a.yaml:1: store.token_env: required with api: v2" in text
+    assert "a.yaml:1: store.password_env: give both username_env and password_env, or neither" in text
+    assert "a.yaml:3: mqtt[0].tls.ca_file: file not found: /nonexistent/ca.pem" in text
+    assert "a.yaml:3: mqtt[0].tls: a client certificate needs both cert_file and key_file" in text
+    assert "opcua[0].certificate: required with security_policy Basic256Sha256" in text
+    assert "opcua[0].private_key: required with security_policy Basic256Sha256" in text
+    assert "opcua[1].security_policy: certificate / private_key given but no security_policy" in text
+    assert "opcua[1].certificate: file not found: /nonexistent/cert.der" in text
+
+
 def test_wrong_type_and_duplicate_section(tmp_path):
     write(tmp_path, "a.yaml", "server:\n  port: eighty\n")
     write(tmp_path, "b.yaml", "server:\n  port: 80\n")
