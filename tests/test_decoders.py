@@ -57,6 +57,14 @@ def test_json_timestamp_units_and_mapping():
         d = Decoder.create("json", timestamp_field="ts", timestamp_unit=unit)
         out, _dead = run(d, json.dumps({"ts": raw, "v": 1}).encode())
         assert abs(out[0].time_ns - NOW) < 10**6, unit
+    # Fractions are exact: binary floating point would give ...000999936 ns for .001 s (read as .000 in ms).
+    whole_s = NOW // 10**9
+    for unit, raw, expected in (("s", f"{whole_s}.001", whole_s * 10**9 + 10**6),
+                                ("ms", f"{whole_s * 1000 + 7}.5", (whole_s * 1000 + 7) * 10**6 + 500_000),
+                                ("iso", '"2026-11-25T10:00:00.000001Z"', 1795600800000001000)):
+        d = Decoder.create("json", timestamp_field="ts", timestamp_unit=unit, max_future_s=10**9)
+        out, _dead = run(d, f'{{"ts": {raw}, "v": 1}}'.encode())
+        assert out[0].time_ns == expected, unit
     nested = Decoder.create("json", timestamp_field=None, fields={"a.b": FieldMap("ab")})
     out, _ = run(nested, b'{"a": {"b": 5}}')
     assert out[0].metric == "ab" and out[0].time_ns == NOW

@@ -12,7 +12,8 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from app.ingest.deadletters import DeadLetters
@@ -21,6 +22,28 @@ from app.model import Quality, Reading
 
 MIN_TIME_NS = 946_684_800 * 10**9  # 2000-01-01: older means a wrong unit or clock
 _UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def number_to_ns(raw: int | float, scale: int) -> int:
+    """Return a timestamp given in some unit (``scale`` ns each) in ns, exactly.
+
+    A float goes through its decimal text: 1795600800.001 s times 1e9 in
+    binary floating point is ...000999936 ns, which reads as .000 once cut to
+    milliseconds; Decimal gives the ...001000000 the sender wrote.
+    """
+    if isinstance(raw, int):
+        return raw * scale
+    return int(Decimal(repr(raw)) * scale)
+
+
+def iso_to_ns(text: str) -> int:
+    """Return an ISO 8601 time with a zone in ns, exactly (raise ValueError without a zone)."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError(f"ISO timestamp {text!r} has no time zone")
+    return (dt - _EPOCH) // _MICROSECOND * 1000
 
 
 @dataclass(slots=True)
@@ -162,15 +185,11 @@ class JsonDecoder(Decoder):
             if self.timestamp_unit == "iso":
                 if not isinstance(raw, str):
                     raise ValueError(f"expected an ISO 8601 string, got {raw!r}")
-                dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-                if dt.tzinfo is None:
-                    raise ValueError(f"ISO timestamp {raw!r} has no time zone")
-                time_ns = int(dt.timestamp() * 1e6) * 1000
+                time_ns = iso_to_ns(raw)
             else:
                 if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
                     raise ValueError(f"expected a number of {self.timestamp_unit}, got {raw!r}")
-                scale = _UNIT_NS[self.timestamp_unit]
-                time_ns = raw * scale if isinstance(raw, int) else round(raw * scale)
+                time_ns = number_to_ns(raw, _UNIT_NS[self.timestamp_unit])
         except (ValueError, OverflowError) as exc:
             dead.add(ctx.where, "bad_timestamp", str(exc), text)
             return None

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from datetime import datetime
 from typing import Any
 
 import tornado.web
 
 from app.ingest.base import ConnectionState, Source
 from app.ingest.deadletters import DeadLetters
-from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder
+from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder, iso_to_ns, number_to_ns
 from app.model import Quality, Reading, now_ns
 
 _QUALITIES = {q.value for q in Quality}
@@ -118,12 +117,9 @@ class HttpSource(Source):
             return received
         try:
             if isinstance(raw, str):
-                dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-                if dt.tzinfo is None:
-                    return f"ISO timestamp {raw!r} has no time zone"
-                t = int(dt.timestamp() * 1e6) * 1000
+                t = iso_to_ns(raw)
             elif isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
-                t = int(raw * _UNIT_NS[self.timestamp_unit if self.timestamp_unit != "iso" else "ms"])
+                t = number_to_ns(raw, _UNIT_NS[self.timestamp_unit if self.timestamp_unit != "iso" else "ms"])
             else:
                 return f"'ts' must be a number of {self.timestamp_unit} or an ISO 8601 string, got {raw!r}"
         except (ValueError, OverflowError) as exc:
