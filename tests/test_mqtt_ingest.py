@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -63,7 +64,8 @@ async def test_json_number_and_line_protocol_payloads(mosquitto, request):
     assert source.state == "stopped"
 
 
-async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, request):
+async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, request, caplog):
+    caplog.set_level(logging.WARNING, logger="app.ingest.deadletters")
     prefix = request.node.name
     collector = Collector()
     source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
@@ -83,10 +85,11 @@ async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, requ
         (f"{prefix}/site/s/device/d/value/v", b"abc"),
         (f"{prefix}/servers/srv/metrics", b"bad line protocol here\nsystem cpu=1 " + str(now_ms * 10**6).encode()),
     ]
+    bad += [(tele, b"{still not json")] * 30 + [(tele, b"\xff\xfe")] * 30  # a flood of two kinds
     good = [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(20)]
-    mixed = [m for pair in zip(bad, good, strict=False) for m in pair] + good[len(bad):]
+    mixed = [m for pair in zip(bad, good, strict=False) for m in pair] + bad[len(good):]
     await publish(mosquitto.host, mosquitto.port, mixed)
-    await until(lambda: source.dead.total >= 10 and len(collector.readings) >= 21, what="all processed")
+    await until(lambda: source.dead.total >= 70 and len(collector.readings) >= 21, what="all processed")
     levels = sorted(r.value for r in collector.readings if r.metric == "water_level")
     assert levels == [float(i) for i in range(20)]
     assert [r.metric for r in collector.readings if r.device == "srv"] == ["cpu"]
@@ -94,6 +97,10 @@ async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, requ
     for kind in ("invalid_json", "not_utf8", "wrong_type", "not_finite", "missing_timestamp",
                  "future_timestamp", "oversized", "no_template", "not_a_number", "bad_line"):
         assert kinds[kind] >= 1, kind
+    assert kinds["invalid_json"] == 31 and kinds["not_utf8"] == 31
+    # Logged once per kind, then counted quietly: a flood of bad messages cannot flood the log.
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.ingest.deadletters"]
+    assert len(logged) == len(kinds) and sum("(invalid_json)" in m for m in logged) == 1, logged
     health = source.health()
     assert health["dead_letters"]["total"] == source.dead.total
     assert all("reason" in d for d in health["dead_letters"]["recent"])
