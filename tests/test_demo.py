@@ -96,7 +96,7 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
                 assert boxes[0]["width"] < 400 and abs(boxes[0]["y"] - boxes[1]["y"]) < 5, boxes
                 assert tiles.first.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
         page.goto(base + "/dashboard?name=flood-dams")
-        expect(page.locator(".vigie-number")).to_have_count(4, timeout=20_000)
+        expect(page.locator(".vigie-number")).to_have_count(6, timeout=20_000)  # five dams and the rain gauge
         # The camera's picture is fetched over HTTP (not sent through the websocket) and shown.
         expect(page.locator(".vigie-webcam-image")).to_have_css("background-image", re.compile(
             r"url\(.*/api/v1/cameras/dam-1-cam/frames/\d+"), timeout=20_000)

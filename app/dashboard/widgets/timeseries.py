@@ -52,7 +52,10 @@ from app.i18n import t
 
 WINDOWS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400}
 HISTORY_BUCKETS = 600
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+# Series colours leave out red, orange and green: operators read those as alarm, warning and normal
+# (the tiles and the status grid use them so), so a series must not look like a limit or a state.
+PALETTE = ["#1f77b4", "#17becf", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#393b79"]
+LIMIT_COLOR = "#b2182b"
 
 
 class TimeSeriesSpec(WidgetSpec):
@@ -136,7 +139,7 @@ class TimeSeriesView(WidgetView):
             # Beside the plot, not over the newest points; a click hides a curve.
             fig.add_layout(Legend(items=items, click_policy="hide", spacing=0, padding=2, margin=4,
                                   label_text_font_size="8pt", glyph_width=14, border_line_alpha=0), "right")
-        lines = [(lim["value"], lim.get("label", ""), lim.get("color", "#d62728")) for lim in self.spec.limits]
+        lines = [(lim["value"], lim.get("label", ""), lim.get("color", LIMIT_COLOR)) for lim in self.spec.limits]
         if self.spec.show_alarm_limits and self.ctx.limits is not None:
             for key in self.spec.series:
                 lines += list(self.ctx.limits(key))
