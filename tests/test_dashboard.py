@@ -110,6 +110,8 @@ def test_unknown_series_is_flagged_on_the_widget():
     dash = Dashboard(parse_layout("t", spec.to_yaml()), WidgetContext(live=live))
     note = dash.views["c"].notes
     assert note.visible and "nope/x" in note.object and "a/b" not in note.object
+    assert dash.unknown_series() == [
+        "t.yaml: widget 'c': series: unknown series 'nope/x' (no reading seen, none stored)"]
 
 
 async def test_timeseries_draws_history_from_the_store_beyond_the_live_ring(tmp_path):

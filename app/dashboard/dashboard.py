@@ -63,6 +63,15 @@ class Dashboard:
         ctx = ctx or WidgetContext(live=live or LiveCache())
         return cls(load_layout(path), ctx, **kwargs)
 
+    def unknown_series(self) -> list[str]:
+        """Return, naming the file, widget and key, each configured series with no reading anywhere.
+
+        A typo in a hand-edited file or a removed device: the widget says it
+        in place, and the dashboard's problem list says where to fix it.
+        """
+        return [f"{self.loaded.name}.yaml: widget {w.id!r}: series: unknown series {key!r} (no reading seen, "
+                f"none stored)" for w in self.spec.widgets for key in w.series_keys() if not self.ctx.known(key)]
+
     def _build(self, only: str | None) -> pn.viewable.Viewable:
         if only is not None:
             spec = self.spec.widget(only)

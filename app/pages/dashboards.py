@@ -86,8 +86,9 @@ class DashboardEditor:
                                    pulse=self.runtime.pulse)
         self.dashboard.start()
         self.grid_holder[:] = [self.dashboard.grid]
-        self.problems.object = "<br>".join(html.escape(p) for p in loaded.problems)
-        self.problems.visible = bool(loaded.problems)
+        problems = loaded.problems + self.dashboard.unknown_series()
+        self.problems.object = "<br>".join(html.escape(p) for p in problems)
+        self.problems.visible = bool(problems)
         if self.toolbar is not None:
             self.widget_select.options = [w.id for w in loaded.spec.widgets]
 
