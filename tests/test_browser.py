@@ -289,10 +289,29 @@ def test_embed_in_iframe_of_another_origin_renders_and_streams(page, vigie, port
     send(mosquitto, 77.25)
     playwright_api.expect(number).to_have_text("77.25", timeout=3_000)
     assert frame.locator(".vigie-nav").count() == 0  # no navigation chrome
-    # The dashboard page itself refuses to be framed by the portal.
-    forbidden = next(f for f in page.frames if (f.name == "" and "dashboard" in (f.url or "")) or
-                     f.url.startswith("chrome-error"))
-    assert forbidden.url.startswith("chrome-error") or forbidden.locator(".vigie-nav").count() == 0
+    # The dashboard page itself refuses to be framed by the portal: the browser blocks it.
+    wait_until(lambda: any(f.url.startswith("chrome-error") for f in page.frames), timeout=10,
+               what="the framed dashboard page blocked")
+    assert page.frame_locator("#forbidden").locator(".vigie-nav").count() == 0
+    status, headers = http_get(f"{vigie.base}/dashboard?name=bt")
+    assert status == 200 and headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assert headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_whole_layout_embed_fits_the_iframe_width_and_streams(page, vigie, portal, mosquitto):
+    portal.pages["/layout.html"] = (
+        f"<html><body style='margin:0'><iframe id='l' src='{vigie.base}/embed/bt?lang=fr' width='700' "
+        "height='500' style='border:0'></iframe></body></html>")
+    page.goto(f"{portal.origin}/layout.html")
+    frame = page.frame_locator("#l")
+    items = frame.locator(".grid-stack-item")
+    widgets = yaml.safe_load((vigie.layouts / "bt.yaml").read_text())["widgets"]
+    playwright_api.expect(items).to_have_count(len(widgets), timeout=20_000)
+    assert frame.locator(".vigie-nav").count() == 0 and frame.get_by_role("button", name="Modifier").count() == 0
+    grid = frame.locator(".vigie-grid").first.bounding_box()
+    assert grid is not None and grid["width"] <= 700  # the grid takes the iframe's width, not the page's
+    send(mosquitto, 12.5)
+    playwright_api.expect(frame.locator(".vigie-number").first).to_have_text("12,50", timeout=3_000)
 
 
 def test_light_embed_in_a_portal_updates_without_a_session(page, vigie, portal, mosquitto):
