@@ -69,6 +69,8 @@ _FR: dict[str, str] = {
     "Language": "Langue",
     "Read-only server: editing is disabled": "Serveur en lecture seule : modification désactivée",
     "Saved": "Enregistré",
+    "Click again within 5 s to delete": "Cliquez encore dans les 5 s pour supprimer",
+    "deleted": "supprimé",
     "ago": "",
     "Camera": "Caméra",
     "Active alarms": "Alarmes actives",

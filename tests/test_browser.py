@@ -408,3 +408,61 @@ def test_add_and_configure_a_widget_through_its_form_then_save(page, vigie):
     saved = yaml.safe_load((vigie.layouts / "bt.yaml").read_text())
     widget = next(w for w in saved["widgets"] if w["type"] == "markdown" and w["id"] != "note")
     assert widget["title"] == "Added by the editor" and widget["text"] == "fresh **text**"
+
+
+EDITED = """title: Editor actions
+widgets:
+- {type: markdown, id: keep, x: 0, y: 0, w: 4, h: 2, text: stays here}
+- {type: markdown, id: gone, x: 4, y: 0, w: 4, h: 2, text: remove me}
+"""
+
+
+def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
+    (vigie.layouts / "ed.yaml").write_text(EDITED)
+    path, history = vigie.layouts / "ed.yaml", vigie.layouts / ".history" / "ed"
+    page.goto(f"{vigie.base}/dashboard?name=ed")
+    removable = page.locator(".grid-stack-item", has_text="remove me")
+    removable.wait_for(timeout=20_000)
+    delete = page.get_by_role("button", name="Delete")
+    assert delete.count() == 0 or not delete.is_visible()  # nothing but "Edit" outside edit mode
+    page.get_by_role("button", name="Edit").click()
+    message = page.locator(".vigie-message")
+
+    def remove_gone_and_save() -> None:
+        page.locator(".vigie-widget-select select").select_option("gone")
+        page.get_by_role("button", name="Remove").click()
+        playwright_api.expect(removable).to_have_count(0, timeout=10_000)
+        page.get_by_role("button", name="Save", exact=True).click()
+        playwright_api.expect(message).to_contain_text("Saved", timeout=5_000)
+        assert [w["id"] for w in yaml.safe_load(path.read_text())["widgets"]] == ["keep"]
+
+    remove_gone_and_save()
+    assert len(list(history.glob("*.yaml"))) == 1  # the version before the save
+    page.get_by_role("button", name="Undo").click()
+    playwright_api.expect(removable).to_have_count(1, timeout=10_000)
+    assert path.read_text() == EDITED and not list(history.glob("*.yaml"))
+    playwright_api.expect(page.locator(".grid-stack-item.ui-draggable").first).to_be_visible()  # still editing
+
+    remove_gone_and_save()
+    versions = page.locator(".vigie-versions select")
+    playwright_api.expect(versions.locator("option")).to_have_count(1, timeout=5_000)
+    versions.select_option(index=0)
+    page.get_by_role("button", name="Restore").click()
+    playwright_api.expect(removable).to_have_count(1, timeout=10_000)
+    assert [w["id"] for w in yaml.safe_load(path.read_text())["widgets"]] == ["keep", "gone"]
+    assert len(list(history.glob("*.yaml"))) == 2  # restoring kept the version it replaced
+
+    page.locator(".vigie-save-as-name input").fill("ed-copy")
+    page.locator(".vigie-save-as-name input").press("Enter")
+    page.get_by_role("button", name="Save as").click()
+    playwright_api.expect(message).to_contain_text("layouts/ed-copy.yaml", timeout=5_000)
+    assert yaml.safe_load((vigie.layouts / "ed-copy.yaml").read_text())["widgets"] == \
+        yaml.safe_load(EDITED)["widgets"]
+
+    delete.click()  # asks first
+    playwright_api.expect(message).to_contain_text("Click again", timeout=5_000)
+    assert path.is_file()
+    page.get_by_role("button", name=re.compile("Delete\\?")).click()
+    playwright_api.expect(message).to_contain_text("deleted", timeout=5_000)
+    assert not path.exists() and "remove me" in sorted(history.glob("*.yaml"))[-1].read_text()
+    assert get(f"{vigie.base}/api/v1/layouts/ed")[0] == 404

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
 
 
+DELETE_CONFIRM_MS = 5000  # how long an armed Delete waits for its second click
+
+
 class EditingDisabled(PermissionError):
     """The server is read-only."""
 
@@ -75,8 +78,9 @@ class DashboardEditor:
 
     # -- rendering --------------------------------------------------------
     def reload(self) -> None:
-        """Load the layout from its file and render it."""
-        self._render(self.layouts.load(self.name))
+        """Load the layout from its file and render it (still editable in edit mode: after undo, restore)."""
+        editing = self.toolbar is not None and self.edit_toggle.value
+        self._render(self.layouts.load(self.name), editable=editing)
 
     def _render(self, loaded: LoadedLayout, editable: bool = False) -> None:
         if self.dashboard is not None:
@@ -113,16 +117,16 @@ class DashboardEditor:
         self.edit_toggle = pn.widgets.Toggle(name=t("Edit", lang), width=90, css_classes=["vigie-edit"])
         self.save_button = pn.widgets.Button(name=t("Save", lang), button_type="primary", width=90,
                                              disabled=True, css_classes=["vigie-save"])
-        self.save_as_name = pn.widgets.TextInput(placeholder="new-name", width=140)
+        self.save_as_name = pn.widgets.TextInput(placeholder="new-name", width=140, css_classes=["vigie-save-as-name"])
         self.save_as_button = pn.widgets.Button(name=t("Save as", lang), width=110)
         self.undo_button = pn.widgets.Button(name=t("Undo", lang), width=80)
         self.delete_button = pn.widgets.Button(name=t("Delete", lang), button_type="danger", width=90)
-        self.versions = pn.widgets.Select(name="", options=[], width=220)
+        self.versions = pn.widgets.Select(name="", options=[], width=220, css_classes=["vigie-versions"])
         self.restore_button = pn.widgets.Button(name=t("Restore", lang), width=90)
         self.kind_select = pn.widgets.Select(name="", options=sorted(WidgetSpec.kinds()), width=130,
                                              css_classes=["vigie-kind"])
         self.add_button = pn.widgets.Button(name=t("Add widget", lang), width=120, css_classes=["vigie-add"])
-        self.widget_select = pn.widgets.Select(name="", options=[], width=140)
+        self.widget_select = pn.widgets.Select(name="", options=[], width=140, css_classes=["vigie-widget-select"])
         self.configure_button = pn.widgets.Button(name="⚙", width=40)
         self.remove_button = pn.widgets.Button(name=t("Remove", lang), width=90)
         self.edit_toggle.param.watch(self._on_edit, "value")
@@ -135,11 +139,14 @@ class DashboardEditor:
         self.configure_button.on_click(lambda e: self._guard(self.configure, self.widget_select.value))
         self.remove_button.on_click(lambda e: self._guard(self.remove_widget, self.widget_select.value))
         self._refresh_versions()
+        # Only "Edit" until edit mode: an operator watching the dashboard sees no Delete next to it.
+        self.edit_controls = [self.save_button, self.save_as_name, self.save_as_button, self.undo_button,
+                              self.versions, self.restore_button, self.delete_button, self.kind_select,
+                              self.add_button, self.widget_select, self.configure_button, self.remove_button]
+        for control in self.edit_controls:
+            control.visible = False
         # Wraps on narrow screens: a row wider than the window widened the whole page, grid included.
-        return pn.FlexBox(self.edit_toggle, self.save_button, self.save_as_name, self.save_as_button,
-                          self.undo_button, self.versions, self.restore_button, self.delete_button,
-                          pn.Spacer(width=20), self.kind_select, self.add_button, self.widget_select,
-                          self.configure_button, self.remove_button, flex_wrap="wrap", align_items="center",
+        return pn.FlexBox(self.edit_toggle, *self.edit_controls, flex_wrap="wrap", align_items="center",
                           sizing_mode="stretch_width", css_classes=["vigie-toolbar"])
 
     def _guard(self, action, *args) -> None:
@@ -149,7 +156,8 @@ class DashboardEditor:
             self._say(str(exc), ok=False)
 
     def _refresh_versions(self) -> None:
-        self.versions.options = {v.saved_at.strftime("%Y-%m-%d %H:%M:%S"): v.id
+        # Milliseconds: two saves within a second are two versions, not one label hiding the other.
+        self.versions.options = {v.saved_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC": v.id
                                  for v in self.layouts.versions(self.name)} if self.layouts.exists(self.name) else {}
 
     def _on_edit(self, event: param.parameterized.Event) -> None:
@@ -159,6 +167,8 @@ class DashboardEditor:
         else:
             self.reload()
         self.save_button.disabled = not event.new
+        for control in self.edit_controls:
+            control.visible = event.new
 
     # -- actions (each checks the server allows editing) ---------------------
     def save(self) -> None:
@@ -196,12 +206,22 @@ class DashboardEditor:
     def delete(self) -> None:
         """Delete, after a second click on the same button."""
         self._check()
-        if self.delete_button.name != "✔ " + t("Delete", self.lang) + "?":
-            self.delete_button.name = "✔ " + t("Delete", self.lang) + "?"
+        armed = "✔ " + t("Delete", self.lang) + "?"
+        if self.delete_button.name != armed:
+            self.delete_button.name = armed
+            self._say(t("Click again within 5 s to delete", self.lang) + f" layouts/{self.name}.yaml", ok=False)
+            pn.state.add_timeout_callback(self._disarm_delete, DELETE_CONFIRM_MS)
             return
+        self.delete_button.name = t("Delete", self.lang)
         self.layouts.delete(self.name)
-        self._say(f"layouts/{self.name}.yaml deleted")
+        self._say(f"layouts/{self.name}.yaml " + t("deleted", self.lang))
         self.grid_holder[:] = [pn.pane.HTML("<a href='/dashboards'>← " + t("Dashboards", self.lang) + "</a>")]
+
+    def _disarm_delete(self) -> None:
+        """The second click did not come in time: Delete asks again next time."""
+        if self.delete_button.name != t("Delete", self.lang):
+            self.delete_button.name = t("Delete", self.lang)
+            self.message.object = ""
 
     def add_widget(self, kind: str) -> None:
         """Add a widget of a kind below the others and open its form."""
