@@ -203,12 +203,21 @@ def test_drag_resize_save_reload_keeps_positions(page, vigie):
 def test_history_range_query_renders(page, vigie, mosquitto):
     for v in (3.0, 4.0, 5.0):
         send(mosquitto, v)
-    time.sleep(0)  # nothing to wait for: the writer flushes within its interval
     page.goto(f"{vigie.base}/history?series=bt-1/level&range=1h")
     info = page.locator("[data-buckets]")
     info.wait_for(timeout=20_000)
     assert int(info.get_attribute("data-buckets")) >= 1
     page.locator(".bk-Canvas, canvas").first.wait_for(timeout=10_000)
+    # A From/To range (a link may carry it): the three stored hours, one bucket per stored minute.
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    start, end = (now - timedelta(hours=4)).isoformat(), (now - timedelta(minutes=2)).isoformat()
+    page.goto(f"{vigie.base}/history?series=bt-1/level&start={start}&end={end}".replace("+", "%2B"))
+    info = page.locator("[data-buckets]")
+    info.wait_for(timeout=20_000)
+    assert int(info.get_attribute("data-buckets")) == 180
+    assert page.locator(".vigie-from input").input_value().startswith(start[:16].replace("T", " "))
 
 
 HISTORY_BAND_JS = """() => {

@@ -185,6 +185,22 @@ async def test_history_explorer_queries_reduced_range_and_exports_what_it_shows(
     assert len(rows) == len(explorer.env)
     assert set(rows[0]) == {"time", "min", "mean", "max"}
     assert explorer.download.filename == "dam-1_water_level_1y.csv"
+    # Any range: From / To (UTC). Ten days of the year, at most BUCKETS buckets, exactly those points.
+    from datetime import UTC, datetime
+
+    first = datetime.fromtimestamp(points[100].time_ns / 1e9, UTC).replace(tzinfo=None)
+    last = datetime.fromtimestamp(points[119].time_ns / 1e9, UTC).replace(tzinfo=None)
+    explorer.range.value = "custom"
+    assert explorer.start.visible and explorer.end.visible
+    explorer.start.value, explorer.end.value = first, last
+    await explorer.query()
+    assert sum(1 for _ in explorer.env.time_ns) <= BUCKETS
+    assert explorer.env.time_ns[0] >= points[100].time_ns - 10**6 and explorer.env.time_ns[-1] < points[119].time_ns
+    assert sorted(set(explorer.env.mean)) == sorted({p.value for p in points[100:119]})
+    assert explorer.download.filename.startswith("dam-1_water_level_") and "-" in explorer.download.filename
+    explorer.start.value, explorer.end.value = last, first
+    await explorer.query()
+    assert "From must be before To" in explorer.info.object
     await runtime.store.close()
 
 

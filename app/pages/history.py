@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import holoviews as hv
@@ -28,6 +29,24 @@ if TYPE_CHECKING:
 BUCKETS = 800
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400,
           "5y": 5 * 365 * 86400}
+CUSTOM = "custom"  # the range between the From and To fields (UTC)
+
+
+def _ns(naive_utc: datetime) -> int:
+    """Return a naive UTC datetime (as the From/To fields hold) in ns since the epoch."""
+    return (naive_utc - datetime(1970, 1, 1)) // timedelta(microseconds=1) * 1000
+
+
+def _utc_arg(name: str) -> datetime | None:
+    """Return a ``?start=`` / ``?end=`` ISO time argument as naive UTC, or None."""
+    raw = session_arg(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def envelope_frame(env: Envelope) -> pd.DataFrame:
@@ -59,9 +78,19 @@ class HistoryExplorer:
                                                    value=session_arg("series") or (keys[0] if keys else ""),
                                                    case_sensitive=False, search_strategy="includes",
                                                    min_characters=1, width=320, restrict=False)
-        self.range = pn.widgets.Select(name=t("Range", lang), options=list(RANGES),
-                                       value=session_arg("range") if session_arg("range") in RANGES else "1h",
-                                       width=100)
+        start, end = _utc_arg("start"), _utc_arg("end")
+        custom = start is not None and end is not None and start < end
+        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        self.range = pn.widgets.Select(name=t("Range", lang), options=[*RANGES, CUSTOM],
+                                       value=CUSTOM if custom else
+                                       session_arg("range") if session_arg("range") in RANGES else "1h",
+                                       width=100, css_classes=["vigie-range"])
+        # Plain text fields (YYYY-MM-DD HH:MM:SS, UTC, as every time on the pages): no date-picker script.
+        self.start = pn.widgets.DatetimeInput(name=t("From (UTC)", lang), value=start or now - timedelta(days=1),
+                                              width=180, visible=custom, css_classes=["vigie-from"])
+        self.end = pn.widgets.DatetimeInput(name=t("To (UTC)", lang), value=end or now, width=180,
+                                            visible=custom, css_classes=["vigie-to"])
+        self.range.param.watch(self._on_range, "value")
         self.query_button = pn.widgets.Button(name=t("Query", lang), button_type="primary", width=100,
                                               css_classes=["vigie-query"])
         self.info = pn.pane.HTML("", css_classes=["vigie-history-info"])
@@ -70,8 +99,21 @@ class HistoryExplorer:
                                                 label=t("Export CSV", lang), width=160, embed=False)
         self.env: Envelope | None = None
         self.query_button.on_click(self._on_query)
-        self.panel = pn.Column(pn.Row(self.series, self.range, self.query_button, self.download), self.info,
-                               self.plot, sizing_mode="stretch_width")
+        self.panel = pn.Column(pn.Row(self.series, self.range, self.start, self.end, self.query_button,
+                                      self.download), self.info, self.plot, sizing_mode="stretch_width")
+
+    def _on_range(self, event) -> None:
+        self.start.visible = self.end.visible = event.new == CUSTOM
+
+    def bounds(self) -> tuple[int, int, str]:
+        """Return the queried range in ns and its name for the CSV file; raise ValueError for an empty one."""
+        if self.range.value != CUSTOM:
+            end = time.time_ns()
+            return end - RANGES[self.range.value] * 10**9, end, self.range.value
+        start, end = self.start.value, self.end.value
+        if start is None or end is None or start >= end:
+            raise ValueError(t("From must be before To", self.lang))
+        return _ns(start), _ns(end), f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
 
     async def _on_query(self, _event=None) -> None:
         await self.query()
@@ -81,16 +123,19 @@ class HistoryExplorer:
         key = self.series.value
         if not key:
             return
-        end = time.time_ns()
-        start = end - RANGES[self.range.value] * 10**9
+        try:
+            start, end, label = self.bounds()
+        except ValueError as exc:
+            self.info.object = f"<span style='color:#c62828'>{exc}</span>"
+            return
         t0 = time.perf_counter()
         env = await self.runtime.store.envelope(key, start, end, BUCKETS)
         elapsed = (time.perf_counter() - t0) * 1000
         self.env = env
         ring = self.runtime.live.get(key)
         self.plot.object = envelope_plot(env, ring.unit if ring else "", self.lang)
-        self.download.filename = f"{key.replace('/', '_')}_{self.range.value}.csv"
-        self.info.object = (f"<span data-buckets='{len(env)}'>{len(env)} buckets of "
+        self.download.filename = f"{key.replace('/', '_')}_{label}.csv"
+        self.info.object = (f"<span data-buckets='{len(env)}'>{len(env)} {t('buckets of', self.lang)} "
                             f"{env.bucket_ns / 1e9:g} s · {elapsed:.0f} ms</span>")
 
     def csv(self) -> io.StringIO:
