@@ -62,6 +62,9 @@ class ServerSpec(Spec):
                                  doc="Origins allowed to frame /embed pages (Content-Security-Policy).")
     layouts_dir = param.String(default="layouts",
                                doc="Dashboard layouts directory (relative: to the config directory's parent).")
+    idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
+                                  doc="How long a page session with no open connection (a closed tab) is kept "
+                                      "before its callbacks and memory are released.")
 
     def validate(self) -> list[tuple[tuple, str]]:
         from app.security import validate_origins

@@ -117,6 +117,9 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         show=False,
         start=False,
         title="Vigie",
+        # A closed tab's session (its dashboard, its wake-ups) is released idle_session_s after it left.
+        unused_session_lifetime_milliseconds=int(spec.idle_session_s * 1000),
+        check_unused_sessions_milliseconds=max(500, int(spec.idle_session_s * 500)),
     )
     security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors))
     server._tornado.settings["log_function"] = access_log

@@ -475,3 +475,27 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
     playwright_api.expect(message).to_contain_text("deleted", timeout=5_000)
     assert not path.exists() and "remove me" in sorted(history.glob("*.yaml"))[-1].read_text()
     assert get(f"{vigie.base}/api/v1/layouts/ed")[0] == 404
+
+
+def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, requests_seen):
+    """Sessions clean up after themselves: closed tabs stop being woken, and their dashboards are released."""
+    server = VigieServer(tmp_path, mosquitto.port, editing=False, layouts={"bt": LAYOUT}, idle_session_s=2)
+    server.start()
+
+    def listeners() -> int:
+        return json.loads(get(server.base + "/health")[1])["live"]["pulse"]["listeners"]
+
+    try:
+        baseline = listeners()
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        context.on("request", lambda r: requests_seen.append(r.url))
+        for _ in range(3):  # open three tabs, then close them all
+            tab = context.new_page()
+            tab.goto(f"{server.base}/dashboard?name=bt")
+            tab.locator(".grid-stack-item", has_text="hello note").wait_for(timeout=20_000)
+        wait_until(lambda: listeners() == baseline + 3, timeout=10, what="three dashboards listening")
+        context.close()
+        wait_until(lambda: listeners() == baseline, timeout=15, what="the closed tabs' dashboards released")
+        assert " ERROR app." not in server.log.read_text()
+    finally:
+        server.stop()
