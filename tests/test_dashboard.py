@@ -292,3 +292,23 @@ def test_generated_dashboards_load_without_problems_even_with_accented_metric_na
     loaded = parse_layout("gen-site", site.to_yaml())
     assert loaded.problems == [] and len(loaded.spec.widgets) == 4
     assert loaded.spec.widget("debit").series == ["dam-1/débit", "dam-2/débit"]
+
+
+async def test_window_selector_follows_the_newest_data_over_the_chosen_window(tmp_path):
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    now = time.time_ns()
+    await store.write([Reading("d", "m", now - (3 * 3600 - i * 60) * 10**9, float(i)) for i in range(170)])
+    live = LiveCache()
+    live.accept([Reading("d", "m", now, 999.0)])
+    view = TimeSeriesSpec(id="c", series=["d/m"], window="5m").view(WidgetContext(live=live, store=store))
+    view.header()
+    assert view.figure.x_range.follow_interval == 300_000
+    view.window_select.value = "6h"
+    assert view.window_s == 6 * 3600 and view.figure.x_range.follow_interval == 6 * 3600 * 1000
+    assert view._history_wanted is not None  # the live ring holds one point: the 6 h come from the store
+    start, end = view._history_wanted
+    assert end - start >= 5 * 3600 * 10**9
+    await view.load_history(start, end)
+    assert min(view.history["d/m"]["min"]) == 0.0  # three hours ago, within the new window
+    await store.close()
