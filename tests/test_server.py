@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from app.config import load_config
+from app.i18n import t
 from app.runtime import Runtime
 from app.server import run_server
 from tests.helpers import until
@@ -92,6 +93,20 @@ async def test_health_page_and_ingest_api(served):
     latest = {v.key: v for v in await runtime.store.latest()}
     assert latest["api-1/temp"].value == 22.5 and latest["api-1/temp"].unit == "°C"
     assert runtime.health()["sources"]["http"]["dead_letters"]["total"] == 2
+
+    # What the system page shows of it: per source, the rejected inputs with their reasons, every series.
+    from app.pages.status import latest_frame
+    from app.pages.system import dead_letters_html, sources_frame, store_html
+
+    frame = sources_frame(runtime, "fr")
+    http_row = frame[frame["source"] == "http"].iloc[0]
+    assert http_row["Entrées rejetées"] == 2 and http_row["état"] == t("connected", "fr")
+    dead = dead_letters_html(runtime, "fr")
+    assert "<th>raison</th>" in dead and "item 1" in dead and "line 2" in dead and "hot" in dead
+    series = latest_frame(runtime).set_index("series")
+    assert series.loc["api-1/temp", "value"] == 22.5 and series.loc["api-1/temp", "unit"] == "°C"
+    assert series.loc["api-1/temp", "quality"] == "good" and series.loc["api-1/temp", "age_s"] < 60
+    assert "store.queue_depth" in store_html(runtime) and "live.series" in store_html(runtime)
 
     status, page = await asyncio.to_thread(http, "GET", base + "/")
     assert status == 200 and "Vigie" in page

@@ -21,10 +21,10 @@ def sources_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
     """Return one row per source."""
     rows = []
     for name, s in runtime.health()["sources"].items():
-        rows.append({"source": name, "type": s["type"], "state": t(s["state"], lang),
+        rows.append({t("source", lang): name, t("type", lang): s["type"], t("state", lang): t(s["state"], lang),
                      t("readings/s", lang): fmt_number(s["readings_per_s"], lang, 1),
-                     "total": s["readings_total"], t("Rejected inputs", lang): s["dead_letters"]["total"],
-                     "last error": s["last_error"] or ""})
+                     t("total", lang): s["readings_total"], t("Rejected inputs", lang): s["dead_letters"]["total"],
+                     t("last error", lang): s["last_error"] or ""})
     return pd.DataFrame(rows)
 
 
@@ -38,8 +38,8 @@ def dead_letters_html(runtime: Runtime, lang: str) -> str:
                         f"<td>{html.escape(d.reason)}</td><td><code>{html.escape(d.preview)}</code></td></tr>")
     if not rows:
         return "<p>–</p>"
-    return ("<table class='table table-sm vigie-dead-letters'><tr><th>time</th><th>source</th><th>where</th>"
-            "<th>kind</th><th>reason</th><th>payload</th></tr>" + "".join(rows[-50:]) + "</table>")
+    head = "".join(f"<th>{t(h, lang)}</th>" for h in ("time", "source", "where", "kind", "reason", "payload"))
+    return f"<table class='table table-sm vigie-dead-letters'><tr>{head}</tr>" + "".join(rows[-50:]) + "</table>"
 
 
 def _flatten(doc: dict, prefix: str = "") -> list[tuple[str, object]]:
