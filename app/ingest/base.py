@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -31,25 +32,36 @@ class ConnectionState:
 
 
 class RateMeter:
-    """Readings per second over a sliding window of a few seconds."""
+    """Readings per second over the last few seconds, counted in one-second buckets as they arrive.
+
+    Counting on arrival (not when health is read) gives the rate of the last
+    ``window_s`` seconds to the first probe, and to one that reads rarely.
+    """
 
     def __init__(self, window_s: float = 5.0) -> None:
         self.window_s = window_s
-        self._marks: list[tuple[float, int]] = []
+        self._started = time.monotonic()
+        self._buckets: deque[list[int]] = deque()  # [whole second, readings], oldest first
         self.total = 0
 
     def add(self, n: int) -> None:
-        """Count ``n`` more readings."""
+        """Count ``n`` more readings (once per batch, on the ingest path: a few operations)."""
         self.total += n
+        second = int(time.monotonic())
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += n
+            return
+        buckets.append([second, n])
+        while buckets[0][0] < second - self.window_s - 1:
+            buckets.popleft()
 
     def rate(self) -> float:
-        """Return readings per second over the window."""
+        """Return readings per second over the last ``window_s`` seconds (since start, when younger)."""
         now = time.monotonic()
-        self._marks.append((now, self.total))
-        while len(self._marks) > 2 and now - self._marks[0][0] > self.window_s:
-            self._marks.pop(0)
-        t0, n0 = self._marks[0]
-        return (self.total - n0) / (now - t0) if now > t0 else 0.0
+        horizon = now - self.window_s
+        count = sum(n for second, n in self._buckets if second + 1 > horizon)
+        return count / max(1.0, min(self.window_s, now - self._started))
 
 
 class Source:
