@@ -1,9 +1,11 @@
 # Vigie: `docker build -t vigie .` then
 #   docker run -p 5006:5006 -v vigie-data:/data -v "$PWD/myconfig:/srv/vigie/config:ro" \
 #     -v vigie-layouts:/srv/vigie/layouts -e VIGIE_INGEST_TOKEN=... vigie
-# The image runs `vigie serve` on /srv/vigie/config (the shipped demo config when
-# nothing is mounted); dashboards live in /srv/vigie/layouts; data, the write spool
-# and webcam images in /data.
+# The image runs `vigie serve` on /srv/vigie/config (docker/config when nothing is
+# mounted: the embedded store and the HTTP ingestion API, no broker); dashboards
+# live in /srv/vigie/layouts; data, the write spool and webcam images in /data.
+# The demo: docker run -p 5006:5006 vigie demo --config /srv/vigie/demo-config \
+#             --address 0.0.0.0 --data-root /data
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -11,7 +13,8 @@ WORKDIR /srv/vigie
 COPY pyproject.toml README.md ./
 COPY app ./app
 RUN pip install .
-COPY config ./config
+COPY docker/config ./config
+COPY config ./demo-config
 COPY layouts ./layouts
 
 RUN useradd --system --home /data vigie && mkdir -p /data && chown -R vigie /data /srv/vigie/layouts

@@ -101,3 +101,17 @@ def test_opcua_queue_and_timeout_reach_the_source(tmp_path):
     write(tmp_path, "vigie.yaml", "opcua:\n  - {name: plc, url: 'opc.tcp://h:4840/', queue_size: 0}\n")
     with pytest.raises(ConfigError, match=r"opcua\[0\]\.queue_size|queue_size"):
         load_config(tmp_path, env={})
+
+
+async def test_the_docker_image_default_config_serves_healthy(tmp_path):
+    """With nothing mounted the image must be healthy: no broker or PLC it cannot reach."""
+    from app.runtime import Runtime
+
+    loaded = load_config(ROOT / "docker" / "config", env={})
+    assert loaded.config.mqtt == [] and loaded.config.opcua == [] and loaded.config.store.engine == "embedded"
+    runtime = Runtime(loaded, base_dir=tmp_path)
+    await runtime.start()
+    try:
+        assert runtime.health()["status"] == "ok"
+    finally:
+        await runtime.stop()
