@@ -443,11 +443,13 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
         playwright_api.expect(removable).to_have_count(0, timeout=10_000)
         page.get_by_role("button", name="Save", exact=True).click()
         playwright_api.expect(message).to_contain_text("Saved", timeout=5_000)
-        assert [w["id"] for w in yaml.safe_load(path.read_text())["widgets"]] == ["keep"]
+        wait_until(lambda: [w["id"] for w in yaml.safe_load(path.read_text())["widgets"]] == ["keep"], timeout=5,
+                   what="the layout saved without the removed widget")
 
     remove_gone_and_save()
     assert len(list(history.glob("*.yaml"))) == 1  # the version before the save
     page.get_by_role("button", name="Undo").click()
+    playwright_api.expect(message).to_contain_text("Undone", timeout=5_000)
     playwright_api.expect(removable).to_have_count(1, timeout=10_000)
     assert path.read_text() == EDITED and not list(history.glob("*.yaml"))
     playwright_api.expect(page.locator(".grid-stack-item.ui-draggable").first).to_be_visible()  # still editing
@@ -457,6 +459,7 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
     playwright_api.expect(versions.locator("option")).to_have_count(1, timeout=5_000)
     versions.select_option(index=0)
     page.get_by_role("button", name="Restore").click()
+    playwright_api.expect(message).to_contain_text("Restored", timeout=5_000)
     playwright_api.expect(removable).to_have_count(1, timeout=10_000)
     assert [w["id"] for w in yaml.safe_load(path.read_text())["widgets"]] == ["keep", "gone"]
     assert len(list(history.glob("*.yaml"))) == 2  # restoring kept the version it replaced

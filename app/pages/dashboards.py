@@ -194,6 +194,9 @@ class DashboardEditor:
         if self.layouts.undo(self.name):
             self.reload()
             self._refresh_versions()
+            self._say(t("Undone", self.lang) + f": layouts/{self.name}.yaml")
+        else:
+            self._say(t("Nothing to undo", self.lang), ok=False)
 
     def restore(self, version_id: str | None) -> None:
         """Make a previous version current."""
@@ -202,6 +205,7 @@ class DashboardEditor:
             self.layouts.restore(self.name, version_id)
             self.reload()
             self._refresh_versions()
+            self._say(t("Restored", self.lang) + f": layouts/{self.name}.yaml ({version_id})")
 
     def delete(self) -> None:
         """Delete, after a second click on the same button."""
