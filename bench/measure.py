@@ -82,7 +82,8 @@ def wait_quiet(limit_s: float, below: float = 0.3, *, interrupts: bool = True) -
         quiet = quiet + 1 if load < below else 0
         if quiet >= 3 or time.monotonic() > deadline:
             return load
-        print(f"waiting for a quiet machine ({load:.2f} cores busy)", file=sys.stderr, flush=True)
+        if load >= below:
+            print(f"waiting for a quiet machine ({load:.2f} cores busy)", file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float | None:
