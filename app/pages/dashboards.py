@@ -10,6 +10,7 @@ save (the previous version is kept), save as, undo, restore, delete.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from app.api import camera_frame_url
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.generate import generate_for_device, generate_for_site
 from app.dashboard.layouts import LayoutNameError, LayoutStore, slugify
-from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec
+from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec, unique_id
 from app.dashboard.view import WidgetContext
 from app.i18n import t
 from app.pages.shell import page, session_arg, session_lang
@@ -66,6 +67,8 @@ class DashboardEditor:
         self.name = name
         self.lang = lang
         self.editing_allowed = bool(runtime.loaded.config.server.editing)
+        self._disarm: Any = None  # the pending timeout that takes back an armed Delete
+        self._delete_prompt = ""
         self.dashboard: Dashboard | None = None
         self.problems = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self.message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vigie-message"])
@@ -214,8 +217,12 @@ class DashboardEditor:
         if self.delete_button.name != armed:
             self.delete_button.name = armed
             self._say(t("Click again within 5 s to delete", self.lang) + f" layouts/{self.name}.yaml", ok=False)
-            pn.state.add_timeout_callback(self._disarm_delete, DELETE_CONFIRM_MS)
+            self._delete_prompt = self.message.object
+            doc = pn.state.curdoc
+            if doc is not None:  # a session's page (no document in a unit test: then it stays armed)
+                self._disarm = doc.add_timeout_callback(self._disarm_delete, DELETE_CONFIRM_MS)
             return
+        self._cancel_disarm()
         self.delete_button.name = t("Delete", self.lang)
         self.layouts.delete(self.name)
         self._say(f"layouts/{self.name}.yaml " + t("deleted", self.lang))
@@ -223,20 +230,24 @@ class DashboardEditor:
 
     def _disarm_delete(self) -> None:
         """The second click did not come in time: Delete asks again next time."""
-        if self.delete_button.name != t("Delete", self.lang):
-            self.delete_button.name = t("Delete", self.lang)
+        self._disarm = None
+        self.delete_button.name = t("Delete", self.lang)
+        if self.message.object == self._delete_prompt:  # not a newer message
             self.message.object = ""
+
+    def _cancel_disarm(self) -> None:
+        if self._disarm is not None and pn.state.curdoc is not None:
+            with contextlib.suppress(ValueError):  # it may have run already
+                pn.state.curdoc.remove_timeout_callback(self._disarm)
+        self._disarm = None
 
     def add_widget(self, kind: str) -> None:
         """Add a widget of a kind below the others and open its form."""
         self._check()
         spec = self._working()
-        ids = {w.id for w in spec.widgets}
-        n = 1
-        while f"{kind}-{n}" in ids:
-            n += 1
         y = max([w.y + w.h for w in spec.widgets] + [0])
-        widget = WidgetSpec.kinds()[kind](id=f"{kind}-{n}", title=kind, x=0, y=y, w=6, h=3)
+        widget = WidgetSpec.kinds()[kind](id=unique_id(kind, {w.id for w in spec.widgets}), title=kind,
+                                          x=0, y=y, w=6, h=3)
         spec.widgets = [*spec.widgets, widget]
         self._rerender(spec)
         self.configure(widget.id)
