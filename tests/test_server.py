@@ -215,3 +215,12 @@ async def test_frequent_successful_requests_are_not_access_logged_failures_are(s
     assert not any("/api/v1/readings" in x or "/health" in x for x in lines), lines
     assert any(x.startswith("404 GET /api/v1/nothing-here") for x in lines), lines
     assert any(x.startswith("200 GET /api/v1/layouts") for x in lines), lines  # the rest as before
+
+
+def test_language_switch_returns_only_to_local_pages():
+    from app.pages.language import back_to
+
+    assert back_to("http://127.0.0.1:5006/dashboard?name=bt&lang=en") == "/dashboard?name=bt"
+    assert back_to("https://vigie.example.org/history?series=a%2Fb") == "/history?series=a%2Fb"  # behind a proxy
+    for referer in (None, "", "https://evil.example//evil.example/x", "http://h/\\evil.example", "javascript:x"):
+        assert back_to(referer) == "/", referer

@@ -4,7 +4,7 @@ The switch used to be a ``?lang=`` link, which replaced the page's own query
 (``/dashboard?name=x`` became ``/dashboard?lang=fr``, a page with no layout)
 and was forgotten on the next navigation link. A cookie keeps the choice for
 every page; the handler returns to the page the link was clicked on (its
-``Referer``, same host only, so the switch cannot be used as an open redirect).
+``Referer``: its local path only, so the switch cannot be used as an open redirect).
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ from app.i18n import LANGUAGES
 COOKIE = "vigie_lang"
 
 
-def back_to(referer: str | None, host: str) -> str:
-    """Return the local path (with its query, less any ``lang``) to go back to after switching."""
+def back_to(referer: str | None) -> str:
+    """Return the local path (with its query, less any ``lang``) of the page the switch was clicked on.
+
+    Only the Referer's path and query are kept, whatever host it names: a
+    reverse proxy may pass Vigie another Host than the browser's, and a local
+    path cannot lead off the site (paths that a browser would read as another
+    host, ``//host`` or ``/\\host``, go to ``/``).
+    """
     if not referer:
         return "/"
     parts = urlsplit(referer)
-    if parts.netloc != host or not parts.path.startswith("/") or parts.path.startswith("//"):
+    if not parts.path.startswith("/") or parts.path.startswith(("//", "/\\")):
         return "/"
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "lang"])
     return parts.path + (f"?{query}" if query else "")
@@ -36,4 +42,4 @@ class LanguageHandler(tornado.web.RequestHandler):
         if code not in LANGUAGES:
             raise tornado.web.HTTPError(404, f"unknown language {code!r}; known: {', '.join(LANGUAGES)}")
         self.set_cookie(COOKIE, code, path="/", expires_days=365, samesite="Lax", httponly=True)
-        self.redirect(back_to(self.request.headers.get("Referer"), self.request.host))
+        self.redirect(back_to(self.request.headers.get("Referer")))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import panel as pn
 
-from app.i18n import negotiate, t
+from app.i18n import LANGUAGES, negotiate, t
 from app.pages.language import COOKIE
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ def session_arg(name: str) -> str | None:
 def session_lang() -> str:
     """Return the session's language: ``?lang=``, else the switch's cookie, else the browser's."""
     headers = pn.state.headers or {}
-    return negotiate(headers.get("Accept-Language"), session_arg("lang") or (pn.state.cookies or {}).get(COOKIE))
+    arg = session_arg("lang")
+    chosen = arg if arg in LANGUAGES else (pn.state.cookies or {}).get(COOKIE)
+    return negotiate(headers.get("Accept-Language"), chosen)
 
 
 def nav_html(active: str, lang: str) -> str:
