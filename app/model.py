@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 
@@ -29,6 +30,17 @@ def series_key(device: str, metric: str) -> str:
 def now_ns() -> int:
     """Return the current UTC time in nanoseconds since the epoch."""
     return time.time_ns()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def datetime_to_ns(dt: datetime) -> int:
+    """Return a datetime (naive means UTC) in ns since the epoch, exactly (integer arithmetic, to the µs)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _MICROSECOND * 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,30 +12,28 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, ClassVar
 
 from app.ingest.deadletters import DeadLetters
 from app.ingest.lineprotocol import LineError, parse_line
-from app.model import Quality, Reading
+from app.model import Quality, Reading, datetime_to_ns
 
 MIN_TIME_NS = 946_684_800 * 10**9  # 2000-01-01: older means a wrong unit or clock
 _UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def number_to_ns(raw: int | float, scale: int) -> int:
-    """Return a timestamp given in some unit (``scale`` ns each) in ns, exactly.
+    """Return a timestamp given in some unit (``scale`` ns each) in ns.
 
-    A float goes through its decimal text: 1795600800.001 s times 1e9 in
-    binary floating point is ...000999936 ns, which reads as .000 once cut to
-    milliseconds; Decimal gives the ...001000000 the sender wrote.
+    A float is rounded to the microsecond (the resolution of ISO times and
+    OPC-UA): 1795600800.001 s times 1e9 in binary floating point is
+    ...000999936 ns, which reads as .000 once cut to milliseconds; rounded to
+    the µs it is the ...001000000 the sender wrote.
     """
     if isinstance(raw, int):
         return raw * scale
-    return int(Decimal(repr(raw)) * scale)
+    return round(raw * (scale // 1000)) * 1000 if scale >= 1000 else round(raw * scale)
 
 
 def iso_to_ns(text: str) -> int:
@@ -43,7 +41,7 @@ def iso_to_ns(text: str) -> int:
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         raise ValueError(f"ISO timestamp {text!r} has no time zone")
-    return (dt - _EPOCH) // _MICROSECOND * 1000
+    return datetime_to_ns(dt)
 
 
 @dataclass(slots=True)

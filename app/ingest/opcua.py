@@ -46,7 +46,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -57,7 +57,7 @@ from asyncua.crypto import security_policies
 
 from app.hub import Hub
 from app.ingest.base import Backoff, ConnectionState, Source
-from app.model import Quality, Reading, now_ns
+from app.model import Quality, Reading, datetime_to_ns, now_ns
 from app.tasks import until_stopped
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,8 @@ log = logging.getLogger(__name__)
 SECURITY_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
 SECURITY_MODES = ("Sign", "SignAndEncrypt")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 """Timestamps before this are treated as unset (OPC-UA's "no time" is 1601)."""
-_US = timedelta(microseconds=1)
 _CHUNK = 500
 """Nodes per TranslateBrowsePaths / CreateMonitoredItems call (servers cap both)."""
 _FILTER_REFUSED = {
@@ -141,7 +139,7 @@ def _time_ns(dt: datetime | None) -> int | None:
         dt = dt.replace(tzinfo=UTC)
     if dt < _MIN_TIME:
         return None
-    return (dt - _EPOCH) // _US * 1000
+    return datetime_to_ns(dt)
 
 
 def _status_text(code: ua.StatusCode) -> str:

@@ -7,6 +7,7 @@ points. The CSV export is exactly what the plot shows.
 
 from __future__ import annotations
 
+import html
 import io
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import panel as pn
 
 from app.dashboard.time_axis import localize_time_axis
 from app.i18n import t
-from app.model import Envelope
+from app.model import Envelope, datetime_to_ns
 from app.pages.shell import page, session_arg, session_lang
 
 if TYPE_CHECKING:
@@ -32,11 +33,6 @@ RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 *
 CUSTOM = "custom"  # the range between the From and To fields (UTC)
 
 
-def _ns(naive_utc: datetime) -> int:
-    """Return a naive UTC datetime (as the From/To fields hold) in ns since the epoch."""
-    return (naive_utc - datetime(1970, 1, 1)) // timedelta(microseconds=1) * 1000
-
-
 def _utc_arg(name: str) -> datetime | None:
     """Return a ``?start=`` / ``?end=`` ISO time argument as naive UTC, or None."""
     raw = session_arg(name)
@@ -44,9 +40,9 @@ def _utc_arg(name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    except (ValueError, OverflowError):  # not a time, or one that leaves the calendar once in UTC
         return None
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def envelope_frame(env: Envelope) -> pd.DataFrame:
@@ -113,7 +109,7 @@ class HistoryExplorer:
         start, end = self.start.value, self.end.value
         if start is None or end is None or start >= end:
             raise ValueError(t("From must be before To", self.lang))
-        return _ns(start), _ns(end), f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
+        return datetime_to_ns(start), datetime_to_ns(end), f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
 
     async def _on_query(self, _event=None) -> None:
         await self.query()
@@ -126,7 +122,7 @@ class HistoryExplorer:
         try:
             start, end, label = self.bounds()
         except ValueError as exc:
-            self.info.object = f"<span style='color:#c62828'>{exc}</span>"
+            self.info.object = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
             return
         t0 = time.perf_counter()
         env = await self.runtime.store.envelope(key, start, end, BUCKETS)
