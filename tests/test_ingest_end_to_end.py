@@ -489,7 +489,8 @@ async def test_a_hung_influxdb_write_does_not_delay_the_live_view(tmp_path, mosq
         own_influxdb.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
         try:
             await publish(mosquitto.host, mosquitto.port, readings(prefix, now_ms, range(30, 60)))
-            await until(lambda: rt.writer.queue_depth == 0, what="a write under way")  # taken by a write that hangs
+            # Readings 30-60 arrived and were taken from the queue by a write that now hangs.
+            await until(lambda: rt.hub.published >= 60 and rt.writer.queue_depth == 0, what="a write under way")
             await publish(mosquitto.host, mosquitto.port, readings(prefix, now_ms, range(60, 300)))
             t0 = time.monotonic()
             await until(lambda: live_seq(rt) == 300, timeout=2, what="the live cache fed during the hung write")

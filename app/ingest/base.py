@@ -59,9 +59,9 @@ class RateMeter:
     def rate(self) -> float:
         """Return readings per second over the last ``window_s`` seconds (since start, when younger)."""
         now = time.monotonic()
-        horizon = now - self.window_s
-        count = sum(n for second, n in self._buckets if second + 1 > horizon)
-        return count / max(1.0, min(self.window_s, now - self._started))
+        first = int(now) - int(self.window_s)  # whole seconds: the window's first bucket, up to the current one
+        count = sum(n for second, n in self._buckets if second >= first)
+        return count / max(1.0, now - max(self._started, first))
 
 
 class Source:
