@@ -70,7 +70,7 @@ class Dashboard:
         in place, and the dashboard's problem list says where to fix it.
         """
         return [f"{self.loaded.name}.yaml: widget {w.id!r}: series: unknown series {key!r} (no reading seen, "
-                f"none stored)" for w in self.spec.widgets for key in w.series_keys() if not self.ctx.known(key)]
+                f"none stored)" for w in self.spec.widgets for key in self.ctx.unknown(w.series_keys())]
 
     def _build(self, only: str | None) -> pn.viewable.Viewable:
         if only is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from app.dashboard.layouts import slugify
-from app.dashboard.spec import GRID_COLUMNS, LayoutSpec, WidgetSpec
+from app.dashboard.spec import GRID_COLUMNS, LayoutSpec, WidgetSpec, unique_id
 from app.dashboard.widgets.timeseries import TimeSeriesSpec
 from app.dashboard.widgets.value import ValueSpec
 from app.live import LiveCache
@@ -18,13 +18,7 @@ class _Ids:
         self.taken: set[str] = set()
 
     def __call__(self, text: str) -> str:
-        base = slugify(text, default="widget")[:56]
-        wid, n = base, 1
-        while wid in self.taken:
-            n += 1
-            wid = f"{base}-{n}"
-        self.taken.add(wid)
-        return wid
+        return unique_id(slugify(text, default="widget")[:56], self.taken)
 
 
 def generate_for_device(live: LiveCache, device: str) -> LayoutSpec:

@@ -39,19 +39,13 @@ class RemoteEnvelopes:
     window before the notebook opened) from the server's store, reduced there.
     """
 
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
+    def __init__(self, remote: RemoteVigie) -> None:
+        self.remote = remote
 
     async def envelope(self, key: str, start_ns: int, end_ns: int, buckets: int) -> Envelope:
         """Return ``[start, end)`` of a series reduced to at most ``buckets`` buckets, from the server."""
         query = urllib.parse.urlencode({"series": key, "start": start_ns, "end": end_ns, "buckets": buckets})
-
-        def fetch() -> Any:
-            with urllib.request.urlopen(f"{self.url}/api/v1/envelope?{query}", timeout=self.timeout_s) as r:
-                return json.loads(r.read())
-
-        doc = await asyncio.to_thread(fetch)
+        doc = await asyncio.to_thread(self.remote._get, f"/api/v1/envelope?{query}")
         return Envelope(key, doc["bucket_ns"], doc["time_ns"], doc["min"], doc["mean"], doc["max"])
 
 
@@ -96,7 +90,7 @@ class RemoteVigie:
     def dashboard(self, name: str, *, lang: str = "en", period_ms: int = 1000) -> Dashboard:
         """Return the named dashboard, fed live from the server."""
         self.poll()
-        ctx = WidgetContext(live=self.live, lang=lang, store=RemoteEnvelopes(self.url, self.timeout_s))
+        ctx = WidgetContext(live=self.live, lang=lang, store=RemoteEnvelopes(self))
         dash = Dashboard(self.layout(name), ctx)
         if self._callback is None:
             self._callback = every(self.poll, period_ms)

@@ -25,6 +25,16 @@ GRID_COLUMNS = 12
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def unique_id(base: str, taken: set[str]) -> str:
+    """Return ``base``, or ``base-2``, ``base-3``... the first not in ``taken`` (and add it there)."""
+    wid, n = base, 1
+    while wid in taken:
+        n += 1
+        wid = f"{base}-{n}"
+    taken.add(wid)
+    return wid
+
+
 class WidgetSpec(Spec):
     """Base of every widget kind: identity and place on the grid."""
 

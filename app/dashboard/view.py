@@ -43,6 +43,10 @@ class WidgetContext:
         """Return whether a series was ever seen (live) or is in the store's catalogue."""
         return self.live.get(key) is not None or key in self.extra.get("catalogue", ())
 
+    def unknown(self, keys: list[str]) -> list[str]:
+        """Return the series of ``keys`` nothing is known of (a typo in a layout, a removed device)."""
+        return [k for k in keys if not self.known(k)]
+
 
 # Inline styles: the page's stylesheet does not reach into Panel's shadow roots.
 CARD_STYLE = {"background": "#fff", "border": "1px solid #dde3e8", "border-radius": "4px", "box-sizing": "border-box"}
@@ -120,7 +124,7 @@ class WidgetView:
 
     def check_series(self) -> None:
         """Show which configured series are unknown (a hand-edited typo, a removed device)."""
-        unknown = [k for k in self.spec.series_keys() if not self.ctx.known(k)]
+        unknown = self.ctx.unknown(self.spec.series_keys())
         if unknown:
             self.notes.object = (f"<span class='vigie-unknown' style='color:#b71c1c;font-size:.85em'>"
                                  f"{t('Unknown series', self.lang)}: "
