@@ -95,7 +95,7 @@ _FR: dict[str, str] = {
     "alarm": "alarme",
     "No camera store configured": "Aucun stockage d'images configuré",
     "No image yet": "Pas encore d'image",
-    "No alarm engine configured": "Aucun moteur d'alarmes configuré",
+    "No alarm rules configured": "Aucune règle d'alarme configurée",
     "No active alarm": "Aucune alarme active",
     "Time": "Heure",
     "Severity": "Gravité",

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from app.alarms.engine import AlarmEngine
 from app.cameras import CameraStore
 from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
 from app.hub import Hub
@@ -95,14 +96,14 @@ class Runtime:
         self.pulse = Pulse(self.live)  # wakes live dashboards when data they show arrives
         self.cameras = CameraStore(base / cfg.cameras.directory, keep=cfg.cameras.keep,
                                    max_bytes=cfg.cameras.max_bytes)
-        self.alarms = None  # the alarm engine's seat (a later issue)
+        rules = [r.rule() for r in cfg.alarms.rules]
+        self.alarms = AlarmEngine(rules) if rules else None  # None: pages say no alarm rules are configured
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
             self.store, spool_dir=base / cfg.store.spool_dir, batch_size=cfg.store.batch_size,
             flush_interval=cfg.store.flush_interval_s,
         )
-        # The alarm engine takes the first seat once it exists.
-        self.hub = Hub(alarms=None, live=self.live, store=self.writer)
+        self.hub = Hub(alarms=self.alarms, live=self.live, store=self.writer)  # alarms first: nothing delays them
         self.sources: list[Source] = [build_mqtt(m, self.hub, loaded, self.cameras) for m in cfg.mqtt]
         self.sources += [build_opcua(o, self.hub, loaded) for o in cfg.opcua]
         self.extra_sources: dict[str, Any] = {}  # e.g. the HTTP ingest API, registered by the server
@@ -150,8 +151,11 @@ class Runtime:
             log.warning("live cache not seeded from the store (%s: %s); pages fill as data arrives",
                         type(e).__name__, e)
             return
-        self.live.accept([Reading(v.device, v.metric, v.time_ns, v.value, v.quality, v.unit, "store", dict(v.tags))
-                          for v in latest])
+        batch = [Reading(v.device, v.metric, v.time_ns, v.value, v.quality, v.unit, "store", dict(v.tags))
+                 for v in latest]
+        if self.alarms is not None:  # a dam above its limit when Vigie stopped is in alarm when it starts
+            self.alarms.accept(batch)
+        self.live.accept(batch)
         log.info("live cache seeded with the last stored value of %d series", len(latest))
 
     async def stop(self) -> None:
@@ -183,4 +187,5 @@ class Runtime:
             "live": {**self.live.health(), "pulse": self.pulse.health()},
             "hub": {"published_total": self.hub.published},
             "cameras": self.cameras.health(),
+            "alarms": self.alarms.health() if self.alarms is not None else None,
         }

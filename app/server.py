@@ -19,7 +19,14 @@ import panel as pn
 import tornado.web
 
 from app import security
-from app.api import CameraFrameHandler, EnvelopeHandler, LatestHandler, LayoutHandler, LayoutsHandler
+from app.api import (
+    AlarmsHandler,
+    CameraFrameHandler,
+    EnvelopeHandler,
+    LatestHandler,
+    LayoutHandler,
+    LayoutsHandler,
+)
 from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
@@ -93,6 +100,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/layouts", LayoutsHandler, api),
         (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
         (r"/api/v1/latest", LatestHandler, api),
+        (r"/api/v1/alarms", AlarmsHandler, api),
         (r"/api/v1/envelope", EnvelopeHandler, api),
         (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),
         (r"/embed/([^/]+)/?", EmbedRedirect, {"light": light}),

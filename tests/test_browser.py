@@ -486,8 +486,10 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
     playwright_api.expect(message).to_contain_text("deleted", timeout=5_000)
     assert not path.exists() and "remove me" in sorted(history.glob("*.yaml"))[-1].read_text()
     assert get(f"{vigie.base}/api/v1/layouts/ed")[0] == 404
-    log = vigie.log.read_text()  # no callback of the editor failed (503s of /health at start are not errors of ours)
-    assert "Traceback" not in log and not [ln for ln in log.splitlines() if " ERROR " in ln and "access" not in ln]
+    # No callback of the editor failed. (Tornado logs a closed browser websocket as an unretrieved task
+    # error, and /health answers 503 at start: neither is ours.)
+    log = vigie.log.read_text()
+    assert 'app/pages/' not in log and " ERROR app." not in log and "AttributeError" not in log, log[-3000:]
 
 
 def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, requests_seen):

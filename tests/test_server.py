@@ -45,6 +45,7 @@ async def served(tmp_path, mosquitto):
         "http: {token_env: TEST_TOKEN}\n"
         f"mqtt:\n  - name: m\n    host: 127.0.0.1\n    port: {mosquitto.port}\n    client_id: srv-test\n"
         "    subscriptions:\n      - topic: srvtest/{device}/telemetry\n"
+        "alarms:\n  rules:\n    - {name: too warm, series: api-*/temp, above: 22, severity: medium}\n"
     )
     loaded = load_config(cfg_dir, env={"TEST_TOKEN": TOKEN})
     runtime = Runtime(loaded, base_dir=tmp_path)
@@ -93,6 +94,10 @@ async def test_health_page_and_ingest_api(served):
     latest = {v.key: v for v in await runtime.store.latest()}
     assert latest["api-1/temp"].value == 22.5 and latest["api-1/temp"].unit == "°C"
     assert runtime.health()["sources"]["http"]["dead_letters"]["total"] == 2
+    status, alarms = await asyncio.to_thread(http, "GET", base + "/api/v1/alarms")
+    assert status == 200 and [(a["series"], a["rule"], a["value"]) for a in alarms["active"]] == [
+        ("api-1/temp", "too warm", 22.5)]
+    assert alarms["transitions"][0]["event"] == "raised" and alarms["rules"] == 1
 
     # What the system page shows of it: per source, the rejected inputs with their reasons, every series.
     from app.pages.status import latest_frame

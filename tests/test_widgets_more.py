@@ -422,7 +422,7 @@ def test_webcam_without_a_camera_store_says_so():
 def test_alarms_widget_without_an_engine():
     view = AlarmsSpec(id="a").view(WidgetContext(LiveCache(), lang="en"))
     renders(view)
-    assert view.message.visible and view.message.object == "No alarm engine configured"
+    assert view.message.visible and view.message.object == "No alarm rules configured"
     assert not view.table.visible
 
 
@@ -450,7 +450,8 @@ def test_alarms_widget_lists_active_alarms_by_severity_newest_first():
     assert view.table.value is frame  # unchanged list: the table is left alone
     engine.alarms = []
     view.refresh()
-    assert view.table.value.empty and view.message.visible and view.message.object == "No active alarm"
+    assert view.table.value.empty and not view.table.visible
+    assert view.message.visible and view.message.object == "No active alarm"
 
 
 # -- specs ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import panel as pn
 
+from app.alarms.engine import SEVERITY_STATE
 from app.i18n import fmt_age, t
 from app.pages.shell import page, session_lang
 from app.refresh import every
@@ -40,9 +41,9 @@ def site_states(runtime: Runtime) -> list[dict]:
             state = "stale"
         elif any(v.quality == "bad" for v in values):
             state = "bad"
-        worst = alarms.worst_for_site(site) if alarms is not None and hasattr(alarms, "worst_for_site") else None
+        worst = alarms.worst_for_site(site) if alarms is not None else None
         if worst:
-            state = "alarm"
+            state = SEVERITY_STATE.get(worst["severity"], "alarm")
         rows.append({"site": site, "state": state, "age_s": age, "devices": len({v.device for v in values}),
                      "worst_alarm": worst})
     return rows
@@ -52,7 +53,7 @@ def overview_html(runtime: Runtime, lang: str) -> str:
     """Return the site tiles."""
     tiles = []
     for row in site_states(runtime):
-        worst = html.escape(row["worst_alarm"]) if row["worst_alarm"] else t("no alarm", lang)
+        worst = html.escape(row["worst_alarm"]["message"]) if row["worst_alarm"] else t("no alarm", lang)
         name = row["site"] if row["site"] != NO_SITE else t("(no site)", lang)
         tiles.append(
             f"<div class='vigie-site' data-site='{html.escape(row['site'])}' data-state='{row['state']}' "

@@ -1,6 +1,6 @@
 """Active alarms: the alarm engine's current alarms at or above a severity, newest first.
 
-Until an engine is configured (``ctx.alarms`` is None or has no ``active()``)
+Without alarm rules (the config's ``alarms`` section: ``ctx.alarms`` is None)
 the widget says so instead of showing an empty table that would read as
 "all is well".
 """
@@ -72,7 +72,7 @@ class AlarmsView(WidgetView):
         active = getattr(self.ctx.alarms, "active", None)
         if active is None:
             if not self.message.visible:
-                self.message.object = t("No alarm engine configured", self.lang)
+                self.message.object = t("No alarm rules configured", self.lang)
                 self.message.visible = True
             return
         rows = self.rows(list(active()))
@@ -80,7 +80,7 @@ class AlarmsView(WidgetView):
             return
         self._rows = rows
         self.table.value = pd.DataFrame(rows, columns=list(COLUMNS))
-        self.table.visible = True
         empty = not rows
+        self.table.visible = not empty  # "No active alarm", not an empty table under it
         self.message.object = t("No active alarm", self.lang) if empty else ""
         self.message.visible = empty

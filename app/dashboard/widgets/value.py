@@ -93,6 +93,10 @@ class ValueView(WidgetView):
             return f"<div class='vigie-tile' data-state='unknown'>{t('No data yet', self.lang)}</div>"
         age = age_seconds(latest.time_ns)
         state = self.spec.state(latest.value, age)
+        series_state = getattr(self.ctx.alarms, "series_state", None)
+        ruled = series_state(self.spec.series) if series_state is not None else None
+        if ruled is not None and state != "stale":  # the alarm rules decide, where the series has some
+            state = ruled
         if latest.quality == "bad":
             state = "stale" if state == "ok" else state
         _, values = ring.window()

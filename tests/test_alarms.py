@@ -1,0 +1,153 @@
+"""Threshold alarms: the engine's rules, the config section, and what dashboards show of them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from bokeh.models import Span
+
+from app.alarms.engine import AlarmEngine, Rule
+from app.config import ConfigError, load_config
+from app.model import Reading
+from app.runtime import Runtime
+from tests.helpers import publish, until
+
+NOW = time.time_ns()
+
+
+def level(value: float, device: str = "dam-1", dt_s: float = 0, quality: str = "good") -> Reading:
+    return Reading(device, "water_level", NOW + int(dt_s * 1e9), value, quality, "m", tags={"site": "vallon"})
+
+
+def test_a_rule_raises_once_holds_and_clears_past_its_hysteresis():
+    engine = AlarmEngine([Rule("dam alert", "dam-*/water_level", "critical", above=15.0, hysteresis=0.5)])
+    engine.accept([level(14.0), level(15.2, dt_s=1), level(15.6, dt_s=2), level(14.8, dt_s=3)])
+    [alarm] = engine.active()
+    assert (alarm["series"], alarm["severity"], alarm["time_ns"], alarm["value"]) == (
+        "dam-1/water_level", "critical", NOW + 10**9, 14.8)  # raised at 15.2; 14.8 is not 0.5 below the limit
+    assert alarm["message"] == "dam alert: 14.8 m (> 15 m)"
+    engine.accept([level(14.4, dt_s=4)])
+    assert engine.active() == [] and engine.raised_total == 1
+    assert [t["event"] for t in engine.transitions] == ["raised", "cleared"]
+
+
+def test_bad_quality_readings_neither_raise_nor_clear():
+    engine = AlarmEngine([Rule("low", "dam-1/water_level", "high", below=5.0)])
+    engine.accept([level(1.0, quality="bad")])
+    assert engine.active() == []
+    engine.accept([level(4.0), level(9.0, dt_s=1, quality="bad")])
+    assert len(engine.active()) == 1
+
+
+def test_what_dashboards_ask_of_the_engine():
+    engine = AlarmEngine([
+        Rule("vigilance", "dam-*/water_level", "medium", above=12.0),
+        Rule("alert", "dam-1/water_level", "critical", above=14.0, message="Dam 1: open the crisis cell"),
+        Rule("battery", "gauge-*/battery", "low", below=3.5),
+    ])
+    engine.accept([level(13.0, "dam-1"), level(12.5, "dam-2", dt_s=1), level(9.0, "dam-3")])
+    assert engine.series_state("dam-1/water_level") == "warning"
+    assert engine.series_state("dam-3/water_level") == "ok"
+    assert engine.series_state("dam-3/inflow") is None  # no rule: the tile's own thresholds decide
+    assert engine.device_state("dam-2") == "warning" and engine.device_state("dam-3") is None
+    engine.accept([level(14.5, "dam-1", dt_s=2)])
+    assert engine.series_state("dam-1/water_level") == "alarm" and engine.device_state("dam-1") == "alarm"
+    worst = engine.worst_for_site("vallon")
+    assert worst["severity"] == "critical" and worst["message"] == "Dam 1: open the crisis cell"
+    assert engine.worst_for_site("elsewhere") is None
+    assert engine.limits("dam-1/water_level") == [(12.0, "vigilance", "#ef6c00"), (14.0, "alert", "#c62828")]
+    assert engine.limits("gauge-7/battery") == [(3.5, "battery", "#ef6c00")]
+    assert [a["series"] for a in engine.active()] == ["dam-1/water_level", "dam-2/water_level",
+                                                      "dam-1/water_level"]  # newest first
+    assert engine.health() == {"rules": 3, "active": 3, "raised_total": 3}
+
+
+def test_the_alarms_section_is_checked(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        "alarms:\n  rules:\n"
+        "    - {name: x, series: dam-1/level}\n"
+        "    - {name: x, series: dam-1, above: 3, below: 5}\n"
+        "    - {name: y, series: d/m, above: 1, severity: urgent, hystersis: 1}\n"
+        "    - {series: d/m, above: 1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    text = str(err.value)
+    assert "a.yaml:3: alarms.rules[0]: give above, below or both" in text
+    assert "a.yaml:4: alarms.rules[1].series: expected device/metric, got 'dam-1'" in text
+    assert "a.yaml:4: alarms.rules[1].below: must be lower than above (3" in text
+    assert "alarms.rules: rule name 'x' is used twice" in text
+    assert "a.yaml:6: alarms.rules[3].name: missing (required)" in text
+    assert "alarms.rules[2].severity" in text and "urgent" in text
+    assert "alarms.rules[2].hystersis: unknown key (did you mean 'hysteresis'?)" in text
+
+
+def config(tmp_path, port: int):
+    d = tmp_path / "config"
+    d.mkdir(exist_ok=True)
+    (d / "v.yaml").write_text(
+        "store: {engine: embedded, data_dir: data, spool_dir: spool}\n"
+        f"mqtt:\n  - name: m\n    port: {port}\n    client_id: alarms-test\n    subscriptions:\n"
+        "      - topic: al/{site}/{device}\n        fields: {level: {metric: water_level, unit: m}}\n"
+        "alarms:\n  rules:\n"
+        "    - {name: vigilance, series: dam-*/water_level, above: 12, severity: medium}\n"
+        "    - {name: alert, series: dam-*/water_level, above: 14, severity: critical, hysteresis: 0.5}\n")
+    return load_config(d, env={})
+
+
+async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_path, mosquitto):
+    from app.dashboard.widgets.alarms import AlarmsSpec
+    from app.dashboard.widgets.status_grid import StatusGridSpec
+    from app.dashboard.widgets.timeseries import TimeSeriesSpec
+    from app.dashboard.widgets.value import ValueSpec
+    from app.pages.dashboards import widget_context
+    from app.pages.overview import overview_html, site_states
+
+    loaded = config(tmp_path, mosquitto.port)
+    runtime = Runtime(loaded, base_dir=tmp_path)
+    await runtime.start()
+    try:
+        await until(lambda: runtime.sources[0].state == "connected", what="connected")
+        now_ms = int(time.time() * 1000)
+        await publish(mosquitto.host, mosquitto.port, [
+            ("al/vallon/dam-1", json.dumps({"ts": now_ms, "level": 10.0})),
+            ("al/vallon/dam-2", json.dumps({"ts": now_ms, "level": 9.0})),
+            ("al/vallon/dam-1", json.dumps({"ts": now_ms + 1, "level": 14.6})),
+        ])
+        await until(lambda: runtime.hub.published == 3, what="3 readings")
+        assert sorted((a["series"], a["severity"], a["value"]) for a in runtime.alarms.active()) == [
+            ("dam-1/water_level", "critical", 14.6), ("dam-1/water_level", "medium", 14.6)]
+        assert runtime.health()["alarms"] == {"rules": 2, "active": 2, "raised_total": 2}
+
+        ctx = widget_context(runtime, "fr")
+        tile = ValueSpec(id="t", series="dam-1/water_level").view(ctx)
+        assert "data-state='alarm'" in tile.render()
+        calm = ValueSpec(id="c", series="dam-2/water_level", warn_above=5).view(ctx)
+        assert "data-state='ok'" in calm.render()  # the rules decide, not the tile's warn_above
+        grid = StatusGridSpec(id="g", devices=["dam-*"]).view(ctx)
+        grid.refresh()
+        assert ("dam-1", "alarm") in [(d, s) for d, s, _age in grid.cells]
+        table = AlarmsSpec(id="a").view(ctx)
+        assert len(table.table.value) == 2 and set(table.table.value["series"]) == {"dam-1/water_level"}
+        chart = TimeSeriesSpec(id="ch", series=["dam-1/water_level"]).view(ctx)
+        spans = [r.location for r in chart.figure.center if isinstance(r, Span)]
+        assert sorted(spans) == [12.0, 14.0]  # the rules' limits, drawn
+        [site] = [row for row in site_states(runtime) if row["site"] == "vallon"]
+        assert site["state"] == "alarm" and site["worst_alarm"]["severity"] == "critical"
+        assert "data-state='alarm'" in overview_html(runtime, "fr")
+
+        await publish(mosquitto.host, mosquitto.port, [("al/vallon/dam-1", json.dumps({"ts": now_ms + 2,
+                                                                                      "level": 13.0}))])
+        await until(lambda: len(runtime.alarms.active()) == 1, what="the alert cleared, the vigilance left")
+        assert runtime.alarms.active()[0]["severity"] == "medium"
+    finally:
+        await runtime.stop()
+
+    # Restarted with dam-1 still above the vigilance limit: in alarm from the first page.
+    again = Runtime(loaded, base_dir=tmp_path)
+    await again.start()
+    try:
+        assert [a["severity"] for a in again.alarms.active()] == ["medium"]
+    finally:
+        await again.stop()
