@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import param
 import yaml
@@ -63,6 +64,7 @@ class ServerSpec(Spec):
                                  doc="Origins allowed to frame /embed pages (Content-Security-Policy).")
     layouts_dir = param.String(default="layouts",
                                doc="Dashboard layouts directory (relative: to the config directory's parent).")
+    timezone = param.String(default="UTC", doc="Time zone pages show times in (IANA name: Europe/Paris).")
     idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
                                   doc="How long a page session with no open connection (a closed tab) is kept "
                                       "before its callbacks and memory are released.")
@@ -70,11 +72,16 @@ class ServerSpec(Spec):
     def validate(self) -> list[tuple[tuple, str]]:
         from app.security import validate_origins
 
+        problems: list[tuple[tuple, str]] = []
         try:
             validate_origins(self.frame_ancestors)
         except ValueError as exc:
-            return [(("frame_ancestors",), str(exc))]
-        return []
+            problems.append((("frame_ancestors",), str(exc)))
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            problems.append((("timezone",), f"unknown time zone {self.timezone!r} (an IANA name: Europe/Paris, UTC)"))
+        return problems
 
 
 class StoreSpec(Spec):

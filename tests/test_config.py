@@ -61,6 +61,13 @@ def test_settings_that_only_work_together_are_checked_before_serve(tmp_path):
     assert "opcua[1].certificate: file not found: /nonexistent/cert.der" in text
 
 
+def test_an_unknown_time_zone_is_named(tmp_path):
+    write(tmp_path, "a.yaml", "server: {timezone: Europe/Pariss}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    assert "a.yaml:1: server.timezone: unknown time zone 'Europe/Pariss'" in str(err.value)
+
+
 def test_wrong_type_and_duplicate_section(tmp_path):
     write(tmp_path, "a.yaml", "server:\n  port: eighty\n")
     write(tmp_path, "b.yaml", "server:\n  port: 80\n")

@@ -312,3 +312,33 @@ async def test_window_selector_follows_the_newest_data_over_the_chosen_window(tm
     await view.load_history(start, end)
     assert min(view.history["d/m"]["min"]) == 0.0  # three hours ago, within the new window
     await store.close()
+
+
+async def test_times_are_shown_and_read_in_the_servers_time_zone(tmp_path):
+    from datetime import datetime
+
+    from app.config import load_config
+    from app.dashboard.widgets.alarms import AlarmsSpec
+    from app.pages.history import HistoryExplorer
+    from app.runtime import Runtime
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "v.yaml").write_text("server: {timezone: Europe/Paris}\n")
+    runtime = Runtime(load_config(tmp_path / "config", env={}), base_dir=tmp_path)
+    explorer = HistoryExplorer(runtime, "fr")
+    assert explorer.start.name == "Du (Europe/Paris)"
+    explorer.range.value = "custom"
+    explorer.start.value, explorer.end.value = datetime(2026, 11, 25, 13, 0), datetime(2026, 7, 1, 14, 0)
+    with pytest.raises(ValueError):
+        explorer.bounds()  # From after To
+    explorer.start.value = datetime(2026, 7, 1, 13, 0)  # summer time: UTC+2
+    start, end, _ = explorer.bounds()
+    assert (start, end) == (1_782_903_600 * 10**9, 1_782_907_200 * 10**9)  # 11:00 and 12:00 UTC
+
+    class Engine:
+        def active(self):
+            return [{"time_ns": 1_795_600_800 * 10**9, "severity": "high", "series": "d/m", "message": "m",
+                     "state": "active"}]  # 2026-11-25 10:00 UTC
+
+    view = AlarmsSpec(id="a").view(WidgetContext(LiveCache(), lang="fr", tz="Europe/Paris", alarms=Engine()))
+    assert view.table.value.iloc[0]["time"] == "25/11/2026 11:00:00"

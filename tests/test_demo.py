@@ -103,6 +103,10 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
         wait_until(lambda: any(status == 200 and ctype == "image/png" for _, status, ctype in frames), timeout=20,
                    what="webcam frame fetched")
         expect(page.locator(".vigie-widget-error")).to_have_count(0)
+        # Times in the server's zone (the demo's is Europe/Paris, UTC+1 in November), formatted by the browser.
+        labels = page.evaluate(ZONED_TICKS_JS)
+        assert labels == ["13:00\n2026-11-25", "14:00"], labels
+        expect(page.locator(".vigie-widget-webcam")).to_contain_text("Europe/Paris")
         chart = page.locator(".vigie-widget-timeseries canvas").first
         wait_until(lambda: (chart.bounding_box() or {"width": 0})["width"] > 600, timeout=20,
                    what="charts laid out at full width")
@@ -114,6 +118,18 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
                and urlparse(u).hostname not in ("127.0.0.1", "localhost")]
     assert not offsite, offsite[:10]
 
+
+
+ZONED_TICKS_JS = """() => {
+    for (const doc of Bokeh.documents) {
+        for (const m of doc.all_models) {
+            if (m.constructor.__name__ === "CustomJSTickFormatter") {
+                return m.doFormat([Date.UTC(2026, 10, 25, 12, 0), Date.UTC(2026, 10, 25, 13, 0)], {});
+            }
+        }
+    }
+    return null;
+}"""
 
 def test_demo_stops_cleanly_on_sigint(demo):
     proc, base, tmp = demo

@@ -32,6 +32,7 @@ class WidgetContext:
     live: LiveCache
     store: StoreEngine | None = None
     lang: str = "en"
+    tz: str = "UTC"  # the zone times are shown in (server.timezone)
     cameras: Any = None
     alarms: Any = None
     limits: Any = None  # callable(series_key) -> list of (value, label, colour), from alarm rules

@@ -10,8 +10,9 @@ from __future__ import annotations
 import html
 import io
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import holoviews as hv
 import holoviews.plotting.bokeh
@@ -30,18 +31,21 @@ if TYPE_CHECKING:
 BUCKETS = 800
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400,
           "5y": 5 * 365 * 86400}
-CUSTOM = "custom"  # the range between the From and To fields (UTC)
+CUSTOM = "custom"  # the range between the From and To fields (in the server's time zone)
 
 
-def _utc_arg(name: str) -> datetime | None:
-    """Return a ``?start=`` / ``?end=`` ISO time argument as naive UTC, or None."""
+def _time_arg(name: str, tz: ZoneInfo) -> datetime | None:
+    """Return a ``?start=`` / ``?end=`` ISO time argument as a naive time in ``tz``, or None.
+
+    A time with an offset (``...Z``, ``+01:00``) is converted; one without is taken as already in ``tz``.
+    """
     raw = session_arg(name)
     if not raw:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    except (ValueError, OverflowError):  # not a time, or one that leaves the calendar once in UTC
+        return value.astimezone(tz).replace(tzinfo=None) if value.tzinfo else value
+    except (ValueError, OverflowError):  # not a time, or one that leaves the calendar in that zone
         return None
 
 
@@ -51,7 +55,7 @@ def envelope_frame(env: Envelope) -> pd.DataFrame:
                          "min": env.min, "mean": env.mean, "max": env.max})
 
 
-def envelope_plot(env: Envelope, unit: str = "", lang: str = "en") -> hv.Overlay:
+def envelope_plot(env: Envelope, unit: str = "", lang: str = "en", tz: str = "UTC") -> hv.Overlay:
     """Return the min-max band and the mean line of an envelope."""
     frame = envelope_frame(env)
     frame["time"] = frame["time"].dt.tz_localize(None)
@@ -60,7 +64,7 @@ def envelope_plot(env: Envelope, unit: str = "", lang: str = "en") -> hv.Overlay
     mean = hv.Curve(frame, "time", "mean", label="mean").opts(color="#1f77b4", line_width=1.5)
     return (band * mean).opts(responsive=True, min_height=400, ylabel=unit or "value", show_grid=True,
                               legend_position="top_left",
-                              hooks=[lambda plot, _element: localize_time_axis(plot.state, lang)])
+                              hooks=[lambda plot, _element: localize_time_axis(plot.state, lang, tz)])
 
 
 class HistoryExplorer:
@@ -74,17 +78,20 @@ class HistoryExplorer:
                                                    value=session_arg("series") or (keys[0] if keys else ""),
                                                    case_sensitive=False, search_strategy="includes",
                                                    min_characters=1, width=320, restrict=False)
-        start, end = _utc_arg("start"), _utc_arg("end")
+        self.tz = runtime.loaded.config.server.timezone
+        zone = self.zone = ZoneInfo(self.tz)
+        start, end = _time_arg("start", zone), _time_arg("end", zone)
         custom = start is not None and end is not None and start < end
-        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        now = datetime.now(zone).replace(tzinfo=None, microsecond=0)
         self.range = pn.widgets.Select(name=t("Range", lang), options=[*RANGES, CUSTOM],
                                        value=CUSTOM if custom else
                                        session_arg("range") if session_arg("range") in RANGES else "1h",
                                        width=100, css_classes=["vigie-range"])
-        # Plain text fields (YYYY-MM-DD HH:MM:SS, UTC, as every time on the pages): no date-picker script.
-        self.start = pn.widgets.DatetimeInput(name=t("From (UTC)", lang), value=start or now - timedelta(days=1),
-                                              width=180, visible=custom, css_classes=["vigie-from"])
-        self.end = pn.widgets.DatetimeInput(name=t("To (UTC)", lang), value=end or now, width=180,
+        # Plain text fields (YYYY-MM-DD HH:MM:SS, in the zone every time on the pages is in): no picker script.
+        self.start = pn.widgets.DatetimeInput(name=f"{t('From', lang)} ({self.tz})",
+                                              value=start or now - timedelta(days=1), width=180, visible=custom,
+                                              css_classes=["vigie-from"])
+        self.end = pn.widgets.DatetimeInput(name=f"{t('To', lang)} ({self.tz})", value=end or now, width=180,
                                             visible=custom, css_classes=["vigie-to"])
         self.range.param.watch(self._on_range, "value")
         self.query_button = pn.widgets.Button(name=t("Query", lang), button_type="primary", width=100,
@@ -109,7 +116,8 @@ class HistoryExplorer:
         start, end = self.start.value, self.end.value
         if start is None or end is None or start >= end:
             raise ValueError(t("From must be before To", self.lang))
-        return datetime_to_ns(start), datetime_to_ns(end), f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
+        return (datetime_to_ns(start.replace(tzinfo=self.zone)), datetime_to_ns(end.replace(tzinfo=self.zone)),
+                f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}")
 
     async def _on_query(self, _event=None) -> None:
         await self.query()
@@ -129,7 +137,7 @@ class HistoryExplorer:
         elapsed = (time.perf_counter() - t0) * 1000
         self.env = env
         ring = self.runtime.live.get(key)
-        self.plot.object = envelope_plot(env, ring.unit if ring else "", self.lang)
+        self.plot.object = envelope_plot(env, ring.unit if ring else "", self.lang, self.tz)
         self.download.filename = f"{key.replace('/', '_')}_{label}.csv"
         self.info.object = (f"<span data-buckets='{len(env)}'>{len(env)} {t('buckets of', self.lang)} "
                             f"{env.bucket_ns / 1e9:g} s · {elapsed:.0f} ms</span>")

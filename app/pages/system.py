@@ -31,9 +31,10 @@ def sources_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
 def dead_letters_html(runtime: Runtime, lang: str) -> str:
     """Return the recent rejected inputs of every source as an HTML table."""
     rows = []
+    tz = runtime.loaded.config.server.timezone
     for source in runtime.sources:
         for d in list(source.dead.recent)[-20:]:
-            rows.append(f"<tr><td>{fmt_time(d.time_ns, lang)}</td><td>{html.escape(d.source)}</td>"
+            rows.append(f"<tr><td>{fmt_time(d.time_ns, lang, tz)}</td><td>{html.escape(d.source)}</td>"
                         f"<td>{html.escape(d.where)}</td><td>{html.escape(d.kind)}</td>"
                         f"<td>{html.escape(d.reason)}</td><td><code>{html.escape(d.preview)}</code></td></tr>")
     if not rows:

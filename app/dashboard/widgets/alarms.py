@@ -64,7 +64,7 @@ class AlarmsView(WidgetView):
         floor = severity_rank(self.spec.severity_min)
         kept = [a for a in alarms if severity_rank(a.get("severity")) >= floor]
         kept.sort(key=lambda a: a.get("time_ns", 0), reverse=True)
-        return [(fmt_time(int(a.get("time_ns", 0)), self.lang), t(str(a.get("severity", "")), self.lang),
+        return [(fmt_time(int(a.get("time_ns", 0)), self.lang, self.ctx.tz), t(str(a.get("severity", "")), self.lang),
                  str(a.get("series", "")), str(a.get("message", "")), t(str(a.get("state", "")), self.lang))
                 for a in kept[: self.spec.max_rows]]
 

@@ -109,7 +109,7 @@ class TableView(WidgetView):
                 "unit": latest.unit,
                 "age": fmt_age(max(0.0, (now - latest.time_ns) / 1e9), lang),
                 "quality": t(str(latest.quality), lang),
-                "time": fmt_time(latest.time_ns, lang),
+                "time": fmt_time(latest.time_ns, lang, self.ctx.tz),
             }
             out.append((key, tuple(cells[c] for c in cols)))
         return out

@@ -122,7 +122,7 @@ class TimeSeriesView(WidgetView):
             y_range=DataRange1d(range_padding=0.1), y_axis_label=self.spec.y_label or unit or "value",
         )
         fig.toolbar.logo = None
-        localize_time_axis(fig, self.lang)
+        localize_time_axis(fig, self.lang, self.ctx.tz)
         fig.xgrid.grid_line_alpha = fig.ygrid.grid_line_alpha = 0.5
         self.figure = fig
         self.sources: dict[str, ColumnDataSource] = {}

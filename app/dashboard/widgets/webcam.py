@@ -102,5 +102,5 @@ class WebcamView(WidgetView):
                     self._show(f"data:{ctype};base64,{base64.b64encode(data).decode()}")
         if self.shown_ns is not None:
             self.caption.object = (f"{t('Camera', self.lang)} {html.escape(self.spec.camera)} · "
-                                   f"{fmt_time(self.shown_ns, self.lang)} UTC "
+                                   f"{fmt_time(self.shown_ns, self.lang, self.ctx.tz)} {self.ctx.tz} "
                                    f"({fmt_age(age_seconds(self.shown_ns), self.lang)})")
