@@ -335,6 +335,8 @@ class OpcUaSpec(Spec):
     queue_size = param.Integer(default=10, bounds=(1, 10_000),
                                doc="Values the server keeps per item between publishes (raise for fast signals).")
     timeout_s = param.Number(default=4.0, bounds=(0.1, 300), doc="Request timeout (connect, read, disconnect).")
+    reconnect_max_delay_s = param.Number(default=5.0, bounds=(0.1, 3600),
+                                         doc="Longest wait between reconnection attempts (the wait doubles to it).")
     nodes = param.List(default=[], item_type=NodeSpec)
 
     @classmethod

@@ -81,7 +81,7 @@ def build_opcua(spec: OpcUaSpec, hub: Hub, loaded: LoadedConfig) -> Source:
         server_certificate=spec.server_certificate, username=loaded.secret(spec.username_env),
         password=loaded.secret(spec.password_env), sampling_interval_ms=spec.sampling_interval_ms,
         publishing_interval_ms=spec.publishing_interval_ms, deadband=spec.deadband,
-        queue_size=spec.queue_size, timeout_s=spec.timeout_s,
+        queue_size=spec.queue_size, timeout_s=spec.timeout_s, reconnect_max_delay_s=spec.reconnect_max_delay_s,
     )
 
 

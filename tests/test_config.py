@@ -102,9 +102,9 @@ def test_opcua_queue_and_timeout_reach_the_source(tmp_path):
 
     write(tmp_path, "vigie.yaml", "store: {engine: embedded, data_dir: data}\n"
           "opcua:\n  - {name: plc, url: 'opc.tcp://127.0.0.1:4840/', queue_size: 200, timeout_s: 9,\n"
-          "     nodes: [{node_id: 'ns=2;i=2', device: p, metric: m}]}\n")
+          "     reconnect_max_delay_s: 30, nodes: [{node_id: 'ns=2;i=2', device: p, metric: m}]}\n")
     source = Runtime(load_config(tmp_path, env={}), base_dir=tmp_path).sources[0]
-    assert (source.queue_size, source.timeout_s) == (200, 9)
+    assert (source.queue_size, source.timeout_s, source._backoff.cap) == (200, 9, 30)
     write(tmp_path, "vigie.yaml", "opcua:\n  - {name: plc, url: 'opc.tcp://h:4840/', queue_size: 0}\n")
     with pytest.raises(ConfigError, match=r"opcua\[0\]\.queue_size|queue_size"):
         load_config(tmp_path, env={})
