@@ -326,7 +326,7 @@ async def test_times_are_shown_and_read_in_the_servers_time_zone(tmp_path):
     (tmp_path / "config" / "v.yaml").write_text("server: {timezone: Europe/Paris}\n")
     runtime = Runtime(load_config(tmp_path / "config", env={}), base_dir=tmp_path)
     explorer = HistoryExplorer(runtime, "fr")
-    assert explorer.start.name == "Du (Europe/Paris)"
+    assert explorer.start.label == "Du (Europe/Paris)"
     explorer.range.value = "custom"
     explorer.start.value, explorer.end.value = datetime(2026, 11, 25, 13, 0), datetime(2026, 7, 1, 14, 0)
     with pytest.raises(ValueError):

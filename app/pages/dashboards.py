@@ -119,21 +119,21 @@ class DashboardEditor:
     # -- toolbar ----------------------------------------------------------
     def _toolbar(self) -> pn.FlexBox:
         lang = self.lang
-        self.edit_toggle = pn.widgets.Toggle(name=t("Edit", lang), width=90, css_classes=["vigie-edit"])
-        self.save_button = pn.widgets.Button(name=t("Save", lang), button_type="primary", width=90,
+        self.edit_toggle = pn.widgets.Toggle(label=t("Edit", lang), width=90, css_classes=["vigie-edit"])
+        self.save_button = pn.widgets.Button(label=t("Save", lang), color="primary", width=90,
                                              disabled=True, css_classes=["vigie-save"])
         self.save_as_name = pn.widgets.TextInput(placeholder="new-name", width=140, css_classes=["vigie-save-as-name"])
-        self.save_as_button = pn.widgets.Button(name=t("Save as", lang), width=110)
-        self.undo_button = pn.widgets.Button(name=t("Undo", lang), width=80)
-        self.delete_button = pn.widgets.Button(name=t("Delete", lang), button_type="danger", width=90)
-        self.versions = pn.widgets.Select(name="", options=[], width=220, css_classes=["vigie-versions"])
-        self.restore_button = pn.widgets.Button(name=t("Restore", lang), width=90)
-        self.kind_select = pn.widgets.Select(name="", options=sorted(WidgetSpec.kinds()), width=130,
+        self.save_as_button = pn.widgets.Button(label=t("Save as", lang), width=110)
+        self.undo_button = pn.widgets.Button(label=t("Undo", lang), width=80)
+        self.delete_button = pn.widgets.Button(label=t("Delete", lang), color="danger", width=90)
+        self.versions = pn.widgets.Select(label="", options=[], width=220, css_classes=["vigie-versions"])
+        self.restore_button = pn.widgets.Button(label=t("Restore", lang), width=90)
+        self.kind_select = pn.widgets.Select(label="", options=sorted(WidgetSpec.kinds()), width=130,
                                              css_classes=["vigie-kind"])
-        self.add_button = pn.widgets.Button(name=t("Add widget", lang), width=120, css_classes=["vigie-add"])
-        self.widget_select = pn.widgets.Select(name="", options=[], width=140, css_classes=["vigie-widget-select"])
-        self.configure_button = pn.widgets.Button(name="⚙", width=40)
-        self.remove_button = pn.widgets.Button(name=t("Remove", lang), width=90)
+        self.add_button = pn.widgets.Button(label=t("Add widget", lang), width=120, css_classes=["vigie-add"])
+        self.widget_select = pn.widgets.Select(label="", options=[], width=140, css_classes=["vigie-widget-select"])
+        self.configure_button = pn.widgets.Button(label="⚙", width=40)
+        self.remove_button = pn.widgets.Button(label=t("Remove", lang), width=90)
         self.edit_toggle.param.watch(self._on_edit, "value")
         self.save_button.on_click(lambda e: self._guard(self.save))
         self.save_as_button.on_click(lambda e: self._guard(self.save_as, self.save_as_name.value))
@@ -216,8 +216,8 @@ class DashboardEditor:
         """Delete, after a second click on the same button."""
         self._check()
         armed = "✔ " + t("Delete", self.lang) + "?"
-        if self.delete_button.name != armed:
-            self.delete_button.name = armed
+        if self.delete_button.label != armed:
+            self.delete_button.label = armed
             self._say(t("Click again within 5 s to delete", self.lang) + f" layouts/{self.name}.yaml", ok=False)
             self._delete_prompt = self.message.object
             doc = pn.state.curdoc
@@ -225,7 +225,7 @@ class DashboardEditor:
                 self._disarm = doc.add_timeout_callback(self._disarm_delete, DELETE_CONFIRM_MS)
             return
         self._cancel_disarm()
-        self.delete_button.name = t("Delete", self.lang)
+        self.delete_button.label = t("Delete", self.lang)
         self.layouts.delete(self.name)
         self._say(f"layouts/{self.name}.yaml " + t("deleted", self.lang))
         self.grid_holder[:] = [pn.pane.HTML("<a href='/dashboards'>← " + t("Dashboards", self.lang) + "</a>")]
@@ -233,7 +233,7 @@ class DashboardEditor:
     def _disarm_delete(self) -> None:
         """The second click did not come in time: Delete asks again next time."""
         self._disarm = None
-        self.delete_button.name = t("Delete", self.lang)
+        self.delete_button.label = t("Delete", self.lang)
         if self.message.object == self._delete_prompt:  # not a newer message
             self.message.object = ""
 
@@ -263,7 +263,7 @@ class DashboardEditor:
             return
         clone = type(widget).from_spec(widget.to_spec())
         form = spec_form(clone, self.runtime.live.keys())
-        apply = pn.widgets.Button(name="OK", button_type="primary", width=80, css_classes=["vigie-apply"])
+        apply = pn.widgets.Button(label="OK", color="primary", width=80, css_classes=["vigie-apply"])
 
         def on_apply(_event) -> None:
             self._guard(self._apply, widget.id, clone)
@@ -316,9 +316,9 @@ def dashboards_list_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.
     if runtime.loaded.config.server.editing:
         devices = sorted({k.split("/", 1)[0] for k in runtime.live.keys()})
         sites = sorted({v.tags["site"] for v in runtime.live.latest() if "site" in v.tags})
-        target = pn.widgets.Select(name="", options=[f"device:{d}" for d in devices] + [f"site:{s}" for s in sites],
+        target = pn.widgets.Select(label="", options=[f"device:{d}" for d in devices] + [f"site:{s}" for s in sites],
                                    width=240)
-        go = pn.widgets.Button(name=t("Generate dashboard", lang), width=200)
+        go = pn.widgets.Button(label=t("Generate dashboard", lang), width=200)
         result = pn.pane.HTML("")
 
         def generate(_event) -> None:

@@ -74,7 +74,7 @@ class HistoryExplorer:
         self.runtime = runtime
         self.lang = lang
         keys = runtime.live.keys()
-        self.series = pn.widgets.AutocompleteInput(name=t("Series", lang), options=keys,
+        self.series = pn.widgets.AutocompleteInput(label=t("Series", lang), options=keys,
                                                    value=session_arg("series") or (keys[0] if keys else ""),
                                                    case_sensitive=False, search_strategy="includes",
                                                    min_characters=1, width=320, restrict=False)
@@ -83,18 +83,18 @@ class HistoryExplorer:
         start, end = _time_arg("start", zone), _time_arg("end", zone)
         custom = start is not None and end is not None and start < end
         now = datetime.now(zone).replace(tzinfo=None, microsecond=0)
-        self.range = pn.widgets.Select(name=t("Range", lang), options=[*RANGES, CUSTOM],
+        self.range = pn.widgets.Select(label=t("Range", lang), options=[*RANGES, CUSTOM],
                                        value=CUSTOM if custom else
                                        session_arg("range") if session_arg("range") in RANGES else "1h",
                                        width=100, css_classes=["vigie-range"])
         # Plain text fields (YYYY-MM-DD HH:MM:SS, in the zone every time on the pages is in): no picker script.
-        self.start = pn.widgets.DatetimeInput(name=f"{t('From', lang)} ({self.tz})",
+        self.start = pn.widgets.DatetimeInput(label=f"{t('From', lang)} ({self.tz})",
                                               value=start or now - timedelta(days=1), width=180, visible=custom,
                                               css_classes=["vigie-from"])
-        self.end = pn.widgets.DatetimeInput(name=f"{t('To', lang)} ({self.tz})", value=end or now, width=180,
+        self.end = pn.widgets.DatetimeInput(label=f"{t('To', lang)} ({self.tz})", value=end or now, width=180,
                                             visible=custom, css_classes=["vigie-to"])
         self.range.param.watch(self._on_range, "value")
-        self.query_button = pn.widgets.Button(name=t("Query", lang), button_type="primary", width=100,
+        self.query_button = pn.widgets.Button(label=t("Query", lang), color="primary", width=100,
                                               css_classes=["vigie-query"])
         self.info = pn.pane.HTML("", css_classes=["vigie-history-info"])
         self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=400)

@@ -312,9 +312,9 @@ class TimeSeriesView(WidgetView):
 
     def header(self) -> pn.viewable.Viewable:
         self.window_select = pn.widgets.Select(
-            name="", options=list(WINDOWS), value=self.spec.window, width=80, margin=(0, 5),
+            label="", options=list(WINDOWS), value=self.spec.window, width=80, margin=(0, 5),
             css_classes=["vigie-window"])
-        self.pause_button = pn.widgets.Toggle(name=t("Pause", self.lang), width=90, margin=(0, 5),
+        self.pause_button = pn.widgets.Toggle(label=t("Pause", self.lang), width=90, margin=(0, 5),
                                               css_classes=["vigie-pause"])
         self.window_select.param.watch(self._on_window, "value")
         self.pause_button.param.watch(self._on_pause, "value")
@@ -332,7 +332,7 @@ class TimeSeriesView(WidgetView):
     def _on_pause(self, event: param.parameterized.Event) -> None:
         """Pause freezes the chart where it is; Resume streams what came meanwhile and follows again."""
         self.paused = bool(event.new)
-        self.pause_button.name = t("Resume" if self.paused else "Pause", self.lang)
+        self.pause_button.label = t("Resume" if self.paused else "Pause", self.lang)
         if self.paused:
             self._freeze()
         else:
