@@ -32,7 +32,7 @@ class VigieServer:
     """`vigie serve --config DIR` in a subprocess, with its own layouts directory."""
 
     def __init__(self, tmp: Path, mqtt_port: int, *, editing: bool, frame_ancestors: list[str] = (),
-                 layouts: dict[str, str] | None = None, idle_session_s: float = 15.0) -> None:
+                 layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "") -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -49,6 +49,7 @@ class VigieServer:
             f"mqtt:\n  - name: m\n    port: {mqtt_port}\n    client_id: browser-{self.port}\n"
             "    subscriptions:\n      - topic: bt/{site}/{device}/telemetry\n"
             "        fields: {level: {unit: m}}\n"
+            + extra_config
         )
         self.log = tmp / "vigie.log"
         self.proc: subprocess.Popen | None = None

@@ -37,6 +37,9 @@ widgets:
 """
 
 
+ALARM_RULES = "alarms:\n  rules:\n    - {name: bt flood, series: bt-2/level, above: 50, severity: critical}\n"
+
+
 def send(mosquitto, value: float, device: str = "bt-1") -> None:
     """Publish one reading at QoS 1 and return once the broker has it (Playwright owns the loop)."""
     payload = json.dumps({"ts": int(time.time() * 1000), "level": value})
@@ -100,7 +103,8 @@ def vigie(tmp_path_factory, mosquitto, portal):
     # In a thread of its own: Playwright's sync API may already run an event loop in this one.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         history_end_ns = pool.submit(asyncio.run, write_history(tmp / "data")).result()
-    server = VigieServer(tmp, mosquitto.port, editing=True, frame_ancestors=[portal.origin], layouts={"bt": LAYOUT})
+    server = VigieServer(tmp, mosquitto.port, editing=True, frame_ancestors=[portal.origin], layouts={"bt": LAYOUT},
+                         extra_config=ALARM_RULES)
     server.history_end_ns = history_end_ns  # the newest stored point; live readings come after it
     server.start()
     send(mosquitto, 1.0)  # the series exists before pages open
@@ -514,3 +518,22 @@ def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, reques
         assert " ERROR app." not in server.log.read_text()
     finally:
         server.stop()
+
+
+def test_a_reading_over_its_alarm_limit_turns_the_page_red_within_2s(page, vigie, mosquitto):
+    """The alarm path end to end: MQTT → rule → tile colour and active alarms list, in the browser."""
+    (vigie.layouts / "al.yaml").write_text(
+        "title: Alarm\nwidgets:\n"
+        "- {type: value, id: t, x: 0, y: 0, w: 4, h: 2, series: bt-2/level}\n"
+        "- {type: alarms, id: a, x: 4, y: 0, w: 8, h: 3}\n")
+    send(mosquitto, 10.0, device="bt-2")
+    page.goto(f"{vigie.base}/dashboard?name=al")
+    tile = page.locator(".vigie-tile").first
+    playwright_api.expect(tile).to_have_attribute("data-state", "ok", timeout=20_000)
+    send(mosquitto, 61.5, device="bt-2")
+    t0 = time.monotonic()
+    playwright_api.expect(tile).to_have_attribute("data-state", "alarm", timeout=2_000)
+    assert time.monotonic() - t0 < 2.0
+    playwright_api.expect(page.locator(".vigie-alarms")).to_contain_text("bt flood", timeout=5_000)
+    send(mosquitto, 10.0, device="bt-2")
+    playwright_api.expect(tile).to_have_attribute("data-state", "ok", timeout=2_000)
