@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import param
 import yaml
 
-from app.alarms.engine import Rule
+from app.alarms.engine import SEVERITIES, Rule
 from app.ingest.decoders import Decoder
 from app.ingest.topics import TemplateError, TopicTemplate
 from app.spec import Problem, Spec, SpecError, did_you_mean
@@ -196,7 +196,7 @@ class AlarmRuleSpec(Spec):
     series = param.String(default=None, allow_None=True, doc="device/metric; globs allowed: dam-*/water_level")
     above = param.Number(default=None, allow_None=True, doc="Alarm while the value is above this.")
     below = param.Number(default=None, allow_None=True, doc="Alarm while the value is below this.")
-    severity = param.Selector(default="high", objects=["low", "medium", "high", "critical"],
+    severity = param.Selector(default="high", objects=list(SEVERITIES),
                               doc="low / medium show as warnings (orange), high / critical as alarms (red).")
     hysteresis = param.Number(default=0.0, bounds=(0, None),
                               doc="The alarm clears once the value is back inside the limit by this much.")
@@ -221,6 +221,9 @@ class AlarmRuleSpec(Spec):
             problems.append(((), "give above, below or both"))
         elif self.above is not None and self.below is not None and self.below >= self.above:
             problems.append((("below",), f"must be lower than above ({self.above})"))
+        elif self.above is not None and self.below is not None and 2 * self.hysteresis >= self.above - self.below:
+            problems.append((("hysteresis",), f"{self.hysteresis:g} leaves no value between below + hysteresis "
+                                              f"and above - hysteresis: the alarm could never clear"))
         return problems
 
     def rule(self) -> Rule:
@@ -228,7 +231,7 @@ class AlarmRuleSpec(Spec):
         return Rule(self.name, self.series, self.severity, self.above, self.below, self.hysteresis, self.message)
 
 
-class AlarmsSpec(Spec):
+class AlarmsSection(Spec):
     """Alarm rules (threshold rules for now)."""
 
     rules = param.List(default=[], item_type=AlarmRuleSpec)
@@ -362,7 +365,7 @@ class VigieConfig(Spec):
     mqtt = param.List(default=[], item_type=MqttSpec)
     opcua = param.List(default=[], item_type=OpcUaSpec)
     cameras = param.ClassSelector(class_=CamerasSpec, default=None, allow_None=True)
-    alarms = param.ClassSelector(class_=AlarmsSpec, default=None, allow_None=True)
+    alarms = param.ClassSelector(class_=AlarmsSection, default=None, allow_None=True)
     map = param.ClassSelector(class_=MapSpecConfig, default=None, allow_None=True)
 
     def __init__(self, **params: Any) -> None:
@@ -371,7 +374,7 @@ class VigieConfig(Spec):
         self.store = self.store or StoreSpec()
         self.http = self.http or HttpIngestSpec()
         self.cameras = self.cameras or CamerasSpec()
-        self.alarms = self.alarms or AlarmsSpec()
+        self.alarms = self.alarms or AlarmsSection()
         self.map = self.map or MapSpecConfig()
 
 

@@ -27,7 +27,7 @@ def test_a_rule_raises_once_holds_and_clears_past_its_hysteresis():
     [alarm] = engine.active()
     assert (alarm["series"], alarm["severity"], alarm["time_ns"], alarm["value"]) == (
         "dam-1/water_level", "critical", NOW + 10**9, 14.8)  # raised at 15.2; 14.8 is not 0.5 below the limit
-    assert alarm["message"] == "dam alert: 14.8 m (> 15 m)"
+    assert alarm["message"] == "dam alert: 15.2 m (> 15 m)"  # the value that crossed it
     engine.accept([level(14.4, dt_s=4)])
     assert engine.active() == [] and engine.raised_total == 1
     assert [t["event"] for t in engine.transitions] == ["raised", "cleared"]
@@ -39,6 +39,34 @@ def test_bad_quality_readings_neither_raise_nor_clear():
     assert engine.active() == []
     engine.accept([level(4.0), level(9.0, dt_s=1, quality="bad")])
     assert len(engine.active()) == 1
+
+
+def test_a_band_rule_names_the_limit_it_crossed_and_late_readings_change_nothing():
+    engine = AlarmEngine([Rule("band", "dam-1/water_level", "high", above=10.0, below=2.0, hysteresis=0.5)])
+    engine.accept([level(5.0), level(1.0, dt_s=1)])
+    assert engine.active()[0]["message"] == "band: 1 m (< 2 m)"
+    engine.accept([level(2.2, dt_s=2)])  # still under 2 + 0.5: active, and still "below"
+    assert engine.active()[0]["message"] == "band: 1 m (< 2 m)" and engine.active()[0]["value"] == 2.2
+    engine.accept([level(11.0, dt_s=-60)])  # a back-filled old reading: not the state now
+    assert engine.active()[0]["value"] == 2.2 and engine.raised_total == 1
+    engine.accept([level(5.0, dt_s=3), level(12.0, dt_s=4)])
+    assert engine.active()[0]["message"] == "band: 12 m (> 10 m)" and engine.raised_total == 2
+
+
+def test_alarms_of_devices_with_no_site_reach_the_overview(tmp_path):
+    from app.config import load_config as load
+    from app.pages.overview import NO_SITE, site_states
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "v.yaml").write_text(
+        "alarms:\n  rules:\n    - {name: hot, series: '*/temp', above: 30, severity: medium}\n")
+    runtime = Runtime(load(tmp_path / "c", env={}), base_dir=tmp_path)
+    reading = Reading("srv-9", "temp", NOW, 35.0)  # no site tag
+    runtime.alarms.accept([reading])
+    runtime.live.accept([Reading("srv-9", "temp", time.time_ns(), 35.0, quality="bad")])
+    [row] = site_states(runtime)
+    assert row["site"] == NO_SITE and row["worst_alarm"]["rule"] == "hot"
+    assert row["state"] == "bad"  # a warning does not hide the worse state of the site
 
 
 def test_what_dashboards_ask_of_the_engine():
@@ -70,7 +98,8 @@ def test_the_alarms_section_is_checked(tmp_path):
         "    - {name: x, series: dam-1/level}\n"
         "    - {name: x, series: dam-1, above: 3, below: 5}\n"
         "    - {name: y, series: d/m, above: 1, severity: urgent, hystersis: 1}\n"
-        "    - {series: d/m, above: 1}\n")
+        "    - {series: d/m, above: 1}\n"
+        "    - {name: z, series: d/m, above: 10, below: 9, hysteresis: 0.6}\n")
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path, env={})
     text = str(err.value)
@@ -79,6 +108,7 @@ def test_the_alarms_section_is_checked(tmp_path):
     assert "a.yaml:4: alarms.rules[1].below: must be lower than above (3" in text
     assert "alarms.rules: rule name 'x' is used twice" in text
     assert "a.yaml:6: alarms.rules[3].name: missing (required)" in text
+    assert "a.yaml:7: alarms.rules[4].hysteresis: 0.6 leaves no value" in text
     assert "alarms.rules[2].severity" in text and "urgent" in text
     assert "alarms.rules[2].hystersis: unknown key (did you mean 'hysteresis'?)" in text
 
@@ -123,8 +153,10 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
         ctx = widget_context(runtime, "fr")
         tile = ValueSpec(id="t", series="dam-1/water_level").view(ctx)
         assert "data-state='alarm'" in tile.render()
-        calm = ValueSpec(id="c", series="dam-2/water_level", warn_above=5).view(ctx)
-        assert "data-state='ok'" in calm.render()  # the rules decide, not the tile's warn_above
+        calm = ValueSpec(id="c", series="dam-2/water_level").view(ctx)
+        assert "data-state='ok'" in calm.render()
+        own = ValueSpec(id="o", series="dam-2/water_level", alarm_above=5).view(ctx)
+        assert "data-state='alarm'" in own.render()  # the worse of the tile's thresholds and the rules
         grid = StatusGridSpec(id="g", devices=["dam-*"]).view(ctx)
         grid.refresh()
         assert ("dam-1", "alarm") in [(d, s) for d, s, _age in grid.cells]

@@ -23,7 +23,7 @@ from paho.mqtt import publish as paho_publish
 
 from app.model import Reading
 from app.store.embedded import EmbeddedStore
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, VigieServer, get
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, VigieServer, get
 from tests.servers import free_port, wait_until
 
 pytestmark = pytest.mark.browser
@@ -493,7 +493,7 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
     # No callback of the editor failed. (Tornado logs a closed browser websocket as an unretrieved task
     # error, and /health answers 503 at start: neither is ours.)
     log = vigie.log.read_text()
-    assert 'app/pages/' not in log and " ERROR app." not in log and "AttributeError" not in log, log[-3000:]
+    assert f'File "{ROOT / "app"}' not in log and " ERROR app." not in log, log[-3000:]
 
 
 def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, requests_seen):
@@ -531,9 +531,7 @@ def test_a_reading_over_its_alarm_limit_turns_the_page_red_within_2s(page, vigie
     tile = page.locator(".vigie-tile").first
     playwright_api.expect(tile).to_have_attribute("data-state", "ok", timeout=20_000)
     send(mosquitto, 61.5, device="bt-2")
-    t0 = time.monotonic()
     playwright_api.expect(tile).to_have_attribute("data-state", "alarm", timeout=2_000)
-    assert time.monotonic() - t0 < 2.0
     playwright_api.expect(page.locator(".vigie-alarms")).to_contain_text("bt flood", timeout=5_000)
     send(mosquitto, 10.0, device="bt-2")
     playwright_api.expect(tile).to_have_attribute("data-state", "ok", timeout=2_000)

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from app.dashboard.time_axis import _ZONED_JS
 from tests.browser import ROOT, get
 from tests.servers import free_port, wait_until
 
@@ -106,6 +107,13 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
         # Times in the server's zone (the demo's is Europe/Paris, UTC+1 in November), formatted by the browser.
         labels = page.evaluate(ZONED_TICKS_JS)
         assert labels == ["13:00\n2026-11-25", "14:00"], labels
+        # Day ticks (on UTC midnights) keep their date west of Greenwich too.
+        days = page.evaluate("""([code]) => {
+            const f = new Function("tick", "index", "ticks", "tz", "lang", code).bind({});
+            const t = [Date.UTC(2026, 10, 24), Date.UTC(2026, 10, 25)];
+            return t.map((x, i) => f(x, i, t, "America/New_York", "fr"));
+        }""", [_ZONED_JS])
+        assert days == ["24/11", "25/11"], days
         expect(page.locator(".vigie-widget-webcam")).to_contain_text("Europe/Paris")
         chart = page.locator(".vigie-widget-timeseries canvas").first
         wait_until(lambda: (chart.bounding_box() or {"width": 0})["width"] > 600, timeout=20,

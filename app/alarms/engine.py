@@ -70,13 +70,17 @@ class Alarm:
     raised_ns: int
     value: float
     unit: str = ""
+    above: bool = True  # which limit was crossed (a rule may have both)
+    raised_value: float = 0.0  # the value that crossed it (the message says this one; ``value`` moves on)
+
+    def __post_init__(self) -> None:
+        self.raised_value = self.value
 
     def as_dict(self) -> dict[str, Any]:
         """Return the row the dashboards and the API show."""
         rule, unit = self.rule, f" {self.unit}" if self.unit else ""
-        side, limit = (">", rule.above) if rule.above is not None and (
-            rule.below is None or self.value > rule.below) else ("<", rule.below)
-        message = rule.message or f"{rule.name}: {self.value:g}{unit} ({side} {limit:g}{unit})"
+        side, limit = (">", rule.above) if self.above else ("<", rule.below)
+        message = rule.message or f"{rule.name}: {self.raised_value:g}{unit} ({side} {limit:g}{unit})"
         return {"time_ns": self.raised_ns, "severity": self.rule.severity, "series": self.key,
                 "device": self.device, "site": self.site, "message": message, "state": "active",
                 "rule": self.rule.name, "value": self.value}
@@ -90,6 +94,7 @@ class AlarmEngine:
         self._rules_for: dict[str, tuple[Rule, ...]] = {}  # series key -> matching rules (cached per key)
         self._active: dict[tuple[str, str], Alarm] = {}  # (rule name, series key) -> alarm
         self.transitions: deque[dict[str, Any]] = deque(maxlen=history)
+        self._last_ns: dict[str, int] = {}  # series key -> time of the newest reading evaluated
         self.raised_total = 0
         self.version = 0  # grows with every raise or clear: a cheap "anything changed?" for pages
 
@@ -103,22 +108,28 @@ class AlarmEngine:
 
     def accept(self, batch: Sequence[Reading]) -> None:
         """Evaluate a batch (the hub's first consumer: no alarm waits for storage or pages)."""
-        rules_for = self._rules_for
+        rules_for, last_ns = self._rules_for, self._last_ns
         for r in batch:
-            rules = rules_for.get(r.key)
+            key = r.key
+            rules = rules_for.get(key)
             if rules is None:
-                rules = self.rules_for(r.key)
+                rules = self.rules_for(key)
             if not rules or r.quality == "bad":
                 continue
+            # A late or back-filled reading (an import, a backlog) says nothing about now.
+            if r.time_ns < last_ns.get(key, 0):
+                continue
+            last_ns[key] = r.time_ns
             for rule in rules:
-                self._evaluate(rule, r)
+                self._evaluate(rule, r, key)
 
-    def _evaluate(self, rule: Rule, r: Reading) -> None:
-        ident = (rule.name, r.key)
+    def _evaluate(self, rule: Rule, r: Reading, key: str) -> None:
+        ident = (rule.name, key)
         alarm = self._active.get(ident)
         if alarm is None:
             if rule.crossed(r.value):
-                alarm = Alarm(rule, r.key, r.device, r.tags.get("site"), r.time_ns, r.value, r.unit)
+                above = rule.above is not None and r.value > rule.above
+                alarm = Alarm(rule, key, r.device, r.tags.get("site"), r.time_ns, r.value, r.unit, above)
                 self._active[ident] = alarm
                 self.raised_total += 1
                 self._transition("raised", alarm, r.time_ns)
@@ -150,8 +161,8 @@ class AlarmEngine:
         """Return the worst state of a device's active alarms, None when it has none."""
         return self._worst(a for a in self._active.values() if a.device == device)
 
-    def worst_for_site(self, site: str) -> dict[str, Any] | None:
-        """Return the most severe (then newest) active alarm of a site, or None."""
+    def worst_for_site(self, site: str | None) -> dict[str, Any] | None:
+        """Return the most severe (then newest) active alarm of a site (None: devices with no site), or None."""
         alarms = [a for a in self._active.values() if a.site == site]
         if not alarms:
             return None

@@ -21,23 +21,26 @@ _FORMATS = {
 }
 
 # The same choices as _FORMATS, by the spacing of the ticks; the first tick carries the date as context.
+# Ticks a day or more apart sit on UTC midnights (Bokeh's ticker): their date is read in UTC, or a zone
+# west of Greenwich would label 25 November "24/11". ``this`` is shared by one call's ticks: the
+# formatters are built once per call, not per tick.
 _ZONED_JS = """
 const span = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 3600e3;
-const locale = lang === "fr" ? "fr-FR" : "en-CA";  // en-CA: ISO-like dates (2026-11-25), 24 h clock
-let opts;
-if (span < 60e3) opts = {hour: "2-digit", minute: "2-digit", second: "2-digit"};
-else if (span < 86400e3) opts = {hour: "2-digit", minute: "2-digit"};
-else if (span < 28 * 86400e3) opts = lang === "fr" ? {day: "2-digit", month: "2-digit"}
-                                                  : {year: "numeric", month: "2-digit", day: "2-digit"};
-else if (span < 365 * 86400e3) opts = {year: "numeric", month: "2-digit"};
-else opts = {year: "numeric"};
-const date = new Date(tick);
-let label = new Intl.DateTimeFormat(locale, {timeZone: tz, hourCycle: "h23", ...opts}).format(date);
-if (index === 0 && span < 86400e3) {
-    label += "\\n" + new Intl.DateTimeFormat(locale, {timeZone: tz, year: "numeric", month: "2-digit",
-                                                      day: "2-digit"}).format(date);
+if (this.format === undefined) {
+    const locale = lang === "fr" ? "fr-FR" : "en-CA";  // en-CA: ISO-like dates (2026-11-25), 24 h clock
+    const zone = span < 86400e3 ? tz : "UTC";
+    let opts;
+    if (span < 60e3) opts = {hour: "2-digit", minute: "2-digit", second: "2-digit"};
+    else if (span < 86400e3) opts = {hour: "2-digit", minute: "2-digit"};
+    else if (span < 28 * 86400e3) opts = lang === "fr" ? {day: "2-digit", month: "2-digit"}
+                                                      : {year: "numeric", month: "2-digit", day: "2-digit"};
+    else if (span < 365 * 86400e3) opts = {year: "numeric", month: "2-digit"};
+    else opts = {year: "numeric"};
+    this.format = new Intl.DateTimeFormat(locale, {timeZone: zone, hourCycle: "h23", ...opts});
+    this.date = new Intl.DateTimeFormat(locale, {timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit"});
 }
-return label;
+const label = this.format.format(new Date(tick));
+return index === 0 && span < 86400e3 ? label + "\\n" + this.date.format(new Date(tick)) : label;
 """
 
 

@@ -23,6 +23,7 @@ NO_SITE = "—"  # devices whose readings carry no site tag
 TILE_STYLE = ("display:inline-block;vertical-align:top;margin:6px;padding:10px 14px;border-radius:6px;"
               "color:#fff;min-width:180px;line-height:1.4;")
 COLORS = {"ok": "#2e7d32", "bad": "#c62828", "stale": "#757575", "alarm": "#c62828", "warning": "#ef6c00"}
+RANK = {"ok": 0, "stale": 1, "warning": 2, "bad": 3, "alarm": 4}  # a site shows the worst of its states
 
 
 def site_states(runtime: Runtime) -> list[dict]:
@@ -41,9 +42,10 @@ def site_states(runtime: Runtime) -> list[dict]:
             state = "stale"
         elif any(v.quality == "bad" for v in values):
             state = "bad"
-        worst = alarms.worst_for_site(site) if alarms is not None else None
+        # Alarms of devices with no site tag carry no site: they belong to the "(no site)" tile.
+        worst = alarms.worst_for_site(None if site == NO_SITE else site) if alarms is not None else None
         if worst:
-            state = SEVERITY_STATE.get(worst["severity"], "alarm")
+            state = max(state, SEVERITY_STATE.get(worst["severity"], "alarm"), key=RANK.__getitem__)
         rows.append({"site": site, "state": state, "age_s": age, "devices": len({v.device for v in values}),
                      "worst_alarm": worst})
     return rows

@@ -13,11 +13,11 @@ import pandas as pd
 import panel as pn
 import param
 
+from app.alarms.engine import SEVERITIES
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import WidgetContext, WidgetView
 from app.i18n import fmt_time, t
 
-SEVERITIES = ("low", "medium", "high", "critical")
 COLUMNS = ("time", "severity", "series", "message", "state")
 TITLES = {"time": "Time", "severity": "Severity", "series": "Series", "message": "Message", "state": "State"}
 
@@ -51,6 +51,7 @@ class AlarmsView(WidgetView):
 
     def build(self) -> pn.viewable.Viewable:
         self._rows: list[tuple[str, ...]] | None = None
+        self._version: int | None = None  # the engine's raise/clear count at the last refresh
         self.message = pn.pane.HTML("", sizing_mode="stretch_width", visible=False, css_classes=["vigie-note"])
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(COLUMNS)), disabled=True, show_index=False, visible=False,
@@ -69,6 +70,10 @@ class AlarmsView(WidgetView):
                 for a in kept[: self.spec.max_rows]]
 
     def refresh(self) -> None:
+        version = getattr(self.ctx.alarms, "version", None)
+        if version is not None and version == self._version:
+            return  # no alarm raised or cleared since the last refresh
+        self._version = version
         active = getattr(self.ctx.alarms, "active", None)
         if active is None:
             if not self.message.visible:

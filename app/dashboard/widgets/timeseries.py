@@ -143,6 +143,7 @@ class TimeSeriesView(WidgetView):
         if self.spec.show_alarm_limits and self.ctx.limits is not None:
             for key in self.spec.series:
                 lines += list(self.ctx.limits(key))
+        lines = list(dict.fromkeys(lines))  # a glob rule over several series of the chart: one line
         for value, label, color in lines:
             fig.add_layout(Span(location=value, dimension="width", line_color=color, line_dash="dashed",
                                 line_width=1.5))

@@ -95,7 +95,8 @@ class ValueView(WidgetView):
         state = self.spec.state(latest.value, age)
         series_state = getattr(self.ctx.alarms, "series_state", None)
         ruled = series_state(self.spec.series) if series_state is not None else None
-        if ruled is not None and state != "stale":  # the alarm rules decide, where the series has some
+        # The worse of the tile's own thresholds and the series' alarm rules; an alarm shows even when stale.
+        if ruled in ("warning", "alarm") and (state in ("ok", "stale") or (state, ruled) == ("warning", "alarm")):
             state = ruled
         if latest.quality == "bad":
             state = "stale" if state == "ok" else state
