@@ -161,7 +161,8 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
         grid.refresh()
         assert ("dam-1", "alarm") in [(d, s) for d, s, _age in grid.cells]
         table = AlarmsSpec(id="a").view(ctx)
-        assert len(table.table.value) == 2 and set(table.table.value["series"]) == {"dam-1/water_level"}
+        assert len(table._rows) == 2 and {r[2] for r in table._rows} == {"dam-1/water_level"}
+        assert table.html.object.count("dam-1/water_level") == 2
         chart = TimeSeriesSpec(id="ch", series=["dam-1/water_level"]).view(ctx)
         spans = [r.location for r in chart.figure.center if isinstance(r, Span)]
         assert sorted(spans) == [12.0, 14.0]  # the rules' limits, drawn

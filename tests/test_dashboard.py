@@ -341,4 +341,4 @@ async def test_times_are_shown_and_read_in_the_servers_time_zone(tmp_path):
                      "state": "active"}]  # 2026-11-25 10:00 UTC
 
     view = AlarmsSpec(id="a").view(WidgetContext(LiveCache(), lang="fr", tz="Europe/Paris", alarms=Engine()))
-    assert view.table.value.iloc[0]["time"] == "25/11/2026 11:00:00"
+    assert view._rows[0][0] == "25/11/2026 11:00:00" and "25/11/2026 11:00:00" in view.html.object

@@ -7,19 +7,20 @@ the widget says so instead of showing an empty table that would read as
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
-import pandas as pd
 import panel as pn
 import param
 
 from app.alarms.engine import SEVERITIES
 from app.dashboard.spec import WidgetSpec
-from app.dashboard.view import WidgetContext, WidgetView
+from app.dashboard.view import LiveHTML, WidgetContext, WidgetView
 from app.i18n import fmt_time, t
 
 COLUMNS = ("time", "severity", "series", "message", "state")
 TITLES = {"time": "Time", "severity": "Severity", "series": "Series", "message": "Message", "state": "State"}
+SEVERITY_COLORS = {"low": "#ef6c00", "medium": "#ef6c00", "high": "#c62828", "critical": "#c62828"}
 
 
 def severity_rank(severity: Any) -> int:
@@ -45,29 +46,46 @@ class AlarmsSpec(WidgetSpec):
 
 
 class AlarmsView(WidgetView):
-    """Replaces the table's rows only when the list of alarms changed."""
+    """An HTML table in a Bokeh ``Div`` (LiveHTML), rewritten only when an alarm was raised or cleared.
+
+    A Tabulator per session made every raise or clear a 50-session storm: each
+    session re-serialized its table at the same moment, and the event loop
+    stopped for 2-3 s (bench/sessions.py with py-spy). One ``Div`` text change
+    per session costs what a value tile's does.
+    """
 
     spec: AlarmsSpec
 
     def build(self) -> pn.viewable.Viewable:
         self._rows: list[tuple[str, ...]] | None = None
         self._version: int | None = None  # the engine's raise/clear count at the last refresh
-        self.message = pn.pane.HTML("", sizing_mode="stretch_width", visible=False, css_classes=["vigie-note"])
-        self.table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=list(COLUMNS)), disabled=True, show_index=False, visible=False,
-            titles={c: t(TITLES[c], self.lang) for c in COLUMNS}, sizing_mode="stretch_both",
-            layout="fit_data_stretch", css_classes=["vigie-alarms"])
+        self.html = LiveHTML(css_class="vigie-alarms")
         self.refresh()
-        return pn.Column(self.message, self.table, sizing_mode="stretch_both", margin=0)
+        return self.html.panel
 
     def rows(self, alarms: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-        """Return the alarms to show as formatted rows, newest first."""
+        """Return the alarms to show as formatted rows (and each one's severity), newest first."""
         floor = severity_rank(self.spec.severity_min)
         kept = [a for a in alarms if severity_rank(a.get("severity")) >= floor]
         kept.sort(key=lambda a: a.get("time_ns", 0), reverse=True)
         return [(fmt_time(int(a.get("time_ns", 0)), self.lang, self.ctx.tz), t(str(a.get("severity", "")), self.lang),
-                 str(a.get("series", "")), str(a.get("message", "")), t(str(a.get("state", "")), self.lang))
+                 str(a.get("series", "")), str(a.get("message", "")), t(str(a.get("state", "")), self.lang),
+                 str(a.get("severity", "")))  # the last, untranslated, picks the row's colour
                 for a in kept[: self.spec.max_rows]]
+
+    def render(self, rows: list[tuple[str, ...]]) -> str:
+        """Return the table's HTML (every cell escaped: messages come from rules and devices)."""
+        if not rows:
+            return f"<div class='vigie-note'>{t('No active alarm', self.lang)}</div>"
+        head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(t(TITLES[c], self.lang))}</th>"
+                       for c in COLUMNS)
+        body = []
+        for *shown, severity in rows:
+            color = SEVERITY_COLORS.get(severity, "#c62828")
+            cells = "".join(f"<td style='padding:2px 8px'>{html.escape(v)}</td>" for v in shown)
+            body.append(f"<tr style='border-left:4px solid {color}'>{cells}</tr>")
+        return (f"<table class='vigie-alarm-rows' style='border-collapse:collapse;width:100%;font-size:.9em'>"
+                f"<tr style='border-bottom:1px solid #dde3e8'>{head}</tr>{''.join(body)}</table>")
 
     def refresh(self) -> None:
         version = getattr(self.ctx.alarms, "version", None)
@@ -76,16 +94,9 @@ class AlarmsView(WidgetView):
         self._version = version
         active = getattr(self.ctx.alarms, "active", None)
         if active is None:
-            if not self.message.visible:
-                self.message.object = t("No alarm rules configured", self.lang)
-                self.message.visible = True
+            self.html.object = f"<div class='vigie-note'>{t('No alarm rules configured', self.lang)}</div>"
             return
         rows = self.rows(list(active()))
-        if rows == self._rows:
-            return
-        self._rows = rows
-        self.table.value = pd.DataFrame(rows, columns=list(COLUMNS))
-        empty = not rows
-        self.table.visible = not empty  # "No active alarm", not an empty table under it
-        self.message.object = t("No active alarm", self.lang) if empty else ""
-        self.message.visible = empty
+        if rows != self._rows:
+            self._rows = rows
+            self.html.object = self.render(rows)
