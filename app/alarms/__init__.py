@@ -1,6 +1,6 @@
-"""The alarm engine's seat (a later issue): rules evaluated on every reading before the live cache sees it.
+"""Alarms: threshold rules evaluated on every batch before the live cache sees it (``engine.py``).
 
-The hub (app/hub.py) already hands each batch to ``alarms`` first, so a
-storage backlog or a slow page can never delay an alarm; until the engine
-exists that seat is empty and the dashboards show "no alarm engine".
+The hub (app/hub.py) hands each batch to the engine first, so a storage
+backlog or a slow page can never delay an alarm. Acknowledgement, "no data"
+and slope rules, and escalation are later work that builds on this engine.
 """

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -71,7 +71,7 @@ class Alarm:
     value: float
     unit: str = ""
     above: bool = True  # which limit was crossed (a rule may have both)
-    raised_value: float = 0.0  # the value that crossed it (the message says this one; ``value`` moves on)
+    raised_value: float = field(init=False)  # the value that crossed it (the message says it; ``value`` moves on)
 
     def __post_init__(self) -> None:
         self.raised_value = self.value

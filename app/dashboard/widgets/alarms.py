@@ -13,14 +13,13 @@ from typing import Any
 import panel as pn
 import param
 
-from app.alarms.engine import SEVERITIES
+from app.alarms.engine import SEVERITIES, SEVERITY_STATE, STATE_COLOR
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import LiveHTML, WidgetContext, WidgetView
 from app.i18n import fmt_time, t
 
 COLUMNS = ("time", "severity", "series", "message", "state")
 TITLES = {"time": "Time", "severity": "Severity", "series": "Series", "message": "Message", "state": "State"}
-SEVERITY_COLORS = {"low": "#ef6c00", "medium": "#ef6c00", "high": "#c62828", "critical": "#c62828"}
 
 
 def severity_rank(severity: Any) -> int:
@@ -81,7 +80,7 @@ class AlarmsView(WidgetView):
                        for c in COLUMNS)
         body = []
         for *shown, severity in rows:
-            color = SEVERITY_COLORS.get(severity, "#c62828")
+            color = STATE_COLOR[SEVERITY_STATE.get(severity, "alarm")]
             cells = "".join(f"<td style='padding:2px 8px'>{html.escape(v)}</td>" for v in shown)
             body.append(f"<tr style='border-left:4px solid {color}'>{cells}</tr>")
         return (f"<table class='vigie-alarm-rows' style='border-collapse:collapse;width:100%;font-size:.9em'>"
