@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from app.hub import Hub
-from app.ingest.deadletters import DeadLetters
-from app.model import Reading
+from app.ingest.deadletters import PREVIEW_BYTES, DeadLetters
+from app.model import Reading, ReadingScreen
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,29 @@ class Source:
         self.hub = hub
         self.dead = DeadLetters(name)
         self.meter = RateMeter()
+        self.screen = ReadingScreen()
         self.state = ConnectionState.STARTING
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
         self._stopping = asyncio.Event()
 
     def publish(self, batch: Sequence[Reading]) -> None:
-        """Hand a batch to the hub and count it."""
-        if batch:
-            self.meter.add(len(batch))
-            self.hub.publish(batch)
+        """Screen a batch, dead-letter what no store can hold, hand the rest to the hub and count it.
+
+        This is the edge every source shares: one reading with a lone
+        surrogate in its name or a NaN value is refused here with its reason,
+        so it can never make the store refuse the batch of good readings it
+        would have been written with.
+        """
+        if not batch:
+            return
+        good, bad = self.screen.split(batch)
+        for r, reason in bad:
+            self.dead.add(f"{self.name} {r.device!a}/{r.metric!a}", "invalid_reading", reason,
+                          ascii(r)[:PREVIEW_BYTES])
+        if good:
+            self.meter.add(len(good))
+            self.hub.publish(good)
 
     def set_state(self, state: str, error: str | None = None) -> None:
         """Record a connection state change, logging transitions once."""

@@ -108,8 +108,18 @@ class HttpSource(Source):
             dead.add(where, "wrong_type", "'quality' must be good/uncertain/bad and 'tags' an object", text)
             return None
         unit = item.get("unit") or ""
-        return Reading(device, metric, time_ns, float(value), quality, str(unit), self.name,
-                       {str(k): str(v) for k, v in tags.items()})
+        try:
+            number = float(value)
+        except OverflowError:
+            dead.add(where, "not_finite", "'value' is too large for a 64-bit float", text)
+            return None
+        reading = Reading(device, metric, time_ns, number, quality, str(unit), self.name,
+                          {str(k): str(v) for k, v in tags.items()})
+        problem = self.screen.problem(reading)  # the same edge check as every source's, with this item's place
+        if problem is not None:
+            dead.add(where, "invalid_reading", problem, text)
+            return None
+        return reading
 
     def _time(self, raw: Any, received: int) -> int | str:
         """Return ns, or a reason string when the timestamp is unusable."""
