@@ -129,7 +129,8 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         unused_session_lifetime_milliseconds=int(spec.idle_session_s * 1000),
         check_unused_sessions_milliseconds=max(500, int(spec.idle_session_s * 500)),
     )
-    security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors))
+    tiles = security.origin_of(runtime.loaded.config.map.tile_url)
+    security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors, [tiles] if tiles else []))
     server._tornado.settings["log_function"] = access_log
     return server
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,8 +33,10 @@ class VigieServer:
     """`vigie serve --config DIR` in a subprocess, with its own layouts directory."""
 
     def __init__(self, tmp: Path, mqtt_port: int, *, editing: bool, frame_ancestors: list[str] = (),
-                 layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "") -> None:
+                 layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "",
+                 env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
+        self.env = env  # added to this process's environment (secrets such as the ingest token)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "config"
@@ -57,7 +60,8 @@ class VigieServer:
     def start(self) -> VigieServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--config", str(self.config), "--data-root", str(self.tmp)],
-            cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+            cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env else None)
         wait_until(lambda: self.proc.poll() is not None or self.mqtt_connected(), timeout=60,
                    what="vigie serve ready")
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
