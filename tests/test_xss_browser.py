@@ -229,6 +229,8 @@ def test_overview_history_and_system_pages(page, vigie, watch):
     page.goto(f"{vigie.base}/history?series={urllib.request.quote(KEY)}")
     expect(page.locator(".vigie-history-info [data-buckets]")).to_be_visible(timeout=20_000)
     assert page.locator(".vigie-history-info, input").evaluate_all("els => els.map(e => e.value)").count(KEY) == 1
+    page.locator("input").first.fill("onerror")  # the series picker's suggestions
+    expect(page.locator(".bk-menu").get_by_text(KEY, exact=True)).to_be_visible(timeout=5_000)
     no_injected_markup(page)
     watch.check(page)
     page.goto(f"{vigie.base}/system")
