@@ -100,6 +100,8 @@ class StoreSpec(Spec):
     password_env = param.String(default=None, allow_None=True, doc="Variable holding the password.")
     token_env = param.String(default=None, allow_None=True, doc="Variable holding the API token.")
     spool_dir = param.String(default="var/spool", doc="Where batches wait while the database is down.")
+    rejected_dir = param.String(default="var/rejected",
+                                doc="Where readings the database refused are kept, with the reason (JSON lines).")
     batch_size = param.Integer(default=5000, bounds=(1, 1_000_000))
     flush_interval_s = param.Number(default=0.25, bounds=(0.01, 60))
 

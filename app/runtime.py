@@ -100,7 +100,8 @@ class Runtime:
         self.alarms = AlarmEngine(rules) if rules else None  # None: pages say no alarm rules are configured
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
-            self.store, spool_dir=base / cfg.store.spool_dir, batch_size=cfg.store.batch_size,
+            self.store, spool_dir=base / cfg.store.spool_dir, rejected_dir=base / cfg.store.rejected_dir,
+            batch_size=cfg.store.batch_size,
             flush_interval=cfg.store.flush_interval_s,
         )
         self.hub = Hub(alarms=self.alarms, live=self.live, store=self.writer)  # alarms first: nothing delays them
