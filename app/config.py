@@ -198,6 +198,8 @@ class AlarmsSection(Spec):
     rules = param.List(default=[], item_type=AlarmRule)
     tick_s = param.Number(default=1.0, bounds=(0.05, 60),
                           doc="How often the clock judges silence, delays and shelve expiry.")
+    journal_file = param.String(default="var/alarms.sqlite",
+                                doc="The alarm journal and state (SQLite; relative: to the data root).")
     journal_days = param.Number(default=400, bounds=(1, None), doc="How long the alarm journal keeps events.")
     mqtt_topic_prefix = param.String(default=None, allow_None=True,
                                      doc="Publish each alarm's state, retained, under <prefix>/alarms/<rule>/<series> "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.alarms.engine import AlarmClock, AlarmEngine
+from app.alarms.journal import Journal
 from app.cameras import CameraStore
 from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
 from app.hub import Hub
@@ -99,6 +100,8 @@ class Runtime:
         rules = list(cfg.alarms.rules)
         self.alarms = AlarmEngine(rules) if rules else None  # None: pages say no alarm rules are configured
         self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s) if self.alarms is not None else None
+        self.journal = (Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
+                        if self.alarms is not None else None)
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
             self.store, spool_dir=base / cfg.store.spool_dir, rejected_dir=base / cfg.store.rejected_dir,
@@ -114,6 +117,7 @@ class Runtime:
         self._source_tasks: list[asyncio.Task] = []
         self._writer_task: asyncio.Task | None = None
         self._clock_task: asyncio.Task | None = None
+        self._journal_task: asyncio.Task | None = None
         self.started = asyncio.Event()
 
     def add_source(self, source: Source) -> None:
@@ -149,6 +153,12 @@ class Runtime:
     async def start(self) -> None:
         """Open the store, start the writer, then the sources."""
         await self.store.open()
+        if self.journal is not None and self.alarms is not None:
+            # Before the seed: alarms acknowledged before a restart stay acknowledged, not raised again.
+            await asyncio.to_thread(self.journal.open)
+            restored = self.journal.attach(self.alarms)
+            self._journal_task = self._task(self.journal.run(), "alarm-journal")
+            log.info("alarm journal %s: %d alarms restored", self.journal.path, restored)
         await self._seed_live()
         self._writer_task = self._task(self.writer.run(), "store-writer")
         if self.alarm_clock is not None:
@@ -195,6 +205,9 @@ class Runtime:
         if self.alarm_clock is not None and self._clock_task is not None:
             await self.alarm_clock.stop()
             await asyncio.gather(self._clock_task, return_exceptions=True)
+        if self.journal is not None and self._journal_task is not None:
+            await self.journal.stop()
+            await asyncio.gather(self._journal_task, return_exceptions=True)
         await self.writer.stop()
         if self._writer_task is not None:
             await asyncio.gather(self._writer_task, return_exceptions=True)
@@ -213,5 +226,6 @@ class Runtime:
             "live": {**self.live.health(), "pulse": self.pulse.health()},
             "hub": {"published_total": self.hub.published},
             "cameras": self.cameras.health(),
-            "alarms": self.alarms.health() if self.alarms is not None else None,
+            "alarms": ({**self.alarms.health(), "journal": self.journal.health() if self.journal else None}
+                       if self.alarms is not None else None),
         }

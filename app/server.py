@@ -20,7 +20,6 @@ import tornado.web
 
 from app import security
 from app.api import (
-    AlarmsHandler,
     CameraFrameHandler,
     EnvelopeHandler,
     LatestHandler,
@@ -38,6 +37,7 @@ from app.pages.light_embed import FragmentHandler, LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
 from app.runtime import Runtime
+from app.web.alarms import AcknowledgeHandler, AlarmsHandler, JournalHandler, MaintenanceHandler, ShelveHandler
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
@@ -100,7 +100,11 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/layouts", LayoutsHandler, api),
         (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
         (r"/api/v1/latest", LatestHandler, api),
-        (r"/api/v1/alarms", AlarmsHandler, api),
+        (r"/api/v1/alarms", AlarmsHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/acknowledge", AcknowledgeHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/shelve", ShelveHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/journal", JournalHandler, {"runtime": runtime}),
+        (r"/api/v1/devices/([^/]+)/maintenance", MaintenanceHandler, {"runtime": runtime}),
         (r"/api/v1/envelope", EnvelopeHandler, api),
         (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),
         (r"/embed/([^/]+)/?", EmbedRedirect, {"light": light}),
