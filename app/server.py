@@ -29,6 +29,7 @@ from app.api import (
 from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
+from app.pages.alarms import alarms_page
 from app.pages.dashboards import dashboard_page, dashboards_list_page
 from app.pages.embed import EmbedRedirect, embed_page
 from app.pages.history import history_page
@@ -116,6 +117,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         "/": _page(overview_page, runtime),
         "/dashboards": _page(dashboards_list_page, runtime, layouts),
         "/dashboard": _page(dashboard_page, runtime, layouts),
+        "/alarms": _page(alarms_page, runtime),
         "/history": _page(history_page, runtime),
         "/system": _page(system_page, runtime),
         "/embed-app": _page(embed_page, runtime, layouts),
