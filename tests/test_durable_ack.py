@@ -23,13 +23,17 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from app.config import load_config
+from app.hub import Hub
+from app.ingest.decoders import Decoder, FieldMap
+from app.ingest.mqtt import MqttSource, MqttSubscription
+from app.ingest.topics import TopicTemplate
 from app.model import Reading
 from app.runtime import Runtime
 from app.server import run_server
 from app.store.embedded import EmbeddedStore
 from app.store.influx import InfluxStore
 from app.store.writer import StoreWriter
-from tests.helpers import until
+from tests.helpers import publish, until
 from tests.servers import free_port, wait_until
 from tests.test_ingest_end_to_end import influx_rows, try_health, write_config
 from tests.test_server import http
@@ -104,7 +108,40 @@ async def test_without_a_spool_and_with_the_store_down_nothing_is_durable(tmp_pa
         await asyncio.wait_for(writer.wait_durable(ticket), 0.2)
 
 
-# -- 2. HTTP: the answer comes after the store has the readings ------------
+# -- 2. MQTT: message ids belong to their connection -------------------------
+async def test_a_dropped_connection_forgets_its_message_ids_and_the_broker_sends_them_again(tmp_path, own_mosquitto):
+    """Unacknowledged at a disconnect: not acknowledged on the next connection, delivered again by the broker."""
+    store = EmbeddedStore(tmp_path / "data")
+    await store.open()
+    writer = StoreWriter(store, spool_dir=tmp_path / "spool", flush_interval=60)  # not running: flush() by hand
+    sub = MqttSubscription(TopicTemplate.parse("drop/{site}/{device}"),
+                           Decoder.create("json", timestamp_field="ts", timestamp_unit="ms",
+                                          fields={"level": FieldMap(unit="m")}))
+    source = MqttSource("t", Hub(store=writer), host=own_mosquitto.host, port=own_mosquitto.port,
+                        subscriptions=[sub], client_id=f"drop-{uuid.uuid4().hex[:6]}", reconnect_max_delay_s=0.5)
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.state == "connected", what="connected")
+        now_ms = int(time.time() * 1000) - 60_000
+        await publish(own_mosquitto.host, own_mosquitto.port,
+                      [(f"drop/s/d{i % 3}", json.dumps({"ts": now_ms + i, "level": i})) for i in range(40)])
+        await until(lambda: source.meter.total == 40, what="40 readings")
+        assert source.health()["unacked_messages"] == 40  # nothing durable yet: nothing acknowledged
+
+        await asyncio.to_thread(own_mosquitto.restart)  # the connection drops; the broker keeps the session
+        await until(lambda: source.meter.total == 80 and source.state == "connected", timeout=15,
+                    what="the 40 unacknowledged messages delivered again")
+        assert source.health()["unacked_messages"] == 40  # the new connection's ids only
+
+        await writer.flush()
+        assert source.health()["unacked_messages"] == 0 and await store.count() == 40  # a redelivery overwrites
+    finally:
+        await source.stop()
+        await asyncio.wait_for(task, 10)
+        await store.close()
+
+
+# -- 3. HTTP: the answer comes after the store has the readings ------------
 async def test_http_answers_after_the_readings_are_in_the_store(tmp_path):
     cfg = write_config(tmp_path / "config", """\
         store: {engine: embedded, data_dir: data, spool_dir: spool, flush_interval_s: 30}
@@ -136,7 +173,7 @@ async def test_http_answers_after_the_readings_are_in_the_store(tmp_path):
         await asyncio.wait_for(task, 20)
 
 
-# -- 3. kill -9 during a QoS 1 flood ----------------------------------------
+# -- 4. kill -9 during a QoS 1 flood ----------------------------------------
 class Flood:
     """A paho publisher in a thread: ``total`` QoS 1 messages with unique sequence numbers."""
 
