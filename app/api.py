@@ -88,18 +88,6 @@ class LatestHandler(_JsonHandler):
                            "quality": str(v.quality), "tags": v.tags} for v in self.runtime.live.latest()])
 
 
-class AlarmsHandler(_JsonHandler):
-    """``GET /api/v1/alarms``: the active alarms (newest first) and the last raises and clears."""
-
-    def get(self) -> None:
-        engine = self.runtime.alarms
-        if engine is None:
-            self.answer(200, {"rules": 0, "active": [], "transitions": []})
-            return
-        self.answer(200, {"rules": len(engine.rules), "active": engine.active(),
-                          "transitions": list(engine.transitions)[::-1]})
-
-
 class EnvelopeHandler(_JsonHandler):
     """``GET /api/v1/envelope?series=&start=&end=&buckets=``: a reduced range (ns epochs)."""
 

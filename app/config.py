@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import param
 import yaml
 
-from app.alarms.engine import SEVERITIES, Rule
+from app.alarms.grammar import ExpressionError
+from app.alarms.rules import AlarmRule, CompositeRule
 from app.ingest.decoders import Decoder
 from app.ingest.topics import TemplateError, TopicTemplate
 from app.spec import Problem, Spec, SpecError, did_you_mean
@@ -100,6 +101,8 @@ class StoreSpec(Spec):
     password_env = param.String(default=None, allow_None=True, doc="Variable holding the password.")
     token_env = param.String(default=None, allow_None=True, doc="Variable holding the API token.")
     spool_dir = param.String(default="var/spool", doc="Where batches wait while the database is down.")
+    rejected_dir = param.String(default="var/rejected",
+                                doc="Where readings the database refused are kept, with the reason (JSON lines).")
     batch_size = param.Integer(default=5000, bounds=(1, 1_000_000))
     flush_interval_s = param.Number(default=0.25, bounds=(0.01, 60))
 
@@ -189,57 +192,34 @@ class SubscriptionSpec(Spec):
         return Decoder.create("line_protocol", precision=self.precision, units=self.units, **common)
 
 
-class AlarmRuleSpec(Spec):
-    """A threshold rule: an alarm while a series is above or below a limit."""
-
-    name = param.String(default="", doc="Name shown with the alarm and on limit lines.")
-    series = param.String(default=None, allow_None=True, doc="device/metric; globs allowed: dam-*/water_level")
-    above = param.Number(default=None, allow_None=True, doc="Alarm while the value is above this.")
-    below = param.Number(default=None, allow_None=True, doc="Alarm while the value is below this.")
-    severity = param.Selector(default="high", objects=list(SEVERITIES),
-                              doc="low / medium show as warnings (orange), high / critical as alarms (red).")
-    hysteresis = param.Number(default=0.0, bounds=(0, None),
-                              doc="The alarm clears once the value is back inside the limit by this much.")
-    message = param.String(default="", doc="Text of the alarm (default: name, value and limit).")
-
-    def __init__(self, **params: Any) -> None:
-        params.setdefault("name", "")  # else param makes one up ("AlarmRuleSpec00002") and none is ever missing
-        super().__init__(**params)
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [k for k in cls.param]  # "name" is a key here, not param's object name
-
-    def validate(self) -> list[tuple[tuple, str]]:
-        problems: list[tuple[tuple, str]] = []
-        for key in ("name", "series"):
-            if not getattr(self, key):
-                problems.append(((key,), "missing (required)"))
-        if self.series and self.series.count("/") != 1:
-            problems.append((("series",), f"expected device/metric, got {self.series!r}"))
-        if self.above is None and self.below is None:
-            problems.append(((), "give above, below or both"))
-        elif self.above is not None and self.below is not None and self.below >= self.above:
-            problems.append((("below",), f"must be lower than above ({self.above})"))
-        elif self.above is not None and self.below is not None and 2 * self.hysteresis >= self.above - self.below:
-            problems.append((("hysteresis",), f"{self.hysteresis:g} leaves no value between below + hysteresis "
-                                              f"and above - hysteresis: the alarm could never clear"))
-        return problems
-
-    def rule(self) -> Rule:
-        """Return the engine's rule."""
-        return Rule(self.name, self.series, self.severity, self.above, self.below, self.hysteresis, self.message)
-
-
 class AlarmsSection(Spec):
-    """Alarm rules (threshold rules for now)."""
+    """Alarm rules: each a ``type:`` of :mod:`app.alarms.rules` (threshold when the type is left out)."""
 
-    rules = param.List(default=[], item_type=AlarmRuleSpec)
+    rules = param.List(default=[], item_type=AlarmRule)
+    tick_s = param.Number(default=1.0, bounds=(0.05, 60),
+                          doc="How often the clock judges silence, delays and shelve expiry.")
+    journal_file = param.String(default="var/alarms.sqlite",
+                                doc="The alarm journal and state (SQLite; relative: to the data root).")
+    journal_days = param.Number(default=400, bounds=(1, None), doc="How long the alarm journal keeps events.")
+    mqtt_topic_prefix = param.String(default=None, allow_None=True,
+                                     doc="Publish each alarm's state, retained, under <prefix>/alarms/<rule>/<series> "
+                                         "on the first MQTT broker (none: not published).")
 
     def validate(self) -> list[tuple[tuple, str]]:
         names = [r.name for r in self.rules if r.name]
-        return [(("rules",), f"rule name {n!r} is used twice") for n in sorted({n for n in names
-                                                                              if names.count(n) > 1})]
+        problems = [(("rules",), f"rule name {n!r} is used twice") for n in sorted({n for n in names
+                                                                                   if names.count(n) > 1})]
+        known = set(names)
+        for i, rule in enumerate(self.rules):
+            if isinstance(rule, CompositeRule):
+                try:
+                    unknown = sorted(rule.parsed().names() - known)
+                except ExpressionError:
+                    continue
+                if unknown:
+                    problems.append((("rules", i, "expression"), f"no rule named {', '.join(map(repr, unknown))}"
+                                     + did_you_mean(unknown[0], sorted(known))))
+        return problems
 
 
 class CamerasSpec(Spec):

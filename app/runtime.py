@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from app.alarms.engine import AlarmEngine
+from app.alarms.engine import AlarmClock, AlarmEngine
+from app.alarms.journal import Journal
 from app.cameras import CameraStore
 from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
 from app.hub import Hub
@@ -96,24 +97,48 @@ class Runtime:
         self.pulse = Pulse(self.live)  # wakes live dashboards when data they show arrives
         self.cameras = CameraStore(base / cfg.cameras.directory, keep=cfg.cameras.keep,
                                    max_bytes=cfg.cameras.max_bytes)
-        rules = [r.rule() for r in cfg.alarms.rules]
+        rules = list(cfg.alarms.rules)
         self.alarms = AlarmEngine(rules) if rules else None  # None: pages say no alarm rules are configured
+        self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s) if self.alarms is not None else None
+        self.journal = (Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
+                        if self.alarms is not None else None)
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
-            self.store, spool_dir=base / cfg.store.spool_dir, batch_size=cfg.store.batch_size,
+            self.store, spool_dir=base / cfg.store.spool_dir, rejected_dir=base / cfg.store.rejected_dir,
+            batch_size=cfg.store.batch_size,
             flush_interval=cfg.store.flush_interval_s,
         )
         self.hub = Hub(alarms=self.alarms, live=self.live, store=self.writer)  # alarms first: nothing delays them
         self.sources: list[Source] = [build_mqtt(m, self.hub, loaded, self.cameras) for m in cfg.mqtt]
         self.sources += [build_opcua(o, self.hub, loaded) for o in cfg.opcua]
+        for source in self.sources:
+            self._watch_source(source)
         self.extra_sources: dict[str, Any] = {}  # e.g. the HTTP ingest API, registered by the server
         self._source_tasks: list[asyncio.Task] = []
         self._writer_task: asyncio.Task | None = None
+        self._clock_task: asyncio.Task | None = None
+        self._journal_task: asyncio.Task | None = None
         self.started = asyncio.Event()
 
     def add_source(self, source: Source) -> None:
         """Add a source before start (the HTTP API, simulators' own sources)."""
         self.sources.append(source)
+        self._watch_source(source)
+
+    def _watch_source(self, source: Source) -> None:
+        """Suppress a source's alarms while it is disconnected (one outage, not twenty sensor alarms)."""
+        if self.alarms is None:
+            return
+        engine = self.alarms
+
+        def follow(src: Source, state: str, error: str | None) -> None:
+            if state == "disconnected":
+                engine.inhibit_source(src.name, True, f"source {src.name} disconnected" + (f": {error}" if error
+                                                                                            else ""))
+            elif state == "connected":
+                engine.inhibit_source(src.name, False)
+
+        source.state_listeners.append(follow)
 
     @staticmethod
     def _watch(task: asyncio.Task) -> None:
@@ -128,8 +153,16 @@ class Runtime:
     async def start(self) -> None:
         """Open the store, start the writer, then the sources."""
         await self.store.open()
+        if self.journal is not None and self.alarms is not None:
+            # Before the seed: alarms acknowledged before a restart stay acknowledged, not raised again.
+            await asyncio.to_thread(self.journal.open)
+            restored = self.journal.attach(self.alarms)
+            self._journal_task = self._task(self.journal.run(), "alarm-journal")
+            log.info("alarm journal %s: %d alarms restored", self.journal.path, restored)
         await self._seed_live()
         self._writer_task = self._task(self.writer.run(), "store-writer")
+        if self.alarm_clock is not None:
+            self._clock_task = self._task(self.alarm_clock.run(), "alarm-clock")
         self.pulse.start()
         for source in self.sources:
             if hasattr(source, "run"):
@@ -169,6 +202,12 @@ class Runtime:
                 log.warning("source task %s did not stop in time; cancelling", task.get_name())
                 task.cancel()
             await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        if self.alarm_clock is not None and self._clock_task is not None:
+            await self.alarm_clock.stop()
+            await asyncio.gather(self._clock_task, return_exceptions=True)
+        if self.journal is not None and self._journal_task is not None:
+            await self.journal.stop()
+            await asyncio.gather(self._journal_task, return_exceptions=True)
         await self.writer.stop()
         if self._writer_task is not None:
             await asyncio.gather(self._writer_task, return_exceptions=True)
@@ -187,5 +226,6 @@ class Runtime:
             "live": {**self.live.health(), "pulse": self.pulse.health()},
             "hub": {"published_total": self.hub.published},
             "cameras": self.cameras.health(),
-            "alarms": self.alarms.health() if self.alarms is not None else None,
+            "alarms": ({**self.alarms.health(), "journal": self.journal.health() if self.journal else None}
+                       if self.alarms is not None else None),
         }

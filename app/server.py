@@ -20,7 +20,6 @@ import tornado.web
 
 from app import security
 from app.api import (
-    AlarmsHandler,
     CameraFrameHandler,
     EnvelopeHandler,
     LatestHandler,
@@ -30,6 +29,7 @@ from app.api import (
 from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
+from app.pages.alarms import alarms_page
 from app.pages.dashboards import dashboard_page, dashboards_list_page
 from app.pages.embed import EmbedRedirect, embed_page
 from app.pages.history import history_page
@@ -38,6 +38,7 @@ from app.pages.light_embed import FragmentHandler, LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
 from app.runtime import Runtime
+from app.web.alarms import AcknowledgeHandler, AlarmsHandler, JournalHandler, MaintenanceHandler, ShelveHandler
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
@@ -100,7 +101,11 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/layouts", LayoutsHandler, api),
         (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
         (r"/api/v1/latest", LatestHandler, api),
-        (r"/api/v1/alarms", AlarmsHandler, api),
+        (r"/api/v1/alarms", AlarmsHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/acknowledge", AcknowledgeHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/shelve", ShelveHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/journal", JournalHandler, {"runtime": runtime}),
+        (r"/api/v1/devices/([^/]+)/maintenance", MaintenanceHandler, {"runtime": runtime}),
         (r"/api/v1/envelope", EnvelopeHandler, api),
         (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),
         (r"/embed/([^/]+)/?", EmbedRedirect, {"light": light}),
@@ -112,6 +117,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         "/": _page(overview_page, runtime),
         "/dashboards": _page(dashboards_list_page, runtime, layouts),
         "/dashboard": _page(dashboard_page, runtime, layouts),
+        "/alarms": _page(alarms_page, runtime),
         "/history": _page(history_page, runtime),
         "/system": _page(system_page, runtime),
         "/embed-app": _page(embed_page, runtime, layouts),

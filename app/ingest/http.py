@@ -115,10 +115,14 @@ class HttpSource(Source):
             dead.add(where, "no_series", "'device' and 'metric' must be non-empty strings", text)
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            dead.add(where, "wrong_type", f"'value' must be a number, got {value!r}", text)
+            dead.add(where, "wrong_type", f"'value' must be a number, got {str(value)[:40]!r}", text)
             return None
-        if not math.isfinite(value):
-            dead.add(where, "not_finite", f"'value' is {value}", text)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            dead.add(where, "not_finite", f"'value' is {str(value)[:40]}", text)
             return None
         time_ns = self._time(item.get("ts"), received)
         if isinstance(time_ns, str):
@@ -133,11 +137,6 @@ class HttpSource(Source):
             dead.add(where, "wrong_type", "'quality' must be good/uncertain/bad and 'tags' an object", text)
             return None
         unit = item.get("unit") or ""
-        try:
-            number = float(value)
-        except OverflowError:
-            dead.add(where, "not_finite", "'value' is too large for a 64-bit float", text)
-            return None
         reading = Reading(device, metric, time_ns, number, quality, str(unit), self.name,
                           {str(k): str(v) for k, v in tags.items()})
         problem = self.screen.problem(reading)  # the same edge check as every source's, with this item's place

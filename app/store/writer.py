@@ -8,6 +8,12 @@ the database with capped back-off; once a write succeeds, the spool is
 replayed oldest first. On stop, what is still in memory is written if the
 database takes it and spooled otherwise, so a restart loses nothing.
 
+A batch the engine refuses is never dropped: the writer splits it in
+halves until the refused readings are found (a few dozen writes for one
+bad reading among 5,000), writes the rest, and dead-letters each refused
+reading with the engine's reason, in memory for the pages and on disk
+(:class:`~app.store.rejected.RejectedLog`) so each one can be found again.
+
 Durability watermark: readings leave the writer in the order they came, so
 two counts say what is safe. :meth:`StoreWriter.accept` returns a *ticket*,
 the count of readings accepted so far; ``durable`` counts readings written,
@@ -31,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from app.ingest.base import Backoff
+from app.ingest.deadletters import DeadLetters
 from app.model import Reading
-from app.store.base import StoreEngine, StoreUnavailable
+from app.store.base import ReadingsRefused, StoreEngine, StoreUnavailable
+from app.store.rejected import RejectedLog
 from app.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -46,12 +54,15 @@ class StoreWriter:
         engine: StoreEngine,
         *,
         spool_dir: Path | None = None,
+        rejected_dir: Path | None = None,
         batch_size: int = 5000,
         flush_interval: float = 0.25,
         retry_cap: float = 5.0,
     ) -> None:
         self.engine = engine
         self.spool = Spool(spool_dir) if spool_dir else None
+        self.rejected_log = RejectedLog(rejected_dir) if rejected_dir else None
+        self.dead = DeadLetters("store")  # what the engine refused, by reason, for the pages
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._pending: list[Reading] = []
@@ -172,39 +183,70 @@ class StoreWriter:
         while todo > 0 and self._pending:
             batch = self._take()
             todo -= len(batch)
-            if not await self._write(batch):
-                self._spool_batch(batch)
+            left = await self._write(batch)
+            if left:
+                self._spool_batch(left)
                 self._spool_pending()
                 return
 
-    async def _write(self, batch: list[Reading]) -> bool:
-        """Write one batch; return False when the engine is unavailable."""
-        t0 = time.perf_counter()
-        try:
-            await self.engine.write(batch)
-        except StoreUnavailable as exc:
-            self._mark_down(str(exc))
-            return False
-        except Exception as exc:  # a batch the engine refuses is not retried forever
-            self.rejected += len(batch)
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("store refused a batch of %d readings", len(batch))
-            return True
+    async def _write(self, batch: list[Reading]) -> list[Reading]:
+        """Write one batch; return what is left unwritten because the engine became unavailable.
+
+        A refused batch is split in halves until the refused readings are
+        found: those are dead-lettered, every other reading is written.
+        """
+        pieces = [batch]  # a stack: the first half is on top, so readings are written in order
+        isolating = False
+        while pieces:
+            piece = pieces.pop()
+            t0 = time.perf_counter()
+            try:
+                await self.engine.write(piece)
+            except StoreUnavailable as exc:
+                self._mark_down(str(exc))
+                return [r for p in (piece, *reversed(pieces)) for r in p]
+            except ReadingsRefused as exc:  # the engine wrote the rest and says which it refused
+                self._written(len(piece) - len(exc.refused), t0)
+                self._reject(exc.refused)
+                continue
+            except Exception as exc:
+                if len(piece) == 1:
+                    self._reject([(piece[0], f"{type(exc).__name__}: {exc}")])
+                    continue
+                if not isolating:
+                    isolating = True
+                    log.warning("store refused a batch of %d readings (%s: %s); isolating the refused ones",
+                                len(piece), type(exc).__name__, exc)
+                mid = len(piece) // 2
+                pieces += [piece[mid:], piece[:mid]]
+                continue
+            self._written(len(piece), t0)
+        return []
+
+    def _written(self, n: int, t0: float) -> None:
         self.last_flush_s = time.perf_counter() - t0
-        self.written += len(batch)
+        self.written += n
         if not self.available:
             log.info("store %s is reachable again", self.engine.engine_type)
         self.available = True
         self._backoff.reset()
-        return True
+
+    def _reject(self, refused: list[tuple[Reading, str]]) -> None:
+        """Dead-letter readings the engine can never store: counted, shown, and kept on disk."""
+        self.rejected += len(refused)
+        for r, reason in refused:
+            self.last_error = reason
+            self.dead.add(f"store {r.device!a}/{r.metric!a}", "refused_by_store", reason, ascii(r))
+        if self.rejected_log is not None:
+            self.rejected_log.put(refused)
 
     async def _replay(self) -> bool:
         """Replay spooled batches oldest first; return False if the engine went down."""
         assert self.spool is not None
         for path in self.spool.resync():
             batch = self.spool.read(path)
-            if batch and not await self._write(batch):
-                return False
+            if batch and await self._write(batch):
+                return False  # the file stays: replayed whole later (the store overwrites what it has)
             self.spool.remove(path, len(batch))
             log.info("replayed %d spooled readings from %s", len(batch), path.name)
         return True
@@ -252,6 +294,7 @@ class StoreWriter:
             "awaiting_durability": self.accepted - self.durable,
             "written_total": self.written,
             "rejected_total": self.rejected,
+            "rejected": self.dead.health(),
             "spool_files": len(self.spool) if self.spool else 0,
             "spool_readings": self.spool.readings if self.spool else 0,
             "last_error": self.last_error,
