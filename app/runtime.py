@@ -66,7 +66,7 @@ def build_mqtt(spec: MqttSpec, hub: Hub, loaded: LoadedConfig, cameras: CameraSt
         spec.name, hub, host=spec.host, port=spec.port, subscriptions=subs, client_id=spec.client_id,
         username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env), tls=tls,
         protocol=spec.protocol, shared_group=spec.shared_group, session_expiry_s=spec.session_expiry_s,
-        keepalive_s=spec.keepalive_s,
+        keepalive_s=spec.keepalive_s, ack=spec.ack, receive_maximum=spec.receive_maximum,
     )
 
 
