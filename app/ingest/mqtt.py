@@ -117,6 +117,17 @@ class TlsOptions:
     insecure: bool = False
 
 
+def tls_context(tls: TlsOptions) -> ssl.SSLContext:
+    """Return the TLS context of a broker connection (Vigie's subscriptions and its own alarm topic)."""
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class MqttSource(Source):
     """One broker connection with any number of topic subscriptions."""
 
@@ -184,13 +195,7 @@ class MqttSource(Source):
         else:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         if self.tls:
-            ctx = ssl.create_default_context(cafile=self.tls.ca_file)
-            if self.tls.cert_file:
-                ctx.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-            if self.tls.insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            kwargs["tls_context"] = ctx
+            kwargs["tls_context"] = tls_context(self.tls)
         client = aiomqtt.Client(
             self.host,
             self.port,
