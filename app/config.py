@@ -371,6 +371,13 @@ class LoadedConfig:
     config: VigieConfig
     directory: Path | None
     env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # section -> the file that defines it
+
+    def section_file(self, section: str, default: str) -> Path:
+        """Return the file holding a section, or where a new one goes (``default`` in the config directory)."""
+        if section in self.files:
+            return self.files[section]
+        return (self.directory or Path.cwd()) / default
 
     def layouts_dir(self) -> Path:
         """Return the layouts directory, relative paths taken from the config's parent."""
@@ -476,7 +483,7 @@ def load_config(directory: str | Path | None, env: dict[str, str] | None = None)
         config = None
     if problems or config is None:
         raise ConfigError(problems)
-    return LoadedConfig(config, directory, env)
+    return LoadedConfig(config, directory, env, {k: Path(f) for k, (f, _lines) in origin.items()})
 
 
 # Sections owned by later features; accepted so config directories can carry them.

@@ -19,6 +19,7 @@ from typing import Any
 from app.alarms.engine import AlarmClock, AlarmEngine
 from app.alarms.journal import Journal
 from app.alarms.mqtt_events import AlarmTopicPublisher
+from app.alarms.rule_file import RuleEditor
 from app.cameras import CameraStore
 from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
 from app.hub import Hub
@@ -114,12 +115,13 @@ class Runtime:
         self.cameras = CameraStore(base / cfg.cameras.directory, keep=cfg.cameras.keep,
                                    max_bytes=cfg.cameras.max_bytes)
         rules = list(cfg.alarms.rules)
-        self.alarms = AlarmEngine(rules) if rules else None  # None: pages say no alarm rules are configured
-        self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s) if self.alarms is not None else None
-        self.journal = (Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
-                        if self.alarms is not None else None)
-        self.alarm_topic = build_alarm_topic(cfg.alarms.mqtt_topic_prefix, cfg.mqtt, loaded) if self.alarms else None
-        if self.alarm_topic is not None and self.alarms is not None:
+        # Always there, rules or not: the rule editor can add the first rule to a running server.
+        self.alarms = AlarmEngine(rules)
+        self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s)
+        self.journal = Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
+        self.rule_editor = RuleEditor(loaded.section_file("alarms", "alarms.yaml"), self.alarms, self.journal)
+        self.alarm_topic = build_alarm_topic(cfg.alarms.mqtt_topic_prefix, cfg.mqtt, loaded)
+        if self.alarm_topic is not None:
             self.alarms.subscribe(self.alarm_topic.accept)
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
@@ -147,8 +149,6 @@ class Runtime:
 
     def _watch_source(self, source: Source) -> None:
         """Suppress a source's alarms while it is disconnected (one outage, not twenty sensor alarms)."""
-        if self.alarms is None:
-            return
         engine = self.alarms
 
         def follow(src: Source, state: str, error: str | None) -> None:
@@ -173,16 +173,14 @@ class Runtime:
     async def start(self) -> None:
         """Open the store, start the writer, then the sources."""
         await self.store.open()
-        if self.journal is not None and self.alarms is not None:
-            # Before the seed: alarms acknowledged before a restart stay acknowledged, not raised again.
-            await asyncio.to_thread(self.journal.open)
-            restored = self.journal.attach(self.alarms)
-            self._journal_task = self._task(self.journal.run(), "alarm-journal")
-            log.info("alarm journal %s: %d alarms restored", self.journal.path, restored)
+        # Before the seed: alarms acknowledged before a restart stay acknowledged, not raised again.
+        await asyncio.to_thread(self.journal.open)
+        restored = self.journal.attach(self.alarms)
+        self._journal_task = self._task(self.journal.run(), "alarm-journal")
+        log.info("alarm journal %s: %d alarms restored", self.journal.path, restored)
         await self._seed_live()
         self._writer_task = self._task(self.writer.run(), "store-writer")
-        if self.alarm_clock is not None:
-            self._clock_task = self._task(self.alarm_clock.run(), "alarm-clock")
+        self._clock_task = self._task(self.alarm_clock.run(), "alarm-clock")
         if self.alarm_topic is not None:
             self._topic_task = self._task(self.alarm_topic.run(), "alarm-topic")
         self.pulse.start()
@@ -208,8 +206,7 @@ class Runtime:
             return
         batch = [Reading(v.device, v.metric, v.time_ns, v.value, v.quality, v.unit, "store", dict(v.tags))
                  for v in latest]
-        if self.alarms is not None:  # a dam above its limit when Vigie stopped is in alarm when it starts
-            self.alarms.accept(batch)
+        self.alarms.accept(batch)  # a dam above its limit when Vigie stopped is in alarm when it starts
         self.live.accept(batch)
         log.info("live cache seeded with the last stored value of %d series", len(latest))
 
@@ -224,10 +221,10 @@ class Runtime:
                 log.warning("source task %s did not stop in time; cancelling", task.get_name())
                 task.cancel()
             await asyncio.gather(*self._source_tasks, return_exceptions=True)
-        if self.alarm_clock is not None and self._clock_task is not None:
+        if self._clock_task is not None:
             await self.alarm_clock.stop()
             await asyncio.gather(self._clock_task, return_exceptions=True)
-        if self.journal is not None and self._journal_task is not None:
+        if self._journal_task is not None:
             await self.journal.stop()
             await asyncio.gather(self._journal_task, return_exceptions=True)
         if self.alarm_topic is not None and self._topic_task is not None:
@@ -251,7 +248,6 @@ class Runtime:
             "live": {**self.live.health(), "pulse": self.pulse.health()},
             "hub": {"published_total": self.hub.published},
             "cameras": self.cameras.health(),
-            "alarms": ({**self.alarms.health(), "journal": self.journal.health() if self.journal else None,
-                        "topic": self.alarm_topic.health() if self.alarm_topic else None}
-                       if self.alarms is not None else None),
+            "alarms": {**self.alarms.health(), "journal": self.journal.health(),
+                       "topic": self.alarm_topic.health() if self.alarm_topic else None},
         }

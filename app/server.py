@@ -38,7 +38,16 @@ from app.pages.light_embed import FragmentHandler, LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
 from app.runtime import Runtime
-from app.web.alarms import AcknowledgeHandler, AlarmsHandler, JournalHandler, MaintenanceHandler, ShelveHandler
+from app.web.alarms import (
+    AcknowledgeHandler,
+    AlarmsHandler,
+    BacktestHandler,
+    JournalHandler,
+    MaintenanceHandler,
+    RuleHandler,
+    RulesHandler,
+    ShelveHandler,
+)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
@@ -105,6 +114,9 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/alarms/acknowledge", AcknowledgeHandler, {"runtime": runtime}),
         (r"/api/v1/alarms/shelve", ShelveHandler, {"runtime": runtime}),
         (r"/api/v1/alarms/journal", JournalHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/rules", RulesHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/rules/([^/]+)", RuleHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/backtest", BacktestHandler, {"runtime": runtime}),
         (r"/api/v1/devices/([^/]+)/maintenance", MaintenanceHandler, {"runtime": runtime}),
         (r"/api/v1/envelope", EnvelopeHandler, api),
         (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),

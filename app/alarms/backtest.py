@@ -101,3 +101,24 @@ def summarize(events: list[AlarmEvent], start_ns: int, end_ns: int) -> dict[str,
     return {"episodes": episodes, "count": len(episodes), "per_day": len(episodes) / days,
             "longest_s": max(durations) if durations else None,
             "total_s": sum(durations)}
+
+
+async def backtest_on_history(rule: AlarmRule, store: Any, start_ns: int, end_ns: int, *, max_series: int = 20,
+                          tick_s: float = 1.0) -> dict[str, Any]:
+    """Replay the stored history of every series the rule targets (up to ``max_series``) through it.
+
+    Returns the summary (episodes, count, per day), the series tested and
+    those left out, and each series' points (for drawing the episodes over them).
+    """
+    targeted = sorted((s for s in await store.series() if rule.targets(s.key, s.tags)), key=lambda s: s.key)
+    tested, points, readings = targeted[:max_series], {}, []
+    for info in tested:
+        rows = await store.raw(info.key, start_ns, end_ns)
+        points[info.key] = rows
+        readings += [Reading(info.device, info.metric, t, v, q, info.unit, "history", dict(info.tags))
+                     for t, v, q in rows]
+    readings.sort(key=lambda r: r.time_ns)
+    events = replay(rule, readings, tick_s=tick_s, end_ns=end_ns)
+    return {"summary": summarize(events, start_ns, end_ns), "events": events,
+            "series": [s.key for s in tested], "left_out": [s.key for s in targeted[max_series:]],
+            "points": points, "readings": len(readings)}

@@ -219,7 +219,7 @@ class ThresholdRule(AlarmRule):
                 problems.append(((k2,), f"must be above {k1} ({v1:g})"))
         lows = [v for k, v in limits if k in ("l", "ll")]
         highs = [v for k, v in limits if k in ("h", "hh")]
-        if lows and highs and 2 * self.deadband >= min(highs) - max(lows):
+        if lows and highs and min(highs) > max(lows) and 2 * self.deadband >= min(highs) - max(lows):
             problems.append((("deadband",), f"{self.deadband:g} leaves no value between the low and high limits "
                                             "inside the deadband: the alarm could never clear"))
         return problems

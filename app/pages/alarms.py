@@ -235,9 +235,6 @@ class AlarmConsole:
 def alarms_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
     """Build one session's alarm console."""
     lang = session_lang()
-    if runtime.alarms is None:
-        return page(runtime, "/alarms", t("Alarms", lang),
-                    pn.pane.Markdown(t("No alarm rules configured", lang)), lang=lang)
     console = AlarmConsole(runtime, lang)
     every(console.refresh, 1000)
     return page(runtime, "/alarms", t("Alarms", lang), *console.view(), lang=lang)

@@ -81,8 +81,7 @@ def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
         raw_css=[CSS], **extra,
     )
     template.header.append(pn.pane.HTML(nav_html(active, lang), sizing_mode="stretch_width", margin=0))
-    if runtime.alarms is not None:
-        template.header.extend(AlarmBanner(runtime, lang).view())
+    template.header.extend(AlarmBanner(runtime, lang).view())
     for item in body:
         template.main.append(item)
     return template

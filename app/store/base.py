@@ -79,6 +79,10 @@ class StoreEngine(ABC):
     async def envelope(self, key: str, start_ns: int, end_ns: int, buckets: int) -> Envelope:
         """Return ``[start, end)`` of a series reduced to at most ``buckets`` buckets."""
 
+    async def raw(self, key: str, start_ns: int, end_ns: int) -> list[tuple[int, float, str]]:
+        """Return ``[start, end)`` of a series as (time_ns, value, quality), oldest first."""
+        raise NotImplementedError
+
     async def count(self, key: str | None = None) -> int:
         """Return how many readings are stored (for one series, or all)."""
         raise NotImplementedError

@@ -517,6 +517,19 @@ class InfluxStore(StoreEngine):
                 env.max.append(float(row[i_max]))
         return env
 
+    async def raw(self, key: str, start_ns: int, end_ns: int) -> list[tuple[int, float, str]]:
+        """Return the raw points of a range, oldest first (a rule's test on history, exports)."""
+        q = (f'SELECT "value", "quality" FROM {self._from} WHERE ({self._key_condition(key)}) '
+             f"AND time >= {int(start_ns)} AND time < {int(end_ns)} ORDER BY time")
+        out: list[tuple[int, float, str]] = []
+        for series in await self._statement(q):
+            cols = series["columns"]
+            i_t, i_v, i_q = cols.index("time"), cols.index("value"), cols.index("quality")
+            out += [(int(r[i_t]), float(r[i_v]), str(r[i_q] or "good")) for r in series.get("values") or []
+                    if r[i_v] is not None]
+        out.sort()
+        return out
+
     async def count(self, key: str | None = None) -> int:
         """Return how many readings are stored (for one series, or all)."""
         q = f'SELECT count("value") FROM {self._from}'

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
+from app.alarms.backtest import backtest_on_history
+from app.alarms.rule_file import RuleEditor, RuleError
+from app.alarms.rules import RULE_KINDS
+
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
@@ -132,6 +136,86 @@ class MaintenanceHandler(_AlarmHandler):
             return
         events = engine.set_maintenance(device, on, current_user(self), str(doc.get("reason") or "")[:2000])
         self.answer(200, {"device": device, "maintenance": on, "alarms": [e.alarm_id for e in events]})
+
+
+class RulesHandler(_AlarmHandler):
+    """``GET /api/v1/alarms/rules``: every rule as its spec, with the series it matches (none: said so)."""
+
+    def get(self) -> None:
+        engine = self.runtime.alarms
+        rules = []
+        for rule in engine.rules:
+            matched = engine.matched_series(rule)
+            rules.append({"spec": rule.to_spec(), "matched": len(matched), "series": matched[:50]})
+        self.answer(200, {"rules": rules, "file": self.runtime.rule_editor.path.name,
+                          "kinds": sorted(RULE_KINDS)})
+
+
+class RuleHandler(_AlarmHandler):
+    """``PUT /api/v1/alarms/rules/<name>`` (the rule as a ``type:`` object) and ``DELETE``.
+
+    A PUT whose body names another rule renames it. Problems come back as
+    400 with each field's path and message.
+    """
+
+    def put(self, name: str) -> None:
+        doc = self.body()
+        if doc is None:
+            return
+        try:
+            rule = self.runtime.rule_editor.save(doc, user=current_user(self), replaces=name)
+        except RuleError as exc:
+            self.answer(400, {"error": "invalid rule", "problems": [{"where": w, "message": m}
+                                                                   for w, m in exc.problems[:50]]})
+            return
+        self.answer(200, {"saved": rule.name, "spec": rule.to_spec(),
+                          "matched": len(self.runtime.alarms.matched_series(rule))})
+
+    def delete(self, name: str) -> None:
+        if self.body() is None:
+            return
+        try:
+            self.runtime.rule_editor.delete(name, user=current_user(self))
+        except KeyError:
+            self.answer(404, {"error": f"no rule named {name[:100]!r}"})
+            return
+        except RuleError as exc:
+            self.answer(400, {"error": "other rules need it", "problems": [{"where": w, "message": m}
+                                                                          for w, m in exc.problems[:50]]})
+            return
+        self.answer(200, {"deleted": name})
+
+
+class BacktestHandler(_AlarmHandler):
+    """``POST /api/v1/alarms/backtest``: ``{"rule": {...}, "start": ns, "end": ns}``: what it would have done.
+
+    Read-only (nothing is saved or notified), so it needs no editing right.
+    """
+
+    async def post(self) -> None:
+        try:
+            doc = json.loads(self.request.body or b"{}")
+            start, end = int(doc["start"]), int(doc["end"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            self.answer(400, {"error": "expected {\"rule\": {...}, \"start\": ns, \"end\": ns}"})
+            return
+        if not isinstance(doc.get("rule"), dict) or end <= start or end - start > 400 * 86400 * 10**9:
+            self.answer(400, {"error": "give a rule object and a range of at most 400 days"})
+            return
+        try:
+            rule = RuleEditor.build(doc["rule"])
+        except RuleError as exc:
+            self.answer(400, {"error": "invalid rule", "problems": [{"where": w, "message": m}
+                                                                   for w, m in exc.problems[:50]]})
+            return
+        result = await backtest_on_history(rule, self.runtime.store, start, end)
+        summary = result["summary"]
+        self.answer(200, {
+            "series": result["series"], "left_out": result["left_out"], "readings": result["readings"],
+            "count": summary["count"], "per_day": round(summary["per_day"], 3), "longest_s": summary["longest_s"],
+            "episodes": [{"series": e.key, "start_ns": e.start_ns, "end_ns": e.end_ns, "duration_s": e.duration_s,
+                          "severity": e.severity, "message": e.message} for e in summary["episodes"][:1000]],
+        })
 
 
 class JournalHandler(_AlarmHandler):
