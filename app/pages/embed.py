@@ -52,6 +52,11 @@ class EmbedRedirect(tornado.web.RequestHandler):
         if self.get_query_argument("mode", None) == "light" and self.light is not None:
             serve_light(self, self.light, layout, widget)
             return
+        if self.light is not None and not self._known(self.light.layouts, layout):
+            self.set_status(404)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(f"no layout named {layout[:80]!r}")
+            return
 
         args = {"layout": layout}
         if widget:
@@ -60,3 +65,10 @@ class EmbedRedirect(tornado.web.RequestHandler):
         if lang:
             args["lang"] = lang
         self.redirect(f"/embed-app?{urlencode(args)}")
+
+    @staticmethod
+    def _known(layouts: LayoutStore, name: str) -> bool:
+        try:
+            return layouts.exists(name)
+        except LayoutNameError:
+            return False

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
+from app.model import name_problem
+
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
@@ -123,6 +125,10 @@ class MaintenanceHandler(_AlarmHandler):
     """``POST /api/v1/devices/<device>/maintenance``: ``{"on": true, "reason": "..."}``."""
 
     def post(self, device: str) -> None:
+        problem = name_problem(device, "device")
+        if problem is not None:
+            self.answer(400, {"error": problem})
+            return
         engine, doc = self.engine_or_404(), None
         if engine is None or (doc := self.body()) is None:
             return
