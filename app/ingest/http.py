@@ -20,9 +20,11 @@ from app.ingest.base import ConnectionState, Source
 from app.ingest.deadletters import DeadLetters
 from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder, iso_to_ns, number_to_ns
 from app.model import Quality, Reading, now_ns
-from app.web.limits import MAX_DEPTH, MAX_ERRORS, LimitedBodyHandler, load_json, short
+from app.web.limits import MAX_DEPTH, LimitedBodyHandler, load_json, short
 
 _QUALITIES = {q.value for q in Quality}
+MAX_ITEM_ERRORS = 1000
+"""Most refused items listed in a reply (each with its place and a bounded reason); ``rejected`` counts all."""
 
 
 class HttpSource(Source):
@@ -172,9 +174,10 @@ class _IngestHandler(LimitedBodyHandler):
 
     def _result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
         if errors:
-            doc: dict[str, Any] = {"accepted": accepted, "rejected": len(errors), "errors": errors[:MAX_ERRORS]}
-            if len(errors) > MAX_ERRORS:
-                doc["errors_shown"] = MAX_ERRORS
+            doc: dict[str, Any] = {"accepted": accepted, "rejected": len(errors),
+                                   "errors": errors[:MAX_ITEM_ERRORS]}
+            if len(errors) > MAX_ITEM_ERRORS:
+                doc["errors_shown"] = MAX_ITEM_ERRORS
             self._answer(400, doc)
         else:
             self._answer(200, {"accepted": accepted, "rejected": 0})
