@@ -32,7 +32,7 @@ from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
 from app.pages.alarms import alarms_page
 from app.pages.dashboards import dashboard_page, dashboards_list_page
-from app.pages.embed import EmbedRedirect, embed_page
+from app.pages.embed import EmbedRedirect, embed_page, guard_embed_app
 from app.pages.history import history_page
 from app.pages.language import LanguageHandler
 from app.pages.light_embed import FragmentHandler, LightViews
@@ -155,6 +155,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         check_unused_sessions_milliseconds=max(500, int(spec.idle_session_s * 500)),
     )
     security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors))
+    guard_embed_app(server._tornado, layouts)
     server._tornado.settings["log_function"] = access_log
     return server
 

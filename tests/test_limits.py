@@ -165,11 +165,12 @@ def test_a_camera_name_with_a_trailing_newline_is_refused(vigie):
 
 def test_unknown_embeds_and_layouts_are_404_without_a_path(vigie):
     for path in ("/embed/nope", "/embed/nope/widget", "/embed/x%0A", "/api/v1/layouts/nope",
-                 "/api/v1/fragments/nope/w"):
+                 "/api/v1/fragments/nope/w", "/embed-app?layout=nope", "/embed-app?layout=x%0A", "/embed-app"):
         status, body = request(vigie, "GET", path)
         assert status in (400, 404), (path, status)
         assert str(vigie.tmp) not in body.decode() and "/layouts" not in body.decode(), (path, body)
     assert request(vigie, "GET", "/embed/known")[0] == 302
+    assert request(vigie, "GET", "/embed-app?layout=known")[0] == 200
 
 
 def test_health_detail_is_for_local_clients_only(vigie):
