@@ -163,6 +163,12 @@ def test_a_camera_name_with_a_trailing_newline_is_refused(vigie):
     assert not cameras.exists() or not [p for p in cameras.iterdir() if "\n" in p.name]
 
 
+@pytest.mark.parametrize("series", ["d1", "d1/m%0A", "d1/m/x", "%2Fm"])
+def test_a_series_argument_follows_the_name_rule(vigie, series):
+    status, body = request(vigie, "GET", f"/api/v1/envelope?series={series}")
+    assert status == 400 and ("device" in json.loads(body)["error"] or "metric" in json.loads(body)["error"])
+
+
 def test_unknown_embeds_and_layouts_are_404_without_a_path(vigie):
     for path in ("/embed/nope", "/embed/nope/widget", "/embed/x%0A", "/api/v1/layouts/nope",
                  "/api/v1/fragments/nope/w", "/embed-app?layout=nope", "/embed-app?layout=x%0A", "/embed-app"):
