@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from app.web.limits import json_depth_problem, load_json, load_user_yaml
 from tests.browser import VigieServer
 from tests.servers import wait_until
 
@@ -213,3 +215,19 @@ def test_a_burst_of_oversized_requests_leaves_memory_and_latency_flat(vigie):
     wait_until(lambda: request(vigie, "GET", "/health")[0] in (200, 503), timeout=5, what="health")
     assert time.monotonic() - started < 1.0
     assert vm_rss_kb(vigie.proc.pid) - rss_before < 50_000
+
+
+def test_the_json_depth_check_counts_brackets_outside_strings_only():
+    assert json_depth_problem(b"[" * 32 + b"]" * 32) is None
+    assert "deeper than 32" in json_depth_problem(b"[" * 33 + b"]" * 33)
+    assert json_depth_problem(b'[{"device": "a[[[[{{{", "tags": {"k": "\\"[[[[[[["}}]', max_depth=3) is None
+    assert json_depth_problem(b"[[[[", max_depth=2) is None  # unbalanced: the parser says why
+    assert load_json(b"[" * 5000)[1] is not None
+
+
+def test_user_yaml_refuses_aliases_and_deep_nesting_but_not_anchors():
+    assert load_user_yaml("a: &x 1\nb: 2\n") == {"a": 1, "b": 2}
+    with pytest.raises(yaml.YAMLError, match="aliases"):
+        load_user_yaml("a: &x [1]\nb: *x\n")
+    with pytest.raises(yaml.YAMLError, match="nested deeper"):
+        load_user_yaml("[" * 100 + "]" * 100)

@@ -26,9 +26,8 @@ MAX_ERROR_CHARS = 500
 MAX_ERRORS = 50
 """Most problems listed in an error reply (the count says how many there were)."""
 _SLACK = 1 << 20  # the connection's own cut-off, past the handler's: a chunked body gets our 413, not Tornado's 400
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
-_PAIR = re.compile(rb"\(\)")
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')  # every byte but quotes and brackets
 _BRACKETS = bytes.maketrans(b"[{]}", b"(())")
 
 
@@ -41,16 +40,24 @@ def short(text: object, limit: int = MAX_ERROR_CHARS) -> str:
 def json_depth_problem(body: bytes, max_depth: int = MAX_DEPTH) -> str | None:
     """Return why ``body`` nests deeper than ``max_depth``, or None; linear, no recursion.
 
-    Strings are removed, then brackets are kept alone and the innermost
-    pairs removed ``max_depth`` times: a pair left means a deeper nesting.
-    An unbalanced body is left for the JSON parser to report.
+    Escapes, then everything but quotes and brackets, then strings are
+    removed (C-speed steps: about 0.1 s for 10 MB of readings); the innermost
+    bracket pairs are then removed ``max_depth`` times: a pair left means a
+    deeper nesting. An unbalanced body is left for the JSON parser to report.
     """
-    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", body)).translate(_BRACKETS)
+    structure = _ESCAPE.sub(b"", body).translate(None, _NOT_STRUCTURE)
+    # Two quotes in a row enclose nothing or no gap: dropping them keeps every bracket in or out of its string.
+    structure = structure.replace(b'""', b"")
+    brackets = b"".join(structure.split(b'"')[::2]).translate(_BRACKETS)
+    too_deep = b"(" * (max_depth + 1)  # that many opening brackets in a row: found at once, however long the body
     for _ in range(max_depth):
-        if not brackets:
+        if too_deep in brackets:
+            break
+        shorter = brackets.replace(b"()", b"")
+        if not shorter or len(shorter) == len(brackets):
             return None
-        brackets = _PAIR.sub(b"", brackets)
-    if b"()" in brackets:
+        brackets = shorter
+    if too_deep in brackets or b"()" in brackets:
         return f"JSON nested deeper than {max_depth} levels"
     return None
 
