@@ -221,7 +221,7 @@ def test_the_json_depth_check_counts_brackets_outside_strings_only():
     assert json_depth_problem(b"[" * 32 + b"]" * 32) is None
     assert "deeper than 32" in json_depth_problem(b"[" * 33 + b"]" * 33)
     assert json_depth_problem(b'[{"device": "a[[[[{{{", "tags": {"k": "\\"[[[[[[["}}]', max_depth=3) is None
-    assert json_depth_problem(b"[[[[", max_depth=2) is None  # unbalanced: the parser says why
+    assert json_depth_problem(b"[[1]", max_depth=2) is None  # unbalanced, not deep: the parser says why
     assert load_json(b"[" * 5000)[1] is not None
 
 
