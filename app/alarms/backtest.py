@@ -35,26 +35,37 @@ def replay(rule: AlarmRule, readings: Iterable[Reading], *, tick_s: float = 1.0,
            end_ns: int | None = None) -> list[AlarmEvent]:
     """Return the events the rule would have raised on ``readings`` (in time order)."""
     clock = ReplayClock()
-    engine = AlarmEngine([rule], clock=clock)
+    engine = AlarmEngine([rule], clock=clock, log_events=False)
     events: list[AlarmEvent] = []
     engine.subscribe(events.append)
     step = max(1, int(tick_s * NS))
     next_tick: int | None = None
+
+    def tick_until(limit_ns: int, inclusive: bool) -> None:
+        nonlocal next_tick
+        while next_tick is not None and (next_tick < limit_ns or (inclusive and next_tick == limit_ns)):
+            due = engine.next_due()
+            if due is None or due > limit_ns:
+                # Nothing can happen before the limit: jump the grid there.
+                gap = limit_ns - next_tick
+                next_tick += (gap // step + (1 if gap % step or inclusive else 0)) * step
+                return
+            if due > next_tick:  # jump to the first grid tick at or after the due time
+                next_tick += -(-(due - next_tick) // step) * step
+                continue
+            clock.t_ns = next_tick
+            engine.tick(next_tick)
+            next_tick += step
+
     for r in readings:
-        if next_tick is not None:
-            while next_tick < r.time_ns:
-                clock.t_ns = next_tick
-                engine.tick(next_tick)
-                next_tick += step
+        if next_tick is not None and next_tick < r.time_ns:
+            tick_until(r.time_ns, inclusive=False)
         clock.t_ns = r.time_ns
         engine.accept([r])
         if next_tick is None:
             next_tick = r.time_ns + step
-    if end_ns is not None and next_tick is not None:
-        while next_tick <= end_ns:
-            clock.t_ns = next_tick
-            engine.tick(next_tick)
-            next_tick += step
+    if end_ns is not None:
+        tick_until(end_ns, inclusive=True)
     return events
 
 

@@ -42,8 +42,10 @@ Subscriber = Callable[[AlarmEvent], None]
 class AlarmEngine:
     """Judges readings and ticks against the rules; keeps every alarm's state; tells subscribers."""
 
-    def __init__(self, rules: Sequence[AlarmRule], *, clock: Callable[[], int] = now_ns, history: int = 500) -> None:
+    def __init__(self, rules: Sequence[AlarmRule], *, clock: Callable[[], int] = now_ns, history: int = 500,
+                 log_events: bool = True) -> None:
         self.clock = clock
+        self.log_events = log_events  # a replay of history says nothing in the log
         self._alarms: dict[tuple[str, str], Alarm] = {}
         self._states: dict[tuple[str, str], SeriesState] = {}
         self._tick_index: dict[str, dict[str, SeriesState]] = {}  # rule judged by the clock -> its series' states
@@ -87,7 +89,7 @@ class AlarmEngine:
                     alarm.state = AlarmState.NORMAL
                     self._emit(alarm.event("removed", AlarmState.NORMAL, now, user, "rule removed"))
                 continue
-            alarm.rule = rule
+            alarm.rule, alarm.v = rule, rule.v
             if rule.mode == "disabled":
                 self._emit(alarm.hold(AlarmState.OUT_OF_SERVICE, now, user, "rule disabled"))
             else:
@@ -95,45 +97,52 @@ class AlarmEngine:
 
     def rules_for(self, key: str, tags: dict[str, str] | None = None) -> tuple[AlarmRule, ...]:
         """Return the rules watching a series (matched once per series)."""
-        rules = self._rules_for.get(key)
-        if rules is None:
+        return tuple(c[0] for c in self._compiled_for(key, tags))
+
+    def _compiled_for(self, key: str, tags: dict[str, str] | None = None) -> tuple[tuple[Any, ...], ...]:
+        """Return (rule, its values, its pure judgement) for each rule watching a series, cached per series."""
+        compiled = self._rules_for.get(key)
+        if compiled is None:
             tags = tags if tags is not None else {}
-            rules = self._rules_for[key] = tuple(r for r in self.rules if r.targets(key, tags))
-        return rules
+            compiled = self._rules_for[key] = tuple((r, r.v, type(r).evaluate) for r in self.rules
+                                                    if r.targets(key, tags))
+        return compiled
 
     # -- the ingest path ---------------------------------------------------------------------------------
     def accept(self, batch: Sequence[Reading]) -> None:
         """Judge a batch (the hub's first consumer)."""
-        rules_for, last_ns, states = self._rules_for, self._last_ns, self._states
+        rules_for, last_ns, states, alarms = self._rules_for, self._last_ns, self._states, self._alarms
         changed = False
         for r in batch:
             key = r.key
-            rules = rules_for.get(key)
-            if rules is None:
-                rules = self.rules_for(key, r.tags)
-            if not rules:
+            compiled = rules_for.get(key)
+            if compiled is None:
+                compiled = self._compiled_for(key, r.tags)
+            if not compiled:
                 continue
             # A late or back-filled reading (an import, a backlog) says nothing about now.
-            if r.time_ns < last_ns.get(key, 0):
+            t = r.time_ns
+            if t < last_ns.get(key, 0):
                 continue
-            last_ns[key] = r.time_ns
+            last_ns[key] = t
             if key not in self._series:
                 self._series[key] = (r.device, r.metric, r.tags.get("site"), r.unit, r.source)
-            for rule in rules:
-                if rule.mode == "disabled":
+            for rule, v, evaluate in compiled:
+                if v.mode == "disabled":
                     continue
-                ident = (rule.name, key)
+                ident = (v.name, key)
                 state = states.get(ident)
                 if state is None:
                     state = states[ident] = SeriesState()
                     if rule.needs_ticks:
-                        self._tick_index.setdefault(rule.name, {})[key] = state
-                verdict = rule.judge(state, r)
+                        self._tick_index.setdefault(v.name, {})[key] = state
+                verdict = evaluate(v, state, r)
                 if verdict is None:
                     continue
-                alarm = self._alarms.get(ident) or self._new_alarm(rule, key, r.unit)
-                alarm.unit = r.unit or alarm.unit
-                event = alarm.judge(verdict, r.time_ns)
+                alarm = alarms.get(ident) or self._new_alarm(rule, key, r.unit)
+                if r.unit:
+                    alarm.unit = r.unit
+                event = alarm.judge(verdict, t)
                 if event is not None:
                     self._emit(event)
                     changed = True
@@ -156,6 +165,26 @@ class AlarmEngine:
                 self._emit(event)
         if self._composites:  # every tick too: "not x" holds before anything ever happened
             self._judge_composites(now)
+
+    def next_due(self) -> int | None:
+        """Return the earliest time a tick could change anything (None: only a reading can).
+
+        A replay of history jumps straight there instead of ticking through
+        hours where nothing can happen; skipped ticks would have done nothing.
+        """
+        due: list[int] = []
+        for rule in self._ticking:
+            timeout_ns = int((getattr(rule.v, "timeout_s", None) or 300.0) * 1e9)
+            due += [s.last_ns + timeout_ns + 1 for s in self._tick_index.get(rule.name, {}).values() if s.last_ns]
+        for a in self._alarms.values():
+            d = a.debounce
+            if d is not None and d.since_ns is not None:
+                due.append(d.since_ns + int((a.rule.v.off_delay_s if d.active else a.rule.v.on_delay_s) * 1e9))
+            if a.shelved_until_ns is not None:
+                due.append(a.shelved_until_ns)
+        if self._composites:
+            return None if not due else min(due)
+        return min(due) if due else None
 
     def _judge_composites(self, now: int) -> None:
         active = {a.rule.name for a in self._alarms.values() if a.active and not isinstance(a.rule, CompositeRule)}
@@ -188,7 +217,7 @@ class AlarmEngine:
             self.raised_total += 1
         self.transitions.append({**event.as_dict(), "event": event.kind, "event_ns": event.time_ns,
                                  "series": event.key})
-        if event.kind in ("raised", "escalated", "cleared") and not event.shadow:
+        if self.log_events and event.kind in ("raised", "escalated", "cleared") and not event.shadow:
             log.warning("alarm %s: %s (%s, %s, %s)", event.kind, event.message, event.key, event.severity,
                         event.state)
         for subscriber in self._subscribers:

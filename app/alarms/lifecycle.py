@@ -81,10 +81,13 @@ class Alarm:
     shelved_until_ns: int | None = None
     held_reason: str = ""  # why shelved / suppressed / out of service
     text: str = ""  # the message as it was raised (the value that crossed; ``value`` moves on)
+    v: Any = None  # the rule's parameter values (updated in place when the rule changes)
 
     def __post_init__(self) -> None:
         if self.debounce is None:
             self.debounce = Debounce()
+        if self.v is None:
+            self.v = self.rule.v
 
     @property
     def active(self) -> bool:
@@ -104,11 +107,11 @@ class Alarm:
     def judge(self, verdict: Verdict, t_ns: int) -> AlarmEvent | None:
         """Follow a verdict of the rule at ``t_ns``; return the event when the alarm changed."""
         self.value = verdict.value if verdict.value is not None else self.value
-        rule = self.rule
-        changed = self.debounce.step(verdict.active, t_ns, int(rule.on_delay_s * NS),  # type: ignore[union-attr]
-                                     int(rule.off_delay_s * NS))
+        v = self.v
+        changed = self.debounce.step(verdict.active, t_ns, int(v.on_delay_s * NS),  # type: ignore[union-attr]
+                                     int(v.off_delay_s * NS))
         if verdict.active:
-            severity = verdict.severity or rule.severity
+            severity = verdict.severity or v.severity
             escalated = self.active and not changed and _rank(severity) > _rank(self.severity)
             self.level, self.limit, self.detail = verdict.level, verdict.limit, verdict.detail
             if changed or escalated:
@@ -122,8 +125,8 @@ class Alarm:
         """Let the clock end a delay or a shelve at ``t_ns``; return the event when the alarm changed."""
         if self.state == AlarmState.SHELVED and self.shelved_until_ns is not None and t_ns >= self.shelved_until_ns:
             return self.release(AlarmState.SHELVED, t_ns, "unshelved", "shelve expired")
-        rule = self.rule
-        if self.debounce.due(t_ns, int(rule.on_delay_s * NS), int(rule.off_delay_s * NS)):  # type: ignore[union-attr]
+        v = self.v
+        if self.debounce.due(t_ns, int(v.on_delay_s * NS), int(v.off_delay_s * NS)):  # type: ignore[union-attr]
             return self._condition(self.active, t_ns, "raised" if self.active else "cleared")
         return None
 

@@ -23,7 +23,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, ClassVar
+from types import SimpleNamespace
+from typing import Any, ClassVar, NamedTuple
 
 import param
 
@@ -40,16 +41,15 @@ _RENAMED = {"above": "h", "below": "l", "hysteresis": "deadband"}  # threshold k
 _warned: list[bool] = []
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What one reading or tick says about a rule's condition on one series."""
+class Verdict(NamedTuple):
+    """What one reading or tick says about a rule's condition on one series (a tuple: made per reading)."""
 
     active: bool
     value: float | None = None
     limit: float | None = None
     level: str = ""  # HH / H / L / LL for thresholds, "rise" / "fall", "silent", "predicted"...
     severity: str | None = None  # when the level sets it (HH: the rule's extreme severity)
-    detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"crossing_ns": ...} for time to threshold
+    detail: dict[str, Any] | None = None  # e.g. {"crossing_ns": ...} for time to threshold
 
 
 @dataclass(slots=True)
@@ -89,6 +89,21 @@ class AlarmRule(Spec):
     def __init__(self, **params: Any) -> None:
         params.setdefault("name", "")  # else param makes one up and a missing name is never noticed
         super().__init__(**params)
+        self._snapshot()
+        self.param.watch(lambda *_: self._snapshot(), list(self.param))
+
+    def _snapshot(self) -> None:
+        """Copy the parameters into plain attributes (``self.v``) for the hot path.
+
+        Reading a param attribute costs about a microsecond (descriptors,
+        dynamic-value checks): a dozen per reading made a one-year backtest
+        take a minute. The copy follows every change of a parameter.
+        """
+        values = {k: getattr(self, k) for k in self.param}
+        if "v" in self.__dict__:
+            self.v.__dict__.update(values)  # in place: the engine's and the alarms' references stay valid
+        else:
+            self.v = SimpleNamespace(**values)
 
     @classmethod
     def _build(cls, data: Any, path: tuple, problems: list) -> Any:
@@ -129,10 +144,20 @@ class AlarmRule(Spec):
     # -- judging (pure: the state given is the only thing changed) --------------------------------------
     def judge(self, state: SeriesState, r: Reading) -> Verdict | None:
         """Return the verdict of one reading, or None when it says nothing (bad quality)."""
-        raise NotImplementedError
+        return self.evaluate(self.v, state, r)
 
     def judge_tick(self, state: SeriesState, now_ns: int) -> Verdict | None:
         """Return the verdict of the clock at ``now_ns`` (None: the clock says nothing for this kind)."""
+        return self.evaluate_tick(self.v, state, now_ns)
+
+    @staticmethod
+    def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
+        """The pure judgement: parameter values, the series' state, one reading -> a verdict."""
+        raise NotImplementedError
+
+    @staticmethod
+    def evaluate_tick(v: SimpleNamespace, state: SeriesState, now_ns: int) -> Verdict | None:
+        """The pure judgement of a clock tick (None for kinds the clock does not concern)."""
         return None
 
     def default_message(self) -> str:
@@ -183,28 +208,31 @@ class ThresholdRule(AlarmRule):
                                             "inside the deadband: the alarm could never clear"))
         return problems
 
-    def _level(self, v: float, current: str) -> str:
+    @staticmethod
+    def _level(v: SimpleNamespace, x: float, current: str) -> str:
         """Return the level of a value; the deadband holds a level until the value is back inside it by that much."""
-        db = self.deadband
-        if self.hh is not None and (v > self.hh or (current == "HH" and v > self.hh - db)):
+        db = v.deadband
+        if v.hh is not None and (x > v.hh or (current == "HH" and x > v.hh - db)):
             return "HH"
-        if self.h is not None and (v > self.h or (current in ("H", "HH") and v > self.h - db)):
+        if v.h is not None and (x > v.h or (current in ("H", "HH") and x > v.h - db)):
             return "H"
-        if self.ll is not None and (v < self.ll or (current == "LL" and v < self.ll + db)):
+        if v.ll is not None and (x < v.ll or (current == "LL" and x < v.ll + db)):
             return "LL"
-        if self.l is not None and (v < self.l or (current in ("L", "LL") and v < self.l + db)):
+        if v.l is not None and (x < v.l or (current in ("L", "LL") and x < v.l + db)):
             return "L"
         return ""
 
-    def judge(self, state: SeriesState, r: Reading) -> Verdict | None:
+    @staticmethod
+    def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
         if r.quality == "bad":
             return None
-        level = self._level(r.value, state.level)
+        level = ThresholdRule._level(v, r.value, state.level)
         state.level = level
         state.last_ns, state.last_value = r.time_ns, r.value
-        limit = {"HH": self.hh, "H": self.h, "L": self.l, "LL": self.ll}.get(level)
-        severity = self.extreme_severity if level in ("HH", "LL") else self.severity
-        return Verdict(bool(level), r.value, limit, level, severity)
+        if not level:
+            return Verdict(False, r.value)
+        limit = v.hh if level == "HH" else v.h if level == "H" else v.l if level == "L" else v.ll
+        return Verdict(True, r.value, limit, level, v.extreme_severity if level in ("HH", "LL") else v.severity)
 
     def limit_lines(self) -> list[tuple[float, str]]:
         """Return (limit, level) for charts."""
@@ -226,13 +254,14 @@ class _WindowRule(AlarmRule):
     window_s = param.Number(default=900.0, bounds=(1, 7 * 86400), doc="Length of the window of recent points.")
     min_points = param.Integer(default=3, bounds=(2, None), doc="Points the window needs before judging.")
 
-    def _push(self, state: SeriesState, r: Reading) -> bool:
+    @staticmethod
+    def _push(v: SimpleNamespace, state: SeriesState, r: Reading) -> bool:
         """Add a reading to the window (dropping what is older than it); return False for a late one."""
         if r.time_ns < state.last_ns:
             return False
         w = state.window
         w.append((r.time_ns, r.value))
-        horizon = r.time_ns - int(self.window_s * NS)
+        horizon = r.time_ns - int(v.window_s * NS)
         while w and w[0][0] < horizon:
             w.popleft()
         state.last_ns, state.last_value = r.time_ns, r.value
@@ -260,25 +289,27 @@ class RateOfChangeRule(_WindowRule):
             problems.append(((), "give rise, fall or both"))
         return problems
 
-    def change(self, state: SeriesState) -> float | None:
+    @staticmethod
+    def change(v: SimpleNamespace, state: SeriesState) -> float | None:
         """Return the robust change across the window, None while it has fewer than six points."""
         w = state.window
-        if len(w) < max(self.min_points, 6):
+        if len(w) < max(v.min_points, 6):
             return None
         first = [w[0][1], w[1][1], w[2][1]]
         last = [w[-3][1], w[-2][1], w[-1][1]]
         return _median(last) - _median(first)
 
-    def judge(self, state: SeriesState, r: Reading) -> Verdict | None:
-        if r.quality == "bad" or not self._push(state, r):
+    @staticmethod
+    def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
+        if r.quality == "bad" or not _WindowRule._push(v, state, r):
             return None
-        delta = self.change(state)
+        delta = RateOfChangeRule.change(v, state)
         if delta is None:
             return Verdict(False, r.value)
-        if self.rise is not None and delta > self.rise:
-            return Verdict(True, delta, self.rise, "rise")
-        if self.fall is not None and -delta > self.fall:
-            return Verdict(True, delta, -self.fall, "fall")
+        if v.rise is not None and delta > v.rise:
+            return Verdict(True, delta, v.rise, "rise")
+        if v.fall is not None and -delta > v.fall:
+            return Verdict(True, delta, -v.fall, "fall")
         return Verdict(False, delta)
 
     def default_message(self) -> str:
@@ -294,16 +325,18 @@ class NoDataRule(AlarmRule):
     timeout_s = param.Number(default=None, allow_None=True, bounds=(1, 30 * 86400),
                              doc="Silence that raises the alarm (default: the source's expected interval).")
 
-    def judge(self, state: SeriesState, r: Reading) -> Verdict | None:
+    @staticmethod
+    def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
         state.last_ns = max(state.last_ns, r.time_ns)
         state.last_value = r.value
         return Verdict(False, r.value)
 
-    def judge_tick(self, state: SeriesState, now_ns: int) -> Verdict | None:
+    @staticmethod
+    def evaluate_tick(v: SimpleNamespace, state: SeriesState, now_ns: int) -> Verdict | None:
         if not state.last_ns:
             return None
         silent_s = (now_ns - state.last_ns) / NS
-        timeout = self.timeout_s or 300.0
+        timeout = v.timeout_s or 300.0
         if silent_s > timeout:
             return Verdict(True, silent_s, timeout, "silent", detail={"last_ns": state.last_ns})
         return Verdict(False, silent_s, timeout)
@@ -333,11 +366,12 @@ class TimeToThresholdRule(_WindowRule):
             problems.append((("limit",), "missing (required)"))
         return problems
 
-    def fit(self, state: SeriesState) -> tuple[float, float] | None:
+    @staticmethod
+    def fit(v: SimpleNamespace, state: SeriesState) -> tuple[float, float] | None:
         """Return (slope per ns, value at the newest point) of the least-squares line, None when too few."""
         w = state.window
         n = len(w)
-        if n < self.min_points:
+        if n < v.min_points:
             return None
         t_last = w[-1][0]
         xs = [(t - t_last) / NS for t, _ in w]
@@ -349,24 +383,25 @@ class TimeToThresholdRule(_WindowRule):
         slope_s = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
         return slope_s, my - slope_s * mx  # slope per second, fitted value at the newest point
 
-    def judge(self, state: SeriesState, r: Reading) -> Verdict | None:
-        if r.quality == "bad" or not self._push(state, r):
+    @staticmethod
+    def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
+        if r.quality == "bad" or not _WindowRule._push(v, state, r):
             return None
-        fitted = self.fit(state)
-        if fitted is None or self.limit is None:
-            return Verdict(False, r.value, self.limit)
+        fitted = TimeToThresholdRule.fit(v, state)
+        if fitted is None or v.limit is None:
+            return Verdict(False, r.value, v.limit)
         slope, now_value = fitted
-        up = self.direction == "above"
-        reached = r.value >= self.limit if up else r.value <= self.limit
+        up = v.direction == "above"
+        reached = r.value >= v.limit if up else r.value <= v.limit
         towards = slope > 0 if up else slope < 0
         if reached or not towards:
-            return Verdict(False, r.value, self.limit)
-        seconds = (self.limit - now_value) / slope
+            return Verdict(False, r.value, v.limit)
+        seconds = (v.limit - now_value) / slope
         if not math.isfinite(seconds) or seconds < 0:
-            return Verdict(False, r.value, self.limit)
+            return Verdict(False, r.value, v.limit)
         crossing_ns = r.time_ns + int(seconds * NS)
-        active = seconds <= self.horizon_s
-        return Verdict(active, r.value, self.limit, "predicted" if active else "",
+        active = seconds <= v.horizon_s
+        return Verdict(active, r.value, v.limit, "predicted" if active else "",
                        detail={"crossing_ns": crossing_ns, "in_s": seconds})
 
     def default_message(self) -> str:
@@ -403,7 +438,8 @@ class CompositeRule(AlarmRule):
     def targets(self, key: str, tags: dict[str, str]) -> bool:
         return False  # fed by the engine with its operands' states, never with readings
 
-    def judge(self, state: SeriesState, r: Reading) -> Verdict | None:
+    @staticmethod
+    def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
         return None
 
     def judge_states(self, active_rules: set[str]) -> Verdict:
