@@ -19,7 +19,7 @@ import yaml
 from app.dashboard.layouts import LayoutNameError, LayoutStore, layout_name_problem
 from app.dashboard.spec import parse_layout
 from app.model import series_problem
-from app.web.limits import MAX_ERRORS, LimitedBodyHandler, load_user_yaml, short
+from app.web.limits import MAX_ERRORS, MAX_PROBLEM_CHARS, LimitedBodyHandler, load_user_yaml, short
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -90,7 +90,7 @@ class LayoutHandler(LimitedBodyHandler, _JsonHandler):
         loaded = parse_layout(name, yaml.safe_dump(data), f"{name}.yaml")
         if loaded.problems:
             self.answer(400, {"error": "invalid layout", "count": len(loaded.problems),
-                              "problems": [short(p) for p in loaded.problems[:MAX_ERRORS]]})
+                              "problems": [short(p, MAX_PROBLEM_CHARS) for p in loaded.problems[:MAX_ERRORS]]})
             return
         try:
             self.layouts.save(name, loaded.spec)

@@ -148,6 +148,13 @@ def test_an_alias_bomb_layout_is_refused_quickly_and_briefly(vigie):
     assert not (vigie.layouts / "bomb.yaml").exists()
 
 
+def test_a_layout_with_many_long_problems_gets_a_short_reply(vigie):
+    body = "title: t\nwidgets:\n" + "".join(f"- {{type: nope{i}, id: {'w' * 60}{i}, x: 0}}\n" for i in range(500))
+    status, reply = request(vigie, "PUT", "/api/v1/layouts/many", body.encode())
+    assert status == 400 and len(reply) < 8192, len(reply)
+    assert json.loads(reply)["count"] >= 500
+
+
 @pytest.mark.parametrize("name", ["x%0A", "x%0D", "a%2Fb", "..", "X"])
 def test_a_bad_layout_name_is_refused_and_creates_no_file(vigie, name):
     before = sorted(p.name for p in vigie.layouts.iterdir())

@@ -10,6 +10,7 @@ origins may frame it is the server's ``frame_ancestors`` setting
 from __future__ import annotations
 
 import html
+import logging
 from typing import TYPE_CHECKING
 
 import panel as pn
@@ -20,6 +21,8 @@ from app.dashboard.layouts import LayoutNameError, LayoutStore
 from app.pages.dashboards import widget_context
 from app.pages.light_embed import LightViews, serve_light
 from app.pages.shell import session_arg, session_lang
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -95,3 +98,5 @@ def guard_embed_app(application: tornado.web.Application, layouts: LayoutStore) 
                 return await super().get(*args, **kwargs)
 
         rule.target = EmbedAppHandler
+        return
+    log.warning("no /embed-app route found: unknown layouts there answer 200 with a message, not 404")

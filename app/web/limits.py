@@ -23,8 +23,10 @@ MAX_DEPTH = 32
 """Deepest nesting of a JSON or YAML document from a client (a reading needs 3)."""
 MAX_ERROR_CHARS = 500
 """Longest message in an error reply."""
-MAX_ERRORS = 50
+MAX_ERRORS = 20
 """Most problems listed in an error reply (the count says how many there were)."""
+MAX_PROBLEM_CHARS = 200
+"""Longest problem in such a list: with :data:`MAX_ERRORS`, a reply stays a few KB."""
 _SLACK = 1 << 20  # the connection's own cut-off, past the handler's: a chunked body gets our 413, not Tornado's 400
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')  # every byte but quotes and brackets
