@@ -281,6 +281,12 @@ class MqttSpec(Spec):
     shared_group = param.String(default=None, allow_None=True, doc="MQTT 5 shared subscription group.")
     session_expiry_s = param.Integer(default=7 * 24 * 3600, bounds=(0, None))
     keepalive_s = param.Integer(default=30, bounds=(5, 3600))
+    ack = param.Selector(default="durable", objects=["durable", "on_arrival"], doc=(
+        "When to acknowledge a QoS 1 message: once its readings are stored or spooled (durable: a crash "
+        "loses nothing), or on arrival (cheaper; what is in flight at a crash is lost)."))
+    receive_maximum = param.Integer(default=1000, bounds=(1, 65535), doc=(
+        "Unacknowledged messages the broker may send (MQTT 5 Receive Maximum). With 3.1.1, set it to "
+        "the broker's max_inflight_messages: the writer flushes when half of it waits for an ack."))
     subscriptions = param.List(default=[], item_type=SubscriptionSpec)
 
     @classmethod

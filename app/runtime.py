@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 from app.alarms.engine import AlarmClock, AlarmEngine
 from app.alarms.journal import Journal
+from app.alarms.mqtt_events import AlarmTopicPublisher
 from app.cameras import CameraStore
 from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
 from app.hub import Hub
@@ -66,7 +68,7 @@ def build_mqtt(spec: MqttSpec, hub: Hub, loaded: LoadedConfig, cameras: CameraSt
         spec.name, hub, host=spec.host, port=spec.port, subscriptions=subs, client_id=spec.client_id,
         username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env), tls=tls,
         protocol=spec.protocol, shared_group=spec.shared_group, session_expiry_s=spec.session_expiry_s,
-        keepalive_s=spec.keepalive_s,
+        keepalive_s=spec.keepalive_s, ack=spec.ack, receive_maximum=spec.receive_maximum,
     )
 
 
@@ -86,6 +88,20 @@ def build_opcua(spec: OpcUaSpec, hub: Hub, loaded: LoadedConfig) -> Source:
     )
 
 
+def build_alarm_topic(prefix: str | None, brokers: list[MqttSpec], loaded: LoadedConfig) -> AlarmTopicPublisher | None:
+    """Create the publisher of alarm states on the first broker, when a topic prefix is configured."""
+    if not prefix or not brokers:
+        return None
+    spec = brokers[0]
+    tls = None
+    if spec.tls is not None:
+        tls = TlsOptions(spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file, spec.tls.insecure)
+    client_id = (spec.client_id or f"vigie-{spec.name}").replace("{hostname}", socket.gethostname()) + "-alarms"
+    return AlarmTopicPublisher(prefix, host=spec.host, port=spec.port, client_id=client_id,
+                               username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env),
+                               tls=tls)
+
+
 class Runtime:
     """Every server-wide part of one Vigie process."""
 
@@ -102,6 +118,9 @@ class Runtime:
         self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s) if self.alarms is not None else None
         self.journal = (Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
                         if self.alarms is not None else None)
+        self.alarm_topic = build_alarm_topic(cfg.alarms.mqtt_topic_prefix, cfg.mqtt, loaded) if self.alarms else None
+        if self.alarm_topic is not None and self.alarms is not None:
+            self.alarms.subscribe(self.alarm_topic.accept)
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
             self.store, spool_dir=base / cfg.store.spool_dir, rejected_dir=base / cfg.store.rejected_dir,
@@ -118,6 +137,7 @@ class Runtime:
         self._writer_task: asyncio.Task | None = None
         self._clock_task: asyncio.Task | None = None
         self._journal_task: asyncio.Task | None = None
+        self._topic_task: asyncio.Task | None = None
         self.started = asyncio.Event()
 
     def add_source(self, source: Source) -> None:
@@ -163,6 +183,8 @@ class Runtime:
         self._writer_task = self._task(self.writer.run(), "store-writer")
         if self.alarm_clock is not None:
             self._clock_task = self._task(self.alarm_clock.run(), "alarm-clock")
+        if self.alarm_topic is not None:
+            self._topic_task = self._task(self.alarm_topic.run(), "alarm-topic")
         self.pulse.start()
         for source in self.sources:
             if hasattr(source, "run"):
@@ -208,6 +230,9 @@ class Runtime:
         if self.journal is not None and self._journal_task is not None:
             await self.journal.stop()
             await asyncio.gather(self._journal_task, return_exceptions=True)
+        if self.alarm_topic is not None and self._topic_task is not None:
+            await self.alarm_topic.stop()
+            await asyncio.gather(self._topic_task, return_exceptions=True)
         await self.writer.stop()
         if self._writer_task is not None:
             await asyncio.gather(self._writer_task, return_exceptions=True)
@@ -226,6 +251,7 @@ class Runtime:
             "live": {**self.live.health(), "pulse": self.pulse.health()},
             "hub": {"published_total": self.hub.published},
             "cameras": self.cameras.health(),
-            "alarms": ({**self.alarms.health(), "journal": self.journal.health() if self.journal else None}
+            "alarms": ({**self.alarms.health(), "journal": self.journal.health() if self.journal else None,
+                        "topic": self.alarm_topic.health() if self.alarm_topic else None}
                        if self.alarms is not None else None),
         }

@@ -133,3 +133,32 @@ def test_a_broker_outage_suppresses_its_sensors_silence(tmp_path, own_mosquitto)
                    "the silence over")
     finally:
         server.stop()
+
+
+def test_alarm_states_are_published_retained_on_vigies_own_topic(tmp_path, mosquitto):
+    import paho.mqtt.client as mqtt
+
+    rules = RULES.replace("  tick_s: 0.2\n", "  tick_s: 0.2\n  mqtt_topic_prefix: vt-" + tmp_path.name[-8:] + "\n")
+    prefix = "vt-" + tmp_path.name[-8:]
+    server = VigieServer(tmp_path, mosquitto.port, editing=True, extra_config=rules).start()
+    try:
+        publish(mosquitto, "lc-4", 66.0)
+        wait_until(lambda: "flood|lc-4/level" in alarms(server.base), 10, 0.05, "raised")
+        call(server.base, "/api/v1/alarms/acknowledge", {"alarm_ids": ["flood|lc-4/level"], "comment": "ok"})
+        wait_until(lambda: alarms(server.base)["flood|lc-4/level"]["state"] == "acknowledged", 5, 0.05, "acked")
+
+        got: dict[str, dict] = {}
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-follower")
+        client.on_message = lambda _c, _u, m: got.__setitem__(m.topic, {**json.loads(m.payload), "retain": m.retain})
+        client.connect("127.0.0.1", mosquitto.port)
+        client.subscribe(f"{prefix}/alarms/#", qos=1)  # subscribed after the fact: the retained state comes
+        client.loop_start()
+        try:
+            topic = f"{prefix}/alarms/flood/lc-4/level"
+            wait_until(lambda: got.get(topic, {}).get("state") == "acknowledged", 10, 0.05, "the retained state")
+            assert got[topic]["retain"] and got[topic]["user"] == "anonymous" and got[topic]["value"] == 66.0
+        finally:
+            client.loop_stop()
+            client.disconnect()
+    finally:
+        server.stop()

@@ -68,7 +68,14 @@ class AlarmEngine:
         self._by_name = {r.name: r for r in self.rules}
         self._composites = [r for r in self.rules if isinstance(r, CompositeRule) and r.mode != "disabled"]
         self._ticking = [r for r in self.rules if r.needs_ticks and r.mode != "disabled"]
-        self._rules_for: dict[str, tuple[AlarmRule, ...]] = {}
+        self._rules_for: dict[str, tuple[Any, ...]] = {}
+        # Rules indexed by the literal start of their series pattern: a new series is matched against the
+        # few rules whose prefix it starts with, not against every rule (50,000 new series x 1,000 rules).
+        self._by_prefix: dict[int, dict[str, list[AlarmRule]]] = {}
+        self._order = {id(r): i for i, r in enumerate(self.rules)}  # rules keep the file's order per series
+        for rule in self.rules:
+            prefix = rule.literal_prefix()
+            self._by_prefix.setdefault(len(prefix), {}).setdefault(prefix, []).append(rule)
         changed = {name for name, before in old.items() if self._by_name.get(name) is not before}
         for name in changed:
             self._tick_index.pop(name, None)
@@ -104,8 +111,9 @@ class AlarmEngine:
         compiled = self._rules_for.get(key)
         if compiled is None:
             tags = tags if tags is not None else {}
-            compiled = self._rules_for[key] = tuple((r, r.v, type(r).evaluate) for r in self.rules
-                                                    if r.targets(key, tags))
+            candidates = {self._order[id(r)]: r for n, rules in self._by_prefix.items() for r in rules.get(key[:n], ())}
+            ordered = [candidates[i] for i in sorted(candidates) if candidates[i].targets(key, tags)]
+            compiled = self._rules_for[key] = tuple((r, r.v, type(r).evaluate) for r in ordered)
         return compiled
 
     # -- the ingest path ---------------------------------------------------------------------------------
@@ -139,7 +147,14 @@ class AlarmEngine:
                 verdict = evaluate(v, state, r)
                 if verdict is None:
                     continue
-                alarm = alarms.get(ident) or self._new_alarm(rule, key, r.unit)
+                alarm = alarms.get(ident)
+                if alarm is None:
+                    if not verdict[0]:  # a normal series needs no alarm (most of them, most of the time)
+                        continue
+                    alarm = self._new_alarm(rule, key, r.unit)
+                elif not verdict[0] and alarm.debounce.since_ns is None and not alarm.debounce.active:
+                    alarm.value = verdict[1]  # still normal: nothing to judge
+                    continue
                 if r.unit:
                     alarm.unit = r.unit
                 event = alarm.judge(verdict, t)

@@ -17,12 +17,15 @@ functions, so they cannot disagree.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import logging
 import math
+import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, ClassVar, NamedTuple
 
@@ -135,11 +138,18 @@ class AlarmRule(Spec):
     # -- targeting -------------------------------------------------------------------------------------
     def targets(self, key: str, tags: dict[str, str]) -> bool:
         """Return whether the rule watches a series (its key and tags)."""
-        if not fnmatchcase(key, self.series):
+        v = self.v
+        if not _glob(v.series)(key):
             return False
-        if self.site is not None and tags.get("site") != self.site:
+        if v.site is not None and tags.get("site") != v.site:
             return False
-        return all(fnmatchcase(tags.get(k, ""), v) for k, v in self.tags.items())
+        return all(_glob(pattern)(tags.get(k, "")) for k, pattern in v.tags.items())
+
+    def literal_prefix(self) -> str:
+        """Return the part of the series pattern before its first wildcard (the engine indexes rules by it)."""
+        pattern = self.v.series
+        cut = min((i for i, c in enumerate(pattern) if c in "*?["), default=len(pattern))
+        return pattern[:cut]
 
     # -- judging (pure: the state given is the only thing changed) --------------------------------------
     def judge(self, state: SeriesState, r: Reading) -> Verdict | None:
@@ -170,6 +180,12 @@ class AlarmRule(Spec):
             return template.format_map(_Blank(values))
         except (ValueError, IndexError, AttributeError):  # a malformed template: say so, never raise
             return f"{self.name}: {values.get('device', '')} {values.get('metric', '')} {values.get('value', '')}"
+
+
+@lru_cache(maxsize=4096)
+def _glob(pattern: str) -> Callable[[str], Any]:
+    """Return a compiled matcher of a glob (fnmatch's rules, case-sensitive)."""
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 class _Blank(dict):

@@ -6,10 +6,17 @@
 device from the ``device`` or ``host`` tag. Good readings are always kept:
 the answer is 200 when all were good, and 400 listing each bad item or line
 with its reason otherwise. Rejections also feed the source's dead letters.
+
+An answer with readings accepted comes only once they are durable: written
+to the store, spooled to disk while it is down, or refused by it (the store
+writer's watermark). If that takes longer than ``durable_timeout_s`` (no
+spool and the store down) the answer is 503: send again, a reading sent
+twice is stored once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -34,7 +41,7 @@ class HttpSource(Source):
 
     def __init__(self, name: str, hub, *, token: str | None, max_body_bytes: int = 10_000_000,
                  max_image_bytes: int = 5_000_000, max_json_depth: int = MAX_DEPTH,
-                 timestamp_unit: str = "ms", max_future_s: float = 300.0) -> None:
+                 timestamp_unit: str = "ms", max_future_s: float = 300.0, durable_timeout_s: float = 30.0) -> None:
         super().__init__(name, hub)
         self.token = token
         self.max_body_bytes = max_body_bytes
@@ -42,6 +49,7 @@ class HttpSource(Source):
         self.max_json_depth = max_json_depth
         self.timestamp_unit = timestamp_unit
         self.max_future_ns = int(max_future_s * 1e9)
+        self.durable_timeout_s = durable_timeout_s
         self.state = ConnectionState.CONNECTED if token else ConnectionState.STOPPED
         self._lp = {p: LineProtocolDecoder(precision=p, max_bytes=max_body_bytes, max_future_s=max_future_s)
                     for p in _UNIT_NS}
@@ -56,6 +64,23 @@ class HttpSource(Source):
         if not self.token or not header or not header.startswith("Bearer "):
             return False
         return hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
+
+    def ticket(self) -> int | None:
+        """Return the durability ticket of what was published so far (None without a store writer)."""
+        durability = self.hub.durability
+        return durability.accepted if durability is not None else None
+
+    async def durable(self, ticket: int | None) -> bool:
+        """Wait until everything up to ``ticket`` is durable; return False after ``durable_timeout_s``."""
+        durability = self.hub.durability
+        if ticket is None or durability is None or durability.durable >= ticket:
+            return True
+        durability.flush_soon()  # a client waits: do not wait for the flush tick
+        try:
+            await asyncio.wait_for(durability.wait_durable(ticket), self.durable_timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     # -- line protocol ------------------------------------------------
     def ingest_lines(self, body: bytes, precision: str) -> tuple[int, list[dict[str, Any]]]:
@@ -172,6 +197,14 @@ class _IngestHandler(LimitedBodyHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(doc))
 
+    async def _durable_result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
+        """Answer once the accepted readings are durable (read the ticket before any await)."""
+        if accepted and not await self.source.durable(self.source.ticket()):
+            self._answer(503, {"error": "readings accepted but not yet stored or spooled; send them again",
+                               "accepted": accepted})
+            return
+        self._result(accepted, errors)
+
     def _result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
         if errors:
             doc: dict[str, Any] = {"accepted": accepted, "rejected": len(errors),
@@ -186,19 +219,19 @@ class _IngestHandler(LimitedBodyHandler):
 class ReadingsHandler(_IngestHandler):
     """``POST /api/v1/readings``: JSON readings."""
 
-    def post(self) -> None:
-        self._result(*self.source.ingest_json(self.body))
+    async def post(self) -> None:
+        await self._durable_result(*self.source.ingest_json(self.body))
 
 
 class LineProtocolHandler(_IngestHandler):
     """``POST /api/v1/write``: line protocol."""
 
-    def post(self) -> None:
+    async def post(self) -> None:
         precision = self.get_query_argument("precision", "ns")
         if precision not in _UNIT_NS:
             self._answer(400, {"error": f"precision must be one of {', '.join(_UNIT_NS)}"})
             return
-        self._result(*self.source.ingest_lines(self.body, precision))
+        await self._durable_result(*self.source.ingest_lines(self.body, precision))
 
 
 class CameraUploadHandler(_IngestHandler):
@@ -211,7 +244,7 @@ class CameraUploadHandler(_IngestHandler):
     def body_limit(self) -> int:
         return self.source.max_image_bytes
 
-    def post(self, camera: str) -> None:
+    async def post(self, camera: str) -> None:
         if self.cameras is None:
             self._answer(404, {"error": "no camera store configured"})
             return
@@ -230,4 +263,7 @@ class CameraUploadHandler(_IngestHandler):
             return
         self.source.publish([Reading(camera, "image_bytes", received, float(len(body)),
                                      Quality.GOOD, "B", self.source.name, {})])
+        if not await self.source.durable(self.source.ticket()):
+            self._answer(503, {"error": "image kept, its reading not yet stored or spooled; send it again"})
+            return
         self._answer(200, {"camera": camera, "time_ns": received, "bytes": len(body)})

@@ -13,14 +13,26 @@ halves until the refused readings are found (a few dozen writes for one
 bad reading among 5,000), writes the rest, and dead-letters each refused
 reading with the engine's reason, in memory for the pages and on disk
 (:class:`~app.store.rejected.RejectedLog`) so each one can be found again.
+
+Durability watermark: readings leave the writer in the order they came, so
+two counts say what is safe. :meth:`StoreWriter.accept` returns a *ticket*,
+the count of readings accepted so far; ``durable`` counts readings written,
+spooled to disk or refused by the store (dead-lettered: handled, never to be
+retried). A batch is durable once ``durable >= ticket``. Sources that must
+not acknowledge before that (MQTT's PUBACK, HTTP's 2xx) await
+:meth:`wait_durable` or listen with :meth:`add_durable_listener`, and call
+:meth:`flush_soon` when somebody waits, so a write need not wait for the
+flush interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +76,61 @@ class StoreWriter:
         self.rejected = 0
         self.last_error: str | None = None
         self.last_flush_s = 0.0
+        self.accepted = 0  # readings accepted so far: the ticket of the last batch
+        self.durable = 0  # readings written, spooled or refused so far, oldest first
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (ticket, seq, future)
+        self._waiter_seq = count()
+        self._listeners: list[Callable[[int], None]] = []
 
     # -- the hub side -------------------------------------------------
-    def accept(self, batch: Sequence[Reading]) -> None:
-        """Queue a batch for writing; never blocks, never drops."""
+    def accept(self, batch: Sequence[Reading]) -> int:
+        """Queue a batch for writing; never blocks, never drops. Return its durability ticket."""
         self._pending.extend(batch)
+        self.accepted += len(batch)
         if len(self._pending) >= self.batch_size:
             self._wake.set()
+        return self.accepted
+
+    # -- durability ---------------------------------------------------
+    def flush_soon(self) -> None:
+        """Wake the writer now: somebody waits for durability (an MQTT ack, an HTTP answer)."""
+        if self._pending:
+            self._wake.set()
+
+    async def wait_durable(self, ticket: int) -> None:
+        """Return once every reading up to ``ticket`` is written, spooled or refused."""
+        if self.durable >= ticket:
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (ticket, next(self._waiter_seq), future))
+        await future
+
+    def add_durable_listener(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(durable)`` whenever the durable count grows; return a function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _settle(self) -> None:
+        """Advance the durable count: everything that left the queue and did not come back.
+
+        Called with no batch in hand (after a drain, after the final flush): a
+        batch is then written, refused, spooled, or back at the head of the
+        queue (no spool, or the disk refused it), so what has left the queue
+        for good is durable, and it left oldest first.
+        """
+        durable = self.accepted - len(self._pending)
+        if durable <= self.durable:
+            return
+        self.durable = durable
+        while self._waiters and self._waiters[0][0] <= durable:
+            future = heapq.heappop(self._waiters)[2]
+            if not future.done():
+                future.set_result(None)
+        for callback in list(self._listeners):
+            try:
+                callback(durable)
+            except Exception:
+                log.exception("durability listener %r failed", callback)
 
     @property
     def queue_depth(self) -> int:
@@ -107,6 +167,7 @@ class StoreWriter:
         """Write pending batches; spool them while the engine is down."""
         async with self._drain_lock:
             await self._drain_locked()
+            self._settle()  # not on cancellation: a batch may be in hand, neither written nor back in the queue
 
     async def _drain_locked(self) -> None:
         if not self.available and time.monotonic() < self._retry_at:
@@ -218,7 +279,9 @@ class StoreWriter:
         """On stop: one attempt to write, spool whatever is left."""
         self._retry_at = 0.0
         await self._drain()
-        self._spool_pending()
+        async with self._drain_lock:  # a flush() from outside may hold a batch: settle with none in hand
+            self._spool_pending()
+            self._settle()
         if self._pending:
             log.error("store writer stopped with %d unwritten readings and no spool", len(self._pending))
 
@@ -228,6 +291,7 @@ class StoreWriter:
             "engine": self.engine.health(),
             "available": self.available,
             "queue_depth": self.queue_depth,
+            "awaiting_durability": self.accepted - self.durable,
             "written_total": self.written,
             "rejected_total": self.rejected,
             "rejected": self.dead.health(),
