@@ -66,6 +66,9 @@ class ServerSpec(Spec):
     layouts_dir = param.String(default="layouts",
                                doc="Dashboard layouts directory (relative: to the config directory's parent).")
     timezone = param.String(default="UTC", doc="Time zone pages show times in (IANA name: Europe/Paris).")
+    max_body_bytes = param.Integer(default=1_000_000, bounds=(1, None),
+                                   doc="Largest body of any other request (layout saves, alarm actions, pages): "
+                                       "413 or 400 over it, before it is read.")
     idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
                                   doc="How long a page session with no open connection (a closed tab) is kept "
                                       "before its callbacks and memory are released.")
@@ -122,7 +125,13 @@ class HttpIngestSpec(Spec):
     enabled = param.Boolean(default=True)
     token_env = param.String(default="VIGIE_INGEST_TOKEN",
                              doc="Variable holding the bearer token; unset disables the endpoint.")
-    max_body_bytes = param.Integer(default=10_000_000, bounds=(1, None))
+    max_body_bytes = param.Integer(default=10_000_000, bounds=(1, None),
+                                   doc="Largest body of /api/v1/readings and /api/v1/write: 413 over it, "
+                                       "refused from its Content-Length before it is read.")
+    max_image_bytes = param.Integer(default=5_000_000, bounds=(1, None),
+                                    doc="Largest picture posted to /api/v1/cameras/<camera> (413 over it).")
+    max_json_depth = param.Integer(default=32, bounds=(3, 1000),
+                                   doc="Deepest nesting of a JSON body (400 deeper: a reading needs 3).")
     timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
 
 

@@ -155,6 +155,14 @@ def name_problem(name: object, what: str = "name") -> str | None:
     return None
 
 
+def series_problem(key: object) -> str | None:
+    """Return why ``key`` cannot name a series (``device/metric``, each a name), or None when it can."""
+    if not isinstance(key, str) or "/" not in key:
+        return f"series {_show(str(key))} must be device/metric"
+    device, _, metric = key.partition("/")
+    return name_problem(device, "device") or name_problem(metric, "metric")
+
+
 def text_problem(text: object, what: str = "text") -> str | None:
     """Return why ``text`` cannot be kept as a unit, source or tag value, or None when it can."""
     if not isinstance(text, str):

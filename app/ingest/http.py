@@ -22,14 +22,16 @@ import json
 import math
 from typing import Any
 
-import tornado.web
-
+from app.cameras import check_camera
 from app.ingest.base import ConnectionState, Source
 from app.ingest.deadletters import DeadLetters
 from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder, iso_to_ns, number_to_ns
 from app.model import Quality, Reading, now_ns
+from app.web.limits import MAX_DEPTH, LimitedBodyHandler, load_json, short
 
 _QUALITIES = {q.value for q in Quality}
+MAX_ITEM_ERRORS = 1000
+"""Most refused items listed in a reply (each with its place and a bounded reason); ``rejected`` counts all."""
 
 
 class HttpSource(Source):
@@ -38,10 +40,13 @@ class HttpSource(Source):
     source_type = "http"
 
     def __init__(self, name: str, hub, *, token: str | None, max_body_bytes: int = 10_000_000,
+                 max_image_bytes: int = 5_000_000, max_json_depth: int = MAX_DEPTH,
                  timestamp_unit: str = "ms", max_future_s: float = 300.0, durable_timeout_s: float = 30.0) -> None:
         super().__init__(name, hub)
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.max_image_bytes = max_image_bytes
+        self.max_json_depth = max_json_depth
         self.timestamp_unit = timestamp_unit
         self.max_future_ns = int(max_future_s * 1e9)
         self.durable_timeout_s = durable_timeout_s
@@ -92,10 +97,9 @@ class HttpSource(Source):
         dead = DeadLetters(self.name, keep=10_000, quiet=True)
         out: list[Reading] = []
         received = now_ns()
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            dead.add("body", "invalid_json", str(exc), body)
+        doc, problem = load_json(body, self.max_json_depth)
+        if problem is not None:
+            dead.add("body", "invalid_json", problem, body[:200])
             return 0, self._report(dead)
         items = doc if isinstance(doc, list) else [doc]
         for i, item in enumerate(items):
@@ -166,8 +170,8 @@ class HttpSource(Source):
         return [{"where": d.where, "kind": d.kind, "reason": d.reason} for d in dead.recent]
 
 
-class _IngestHandler(tornado.web.RequestHandler):
-    """Common checks: token, body size."""
+class _IngestHandler(LimitedBodyHandler):
+    """Common checks, before the body is read: the token, then the size."""
 
     def initialize(self, source: HttpSource) -> None:
         self.source = source
@@ -175,14 +179,18 @@ class _IngestHandler(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API: no cookies, no XSRF."""
 
-    def prepare(self) -> None:
+    def body_limit(self) -> int:
+        return self.source.max_body_bytes
+
+    def authorize(self) -> bool:
         if not self.source.token:
-            self._answer(404, {"error": "HTTP ingestion is disabled (no token configured)"})
-        elif not self.source.authorized(self.request.headers.get("Authorization")):
+            self.refuse(404, {"error": "HTTP ingestion is disabled (no token configured)"})
+            return False
+        if not self.source.authorized(self.request.headers.get("Authorization")):
             self.set_header("WWW-Authenticate", 'Bearer realm="vigie"')
-            self._answer(401, {"error": "missing or wrong bearer token"})
-        elif len(self.request.body) > self.source.max_body_bytes:
-            self._answer(413, {"error": f"body over {self.source.max_body_bytes} bytes"})
+            self.refuse(401, {"error": "missing or wrong bearer token"})
+            return False
+        return True
 
     def _answer(self, status: int, doc: dict[str, Any]) -> None:
         self.set_status(status)
@@ -199,7 +207,11 @@ class _IngestHandler(tornado.web.RequestHandler):
 
     def _result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
         if errors:
-            self._answer(400, {"accepted": accepted, "rejected": len(errors), "errors": errors})
+            doc: dict[str, Any] = {"accepted": accepted, "rejected": len(errors),
+                                   "errors": errors[:MAX_ITEM_ERRORS]}
+            if len(errors) > MAX_ITEM_ERRORS:
+                doc["errors_shown"] = MAX_ITEM_ERRORS
+            self._answer(400, doc)
         else:
             self._answer(200, {"accepted": accepted, "rejected": 0})
 
@@ -208,7 +220,7 @@ class ReadingsHandler(_IngestHandler):
     """``POST /api/v1/readings``: JSON readings."""
 
     async def post(self) -> None:
-        await self._durable_result(*self.source.ingest_json(self.request.body))
+        await self._durable_result(*self.source.ingest_json(self.body))
 
 
 class LineProtocolHandler(_IngestHandler):
@@ -219,7 +231,7 @@ class LineProtocolHandler(_IngestHandler):
         if precision not in _UNIT_NS:
             self._answer(400, {"error": f"precision must be one of {', '.join(_UNIT_NS)}"})
             return
-        await self._durable_result(*self.source.ingest_lines(self.request.body, precision))
+        await self._durable_result(*self.source.ingest_lines(self.body, precision))
 
 
 class CameraUploadHandler(_IngestHandler):
@@ -229,20 +241,29 @@ class CameraUploadHandler(_IngestHandler):
         super().initialize(source)
         self.cameras = cameras
 
+    def body_limit(self) -> int:
+        return self.source.max_image_bytes
+
     async def post(self, camera: str) -> None:
         if self.cameras is None:
             self._answer(404, {"error": "no camera store configured"})
             return
+        try:
+            check_camera(camera)
+        except ValueError as exc:
+            self._answer(400, {"error": short(exc)})
+            return
+        body = self.body
         received = now_ns()
         try:
-            self.cameras.put(camera, received, self.request.body, self.request.headers.get("Content-Type"))
+            self.cameras.put(camera, received, body, self.request.headers.get("Content-Type"))
         except ValueError as exc:
-            self.source.dead.add(f"http camera {camera}", "not_an_image", str(exc), self.request.body[:64])
-            self._answer(400, {"error": str(exc)})
+            self.source.dead.add(f"http camera {camera}", "not_an_image", str(exc), body[:64])
+            self._answer(400, {"error": short(exc)})
             return
-        self.source.publish([Reading(camera, "image_bytes", received, float(len(self.request.body)),
+        self.source.publish([Reading(camera, "image_bytes", received, float(len(body)),
                                      Quality.GOOD, "B", self.source.name, {})])
         if not await self.source.durable(self.source.ticket()):
             self._answer(503, {"error": "image kept, its reading not yet stored or spooled; send it again"})
             return
-        self._answer(200, {"camera": camera, "time_ns": received, "bytes": len(self.request.body)})
+        self._answer(200, {"camera": camera, "time_ns": received, "bytes": len(body)})

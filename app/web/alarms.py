@@ -17,6 +17,7 @@ import tornado.web
 from app.alarms.backtest import backtest_on_history
 from app.alarms.rule_file import RuleEditor, RuleError
 from app.alarms.rules import RULE_KINDS
+from app.model import name_problem
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -127,6 +128,10 @@ class MaintenanceHandler(_AlarmHandler):
     """``POST /api/v1/devices/<device>/maintenance``: ``{"on": true, "reason": "..."}``."""
 
     def post(self, device: str) -> None:
+        problem = name_problem(device, "device")
+        if problem is not None:
+            self.answer(400, {"error": problem})
+            return
         engine, doc = self.engine_or_404(), None
         if engine is None or (doc := self.body()) is None:
             return
