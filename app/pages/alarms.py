@@ -108,12 +108,12 @@ class AlarmConsole:
         self.table = pn.widgets.Tabulator(console_frame(runtime, lang), selectable="checkbox", disabled=True,
                                           show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
                                           height=360, name="alarm-console")
-        self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320, name="comment")
-        self.ack = pn.widgets.Button(label=t("Acknowledge", lang), button_type="primary", name="acknowledge")
+        self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320)
+        self.ack = pn.widgets.Button(label=t("Acknowledge", lang), color="primary")
         self.shelve_for = pn.widgets.Select(options=list(SHELVE_CHOICES), value="1 h", width=90)
-        self.shelve = pn.widgets.Button(label=t("Shelve", lang), name="shelve")
-        self.device = pn.widgets.TextInput(placeholder=t("Device", lang), width=200, name="device")
-        self.maintenance = pn.widgets.Button(label=t("Maintenance on/off", lang), name="maintenance")
+        self.shelve = pn.widgets.Button(label=t("Shelve", lang))
+        self.device = pn.widgets.TextInput(placeholder=t("Device", lang), width=200)
+        self.maintenance = pn.widgets.Button(label=t("Maintenance on/off", lang))
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", name="console-status")
         for button, action in ((self.ack, self.on_ack), (self.shelve, self.on_shelve),
                                (self.maintenance, self.on_maintenance)):
@@ -122,13 +122,13 @@ class AlarmConsole:
         self._version = -1
         # The journal: filters, table, CSV link.
         sites = sorted({a.get("site") or "" for a in (runtime.alarms.active() if runtime.alarms else [])} - {""})
-        self.f_site = pn.widgets.Select(name=t("Site", lang), options=["", *sites], width=140)
-        self.f_device = pn.widgets.TextInput(name=t("Device", lang), width=140, value=session_arg("device") or "")
-        self.f_rule = pn.widgets.Select(name=t("Rule", lang), options=["", *(r.name for r in (
+        self.f_site = pn.widgets.Select(label=t("Site", lang), options=["", *sites], width=140)
+        self.f_device = pn.widgets.TextInput(label=t("Device", lang), width=140, value=session_arg("device") or "")
+        self.f_rule = pn.widgets.Select(label=t("Rule", lang), options=["", *(r.name for r in (
             runtime.alarms.rules if runtime.alarms else []))], width=180)
-        self.f_severity = pn.widgets.Select(name=t("Severity", lang), options=["", "low", "medium", "high",
+        self.f_severity = pn.widgets.Select(label=t("Severity", lang), options=["", "low", "medium", "high",
                                                                                "critical"], width=110)
-        self.f_range = pn.widgets.Select(name=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
+        self.f_range = pn.widgets.Select(label=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
         self.journal = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False,
                                             sizing_mode="stretch_width", height=300, name="alarm-journal",
                                             pagination="local", page_size=50)
