@@ -72,7 +72,7 @@ class AlarmRule(Spec):
     _kinds: ClassVar[dict[str, type[Spec]] | None] = {}
     needs_ticks: ClassVar[bool] = False  # judged on the clock too (no data), not only on readings
 
-    name = param.String(default="", doc="Name of the rule, shown with its alarms; unique.")
+    name = param.String(default="", constant=False, doc="Name of the rule, shown with its alarms; unique.")
     series = param.String(default="*/*", doc="Target: device/metric, globs allowed (dam-*/water_level).")
     site = param.String(default=None, allow_None=True, doc="Target: only series whose site tag is this.")
     tags = param.Dict(default={}, doc="Target: only series whose tags have these values (globs allowed).")
@@ -200,10 +200,12 @@ class ThresholdRule(AlarmRule):
 
     spec_type = "threshold"
 
-    hh = param.Number(default=None, allow_None=True, doc="High-high limit (raises the extreme severity).")
-    h = param.Number(default=None, allow_None=True, doc="High limit.")
-    l = param.Number(default=None, allow_None=True, doc="Low limit.")  # noqa: E741
-    ll = param.Number(default=None, allow_None=True, doc="Low-low limit (raises the extreme severity).")
+    hh = param.Number(default=None, allow_None=True, label="High-high (HH)",
+                      doc="High-high limit (raises the extreme severity).")
+    h = param.Number(default=None, allow_None=True, label="High (H)", doc="High limit.")
+    l = param.Number(default=None, allow_None=True, label="Low (L)", doc="Low limit.")  # noqa: E741
+    ll = param.Number(default=None, allow_None=True, label="Low-low (LL)",
+                      doc="Low-low limit (raises the extreme severity).")
     deadband = param.Number(default=0.0, bounds=(0, None),
                             doc="The alarm clears once the value is back inside its limit by this much.")
     extreme_severity = param.Selector(default="critical", objects=list(SEVERITIES),

@@ -225,7 +225,8 @@ class AlarmConsole:
     def view(self) -> list[Any]:
         lang = self.lang
         actions = pn.Row(self.comment, self.ack, self.shelve_for, self.shelve, self.device, self.maintenance)
-        return [pn.pane.Markdown(f"## {t('Alarms', lang)}"), self.table, actions, self.status,
+        rules_link = pn.pane.HTML(f"<a class='vigie-rules-link' href='/alarm-rules'>{t('Alarm rules', lang)} →</a>")
+        return [pn.pane.Markdown(f"## {t('Alarms', lang)}"), rules_link, self.table, actions, self.status,
                 pn.pane.Markdown(f"## {t('Alarm load (24 h)', lang)}"), self.load,
                 pn.pane.Markdown(f"## {t('Journal', lang)}"),
                 pn.Row(self.f_site, self.f_device, self.f_rule, self.f_severity, self.f_range), self.csv,
