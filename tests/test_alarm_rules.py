@@ -336,3 +336,17 @@ def test_summarize_counts_episodes_per_day():
     summary = summarize(replay(rule, series(values, step_s=3600)), T0, T0 + 30 * 3600 * S)
     assert summary["count"] == 3 and summary["longest_s"] == 5 * 3600
     assert round(summary["per_day"], 2) == round(3 / 1.25, 2)
+
+
+def test_the_console_shows_shadow_alarms_only_when_asked():
+    from types import SimpleNamespace
+
+    from app.pages.alarms import console_rows
+
+    engine = AlarmEngine([ThresholdRule(name="live", series="*/*", h=10),
+                          ThresholdRule(name="trial", series="*/*", h=5, mode="shadow")], clock=ReplayClock(T0))
+    engine.accept(series([7.0, 12.0]))
+    runtime = SimpleNamespace(alarms=engine)
+    assert [r["rule"] for r in console_rows(runtime)] == ["live"]
+    assert [(r["rule"], r["shadow"]) for r in console_rows(runtime, shadow=True)] == [("trial", True)]
+    assert engine.unacknowledged() == 1  # the banner counts what operators must act on: not shadow alarms
