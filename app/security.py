@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import tornado.httputil
 import tornado.web
 
-_ORIGIN = re.compile(r"^(https?://[A-Za-z0-9.\-\[\]:*]+|'self'|'none')$")
+_ORIGIN = re.compile(r"(https?://[A-Za-z0-9.\-\[\]:*]+|'self'|'none')")  # fullmatch
 
 # Bokeh and Panel render each session with inline <script> blocks whose content changes per request (ids,
 # session token), so neither a hash nor a nonce can name them: 'unsafe-inline'. Bokeh compiles some models'
@@ -45,7 +45,7 @@ _PAGE_SOURCES = {
 def validate_origins(origins: list[str]) -> list[str]:
     """Return the origins, or raise ValueError naming the first malformed one."""
     for origin in origins:
-        if not _ORIGIN.match(origin):
+        if not _ORIGIN.fullmatch(origin):
             raise ValueError(f"frame_ancestors: {origin!r} is not an origin like https://portal.example.org")
     return origins
 
@@ -72,9 +72,11 @@ class FramingPolicy:
 
     def headers(self, path: str) -> dict[str, str]:
         """Return the headers a response to ``path`` must carry."""
+        # nosniff: a text/plain or JSON answer echoing a name is never read as HTML.
         if path.startswith(("/embed/", "/embed-app")):
-            return {"Content-Security-Policy": self.embed}
-        return {"Content-Security-Policy": self.page, "X-Frame-Options": "SAMEORIGIN"}
+            return {"Content-Security-Policy": self.embed, "X-Content-Type-Options": "nosniff"}
+        return {"Content-Security-Policy": self.page, "X-Frame-Options": "SAMEORIGIN",
+                "X-Content-Type-Options": "nosniff"}
 
 
 def install(application: tornado.web.Application, policy: FramingPolicy) -> None:
