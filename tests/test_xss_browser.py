@@ -172,7 +172,7 @@ def page(vigie, watch):
 def shows(page_or_frame, *texts: str, timeout: float = 20_000) -> None:
     """Each text is visible, as text, somewhere on the page."""
     for text in texts:
-        expect(page_or_frame.get_by_text(text, exact=False).first).to_be_visible(timeout=timeout)
+        expect(page_or_frame.get_by_text(text, exact=False).filter(visible=True).first).to_be_visible(timeout=timeout)
 
 
 def no_injected_markup(page) -> None:
@@ -229,13 +229,27 @@ def test_overview_history_and_system_pages(page, vigie, watch):
     page.goto(f"{vigie.base}/history?series={urllib.request.quote(KEY)}")
     expect(page.locator(".vigie-history-info [data-buckets]")).to_be_visible(timeout=20_000)
     assert page.locator(".vigie-history-info, input").evaluate_all("els => els.map(e => e.value)").count(KEY) == 1
-    page.locator("input").first.fill("onerror")  # the series picker's suggestions
+    picker = next(i for i in page.locator("input[type=text]").all() if i.input_value() == KEY)  # the series picker
+    picker.fill("onerror")  # its suggestions
     expect(page.locator(".bk-menu").get_by_text(KEY, exact=True)).to_be_visible(timeout=5_000)
     no_injected_markup(page)
     watch.check(page)
     page.goto(f"{vigie.base}/system")
     shows(page, UNIT, "'value' must be a number")
     shows(page, DEVICE)
+    no_injected_markup(page)
+    watch.check(page)
+
+
+def test_alarm_console_and_rule_editor(page, vigie, watch):
+    page.goto(f"{vigie.base}/alarms")
+    shows(page, RULE_MESSAGE, f"{DEFAULT_RULE}: 99.5 {UNIT}", SITE, KEY)
+    no_injected_markup(page)
+    watch.check(page)
+    page.goto(f"{vigie.base}/alarm-rules?rule={urllib.request.quote(RULE_NAME)}")
+    shows(page, KEY)
+    values = page.locator("input[type=text], textarea").evaluate_all("els => els.map(e => e.value)")
+    assert RULE_NAME in values and RULE_MESSAGE in values
     no_injected_markup(page)
     watch.check(page)
 
