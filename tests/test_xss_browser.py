@@ -205,7 +205,8 @@ def test_dashboard_shows_every_text_literally(page, vigie, watch):
 
 
 def test_editor_shows_every_text_literally(page, vigie, watch):
-    page.goto(f"{vigie.base}/dashboard?name=xss")
+    if page.url != f"{vigie.base}/dashboard?name=xss":  # else the page the previous test left open
+        page.goto(f"{vigie.base}/dashboard?name=xss")
     shows(page, title(11))
     page.locator(".vigie-edit button, .vigie-edit").first.click()
     expect(page.locator(".vigie-save").first).to_be_visible(timeout=10_000)
@@ -340,8 +341,8 @@ def test_pages_carry_one_policy_and_embeds_their_frame_ancestors(vigie):
 def test_pages_load_with_no_policy_violation(page, vigie, watch):
     violations: list[str] = []
     page.on("console", lambda m: re.search(r"Content.Security.Policy", m.text) and violations.append(m.text))
-    for path, ready in (("/", ".vigie-site"), ("/dashboard?name=xss", ".vigie-number"), ("/history", ".vigie-query"),
-                        ("/system", ".vigie-dead-letters"), ("/embed/xss", ".vigie-number"),
+    # Every test above fails on any console error, violations included; here one page, one embed, one light embed.
+    for path, ready in (("/", ".vigie-site"), ("/embed/xss/chart", ".vigie-widget-title"),
                         ("/embed/xss/tile?mode=light", ".vigie-number")):
         page.goto(vigie.base + path)
         expect(page.locator(ready).first).to_be_visible(timeout=20_000)
