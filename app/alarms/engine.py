@@ -50,6 +50,7 @@ class AlarmEngine:
         self._states: dict[tuple[str, str], SeriesState] = {}
         self._tick_index: dict[str, dict[str, SeriesState]] = {}  # rule judged by the clock -> its series' states
         self._subscribers: list[Subscriber] = []
+        self.note_listeners: list[Callable[..., None]] = []  # operator actions that are not transitions
         self.transitions: deque[dict[str, Any]] = deque(maxlen=history)
         self._last_ns: dict[str, int] = {}
         self._series: dict[str, tuple[str, str, str | None, str, str]] = {}  # key -> device, metric, site, unit, src
@@ -283,8 +284,11 @@ class AlarmEngine:
         now = self.clock()
         if on:
             self.maintenance[device] = {"user": user, "reason": reason, "since_ns": now}
-        else:
-            self.maintenance.pop(device, None)
+        elif self.maintenance.pop(device, None) is None:
+            return []
+        for listener in self.note_listeners:  # journaled even when the device has no alarm to suppress
+            listener("maintenance_on" if on else "maintenance_off", user=user, comment=reason, device=device,
+                     category="operator", time_ns=now)
         events = []
         for alarm in self._alarms.values():
             if alarm.device != device:
