@@ -64,6 +64,7 @@ class SeriesState:
     last_value: float | None = None
     level: str = ""
     verdict: Verdict | None = None
+    expected_s: float | None = None  # how often the series' source reports (a no-data rule's default timeout)
 
 
 class AlarmRule(Spec):
@@ -341,7 +342,8 @@ class NoDataRule(AlarmRule):
     needs_ticks = True
 
     timeout_s = param.Number(default=None, allow_None=True, bounds=(1, 30 * 86400),
-                             doc="Silence that raises the alarm (default: the source's expected interval).")
+                             doc="Silence that raises the alarm (default: the source's expected_interval_s, "
+                                 "else 300 s).")
 
     @staticmethod
     def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
@@ -354,10 +356,15 @@ class NoDataRule(AlarmRule):
         if not state.last_ns:
             return None
         silent_s = (now_ns - state.last_ns) / NS
-        timeout = v.timeout_s or 300.0
+        timeout = NoDataRule.timeout(v, state)
         if silent_s > timeout:
             return Verdict(True, silent_s, timeout, "silent", detail={"last_ns": state.last_ns})
         return Verdict(False, silent_s, timeout)
+
+    @staticmethod
+    def timeout(v: SimpleNamespace, state: SeriesState) -> float:
+        """Return the silence that raises: the rule's, else the source's expected interval, else 300 s."""
+        return v.timeout_s or state.expected_s or 300.0
 
     def default_message(self) -> str:
         return "{rule}: no data from {device} {metric} for {value} s (expected every {limit} s)"
