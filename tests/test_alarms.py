@@ -11,6 +11,7 @@ from bokeh.models import Span
 from app.alarms.engine import AlarmEngine
 from app.alarms.rules import ThresholdRule
 from app.config import ConfigError, load_config
+from app.dashboard.alarm_style import coloured_limits
 from app.model import Reading
 from app.runtime import Runtime
 from tests.helpers import publish, until
@@ -92,8 +93,9 @@ def test_what_dashboards_ask_of_the_engine():
     worst = engine.worst_for_site("vallon")
     assert worst["severity"] == "critical" and worst["message"] == "Dam 1: open the crisis cell"
     assert engine.worst_for_site("elsewhere") is None
-    assert engine.limits("dam-1/water_level") == [(12.0, "vigilance H", "#ef6c00"), (14.0, "alert H", "#c62828")]
-    assert engine.limits("gauge-7/battery") == [(3.5, "battery L", "#ef6c00")]
+    assert engine.limits("dam-1/water_level") == [(12.0, "vigilance H", "warning"), (14.0, "alert H", "alarm")]
+    assert engine.limits("gauge-7/battery") == [(3.5, "battery L", "warning")]
+    assert coloured_limits(engine)("gauge-7/battery") == [(3.5, "battery L", "#ef6c00")]  # the colour: a page's
     assert [a["series"] for a in engine.active()] == ["dam-1/water_level", "dam-2/water_level",
                                                       "dam-1/water_level"]  # newest first
     health = engine.health()

@@ -25,15 +25,20 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from app.alarms.lifecycle import Alarm
-from app.alarms.rules import SEVERITIES, AlarmRule, CompositeRule, NoDataRule, SeriesState, ThresholdRule
+from app.alarms.rules import (
+    SEVERITIES,
+    SEVERITY_CLASS,
+    AlarmRule,
+    CompositeRule,
+    NoDataRule,
+    SeriesState,
+    ThresholdRule,
+)
 from app.model import AlarmEvent, AlarmState, Reading, now_ns
 
 log = logging.getLogger(__name__)
 
-# What operators see: low and medium are warnings (orange), high and critical alarms (red).
-SEVERITY_STATE = {"low": "warning", "medium": "warning", "high": "alarm", "critical": "alarm"}
-STATE_COLOR = {"warning": "#ef6c00", "alarm": "#c62828"}
-STATE_RANK = {None: 0, "ok": 0, "warning": 1, "alarm": 2}
+_CLASS_RANK = {None: 0, "ok": 0, "warning": 1, "alarm": 2}
 _LIVE = (AlarmState.UNACKNOWLEDGED, AlarmState.ACKNOWLEDGED, AlarmState.RETURNED_UNACKNOWLEDGED)
 
 Subscriber = Callable[[AlarmEvent], None]
@@ -362,8 +367,8 @@ class AlarmEngine:
         worst = None
         for a in alarms:
             if a.active and a.state in _LIVE and a.rule.mode != "shadow":
-                state = SEVERITY_STATE.get(a.severity, "alarm")
-                if STATE_RANK[state] > STATE_RANK[worst]:
+                state = SEVERITY_CLASS.get(a.severity, "alarm")
+                if _CLASS_RANK[state] > _CLASS_RANK[worst]:
                     worst = state
         return worst
 
@@ -387,13 +392,13 @@ class AlarmEngine:
         return worst.as_dict()
 
     def limits(self, key: str) -> list[tuple[float, str, str]]:
-        """Return the limit lines of a series' threshold rules: (value, label, colour)."""
+        """Return the limit lines of a series' threshold rules: (value, label, warning / alarm)."""
         out = []
         for rule in self.rules_for(key):
             if isinstance(rule, ThresholdRule) and rule.mode != "disabled":
                 for limit, level in rule.limit_lines():
                     severity = rule.extreme_severity if level in ("HH", "LL") else rule.severity
-                    out.append((limit, f"{rule.name} {level}", STATE_COLOR[SEVERITY_STATE[severity]]))
+                    out.append((limit, f"{rule.name} {level}", SEVERITY_CLASS[severity]))
         return out
 
     def matched_series(self, rule: AlarmRule) -> list[str]:

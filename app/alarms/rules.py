@@ -38,6 +38,8 @@ from app.spec import Spec
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("low", "medium", "high", "critical")
+SEVERITY_CLASS = {"low": "warning", "medium": "warning", "high": "alarm", "critical": "alarm"}
+"""What a severity is to an operator: low and medium are warnings, high and critical alarms (pages colour them)."""
 MODES = ("enabled", "disabled", "shadow")
 NS = 1_000_000_000
 _RENAMED = {"above": "h", "below": "l", "hysteresis": "deadband"}  # threshold keys of the first release

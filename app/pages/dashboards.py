@@ -19,6 +19,7 @@ import panel as pn
 import param
 
 from app.api import camera_frame_url
+from app.dashboard.alarm_style import coloured_limits
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.generate import generate_for_device, generate_for_site
 from app.dashboard.layouts import LayoutNameError, LayoutStore, slugify
@@ -43,7 +44,7 @@ def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
     return WidgetContext(live=runtime.live, store=runtime.store, lang=lang, tz=runtime.loaded.config.server.timezone,
                          cameras=runtime.cameras,
                          alarms=runtime.alarms if runtime.alarms.rules else None,
-                         limits=runtime.alarms.limits if runtime.alarms.rules else None,
+                         limits=coloured_limits(runtime.alarms) if runtime.alarms.rules else None,
                          tile_url=runtime.loaded.config.map.tile_url,
                          image_url=camera_frame_url,
                          extra={"catalogue": set(runtime.live.keys())})

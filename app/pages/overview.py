@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import panel as pn
 
-from app.alarms.engine import SEVERITY_STATE
+from app.alarms.rules import SEVERITY_CLASS
 from app.i18n import fmt_age, t
 from app.pages.shell import page, session_lang
 from app.refresh import every
@@ -45,7 +45,7 @@ def site_states(runtime: Runtime) -> list[dict]:
         # Alarms of devices with no site tag carry no site: they belong to the "(no site)" tile.
         worst = alarms.worst_for_site(None if site == NO_SITE else site) if alarms is not None else None
         if worst:
-            state = max(state, SEVERITY_STATE.get(worst["severity"], "alarm"), key=RANK.__getitem__)
+            state = max(state, SEVERITY_CLASS.get(worst["severity"], "alarm"), key=RANK.__getitem__)
         rows.append({"site": site, "state": state, "age_s": age, "devices": len({v.device for v in values}),
                      "worst_alarm": worst})
     return rows
