@@ -210,3 +210,25 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
         assert [a["severity"] for a in again.alarms.active() if a["active"]] == ["medium"]
     finally:
         await again.stop()
+
+
+def test_the_overview_counts_alarms_names_silent_devices_and_links_to_the_sites_alarms(tmp_path):
+    from app.config import load_config as load
+    from app.pages.overview import overview_html, site_states
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "v.yaml").write_text(
+        "alarms:\n  rules:\n    - {name: flood, series: '*/water_level', h: 14, severity: critical}\n")
+    runtime = Runtime(load(tmp_path / "c", env={}), base_dir=tmp_path)
+    now = time.time_ns()
+    fresh = [Reading("dam-1", "water_level", now, 15.0, unit="m", tags={"site": "vallon"}),
+             Reading("dam-2", "water_level", now, 9.0, unit="m", tags={"site": "vallon"})]
+    old = Reading("gauge-3", "rain", now - 3600 * 10**9, 0.0, tags={"site": "vallon"})  # silent for an hour
+    runtime.alarms.accept(fresh)
+    runtime.live.accept([old, *fresh])
+    [row] = site_states(runtime)
+    assert (row["state"], row["active"], row["unacknowledged"], row["silent"]) == ("alarm", 1, 1, ["gauge-3"])
+    text = overview_html(runtime, "en")
+    assert "data-unack='1'" in text and "gauge-3" in text and "href='/alarms?site=vallon'" in text
+    runtime.alarms.acknowledge(["flood|dam-1/water_level"], "ana")
+    assert "data-unack='0'" in overview_html(runtime, "en")  # acknowledged: no longer outlined
