@@ -172,7 +172,7 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
 
         ctx = widget_context(runtime, "fr")
         tile = ValueSpec(id="t", series="dam-1/water_level").view(ctx)
-        assert "data-state='alarm'" in tile.render()
+        assert "data-state='alarm'" in tile.render() and "data-unack='1'" in tile.render()
         calm = ValueSpec(id="c", series="dam-2/water_level").view(ctx)
         assert "data-state='ok'" in calm.render()
         own = ValueSpec(id="o", series="dam-2/water_level", alarm_above=5).view(ctx)

@@ -378,6 +378,11 @@ class AlarmEngine:
             return None
         return self._colouring(a for (_r, k), a in self._alarms.items() if k == key) or "ok"
 
+    def series_unacknowledged(self, key: str) -> int:
+        """Return how many of a series' alarms wait for an acknowledgement (tiles outline them)."""
+        return sum(1 for (_r, k), a in self._alarms.items() if k == key and a.rule.v.mode != "shadow"
+                   and a.state in (AlarmState.UNACKNOWLEDGED, AlarmState.RETURNED_UNACKNOWLEDGED))
+
     def device_state(self, device: str) -> str | None:
         """Return the worst state of a device's alarms, None when it has none."""
         return self._colouring(a for a in self._alarms.values() if a.device == device)
