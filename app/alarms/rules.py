@@ -395,20 +395,28 @@ class TimeToThresholdRule(_WindowRule):
 
     @staticmethod
     def fit(v: SimpleNamespace, state: SeriesState) -> tuple[float, float] | None:
-        """Return (slope per ns, value at the newest point) of the least-squares line, None when too few."""
+        """Return (slope per second, fitted value at the newest point) of the least-squares line; None when too few.
+
+        One pass of running sums (x in seconds before the newest point, so
+        the numbers stay small): the backtest calls this for every reading.
+        """
         w = state.window
         n = len(w)
         if n < v.min_points:
             return None
         t_last = w[-1][0]
-        xs = [(t - t_last) / NS for t, _ in w]
-        ys = [v for _, v in w]
-        mx, my = sum(xs) / n, sum(ys) / n
-        sxx = sum((x - mx) ** 2 for x in xs)
-        if sxx == 0:
+        sx = sy = sxx = sxy = 0.0
+        for t, y in w:
+            x = (t - t_last) / NS
+            sx += x
+            sy += y
+            sxx += x * x
+            sxy += x * y
+        den = n * sxx - sx * sx
+        if den <= 0:
             return None
-        slope_s = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-        return slope_s, my - slope_s * mx  # slope per second, fitted value at the newest point
+        slope_s = (n * sxy - sx * sy) / den
+        return slope_s, (sy - slope_s * sx) / n
 
     @staticmethod
     def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
