@@ -32,7 +32,8 @@ class VigieServer:
     """`vigie serve --config DIR` in a subprocess, with its own layouts directory."""
 
     def __init__(self, tmp: Path, mqtt_port: int, *, editing: bool, frame_ancestors: list[str] = (),
-                 layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "") -> None:
+                 layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "",
+                 server_extra: str = "", store: str = "{engine: embedded, data_dir: data, spool_dir: spool}") -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -44,8 +45,9 @@ class VigieServer:
             (self.layouts / f"{name}.yaml").write_text(text)
         (self.config / "vigie.yaml").write_text(
             f"server: {{port: {self.port}, editing: {str(editing).lower()}, "
-            f"frame_ancestors: {json.dumps(list(frame_ancestors))}, idle_session_s: {idle_session_s}}}\n"
-            "store: {engine: embedded, data_dir: data, spool_dir: spool}\n"
+            f"frame_ancestors: {json.dumps(list(frame_ancestors))}, idle_session_s: {idle_session_s}"
+            f"{', ' + server_extra if server_extra else ''}}}\n"
+            f"store: {store}\n"
             f"mqtt:\n  - name: m\n    port: {mqtt_port}\n    client_id: browser-{self.port}\n"
             "    subscriptions:\n      - topic: bt/{site}/{device}/telemetry\n"
             "        fields: {level: {unit: m}}\n"
