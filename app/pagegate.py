@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = (2, 6)  # a busy page retries after 2-5 s, at random: a burst of tabs does not come back at once
 RELEASE_QUIET_S = 6.0  # discarded sessions' memory is released after this long without a page request (> retry)
-SWITCH_INTERVAL_S = 0.0002
+SWITCH_INTERVAL_S = 0.001
 """How long a builder thread may hold the GIL while the event loop's thread waits for it.
 
 CPython's default, 5 ms, is paid on every blocking call the loop makes (each

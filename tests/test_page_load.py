@@ -105,19 +105,25 @@ class Publisher(threading.Thread):
 class HealthProbe(threading.Thread):
     """GET /health every 50 ms; keep each answer's latency and the MQTT source's state."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, publisher: Publisher | None = None) -> None:
         super().__init__(daemon=True)
         self.base = base
+        self.publisher = publisher
         self.latencies: list[float] = []
         self.states: list[str] = []
+        self.lags: list[float] = []  # seconds of readings published but not yet ingested
         self.halt = threading.Event()
 
     def run(self) -> None:
         while not self.halt.is_set():
+            sent = self.publisher.sent if self.publisher else 0
             t = time.perf_counter()
             status, _, body = fetch(self.base + "/health", timeout=60)
             self.latencies.append(time.perf_counter() - t)
-            self.states.append(json.loads(body)["sources"]["m"]["state"] if body else f"http {status}")
+            doc = json.loads(body) if body else None
+            self.states.append(doc["sources"]["m"]["state"] if doc else f"http {status}")
+            if doc and self.publisher:
+                self.lags.append(max(0, sent - doc["sources"]["m"]["readings_total"]) / RATE)
             self.halt.wait(0.05)
 
     def p99(self) -> float:
@@ -190,7 +196,7 @@ def test_200_page_loads_never_starve_ingest(tmp_path, own_mosquitto, own_influxd
 
         publisher = Publisher(own_mosquitto.host, own_mosquitto.port)
         publisher.start()
-        probe = HealthProbe(server.base)
+        probe = HealthProbe(server.base, publisher)
         probe.start()
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
