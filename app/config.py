@@ -71,7 +71,7 @@ class ServerSpec(Spec):
     max_sessions = param.Integer(default=200, bounds=(1, None),
                                  doc="Page sessions held at once (open tabs, and closed ones not yet released); "
                                      "beyond, a page GET gets a small 'busy, retrying' page (HTTP 503).")
-    max_concurrent_page_builds = param.Integer(default=2, bounds=(1, 64),
+    max_concurrent_page_builds = param.Integer(default=1, bounds=(1, 64),
                                                doc="Page sessions built at the same time, each on a thread of its "
                                                    "own, off the event loop that runs ingest; beyond, a page GET "
                                                    "gets the 'busy, retrying' page.")
