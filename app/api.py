@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 import yaml
 
-from app.dashboard.layouts import LayoutNameError, LayoutStore
+from app.dashboard.layouts import LayoutNameError, LayoutStore, layout_name_problem
 from app.dashboard.spec import parse_layout
+from app.model import series_problem
+from app.web.limits import MAX_ERRORS, MAX_PROBLEM_CHARS, LimitedBodyHandler, load_user_yaml, short
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -46,36 +48,54 @@ class LayoutsHandler(_JsonHandler):
         self.answer(200, {"layouts": self.layouts.names()})
 
 
-class LayoutHandler(_JsonHandler):
-    """``GET/PUT /api/v1/layouts/<name>``: one layout as a spec."""
+class LayoutHandler(LimitedBodyHandler, _JsonHandler):
+    """``GET/PUT /api/v1/layouts/<name>``: one layout as a spec.
+
+    A save is refused before its body is read when editing is off, the name
+    is not a layout name or the body is over ``server.max_body_bytes``; its
+    YAML may not use aliases, and the error reply stays a few KB.
+    """
+
+    def body_limit(self) -> int:
+        return self.runtime.loaded.config.server.max_body_bytes
+
+    def authorize(self) -> bool:
+        if self.request.method != "PUT":
+            return True
+        if not self.runtime.loaded.config.server.editing:
+            self.refuse(403, {"error": "this server is read-only: editing is disabled"})
+            return False
+        problem = layout_name_problem(self.path_args[0] if self.path_args else None)
+        if problem is not None:
+            self.refuse(400, {"error": problem})
+            return False
+        return True
 
     def get(self, name: str) -> None:
         assert self.layouts is not None
         try:
             loaded = self.layouts.load(name)
         except (LayoutNameError, FileNotFoundError) as exc:
-            self.answer(404, {"error": str(exc)})
+            self.answer(404, {"error": short(exc)})
             return
         self.answer(200, {"name": name, "spec": loaded.spec.to_spec(), "problems": loaded.problems})
 
     def put(self, name: str) -> None:
         assert self.layouts is not None
-        if not self.runtime.loaded.config.server.editing:
-            self.answer(403, {"error": "this server is read-only: editing is disabled"})
-            return
         try:
-            data = yaml.safe_load(self.request.body.decode("utf-8"))
+            data = load_user_yaml(self.body.decode("utf-8"))
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
-            self.answer(400, {"error": f"body is not YAML or JSON: {exc}"})
+            self.answer(400, {"error": f"body is not YAML or JSON: {short(exc)}"})
             return
         loaded = parse_layout(name, yaml.safe_dump(data), f"{name}.yaml")
         if loaded.problems:
-            self.answer(400, {"error": "invalid layout", "problems": loaded.problems})
+            self.answer(400, {"error": "invalid layout", "count": len(loaded.problems),
+                              "problems": [short(p, MAX_PROBLEM_CHARS) for p in loaded.problems[:MAX_ERRORS]]})
             return
         try:
             self.layouts.save(name, loaded.spec)
         except LayoutNameError as exc:
-            self.answer(400, {"error": str(exc)})
+            self.answer(400, {"error": short(exc)})
             return
         self.answer(200, {"saved": f"layouts/{name}.yaml"})
 
@@ -88,23 +108,11 @@ class LatestHandler(_JsonHandler):
                            "quality": str(v.quality), "tags": v.tags} for v in self.runtime.live.latest()])
 
 
-class AlarmsHandler(_JsonHandler):
-    """``GET /api/v1/alarms``: the active alarms (newest first) and the last raises and clears."""
-
-    def get(self) -> None:
-        engine = self.runtime.alarms
-        if engine is None:
-            self.answer(200, {"rules": 0, "active": [], "transitions": []})
-            return
-        self.answer(200, {"rules": len(engine.rules), "active": engine.active(),
-                          "transitions": list(engine.transitions)[::-1]})
-
-
 class EnvelopeHandler(_JsonHandler):
     """``GET /api/v1/envelope?series=&start=&end=&buckets=``: a reduced range (ns epochs)."""
 
     async def get(self) -> None:
-        key = self.get_query_argument("series", "")
+        key = self.get_query_argument("series", "", strip=False)  # "m\n" is refused, not trimmed
         try:
             end = int(self.get_query_argument("end", str(time.time_ns())))
             start = int(self.get_query_argument("start", str(end - 3600 * 10**9)))
@@ -112,8 +120,9 @@ class EnvelopeHandler(_JsonHandler):
         except ValueError:
             self.answer(400, {"error": "start, end (ns) and buckets must be integers"})
             return
-        if "/" not in key:
-            self.answer(400, {"error": "series must be device/metric"})
+        problem = series_problem(key)
+        if problem is not None:
+            self.answer(400, {"error": problem})
             return
         env = await self.runtime.store.envelope(key, start, end, buckets)
         self.answer(200, {"series": key, "bucket_ns": env.bucket_ns, "time_ns": env.time_ns, "min": env.min,
@@ -145,10 +154,10 @@ class CameraFrameHandler(tornado.web.RequestHandler):
                     frame = (newest[1], newest[2]) if newest else None
                 else:
                     frame = await asyncio.to_thread(self.cameras.frame, camera, int(time_ns))
-            except ValueError as exc:  # a camera name that cannot exist
-                raise tornado.web.HTTPError(400, reason=str(exc)) from None
+            except ValueError:  # a camera name that cannot exist
+                raise tornado.web.HTTPError(400, reason="not a camera name") from None
         if frame is None:
-            raise tornado.web.HTTPError(404, reason=f"no such frame of camera {camera!r}")
+            raise tornado.web.HTTPError(404, reason="no such frame")
         data, content_type = frame
         self.set_header("Content-Type", content_type)
         self.set_header("X-Content-Type-Options", "nosniff")

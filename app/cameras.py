@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_FRAME = re.compile(r"^(\d{1,20})\.(jpg|png)$")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # with fullmatch: "x\n" is not a name
+_FRAME = re.compile(r"(\d{1,20})\.(jpg|png)")
 _EXT = {"image/jpeg": "jpg", "image/png": "png"}
 _TYPE = {ext: ctype for ctype, ext in _EXT.items()}
 _RACY_NS = 50_000_000  # directory mtimes tick per kernel jiffy: a listing this close may miss a change
@@ -38,8 +38,8 @@ def sniff_image(data: bytes) -> str | None:
 
 def check_camera(camera: str) -> str:
     """Return ``camera`` if it is a safe directory name, else raise ValueError saying why."""
-    if not isinstance(camera, str) or not _SLUG.match(camera):
-        raise ValueError(f"camera name {camera!r} must be 1-64 letters, digits, '.', '-' or '_', "
+    if not isinstance(camera, str) or not _SLUG.fullmatch(camera):
+        raise ValueError(f"camera name {str(camera)[:80]!r} must be 1-64 letters, digits, '.', '-' or '_', "
                          "not starting with '.' or '-'")
     return camera
 
@@ -125,7 +125,7 @@ class CameraStore:
         frames = []
         with os.scandir(folder) as entries:
             for entry in entries:
-                m = _FRAME.match(entry.name)
+                m = _FRAME.fullmatch(entry.name)
                 if m:
                     frames.append(Frame(int(m.group(1)), Path(entry.path), _TYPE[m.group(2)]))
         frames.sort(key=lambda f: f.time_ns)
@@ -152,7 +152,7 @@ class CameraStore:
         out = []
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                if entry.is_dir() and _SLUG.match(entry.name) and self._frames(entry.name):
+                if entry.is_dir() and _SLUG.fullmatch(entry.name) and self._frames(entry.name):
                     out.append(entry.name)
         return sorted(out)
 

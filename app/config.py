@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import param
 import yaml
 
-from app.alarms.engine import SEVERITIES, Rule
+from app.alarms.grammar import ExpressionError
+from app.alarms.rules import AlarmRule, CompositeRule
 from app.ingest.decoders import Decoder
 from app.ingest.topics import TemplateError, TopicTemplate
 from app.spec import Problem, Spec, SpecError, did_you_mean
@@ -65,6 +66,9 @@ class ServerSpec(Spec):
     layouts_dir = param.String(default="layouts",
                                doc="Dashboard layouts directory (relative: to the config directory's parent).")
     timezone = param.String(default="UTC", doc="Time zone pages show times in (IANA name: Europe/Paris).")
+    max_body_bytes = param.Integer(default=1_000_000, bounds=(1, None),
+                                   doc="Largest body of any other request (layout saves, alarm actions, pages): "
+                                       "413 or 400 over it, before it is read.")
     idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
                                   doc="How long a page session with no open connection (a closed tab) is kept "
                                       "before its callbacks and memory are released.")
@@ -107,6 +111,8 @@ class StoreSpec(Spec):
     password_env = param.String(default=None, allow_None=True, doc="Variable holding the password.")
     token_env = param.String(default=None, allow_None=True, doc="Variable holding the API token.")
     spool_dir = param.String(default="var/spool", doc="Where batches wait while the database is down.")
+    rejected_dir = param.String(default="var/rejected",
+                                doc="Where readings the database refused are kept, with the reason (JSON lines).")
     batch_size = param.Integer(default=5000, bounds=(1, 1_000_000))
     flush_interval_s = param.Number(default=0.25, bounds=(0.01, 60))
 
@@ -126,7 +132,13 @@ class HttpIngestSpec(Spec):
     enabled = param.Boolean(default=True)
     token_env = param.String(default="VIGIE_INGEST_TOKEN",
                              doc="Variable holding the bearer token; unset disables the endpoint.")
-    max_body_bytes = param.Integer(default=10_000_000, bounds=(1, None))
+    max_body_bytes = param.Integer(default=10_000_000, bounds=(1, None),
+                                   doc="Largest body of /api/v1/readings and /api/v1/write: 413 over it, "
+                                       "refused from its Content-Length before it is read.")
+    max_image_bytes = param.Integer(default=5_000_000, bounds=(1, None),
+                                    doc="Largest picture posted to /api/v1/cameras/<camera> (413 over it).")
+    max_json_depth = param.Integer(default=32, bounds=(3, 1000),
+                                   doc="Deepest nesting of a JSON body (400 deeper: a reading needs 3).")
     timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
 
 
@@ -196,57 +208,34 @@ class SubscriptionSpec(Spec):
         return Decoder.create("line_protocol", precision=self.precision, units=self.units, **common)
 
 
-class AlarmRuleSpec(Spec):
-    """A threshold rule: an alarm while a series is above or below a limit."""
-
-    name = param.String(default="", doc="Name shown with the alarm and on limit lines.")
-    series = param.String(default=None, allow_None=True, doc="device/metric; globs allowed: dam-*/water_level")
-    above = param.Number(default=None, allow_None=True, doc="Alarm while the value is above this.")
-    below = param.Number(default=None, allow_None=True, doc="Alarm while the value is below this.")
-    severity = param.Selector(default="high", objects=list(SEVERITIES),
-                              doc="low / medium show as warnings (orange), high / critical as alarms (red).")
-    hysteresis = param.Number(default=0.0, bounds=(0, None),
-                              doc="The alarm clears once the value is back inside the limit by this much.")
-    message = param.String(default="", doc="Text of the alarm (default: name, value and limit).")
-
-    def __init__(self, **params: Any) -> None:
-        params.setdefault("name", "")  # else param makes one up ("AlarmRuleSpec00002") and none is ever missing
-        super().__init__(**params)
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [k for k in cls.param]  # "name" is a key here, not param's object name
-
-    def validate(self) -> list[tuple[tuple, str]]:
-        problems: list[tuple[tuple, str]] = []
-        for key in ("name", "series"):
-            if not getattr(self, key):
-                problems.append(((key,), "missing (required)"))
-        if self.series and self.series.count("/") != 1:
-            problems.append((("series",), f"expected device/metric, got {self.series!r}"))
-        if self.above is None and self.below is None:
-            problems.append(((), "give above, below or both"))
-        elif self.above is not None and self.below is not None and self.below >= self.above:
-            problems.append((("below",), f"must be lower than above ({self.above})"))
-        elif self.above is not None and self.below is not None and 2 * self.hysteresis >= self.above - self.below:
-            problems.append((("hysteresis",), f"{self.hysteresis:g} leaves no value between below + hysteresis "
-                                              f"and above - hysteresis: the alarm could never clear"))
-        return problems
-
-    def rule(self) -> Rule:
-        """Return the engine's rule."""
-        return Rule(self.name, self.series, self.severity, self.above, self.below, self.hysteresis, self.message)
-
-
 class AlarmsSection(Spec):
-    """Alarm rules (threshold rules for now)."""
+    """Alarm rules: each a ``type:`` of :mod:`app.alarms.rules` (threshold when the type is left out)."""
 
-    rules = param.List(default=[], item_type=AlarmRuleSpec)
+    rules = param.List(default=[], item_type=AlarmRule)
+    tick_s = param.Number(default=1.0, bounds=(0.05, 60),
+                          doc="How often the clock judges silence, delays and shelve expiry.")
+    journal_file = param.String(default="var/alarms.sqlite",
+                                doc="The alarm journal and state (SQLite; relative: to the data root).")
+    journal_days = param.Number(default=400, bounds=(1, None), doc="How long the alarm journal keeps events.")
+    mqtt_topic_prefix = param.String(default=None, allow_None=True,
+                                     doc="Publish each alarm's state, retained, under <prefix>/alarms/<rule>/<series> "
+                                         "on the first MQTT broker (none: not published).")
 
     def validate(self) -> list[tuple[tuple, str]]:
         names = [r.name for r in self.rules if r.name]
-        return [(("rules",), f"rule name {n!r} is used twice") for n in sorted({n for n in names
-                                                                              if names.count(n) > 1})]
+        problems = [(("rules",), f"rule name {n!r} is used twice") for n in sorted({n for n in names
+                                                                                   if names.count(n) > 1})]
+        known = set(names)
+        for i, rule in enumerate(self.rules):
+            if isinstance(rule, CompositeRule):
+                try:
+                    unknown = sorted(rule.parsed().names() - known)
+                except ExpressionError:
+                    continue
+                if unknown:
+                    problems.append((("rules", i, "expression"), f"no rule named {', '.join(map(repr, unknown))}"
+                                     + did_you_mean(unknown[0], sorted(known))))
+        return problems
 
 
 class CamerasSpec(Spec):
@@ -299,6 +288,12 @@ class MqttSpec(Spec):
     shared_group = param.String(default=None, allow_None=True, doc="MQTT 5 shared subscription group.")
     session_expiry_s = param.Integer(default=7 * 24 * 3600, bounds=(0, None))
     keepalive_s = param.Integer(default=30, bounds=(5, 3600))
+    ack = param.Selector(default="durable", objects=["durable", "on_arrival"], doc=(
+        "When to acknowledge a QoS 1 message: once its readings are stored or spooled (durable: a crash "
+        "loses nothing), or on arrival (cheaper; what is in flight at a crash is lost)."))
+    receive_maximum = param.Integer(default=1000, bounds=(1, 65535), doc=(
+        "Unacknowledged messages the broker may send (MQTT 5 Receive Maximum). With 3.1.1, set it to "
+        "the broker's max_inflight_messages: the writer flushes when half of it waits for an ack."))
     subscriptions = param.List(default=[], item_type=SubscriptionSpec)
 
     @classmethod
@@ -392,6 +387,13 @@ class LoadedConfig:
     config: VigieConfig
     directory: Path | None
     env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # section -> the file that defines it
+
+    def section_file(self, section: str, default: str) -> Path:
+        """Return the file holding a section, or where a new one goes (``default`` in the config directory)."""
+        if section in self.files:
+            return self.files[section]
+        return (self.directory or Path.cwd()) / default
 
     def layouts_dir(self) -> Path:
         """Return the layouts directory, relative paths taken from the config's parent."""
@@ -497,7 +499,7 @@ def load_config(directory: str | Path | None, env: dict[str, str] | None = None)
         config = None
     if problems or config is None:
         raise ConfigError(problems)
-    return LoadedConfig(config, directory, env)
+    return LoadedConfig(config, directory, env, {k: Path(f) for k, (f, _lines) in origin.items()})
 
 
 # Sections owned by later features; accepted so config directories can carry them.

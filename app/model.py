@@ -155,6 +155,14 @@ def name_problem(name: object, what: str = "name") -> str | None:
     return None
 
 
+def series_problem(key: object) -> str | None:
+    """Return why ``key`` cannot name a series (``device/metric``, each a name), or None when it can."""
+    if not isinstance(key, str) or "/" not in key:
+        return f"series {_show(str(key))} must be device/metric"
+    device, _, metric = key.partition("/")
+    return name_problem(device, "device") or name_problem(metric, "metric")
+
+
 def text_problem(text: object, what: str = "text") -> str | None:
     """Return why ``text`` cannot be kept as a unit, source or tag value, or None when it can."""
     if not isinstance(text, str):
@@ -244,3 +252,58 @@ class ReadingScreen:
             seen.clear()
         seen.add(text)
 
+
+
+class AlarmState(StrEnum):
+    """Where an alarm is in its ISA-18.2 life."""
+
+    NORMAL = "normal"
+    UNACKNOWLEDGED = "unacknowledged"
+    ACKNOWLEDGED = "acknowledged"
+    RETURNED_UNACKNOWLEDGED = "returned_unacknowledged"  # the value came back, nobody saw it yet
+    SHELVED = "shelved"
+    SUPPRESSED = "suppressed"  # by design: its device in maintenance, or its source down
+    OUT_OF_SERVICE = "out_of_service"  # its rule is disabled
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """One transition of one alarm: what the journal keeps, pages show, the notifier and MQTT carry.
+
+    ``kind`` says what happened (raised, escalated, cleared, acknowledged,
+    shelved, unshelved, suppressed, unsuppressed, out_of_service,
+    in_service); ``state`` is the alarm's state after it and
+    ``previous`` before. ``shadow`` events come from rules in shadow mode:
+    journaled and shown, never notified.
+    """
+
+    kind: str
+    state: str
+    previous: str
+    rule: str
+    key: str  # the series (device/metric), or "composite/<rule>"
+    device: str
+    metric: str
+    time_ns: int
+    severity: str
+    message: str
+    value: float | None = None
+    unit: str = ""
+    limit: float | None = None
+    level: str = ""
+    site: str | None = None
+    policy: str | None = None
+    shadow: bool = False
+    user: str = ""
+    comment: str = ""
+    raised_ns: int | None = None
+    active: bool = False  # whether the condition is present after this event
+
+    @property
+    def alarm_id(self) -> str:
+        """Return the id of the alarm this event belongs to (rule + series)."""
+        return f"{self.rule}|{self.key}"
+
+    def as_dict(self) -> dict[str, object]:
+        """Return a JSON-friendly form (the API, the MQTT topic, the journal's export)."""
+        return {f: getattr(self, f) for f in self.__slots__} | {"alarm_id": self.alarm_id}  # type: ignore[attr-defined]

@@ -40,11 +40,11 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import tornado.web
 from bokeh.document import Document
 from bokeh.server.contexts import ApplicationContext, BokehSessionContext, _RequestProxy
 from bokeh.server.session import ServerSession
 from bokeh.util.token import get_token_payload
+from panel.io.server import DocHandler
 from panel.io.state import state
 from tornado import gen
 
@@ -125,8 +125,7 @@ class PageGate:
             ctx.create_session_if_needed = _OffLoopSessions(ctx, self).create_session_if_needed
         for rule in tornado_app.wildcard_router.rules:
             target = rule.target
-            if isinstance(target, type) and issubclass(target, tornado.web.RequestHandler) \
-                    and target.__name__ == "DocHandler":
+            if isinstance(target, type) and issubclass(target, DocHandler):  # every page, embed-app's guard too
                 rule.target = type("GatedDocHandler", (target,), {"gate": self, "get": _gated_get})
 
     def health(self) -> dict[str, int]:

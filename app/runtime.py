@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
-from app.alarms.engine import AlarmEngine
+from app.alarms.engine import AlarmClock, AlarmEngine
+from app.alarms.journal import Journal
+from app.alarms.mqtt_events import AlarmTopicPublisher
+from app.alarms.rule_file import RuleEditor
 from app.cameras import CameraStore
 from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
 from app.hub import Hub
@@ -65,7 +69,7 @@ def build_mqtt(spec: MqttSpec, hub: Hub, loaded: LoadedConfig, cameras: CameraSt
         spec.name, hub, host=spec.host, port=spec.port, subscriptions=subs, client_id=spec.client_id,
         username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env), tls=tls,
         protocol=spec.protocol, shared_group=spec.shared_group, session_expiry_s=spec.session_expiry_s,
-        keepalive_s=spec.keepalive_s,
+        keepalive_s=spec.keepalive_s, ack=spec.ack, receive_maximum=spec.receive_maximum,
     )
 
 
@@ -85,6 +89,20 @@ def build_opcua(spec: OpcUaSpec, hub: Hub, loaded: LoadedConfig) -> Source:
     )
 
 
+def build_alarm_topic(prefix: str | None, brokers: list[MqttSpec], loaded: LoadedConfig) -> AlarmTopicPublisher | None:
+    """Create the publisher of alarm states on the first broker, when a topic prefix is configured."""
+    if not prefix or not brokers:
+        return None
+    spec = brokers[0]
+    tls = None
+    if spec.tls is not None:
+        tls = TlsOptions(spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file, spec.tls.insecure)
+    client_id = (spec.client_id or f"vigie-{spec.name}").replace("{hostname}", socket.gethostname()) + "-alarms"
+    return AlarmTopicPublisher(prefix, host=spec.host, port=spec.port, client_id=client_id,
+                               username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env),
+                               tls=tls)
+
+
 class Runtime:
     """Every server-wide part of one Vigie process."""
 
@@ -96,24 +114,51 @@ class Runtime:
         self.pulse = Pulse(self.live)  # wakes live dashboards when data they show arrives
         self.cameras = CameraStore(base / cfg.cameras.directory, keep=cfg.cameras.keep,
                                    max_bytes=cfg.cameras.max_bytes)
-        rules = [r.rule() for r in cfg.alarms.rules]
-        self.alarms = AlarmEngine(rules) if rules else None  # None: pages say no alarm rules are configured
+        rules = list(cfg.alarms.rules)
+        # Always there, rules or not: the rule editor can add the first rule to a running server.
+        self.alarms = AlarmEngine(rules)
+        self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s)
+        self.journal = Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
+        self.rule_editor = RuleEditor(loaded.section_file("alarms", "alarms.yaml"), self.alarms, self.journal)
+        self.alarm_topic = build_alarm_topic(cfg.alarms.mqtt_topic_prefix, cfg.mqtt, loaded)
+        if self.alarm_topic is not None:
+            self.alarms.subscribe(self.alarm_topic.accept)
         self.store = build_store(cfg.store, loaded, base)
         self.writer = StoreWriter(
-            self.store, spool_dir=base / cfg.store.spool_dir, batch_size=cfg.store.batch_size,
+            self.store, spool_dir=base / cfg.store.spool_dir, rejected_dir=base / cfg.store.rejected_dir,
+            batch_size=cfg.store.batch_size,
             flush_interval=cfg.store.flush_interval_s,
         )
         self.hub = Hub(alarms=self.alarms, live=self.live, store=self.writer)  # alarms first: nothing delays them
         self.sources: list[Source] = [build_mqtt(m, self.hub, loaded, self.cameras) for m in cfg.mqtt]
         self.sources += [build_opcua(o, self.hub, loaded) for o in cfg.opcua]
+        for source in self.sources:
+            self._watch_source(source)
         self.extra_sources: dict[str, Any] = {}  # e.g. the HTTP ingest API, registered by the server
         self._source_tasks: list[asyncio.Task] = []
         self._writer_task: asyncio.Task | None = None
+        self._clock_task: asyncio.Task | None = None
+        self._journal_task: asyncio.Task | None = None
+        self._topic_task: asyncio.Task | None = None
         self.started = asyncio.Event()
 
     def add_source(self, source: Source) -> None:
         """Add a source before start (the HTTP API, simulators' own sources)."""
         self.sources.append(source)
+        self._watch_source(source)
+
+    def _watch_source(self, source: Source) -> None:
+        """Suppress a source's alarms while it is disconnected (one outage, not twenty sensor alarms)."""
+        engine = self.alarms
+
+        def follow(src: Source, state: str, error: str | None) -> None:
+            if state == "disconnected":
+                engine.inhibit_source(src.name, True, f"source {src.name} disconnected" + (f": {error}" if error
+                                                                                            else ""))
+            elif state == "connected":
+                engine.inhibit_source(src.name, False)
+
+        source.state_listeners.append(follow)
 
     @staticmethod
     def _watch(task: asyncio.Task) -> None:
@@ -128,8 +173,16 @@ class Runtime:
     async def start(self) -> None:
         """Open the store, start the writer, then the sources."""
         await self.store.open()
+        # Before the seed: alarms acknowledged before a restart stay acknowledged, not raised again.
+        await asyncio.to_thread(self.journal.open)
+        restored = self.journal.attach(self.alarms)
+        self._journal_task = self._task(self.journal.run(), "alarm-journal")
+        log.info("alarm journal %s: %d alarms restored", self.journal.path, restored)
         await self._seed_live()
         self._writer_task = self._task(self.writer.run(), "store-writer")
+        self._clock_task = self._task(self.alarm_clock.run(), "alarm-clock")
+        if self.alarm_topic is not None:
+            self._topic_task = self._task(self.alarm_topic.run(), "alarm-topic")
         self.pulse.start()
         for source in self.sources:
             if hasattr(source, "run"):
@@ -153,8 +206,7 @@ class Runtime:
             return
         batch = [Reading(v.device, v.metric, v.time_ns, v.value, v.quality, v.unit, "store", dict(v.tags))
                  for v in latest]
-        if self.alarms is not None:  # a dam above its limit when Vigie stopped is in alarm when it starts
-            self.alarms.accept(batch)
+        self.alarms.accept(batch)  # a dam above its limit when Vigie stopped is in alarm when it starts
         self.live.accept(batch)
         log.info("live cache seeded with the last stored value of %d series", len(latest))
 
@@ -169,6 +221,15 @@ class Runtime:
                 log.warning("source task %s did not stop in time; cancelling", task.get_name())
                 task.cancel()
             await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        if self._clock_task is not None:
+            await self.alarm_clock.stop()
+            await asyncio.gather(self._clock_task, return_exceptions=True)
+        if self._journal_task is not None:
+            await self.journal.stop()
+            await asyncio.gather(self._journal_task, return_exceptions=True)
+        if self.alarm_topic is not None and self._topic_task is not None:
+            await self.alarm_topic.stop()
+            await asyncio.gather(self._topic_task, return_exceptions=True)
         await self.writer.stop()
         if self._writer_task is not None:
             await asyncio.gather(self._writer_task, return_exceptions=True)
@@ -187,5 +248,6 @@ class Runtime:
             "live": {**self.live.health(), "pulse": self.pulse.health()},
             "hub": {"published_total": self.hub.published},
             "cameras": self.cameras.health(),
-            "alarms": self.alarms.health() if self.alarms is not None else None,
+            "alarms": {**self.alarms.health(), "journal": self.journal.health(),
+                       "topic": self.alarm_topic.health() if self.alarm_topic else None},
         }

@@ -13,13 +13,13 @@ import re
 import tornado.httputil
 import tornado.web
 
-_ORIGIN = re.compile(r"^(https?://[A-Za-z0-9.\-\[\]:*]+|'self'|'none')$")
+_ORIGIN = re.compile(r"(https?://[A-Za-z0-9.\-\[\]:*]+|'self'|'none')")  # fullmatch
 
 
 def validate_origins(origins: list[str]) -> list[str]:
     """Return the origins, or raise ValueError naming the first malformed one."""
     for origin in origins:
-        if not _ORIGIN.match(origin):
+        if not _ORIGIN.fullmatch(origin):
             raise ValueError(f"frame_ancestors: {origin!r} is not an origin like https://portal.example.org")
     return origins
 

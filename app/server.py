@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import panel as pn
+import tornado.httputil
 import tornado.web
 
 from app import security
 from app.api import (
-    AlarmsHandler,
     CameraFrameHandler,
     EnvelopeHandler,
     LatestHandler,
@@ -31,14 +31,25 @@ from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
 from app.pagegate import PageGate
+from app.pages.alarms import alarms_page
 from app.pages.dashboards import dashboard_page, dashboards_list_page
-from app.pages.embed import EmbedRedirect, embed_page
+from app.pages.embed import EmbedRedirect, embed_page, guard_embed_app
 from app.pages.history import history_page
 from app.pages.language import LanguageHandler
 from app.pages.light_embed import FragmentHandler, LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
 from app.runtime import Runtime
+from app.web.alarms import (
+    AcknowledgeHandler,
+    AlarmsHandler,
+    BacktestHandler,
+    JournalHandler,
+    MaintenanceHandler,
+    RuleHandler,
+    RulesHandler,
+    ShelveHandler,
+)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
@@ -51,8 +62,22 @@ class Actor(Protocol):
     async def stop(self) -> None: ...
 
 
+LOCAL_ADDRESSES = frozenset({"127.0.0.1", "::1"})
+_PROXY_HEADERS = ("X-Forwarded-For", "X-Real-Ip", "Forwarded")
+
+
+def is_local(request: tornado.httputil.HTTPServerRequest) -> bool:
+    """Return whether a request comes from this machine itself, not through a reverse proxy on it."""
+    return request.remote_ip in LOCAL_ADDRESSES and not any(h in request.headers for h in _PROXY_HEADERS)
+
+
 class HealthHandler(tornado.web.RequestHandler):
-    """``GET /health``: the runtime's health as JSON (503 while degraded)."""
+    """``GET /health``: up and ready or not (200/503); the detail only to local clients.
+
+    The detail names the broker, the client id, the subscriptions and shows
+    rejected payloads: until logins with an admin role exist, only a client
+    on this machine (127.0.0.1 or ::1, not through a proxy) sees it.
+    """
 
     def initialize(self, runtime: Runtime, gate: PageGate | None = None) -> None:
         self.runtime = runtime
@@ -65,7 +90,7 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.set_status(200 if doc["status"] == "ok" else 503)
-        self.finish(json.dumps(doc, default=str))
+        self.finish(json.dumps(doc if is_local(self.request) else {"status": doc["status"]}, default=str))
 
 
 def attach_http_source(runtime: Runtime) -> HttpSource:
@@ -73,6 +98,7 @@ def attach_http_source(runtime: Runtime) -> HttpSource:
     spec = runtime.loaded.config.http
     token = runtime.loaded.secret(spec.token_env) if spec.enabled else None
     source = HttpSource("http", runtime.hub, token=token, max_body_bytes=spec.max_body_bytes,
+                        max_image_bytes=spec.max_image_bytes, max_json_depth=spec.max_json_depth,
                         timestamp_unit=spec.timestamp_unit)
     runtime.add_source(source)
     return source
@@ -105,7 +131,14 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/layouts", LayoutsHandler, api),
         (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
         (r"/api/v1/latest", LatestHandler, api),
-        (r"/api/v1/alarms", AlarmsHandler, api),
+        (r"/api/v1/alarms", AlarmsHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/acknowledge", AcknowledgeHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/shelve", ShelveHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/journal", JournalHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/rules", RulesHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/rules/([^/]+)", RuleHandler, {"runtime": runtime}),
+        (r"/api/v1/alarms/backtest", BacktestHandler, {"runtime": runtime}),
+        (r"/api/v1/devices/([^/]+)/maintenance", MaintenanceHandler, {"runtime": runtime}),
         (r"/api/v1/envelope", EnvelopeHandler, api),
         (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),
         (r"/embed/([^/]+)/?", EmbedRedirect, {"light": light}),
@@ -117,6 +150,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         "/": _page(overview_page, runtime),
         "/dashboards": _page(dashboards_list_page, runtime, layouts),
         "/dashboard": _page(dashboard_page, runtime, layouts),
+        "/alarms": _page(alarms_page, runtime),
         "/history": _page(history_page, runtime),
         "/system": _page(system_page, runtime),
         "/embed-app": _page(embed_page, runtime, layouts),
@@ -129,12 +163,16 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         extra_patterns=patterns,
         show=False,
         start=False,
+        # Tornado's default is 100 MiB, buffered before any handler runs; the streaming handlers
+        # (ingest, layout saves) set their own limits before they read.
+        http_server_kwargs={"max_body_size": spec.max_body_bytes},
         title="Vigie",
         # A closed tab's session (its dashboard, its wake-ups) is released idle_session_s after it left.
         unused_session_lifetime_milliseconds=int(spec.idle_session_s * 1000),
         check_unused_sessions_milliseconds=max(500, int(spec.idle_session_s * 500)),
     )
     security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors))
+    guard_embed_app(server._tornado, layouts)
     gate.install(server)  # page sessions bounded, and built off the loop that runs ingest
     server.page_gate = gate
     server._tornado.settings["log_function"] = access_log
@@ -158,7 +196,8 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
     elapsed_ms = 1000.0 * request.request_time()
     if status < 400 and elapsed_ms < 1000 and request.path.startswith(QUIET_PATHS):
         return
-    log_method = access.info if status < 400 else access.warning if status < 500 else access.error
+    failed = status >= 500 and not (status == 503 and request.path == "/health")  # a degraded probe is a warning
+    log_method = access.info if status < 400 else access.error if failed else access.warning
     log_method("%d %s %.2fms", status, handler._request_summary(), elapsed_ms)
 
 

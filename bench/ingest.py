@@ -62,7 +62,7 @@ VIGIE = ROOT / ".venv" / "bin" / "vigie"
 SOURCE = "bench"
 QUIET_CORES = 0.2
 CONFIG_KEYS = ("devices", "messages", "fields", "processes", "publishers", "window", "batch_size", "flush_interval",
-               "backlog", "broker_inflight", "broker_queue", "protocol", "vigie")
+               "backlog", "broker_inflight", "broker_queue", "protocol", "ack", "receive_maximum", "vigie")
 UNITS = {"level": "m", "inflow": "m3/s", "outflow": "m3/s", "rainfall": "mm", "gate_opening": "%",
          "turbidity": "NTU", "temperature": "°C", "pressure": "bar", "flow_rate": "l/s", "battery": "V"}
 
@@ -117,7 +117,8 @@ def influx_count(influx: InfluxDB, measurement: str = "telemetry") -> int:
 
 # -- Vigie -------------------------------------------------------------------
 def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: InfluxDB, fields: int,
-                 shared: bool, protocol: str, batch_size: int, flush_interval_s: float) -> None:
+                 shared: bool, protocol: str, batch_size: int, flush_interval_s: float,
+                 ack: str = "durable", receive_maximum: int = 1000) -> None:
     """Write a Vigie config directory for process ``index``."""
     directory.mkdir(parents=True, exist_ok=True)
     field_map = {n: {"metric": "water_level" if n == "level" else n, "unit": UNITS.get(n, "")}
@@ -128,6 +129,8 @@ def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: Infl
         "port": broker.port,
         "client_id": f"vigie-bench-{index}",
         "protocol": protocol,
+        "ack": ack,
+        "receive_maximum": receive_maximum,
         "subscriptions": [{
             "topic": "bench/{site}/{device}/telemetry",
             "decoder": "json",
@@ -342,7 +345,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for i in range(args.processes):
             write_config(work / f"config-{i}", index=i, broker=broker, influx=influx, fields=args.fields,
                          shared=shared, protocol=args.protocol, batch_size=args.batch_size,
-                         flush_interval_s=args.flush_interval)
+                         flush_interval_s=args.flush_interval, ack=args.ack, receive_maximum=args.receive_maximum)
             vigies.append(VigieProcess(i, work / f"config-{i}", work / f"vigie-{i}", free_port(),
                                        work / f"vigie-{i}.log", command=args.vigie))
         for v in vigies:
@@ -504,7 +507,8 @@ def print_table(r: dict[str, Any]) -> None:
     mode = "backlog drain (Vigie alone)" if c["backlog"] else "live (publishers and Vigie together)"
     print(f"\nVigie ingest benchmark, {r['date']}: {c['messages']:,} messages × {c['fields']} field(s) from "
           f"{c['devices']:,} devices, {c['publishers']} publisher(s), {c['processes']} Vigie process(es)"
-          f"{' on a shared subscription' if c['shared_subscription'] else ''}; {mode}")
+          f"{' on a shared subscription' if c['shared_subscription'] else ''}; {mode}; MQTT {c['protocol']}, "
+          f"ack {c.get('ack', 'durable')}, receive_maximum {c.get('receive_maximum', '-')}")
     rows = [
         ("messages published (PUBACKed)", _n(r["messages_published"])),
         ("readings published", _n(r["readings_published"])),
@@ -551,6 +555,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--publishers", type=int, default=2, help="publisher processes")
     p.add_argument("--shared", action="store_true", help="use the shared subscription even with one process")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="Vigie's MQTT protocol version")
+    p.add_argument("--ack", choices=("durable", "on_arrival"), default="durable",
+                   help="when Vigie acknowledges a QoS 1 message: once its readings are durable, or on arrival")
+    p.add_argument("--receive-maximum", type=int, default=1000,
+                   help="Vigie's mqtt receive_maximum (MQTT 5 Receive Maximum; with 3.1.1 match --broker-inflight)")
     p.add_argument("--backlog", action="store_true",
                    help="publish while Vigie is stopped, then measure Vigie draining the broker's queue alone")
     p.add_argument("--window", type=int, default=2000, help="unacknowledged messages per publisher")

@@ -46,7 +46,7 @@ def run_level(clients: int, seconds: float, builds: int, max_sessions: int) -> d
     broker.directory.mkdir()
     broker.start()
     server = VigieServer(tmp / "vigie", broker.port, editing=False, layouts={"load": LAYOUT}, idle_session_s=3,
-                         server_extra=f"max_sessions: {max_sessions}, max_concurrent_page_builds: {builds}")
+                         server_options={"max_sessions": max_sessions, "max_concurrent_page_builds": builds})
     try:
         server.start()
         pid = server.proc.pid

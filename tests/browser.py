@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -33,7 +34,8 @@ class VigieServer:
 
     def __init__(self, tmp: Path, mqtt_port: int, *, editing: bool, frame_ancestors: list[str] = (),
                  layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "",
-                 server_extra: str = "", store: str = "{engine: embedded, data_dir: data, spool_dir: spool}") -> None:
+                 server_options: dict | None = None, env: dict[str, str] | None = None,
+                 store: str = "{engine: embedded, data_dir: data, spool_dir: spool}") -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -46,7 +48,7 @@ class VigieServer:
         (self.config / "vigie.yaml").write_text(
             f"server: {{port: {self.port}, editing: {str(editing).lower()}, "
             f"frame_ancestors: {json.dumps(list(frame_ancestors))}, idle_session_s: {idle_session_s}"
-            f"{', ' + server_extra if server_extra else ''}}}\n"
+            + "".join(f", {k}: {json.dumps(v)}" for k, v in (server_options or {}).items()) + "}\n"
             f"store: {store}\n"
             f"mqtt:\n  - name: m\n    port: {mqtt_port}\n    client_id: browser-{self.port}\n"
             "    subscriptions:\n      - topic: bt/{site}/{device}/telemetry\n"
@@ -54,12 +56,13 @@ class VigieServer:
             + extra_config
         )
         self.log = tmp / "vigie.log"
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> VigieServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--config", str(self.config), "--data-root", str(self.tmp)],
-            cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+            cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=self.env)
         wait_until(lambda: self.proc.poll() is not None or self.mqtt_connected(), timeout=60,
                    what="vigie serve ready")
         assert self.proc.poll() is None, self.log.read_text()[-3000:]

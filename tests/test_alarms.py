@@ -8,7 +8,8 @@ import time
 import pytest
 from bokeh.models import Span
 
-from app.alarms.engine import AlarmEngine, Rule
+from app.alarms.engine import AlarmEngine
+from app.alarms.rules import ThresholdRule
 from app.config import ConfigError, load_config
 from app.model import Reading
 from app.runtime import Runtime
@@ -22,19 +23,24 @@ def level(value: float, device: str = "dam-1", dt_s: float = 0, quality: str = "
 
 
 def test_a_rule_raises_once_holds_and_clears_past_its_hysteresis():
-    engine = AlarmEngine([Rule("dam alert", "dam-*/water_level", "critical", above=15.0, hysteresis=0.5)])
+    engine = AlarmEngine([ThresholdRule(name="dam alert", series="dam-*/water_level", severity="critical", h=15.0,
+                                        deadband=0.5)])
     engine.accept([level(14.0), level(15.2, dt_s=1), level(15.6, dt_s=2), level(14.8, dt_s=3)])
     [alarm] = engine.active()
     assert (alarm["series"], alarm["severity"], alarm["time_ns"], alarm["value"]) == (
         "dam-1/water_level", "critical", NOW + 10**9, 14.8)  # raised at 15.2; 14.8 is not 0.5 below the limit
     assert alarm["message"] == "dam alert: 15.2 m (> 15 m)"  # the value that crossed it
-    engine.accept([level(14.4, dt_s=4)])
-    assert engine.active() == [] and engine.raised_total == 1
-    assert [t["event"] for t in engine.transitions] == ["raised", "cleared"]
+    engine.accept([level(14.4, dt_s=4)])  # back, but nobody acknowledged: it stays listed
+    [alarm] = engine.active()
+    assert alarm["state"] == "returned_unacknowledged" and not alarm["active"] and engine.raised_total == 1
+    assert [(t["event"], t["state"]) for t in engine.transitions] == [
+        ("raised", "unacknowledged"), ("cleared", "returned_unacknowledged")]
+    engine.acknowledge([alarm["alarm_id"]], "anonymous", "seen")
+    assert engine.active() == []
 
 
 def test_bad_quality_readings_neither_raise_nor_clear():
-    engine = AlarmEngine([Rule("low", "dam-1/water_level", "high", below=5.0)])
+    engine = AlarmEngine([ThresholdRule(name="low", series="dam-1/water_level", l=5.0)])
     engine.accept([level(1.0, quality="bad")])
     assert engine.active() == []
     engine.accept([level(4.0), level(9.0, dt_s=1, quality="bad")])
@@ -42,14 +48,14 @@ def test_bad_quality_readings_neither_raise_nor_clear():
 
 
 def test_a_band_rule_names_the_limit_it_crossed_and_late_readings_change_nothing():
-    engine = AlarmEngine([Rule("band", "dam-1/water_level", "high", above=10.0, below=2.0, hysteresis=0.5)])
+    engine = AlarmEngine([ThresholdRule(name="band", series="dam-1/water_level", h=10.0, l=2.0, deadband=0.5)])
     engine.accept([level(5.0), level(1.0, dt_s=1)])
     assert engine.active()[0]["message"] == "band: 1 m (< 2 m)"
     engine.accept([level(2.2, dt_s=2)])  # still under 2 + 0.5: active, and still "below"
     assert engine.active()[0]["message"] == "band: 1 m (< 2 m)" and engine.active()[0]["value"] == 2.2
     engine.accept([level(11.0, dt_s=-60)])  # a back-filled old reading: not the state now
     assert engine.active()[0]["value"] == 2.2 and engine.raised_total == 1
-    engine.accept([level(5.0, dt_s=3), level(12.0, dt_s=4)])
+    engine.accept([level(5.0, dt_s=3), level(12.0, dt_s=4)])  # cleared, then the other side: raised again
     assert engine.active()[0]["message"] == "band: 12 m (> 10 m)" and engine.raised_total == 2
 
 
@@ -71,9 +77,10 @@ def test_alarms_of_devices_with_no_site_reach_the_overview(tmp_path):
 
 def test_what_dashboards_ask_of_the_engine():
     engine = AlarmEngine([
-        Rule("vigilance", "dam-*/water_level", "medium", above=12.0),
-        Rule("alert", "dam-1/water_level", "critical", above=14.0, message="Dam 1: open the crisis cell"),
-        Rule("battery", "gauge-*/battery", "low", below=3.5),
+        ThresholdRule(name="vigilance", series="dam-*/water_level", severity="medium", h=12.0),
+        ThresholdRule(name="alert", series="dam-1/water_level", severity="critical", h=14.0,
+                      message="Dam 1: open the crisis cell"),
+        ThresholdRule(name="battery", series="gauge-*/battery", severity="low", l=3.5),
     ])
     engine.accept([level(13.0, "dam-1"), level(12.5, "dam-2", dt_s=1), level(9.0, "dam-3")])
     assert engine.series_state("dam-1/water_level") == "warning"
@@ -85,32 +92,42 @@ def test_what_dashboards_ask_of_the_engine():
     worst = engine.worst_for_site("vallon")
     assert worst["severity"] == "critical" and worst["message"] == "Dam 1: open the crisis cell"
     assert engine.worst_for_site("elsewhere") is None
-    assert engine.limits("dam-1/water_level") == [(12.0, "vigilance", "#ef6c00"), (14.0, "alert", "#c62828")]
-    assert engine.limits("gauge-7/battery") == [(3.5, "battery", "#ef6c00")]
+    assert engine.limits("dam-1/water_level") == [(12.0, "vigilance H", "#ef6c00"), (14.0, "alert H", "#c62828")]
+    assert engine.limits("gauge-7/battery") == [(3.5, "battery L", "#ef6c00")]
     assert [a["series"] for a in engine.active()] == ["dam-1/water_level", "dam-2/water_level",
                                                       "dam-1/water_level"]  # newest first
-    assert engine.health() == {"rules": 3, "active": 3, "raised_total": 3}
+    health = engine.health()
+    assert (health["rules"], health["active"], health["unacknowledged"], health["raised_total"]) == (3, 3, 3, 3)
 
 
 def test_the_alarms_section_is_checked(tmp_path):
     (tmp_path / "a.yaml").write_text(
         "alarms:\n  rules:\n"
         "    - {name: x, series: dam-1/level}\n"
-        "    - {name: x, series: dam-1, above: 3, below: 5}\n"
-        "    - {name: y, series: d/m, above: 1, severity: urgent, hystersis: 1}\n"
-        "    - {series: d/m, above: 1}\n"
-        "    - {name: z, series: d/m, above: 10, below: 9, hysteresis: 0.6}\n")
+        "    - {name: x, series: dam-1, h: 3, l: 5}\n"
+        "    - {name: y, series: d/m, h: 1, severity: urgent, deadbnd: 1}\n"
+        "    - {series: d/m, h: 1}\n"
+        "    - {name: z, series: d/m, h: 10, l: 9, deadband: 0.6}\n"
+        "    - {name: c, type: composite, expression: 'x and (y or nope'}\n"
+        "    - {name: c2, type: composite, expression: 'x and not zz'}\n")
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path, env={})
     text = str(err.value)
-    assert "a.yaml:3: alarms.rules[0]: give above, below or both" in text
-    assert "a.yaml:4: alarms.rules[1].series: expected device/metric, got 'dam-1'" in text
-    assert "a.yaml:4: alarms.rules[1].below: must be lower than above (3" in text
+    assert "a.yaml:3: alarms.rules[0]: give at least one limit: hh, h, l or ll" in text
+    assert "a.yaml:4: alarms.rules[1].series: expected device/metric (globs allowed), got 'dam-1'" in text
+    assert "a.yaml:4: alarms.rules[1].h: must be above l (5)" in text
     assert "alarms.rules: rule name 'x' is used twice" in text
     assert "a.yaml:6: alarms.rules[3].name: missing (required)" in text
-    assert "a.yaml:7: alarms.rules[4].hysteresis: 0.6 leaves no value" in text
+    assert "a.yaml:7: alarms.rules[4].deadband: 0.6 leaves no value" in text
     assert "alarms.rules[2].severity" in text and "urgent" in text
-    assert "alarms.rules[2].hystersis: unknown key (did you mean 'hysteresis'?)" in text
+    assert "alarms.rules[2].deadbnd: unknown key (did you mean 'deadband'?)" in text
+    assert "alarms.rules[5].expression: expected ')' at the end" in text
+    assert "alarms.rules[6].expression: no rule named 'zz'" in text
+    (tmp_path / "a.yaml").write_text("alarms:\n  rules:\n    - {name: r, type: rate_of_chnge}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    assert "alarms.rules[0].type: unknown type 'rate_of_chnge'" in str(err.value)
+    assert "did you mean 'rate_of_change'" in str(err.value)
 
 
 def config(tmp_path, port: int):
@@ -148,7 +165,8 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
         await until(lambda: runtime.hub.published == 3, what="3 readings")
         assert sorted((a["series"], a["severity"], a["value"]) for a in runtime.alarms.active()) == [
             ("dam-1/water_level", "critical", 14.6), ("dam-1/water_level", "medium", 14.6)]
-        assert runtime.health()["alarms"] == {"rules": 2, "active": 2, "raised_total": 2}
+        health = runtime.health()["alarms"]
+        assert (health["rules"], health["active"], health["raised_total"]) == (2, 2, 2)
 
         ctx = widget_context(runtime, "fr")
         tile = ValueSpec(id="t", series="dam-1/water_level").view(ctx)
@@ -172,8 +190,14 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
 
         await publish(mosquitto.host, mosquitto.port, [("al/vallon/dam-1", json.dumps({"ts": now_ms + 2,
                                                                                       "level": 13.0}))])
-        await until(lambda: len(runtime.alarms.active()) == 1, what="the alert cleared, the vigilance left")
-        assert runtime.alarms.active()[0]["severity"] == "medium"
+        def present():
+            return [(a["severity"], a["state"]) for a in runtime.alarms.active() if a["active"]]
+
+        await until(lambda: present() == [("medium", "unacknowledged")], what="the alert cleared, the vigilance left")
+        assert runtime.alarms.series_state("dam-1/water_level") == "warning"
+        # Nobody acknowledged the alert: it stays listed, returned, until somebody does.
+        assert [(a["rule"], a["state"]) for a in runtime.alarms.active() if not a["active"]] == [
+            ("alert", "returned_unacknowledged")]
     finally:
         await runtime.stop()
 
@@ -181,6 +205,6 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
     again = Runtime(loaded, base_dir=tmp_path)
     await again.start()
     try:
-        assert [a["severity"] for a in again.alarms.active()] == ["medium"]
+        assert [a["severity"] for a in again.alarms.active() if a["active"]] == ["medium"]
     finally:
         await again.stop()

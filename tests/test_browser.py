@@ -535,3 +535,28 @@ def test_a_reading_over_its_alarm_limit_turns_the_page_red_within_2s(page, vigie
     playwright_api.expect(page.locator(".vigie-alarms")).to_contain_text("bt flood", timeout=5_000)
     send(mosquitto, 10.0, device="bt-2")
     playwright_api.expect(tile).to_have_attribute("data-state", "ok", timeout=2_000)
+
+
+def test_alarm_console_banner_acknowledge_journal_and_csv(page, vigie, mosquitto):
+    """An alarm over MQTT shows in the banner and the console within 2 s; acknowledged there, it is journaled."""
+    send(mosquitto, 10.0, device="bt-2")
+    page.goto(f"{vigie.base}/alarms")
+    page.locator(".tabulator").first.wait_for(timeout=20_000)
+    send(mosquitto, 75.0 + time.time() % 1, device="bt-2")
+    t0 = time.monotonic()
+    banner = page.locator(".vigie-alarm-banner")
+    playwright_api.expect(banner).to_contain_text("unacknowledged", timeout=2_000)
+    row = page.locator(".tabulator-row", has_text="bt flood").first
+    playwright_api.expect(row).to_contain_text("Unacknowledged", timeout=2_000)
+    assert time.monotonic() - t0 < 2.5
+    row.locator("input[type=checkbox]").click()
+    page.get_by_placeholder("Comment").fill("levee checked <b>ok</b>")
+    page.get_by_role("button", name="Acknowledge").click()
+    playwright_api.expect(page.locator(".vigie-console-status")).to_contain_text("Acknowledged: 1", timeout=5_000)
+    playwright_api.expect(page.locator(".tabulator-row", has_text="bt flood").first).to_contain_text(
+        "Acknowledged", timeout=5_000)
+    journal = page.locator(".tabulator", has_text="levee checked").first
+    playwright_api.expect(journal).to_contain_text("levee checked <b>ok</b>", timeout=5_000)  # text, not markup
+    href = page.locator(".vigie-journal-csv").get_attribute("href")
+    status, body = get(vigie.base + href)
+    assert status == 200 and "levee checked <b>ok</b>" in body.decode() and "acknowledged" in body.decode()

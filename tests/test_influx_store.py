@@ -23,7 +23,7 @@ import tornado.netutil
 import tornado.web
 
 from app.model import Reading, now_ns
-from app.store.base import StoreUnavailable, bucket_width_ns
+from app.store.base import ReadingsRefused, StoreUnavailable, bucket_width_ns
 from app.store.influx import InfluxStore, InfluxWriteRejected, quote_ident
 from app.store.writer import StoreWriter
 from tests.helpers import until
@@ -84,7 +84,10 @@ def expected_row(r: Reading) -> dict:
 
 
 async def test_round_trip_special_characters(store: InfluxStore, influxdb: InfluxDB, measurement: str):
-    await store.write(SPECIAL + UNWRITABLE)
+    with pytest.raises(ReadingsRefused) as refused:  # the rest is written; these are named, with a reason
+        await store.write(SPECIAL + UNWRITABLE)
+    assert [r for r, _reason in refused.value.refused] == UNWRITABLE
+    assert all(reason for _r, reason in refused.value.refused)
 
     got = sorted(rows(influxdb, measurement), key=lambda row: row["time"])
     assert got == [expected_row(r) for r in SPECIAL]

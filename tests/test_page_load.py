@@ -35,7 +35,7 @@ RATE = 1000  # readings/s
 CLIENTS = 200
 LOAD_S = 30.0  # how long clients keep retrying a busy page
 HEALTH_P99_S = 0.200
-LIMITS = "max_sessions: 200, max_concurrent_page_builds: 1"
+LIMITS = {"max_sessions": 200, "max_concurrent_page_builds": 1}
 LAYOUT = """title: Load
 widgets:
 - {type: timeseries, id: levels, x: 0, y: 0, w: 8, h: 4, title: Levels, series: [pl-0/level, pl-1/level, pl-2/level]}
@@ -183,7 +183,7 @@ def test_200_page_loads_never_starve_ingest(tmp_path, own_mosquitto, own_influxd
              "measurement: telemetry, flush_interval_s: 0.2}")
     server = VigieServer(tmp_path / "vigie", own_mosquitto.port, editing=False, layouts={"load": LAYOUT},
                          idle_session_s=3, store=store,
-                         server_extra=LIMITS)
+                         server_options=LIMITS)
     server.start()
     publisher = probe = None
     try:

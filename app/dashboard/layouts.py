@@ -19,11 +19,18 @@ from pathlib import Path
 
 from app.dashboard.spec import LayoutSpec, LoadedLayout, load_layout
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # with fullmatch: "x\n" is not a name
 
 
 class LayoutNameError(ValueError):
     """A layout name that is not a slug."""
+
+
+def layout_name_problem(name: object) -> str | None:
+    """Return why ``name`` cannot name a layout (a slug: a-z, 0-9, - and _, at most 64), or None."""
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        return None
+    return f"layout name {str(name)[:80]!r} must be 1-64 lowercase letters, digits, - and _"
 
 
 def slugify(title: str, default: str = "dashboard") -> str:
@@ -50,8 +57,9 @@ class LayoutStore:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise LayoutNameError(f"layout name {name!r} must be lowercase letters, digits, - and _")
+        problem = layout_name_problem(name)
+        if problem is not None:
+            raise LayoutNameError(problem)
         return self.directory / f"{name}.yaml"
 
     def path(self, name: str) -> Path:
@@ -64,7 +72,7 @@ class LayoutStore:
 
     def names(self) -> list[str]:
         """Return every layout name, sorted."""
-        return sorted(p.stem for p in self.directory.glob("*.yaml") if _NAME.match(p.stem))
+        return sorted(p.stem for p in self.directory.glob("*.yaml") if _NAME.fullmatch(p.stem))
 
     def exists(self, name: str) -> bool:
         """Return whether the layout exists."""
@@ -74,7 +82,7 @@ class LayoutStore:
         """Load a layout (tolerantly: see :func:`parse_layout`)."""
         path = self._path(name)
         if not path.is_file():
-            raise FileNotFoundError(f"no layout named {name!r} in {self.directory}")
+            raise FileNotFoundError(f"no layout named {name!r}")  # no server path in what a page shows
         return load_layout(path)
 
     def _keep(self, name: str) -> None:

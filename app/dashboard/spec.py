@@ -22,7 +22,7 @@ import yaml
 from app.spec import Problem, Spec, SpecError
 
 GRID_COLUMNS = 12
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch: no trailing newline
 
 
 def unique_id(base: str, taken: set[str]) -> str:
@@ -50,7 +50,7 @@ class WidgetSpec(Spec):
 
     def validate(self) -> list[tuple[tuple, str]]:
         problems: list[tuple[tuple, str]] = []
-        if not _ID.match(self.id or ""):
+        if not _ID.fullmatch(self.id or ""):
             problems.append((("id",), "missing or not made of letters, digits, - and _"))
         if self.x + self.w > GRID_COLUMNS:
             problems.append((("w",), f"x + w = {self.x + self.w} is wider than the {GRID_COLUMNS}-column grid"))

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from app.hub import Hub
@@ -75,6 +75,7 @@ class Source:
         self.dead = DeadLetters(name)
         self.meter = RateMeter()
         self.screen = ReadingScreen()
+        self.state_listeners: list[Callable[[Source, str, str | None], None]] = []  # e.g. alarm inhibition
         self.state = ConnectionState.STARTING
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
@@ -100,12 +101,19 @@ class Source:
 
     def set_state(self, state: str, error: str | None = None) -> None:
         """Record a connection state change, logging transitions once."""
-        if state != self.state:
+        changed = state != self.state
+        if changed:
             log.info("%s %s: %s%s", self.source_type, self.name, state, f" ({error})" if error else "")
         self.state = state
         if error:
             self.last_error = error
             self.last_error_ns = time.time_ns()
+        if changed:
+            for listener in self.state_listeners:
+                try:
+                    listener(self, state, error)
+                except Exception:
+                    log.exception("source state listener %r failed", listener)
 
     async def run(self) -> None:
         """Ingest until stopped."""

@@ -126,7 +126,10 @@ def number_value(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond a double: refused as not finite, this field only
+            return math.inf
     return None
 
 

@@ -6,23 +6,32 @@
 device from the ``device`` or ``host`` tag. Good readings are always kept:
 the answer is 200 when all were good, and 400 listing each bad item or line
 with its reason otherwise. Rejections also feed the source's dead letters.
+
+An answer with readings accepted comes only once they are durable: written
+to the store, spooled to disk while it is down, or refused by it (the store
+writer's watermark). If that takes longer than ``durable_timeout_s`` (no
+spool and the store down) the answer is 503: send again, a reading sent
+twice is stored once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
 from typing import Any
 
-import tornado.web
-
+from app.cameras import check_camera
 from app.ingest.base import ConnectionState, Source
 from app.ingest.deadletters import DeadLetters
 from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder, iso_to_ns, number_to_ns
 from app.model import Quality, Reading, now_ns
+from app.web.limits import MAX_DEPTH, LimitedBodyHandler, load_json, short
 
 _QUALITIES = {q.value for q in Quality}
+MAX_ITEM_ERRORS = 1000
+"""Most refused items listed in a reply (each with its place and a bounded reason); ``rejected`` counts all."""
 
 
 class HttpSource(Source):
@@ -31,12 +40,16 @@ class HttpSource(Source):
     source_type = "http"
 
     def __init__(self, name: str, hub, *, token: str | None, max_body_bytes: int = 10_000_000,
-                 timestamp_unit: str = "ms", max_future_s: float = 300.0) -> None:
+                 max_image_bytes: int = 5_000_000, max_json_depth: int = MAX_DEPTH,
+                 timestamp_unit: str = "ms", max_future_s: float = 300.0, durable_timeout_s: float = 30.0) -> None:
         super().__init__(name, hub)
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.max_image_bytes = max_image_bytes
+        self.max_json_depth = max_json_depth
         self.timestamp_unit = timestamp_unit
         self.max_future_ns = int(max_future_s * 1e9)
+        self.durable_timeout_s = durable_timeout_s
         self.state = ConnectionState.CONNECTED if token else ConnectionState.STOPPED
         self._lp = {p: LineProtocolDecoder(precision=p, max_bytes=max_body_bytes, max_future_s=max_future_s)
                     for p in _UNIT_NS}
@@ -51,6 +64,23 @@ class HttpSource(Source):
         if not self.token or not header or not header.startswith("Bearer "):
             return False
         return hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
+
+    def ticket(self) -> int | None:
+        """Return the durability ticket of what was published so far (None without a store writer)."""
+        durability = self.hub.durability
+        return durability.accepted if durability is not None else None
+
+    async def durable(self, ticket: int | None) -> bool:
+        """Wait until everything up to ``ticket`` is durable; return False after ``durable_timeout_s``."""
+        durability = self.hub.durability
+        if ticket is None or durability is None or durability.durable >= ticket:
+            return True
+        durability.flush_soon()  # a client waits: do not wait for the flush tick
+        try:
+            await asyncio.wait_for(durability.wait_durable(ticket), self.durable_timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     # -- line protocol ------------------------------------------------
     def ingest_lines(self, body: bytes, precision: str) -> tuple[int, list[dict[str, Any]]]:
@@ -67,10 +97,9 @@ class HttpSource(Source):
         dead = DeadLetters(self.name, keep=10_000, quiet=True)
         out: list[Reading] = []
         received = now_ns()
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            dead.add("body", "invalid_json", str(exc), body)
+        doc, problem = load_json(body, self.max_json_depth)
+        if problem is not None:
+            dead.add("body", "invalid_json", problem, body[:200])
             return 0, self._report(dead)
         items = doc if isinstance(doc, list) else [doc]
         for i, item in enumerate(items):
@@ -90,10 +119,14 @@ class HttpSource(Source):
             dead.add(where, "no_series", "'device' and 'metric' must be non-empty strings", text)
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            dead.add(where, "wrong_type", f"'value' must be a number, got {value!r}", text)
+            dead.add(where, "wrong_type", f"'value' must be a number, got {str(value)[:40]!r}", text)
             return None
-        if not math.isfinite(value):
-            dead.add(where, "not_finite", f"'value' is {value}", text)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            dead.add(where, "not_finite", f"'value' is {str(value)[:40]}", text)
             return None
         time_ns = self._time(item.get("ts"), received)
         if isinstance(time_ns, str):
@@ -108,11 +141,6 @@ class HttpSource(Source):
             dead.add(where, "wrong_type", "'quality' must be good/uncertain/bad and 'tags' an object", text)
             return None
         unit = item.get("unit") or ""
-        try:
-            number = float(value)
-        except OverflowError:
-            dead.add(where, "not_finite", "'value' is too large for a 64-bit float", text)
-            return None
         reading = Reading(device, metric, time_ns, number, quality, str(unit), self.name,
                           {str(k): str(v) for k, v in tags.items()})
         problem = self.screen.problem(reading)  # the same edge check as every source's, with this item's place
@@ -142,8 +170,8 @@ class HttpSource(Source):
         return [{"where": d.where, "kind": d.kind, "reason": d.reason} for d in dead.recent]
 
 
-class _IngestHandler(tornado.web.RequestHandler):
-    """Common checks: token, body size."""
+class _IngestHandler(LimitedBodyHandler):
+    """Common checks, before the body is read: the token, then the size."""
 
     def initialize(self, source: HttpSource) -> None:
         self.source = source
@@ -151,23 +179,39 @@ class _IngestHandler(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API: no cookies, no XSRF."""
 
-    def prepare(self) -> None:
+    def body_limit(self) -> int:
+        return self.source.max_body_bytes
+
+    def authorize(self) -> bool:
         if not self.source.token:
-            self._answer(404, {"error": "HTTP ingestion is disabled (no token configured)"})
-        elif not self.source.authorized(self.request.headers.get("Authorization")):
+            self.refuse(404, {"error": "HTTP ingestion is disabled (no token configured)"})
+            return False
+        if not self.source.authorized(self.request.headers.get("Authorization")):
             self.set_header("WWW-Authenticate", 'Bearer realm="vigie"')
-            self._answer(401, {"error": "missing or wrong bearer token"})
-        elif len(self.request.body) > self.source.max_body_bytes:
-            self._answer(413, {"error": f"body over {self.source.max_body_bytes} bytes"})
+            self.refuse(401, {"error": "missing or wrong bearer token"})
+            return False
+        return True
 
     def _answer(self, status: int, doc: dict[str, Any]) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(doc))
 
+    async def _durable_result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
+        """Answer once the accepted readings are durable (read the ticket before any await)."""
+        if accepted and not await self.source.durable(self.source.ticket()):
+            self._answer(503, {"error": "readings accepted but not yet stored or spooled; send them again",
+                               "accepted": accepted})
+            return
+        self._result(accepted, errors)
+
     def _result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
         if errors:
-            self._answer(400, {"accepted": accepted, "rejected": len(errors), "errors": errors})
+            doc: dict[str, Any] = {"accepted": accepted, "rejected": len(errors),
+                                   "errors": errors[:MAX_ITEM_ERRORS]}
+            if len(errors) > MAX_ITEM_ERRORS:
+                doc["errors_shown"] = MAX_ITEM_ERRORS
+            self._answer(400, doc)
         else:
             self._answer(200, {"accepted": accepted, "rejected": 0})
 
@@ -175,19 +219,19 @@ class _IngestHandler(tornado.web.RequestHandler):
 class ReadingsHandler(_IngestHandler):
     """``POST /api/v1/readings``: JSON readings."""
 
-    def post(self) -> None:
-        self._result(*self.source.ingest_json(self.request.body))
+    async def post(self) -> None:
+        await self._durable_result(*self.source.ingest_json(self.body))
 
 
 class LineProtocolHandler(_IngestHandler):
     """``POST /api/v1/write``: line protocol."""
 
-    def post(self) -> None:
+    async def post(self) -> None:
         precision = self.get_query_argument("precision", "ns")
         if precision not in _UNIT_NS:
             self._answer(400, {"error": f"precision must be one of {', '.join(_UNIT_NS)}"})
             return
-        self._result(*self.source.ingest_lines(self.request.body, precision))
+        await self._durable_result(*self.source.ingest_lines(self.body, precision))
 
 
 class CameraUploadHandler(_IngestHandler):
@@ -197,17 +241,29 @@ class CameraUploadHandler(_IngestHandler):
         super().initialize(source)
         self.cameras = cameras
 
-    def post(self, camera: str) -> None:
+    def body_limit(self) -> int:
+        return self.source.max_image_bytes
+
+    async def post(self, camera: str) -> None:
         if self.cameras is None:
             self._answer(404, {"error": "no camera store configured"})
             return
+        try:
+            check_camera(camera)
+        except ValueError as exc:
+            self._answer(400, {"error": short(exc)})
+            return
+        body = self.body
         received = now_ns()
         try:
-            self.cameras.put(camera, received, self.request.body, self.request.headers.get("Content-Type"))
+            self.cameras.put(camera, received, body, self.request.headers.get("Content-Type"))
         except ValueError as exc:
-            self.source.dead.add(f"http camera {camera}", "not_an_image", str(exc), self.request.body[:64])
-            self._answer(400, {"error": str(exc)})
+            self.source.dead.add(f"http camera {camera}", "not_an_image", str(exc), body[:64])
+            self._answer(400, {"error": short(exc)})
             return
-        self.source.publish([Reading(camera, "image_bytes", received, float(len(self.request.body)),
+        self.source.publish([Reading(camera, "image_bytes", received, float(len(body)),
                                      Quality.GOOD, "B", self.source.name, {})])
-        self._answer(200, {"camera": camera, "time_ns": received, "bytes": len(self.request.body)})
+        if not await self.source.durable(self.source.ticket()):
+            self._answer(503, {"error": "image kept, its reading not yet stored or spooled; send it again"})
+            return
+        self._answer(200, {"camera": camera, "time_ns": received, "bytes": len(body)})

@@ -12,6 +12,25 @@ The session is persistent (MQTT 3.1.1 ``clean_session=False`` or MQTT 5
 broker queues QoS 1 messages while Vigie is away and delivers them after.
 For scale-out, ``shared_group`` subscribes through ``$share/<group>/...`` so
 several Vigie processes split a subscription.
+
+Acknowledgement (``ack: durable``, the default): a QoS 1 message is
+acknowledged (PUBACK) only once its readings are durable (written to the
+store, spooled to disk, or refused by the store and dead-lettered), so a
+crash of Vigie never loses a message the broker thinks delivered: the broker
+sends it again. The writer's watermark (``hub.durability``) says how far
+readings are durable; each consumed batch is kept as (ticket, message ids)
+and acknowledged from the writer's durability callback, never from the
+consume loop. Message ids belong to a connection: on a disconnect the
+waiting ids are forgotten (the broker redelivers those messages; the stores
+overwrite the same series and time, so a duplicate costs nothing).
+aiomqtt 2.5 has no manual-ack switch and hands its paho client only as
+``client._client``; the message's ``mid`` and ``qos`` are public. The broker
+stops sending once ``receive_maximum`` messages (MQTT 5 Receive Maximum; with
+3.1.1 the broker's ``max_inflight_messages``) wait for their PUBACK, so
+the writer is woken as soon as half that many wait. ``ack: on_arrival``
+lets paho acknowledge on arrival, as before (cheaper, loses what was in
+flight at a crash). QoS 2 is not covered: paho sends PUBREC on arrival,
+which hands the message over.
 """
 
 from __future__ import annotations
@@ -20,6 +39,8 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +58,7 @@ from app.tasks import raise_failure, until_stopped
 log = logging.getLogger(__name__)
 
 _ROUTE_CACHE_MAX = 200_000
+ACK_MODES = ("durable", "on_arrival")
 
 
 class BatchQueue(asyncio.Queue):
@@ -95,6 +117,17 @@ class TlsOptions:
     insecure: bool = False
 
 
+def tls_context(tls: TlsOptions) -> ssl.SSLContext:
+    """Return the TLS context of a broker connection (Vigie's subscriptions and its own alarm topic)."""
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class MqttSource(Source):
     """One broker connection with any number of topic subscriptions."""
 
@@ -118,6 +151,8 @@ class MqttSource(Source):
         keepalive_s: int = 30,
         reconnect_max_delay_s: float = 10.0,
         max_inflight: int = 1000,
+        ack: str = "durable",
+        receive_maximum: int = 1000,
     ) -> None:
         super().__init__(name, hub)
         self.host = host
@@ -134,6 +169,17 @@ class MqttSource(Source):
         self.session_expiry_s = session_expiry_s
         self.keepalive_s = keepalive_s
         self.max_inflight = max_inflight
+        if ack not in ACK_MODES:
+            raise ValueError(f"MQTT ack must be one of {', '.join(ACK_MODES)}, not {ack!r}")
+        if not 1 <= receive_maximum <= 65535:
+            raise ValueError(f"MQTT receive_maximum must be between 1 and 65535, not {receive_maximum}")
+        self.ack = ack
+        self.receive_maximum = receive_maximum
+        self._flush_at = max(1, receive_maximum // 2)  # unacked messages that wake the writer
+        self._acker: Any = None  # the current connection's paho client, while acks are delayed
+        self._awaiting: deque[tuple[int, list[tuple[int, int]]]] = deque()  # (ticket, [(mid, qos)]) oldest first
+        self._unacked = 0
+        self._unlisten: Callable[[], None] | None = None
         self._backoff = Backoff(initial=0.2, cap=reconnect_max_delay_s)
         self._routes: dict[str, tuple[Decoder, str | None, str | None, dict[str, str]] | None] = {}
         self._queue: BatchQueue | None = None  # the current client's, for messages left at a stop
@@ -144,18 +190,13 @@ class MqttSource(Source):
         if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry_s
+            props.ReceiveMaximum = self.receive_maximum
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
         else:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         if self.tls:
-            ctx = ssl.create_default_context(cafile=self.tls.ca_file)
-            if self.tls.cert_file:
-                ctx.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-            if self.tls.insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            kwargs["tls_context"] = ctx
-        return aiomqtt.Client(
+            kwargs["tls_context"] = tls_context(self.tls)
+        client = aiomqtt.Client(
             self.host,
             self.port,
             identifier=self.client_id,
@@ -167,6 +208,9 @@ class MqttSource(Source):
             timeout=10,
             **kwargs,
         )
+        if self.ack == "durable":
+            client._client.manual_ack_set(True)  # aiomqtt 2.5 exposes no manual ack (see the module docstring)
+        return client
 
     def topic_filter(self, sub: MqttSubscription) -> str:
         """Return the filter to subscribe to, shared when a group is set."""
@@ -178,11 +222,16 @@ class MqttSource(Source):
         while not self.stopping:
             try:
                 async with self._client() as client:
-                    for sub in self.subscriptions:
-                        await client.subscribe(self.topic_filter(sub), qos=sub.qos)
-                    self.set_state(ConnectionState.CONNECTED)
-                    self._backoff.reset()
-                    await self._consume_until_stopped(client)
+                    self._start_acks(client)
+                    try:
+                        for sub in self.subscriptions:
+                            await client.subscribe(self.topic_filter(sub), qos=sub.qos)
+                        self.set_state(ConnectionState.CONNECTED)
+                        self._backoff.reset()
+                        await self._consume_until_stopped(client)
+                        await self._ack_before_leaving()
+                    finally:
+                        self._end_acks()
             except aiomqtt.MqttError as exc:
                 self._handle_left_over()
                 self.set_state(ConnectionState.DISCONNECTED, f"{exc}")
@@ -212,7 +261,77 @@ class MqttSource(Source):
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for queue in client.messages:
-            self.handle(queue.take_all())  # type: ignore[attr-defined]
+            batch = queue.take_all()  # type: ignore[attr-defined]
+            self.handle(batch)
+            self._ack_when_durable(batch)
+
+    # -- acknowledgement ----------------------------------------------
+    def _start_acks(self, client: aiomqtt.Client) -> None:
+        """Acknowledge this connection's messages when durable (``ack: durable``)."""
+        if self.ack != "durable":
+            return
+        self._acker = client._client
+        durability = self.hub.durability
+        if durability is not None:
+            self._unlisten = durability.add_durable_listener(self._on_durable)
+
+    def _end_acks(self) -> None:
+        """Forget the connection's waiting message ids: the broker sends those messages again."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        self._acker = None
+        self._awaiting.clear()
+        self._unacked = 0
+
+    def _ack_when_durable(self, messages: list[aiomqtt.Message]) -> None:
+        """Keep a consumed batch's message ids until its readings are durable; acknowledge then."""
+        if self._acker is None:
+            return
+        acks = [(m.mid, m.qos) for m in messages if m.qos]
+        if not acks:
+            return
+        durability = self.hub.durability
+        if durability is None or durability.durable >= durability.accepted:
+            self._send_acks(acks)  # no store to wait for, or nothing pending
+            return
+        self._awaiting.append((durability.accepted, acks))
+        self._unacked += len(acks)
+        if self._unacked >= self._flush_at:  # the broker's window is half used: write now
+            durability.flush_soon()
+
+    def _on_durable(self, durable: int) -> None:
+        """Acknowledge every waiting batch whose readings are now durable (the writer's callback)."""
+        awaiting = self._awaiting
+        while awaiting and awaiting[0][0] <= durable:
+            acks = awaiting.popleft()[1]
+            self._unacked -= len(acks)
+            self._send_acks(acks)
+
+    def _send_acks(self, acks: list[tuple[int, int]]) -> None:
+        ack = self._acker.ack
+        for mid, qos in acks:
+            ack(mid, qos)
+
+    async def _ack_before_leaving(self, timeout: float = 5.0) -> None:
+        """On stop: handle what is waiting, make it durable and acknowledge it before disconnecting.
+
+        Without this, what arrived since the last write would be delivered
+        again at the next start (harmless, but a restart should not replay).
+        """
+        if self._queue is not None and self._queue.qsize():
+            batch = self._queue.take_all()
+            self.handle(batch)
+            self._ack_when_durable(batch)
+        durability = self.hub.durability
+        if not self._awaiting or durability is None:
+            return
+        durability.flush_soon()
+        try:
+            await asyncio.wait_for(durability.wait_durable(self._awaiting[-1][0]), timeout)
+        except TimeoutError:
+            log.warning("mqtt %s: %d messages not durable at stop; the broker will send them again",
+                        self.name, self._unacked)
 
     # -- decoding -----------------------------------------------------
     def _route(self, topic: str) -> tuple[Decoder, str | None, str | None, dict[str, str]] | None:
@@ -255,5 +374,7 @@ class MqttSource(Source):
             broker=f"{self.host}:{self.port}",
             client_id=self.client_id,
             subscriptions=[self.topic_filter(s) for s in self.subscriptions],
+            ack=self.ack,
+            unacked_messages=self._unacked,
         )
         return h

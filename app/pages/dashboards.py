@@ -41,7 +41,8 @@ def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
     """Return what widgets of this runtime may read."""
     return WidgetContext(live=runtime.live, store=runtime.store, lang=lang, tz=runtime.loaded.config.server.timezone,
                          cameras=runtime.cameras,
-                         alarms=runtime.alarms, limits=runtime.alarms.limits if runtime.alarms else None,
+                         alarms=runtime.alarms if runtime.alarms.rules else None,
+                         limits=runtime.alarms.limits if runtime.alarms.rules else None,
                          tile_url=runtime.loaded.config.map.tile_url,
                          image_url=camera_frame_url,
                          extra={"catalogue": set(runtime.live.keys())})

@@ -10,6 +10,7 @@ origins may frame it is the server's ``frame_ancestors`` setting
 from __future__ import annotations
 
 import html
+import logging
 from typing import TYPE_CHECKING
 
 import panel as pn
@@ -20,6 +21,8 @@ from app.dashboard.layouts import LayoutNameError, LayoutStore
 from app.pages.dashboards import widget_context
 from app.pages.light_embed import LightViews, serve_light
 from app.pages.shell import session_arg, session_lang
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -52,6 +55,11 @@ class EmbedRedirect(tornado.web.RequestHandler):
         if self.get_query_argument("mode", None) == "light" and self.light is not None:
             serve_light(self, self.light, layout, widget)
             return
+        if self.light is not None and not known_layout(self.light.layouts, layout):
+            self.set_status(404)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(f"no layout named {layout[:80]!r}")
+            return
 
         args = {"layout": layout}
         if widget:
@@ -60,3 +68,35 @@ class EmbedRedirect(tornado.web.RequestHandler):
         if lang:
             args["lang"] = lang
         self.redirect(f"/embed-app?{urlencode(args)}")
+
+
+
+def known_layout(layouts: LayoutStore, name: str) -> bool:
+    """Return whether ``name`` is a layout that exists (False for a name that cannot be one)."""
+    try:
+        return layouts.exists(name)
+    except LayoutNameError:
+        return False
+
+
+def guard_embed_app(application: tornado.web.Application, layouts: LayoutStore) -> None:
+    """Answer 404 for ``/embed-app?layout=<unknown>`` before Panel builds a session for it."""
+    for rule in application.wildcard_router.rules:
+        regex = getattr(rule.matcher, "regex", None)
+        if regex is None or regex.pattern != "/embed-app/?$":
+            continue
+        page_handler = rule.target
+
+        class EmbedAppHandler(page_handler):  # type: ignore[misc, valid-type]
+            async def get(self, *args, **kwargs):
+                name = self.get_argument("layout", "")
+                if not known_layout(layouts, name):
+                    self.set_status(404)
+                    self.set_header("Content-Type", "text/plain; charset=utf-8")
+                    self.finish(f"no layout named {name[:80]!r}")
+                    return None
+                return await super().get(*args, **kwargs)
+
+        rule.target = EmbedAppHandler
+        return
+    log.warning("no /embed-app route found: unknown layouts there answer 200 with a message, not 404")

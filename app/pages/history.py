@@ -22,7 +22,7 @@ import panel as pn
 
 from app.dashboard.time_axis import localize_time_axis
 from app.i18n import t
-from app.model import Envelope, datetime_to_ns
+from app.model import Envelope, datetime_to_ns, series_problem
 from app.pages.shell import page, session_arg, session_lang
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class HistoryExplorer:
         if not key:
             return
         try:
+            if problem := series_problem(key):
+                raise ValueError(problem)
             start, end, label = self.bounds()
         except ValueError as exc:
             self.info.object = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"

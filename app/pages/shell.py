@@ -14,11 +14,13 @@ import panel as pn
 
 from app.i18n import LANGUAGES, negotiate, t
 from app.pages.language import COOKIE
+from app.refresh import every
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
-NAV = [("/", "Overview"), ("/dashboards", "Dashboards"), ("/history", "History"), ("/system", "System")]
+NAV = [("/", "Overview"), ("/dashboards", "Dashboards"), ("/alarms", "Alarms"), ("/history", "History"),
+       ("/system", "System")]
 
 # Only for what the template itself renders: Panel panes live in shadow roots this stylesheet does not
 # reach, so widgets, tiles and notes carry their styles inline (app/dashboard/view.py, pages/overview.py).
@@ -79,6 +81,65 @@ def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
         raw_css=[CSS], **extra,
     )
     template.header.append(pn.pane.HTML(nav_html(active, lang), sizing_mode="stretch_width", margin=0))
+    template.header.extend(AlarmBanner(runtime, lang).view())
     for item in body:
         template.main.append(item)
     return template
+
+
+def _beep_wav() -> str:
+    """Return a short two-tone beep as a WAV data URI (made here: nothing fetched, works offline)."""
+    import base64
+    import io
+    import math
+    import struct
+    import wave
+
+    rate, frames = 8000, []
+    for i in range(int(rate * 0.5)):
+        freq = 880 if i < rate * 0.25 else 660
+        frames.append(struct.pack("<h", int(9000 * math.sin(2 * math.pi * freq * i / rate))))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(frames))
+    return "data:audio/wav;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+BEEP = _beep_wav()
+
+
+class AlarmBanner:
+    """The count of unacknowledged alarms on every page, a link to the console, and an optional sound."""
+
+    def __init__(self, runtime: Runtime, lang: str) -> None:
+        self.engine = runtime.alarms
+        self.lang = lang
+        self.count = -1
+        self.version = -1
+        self.html = pn.pane.HTML("", margin=(0, 10), name="alarm-banner")
+        self.sound = pn.widgets.Checkbox(name="🔔", value=False, width=50, margin=(8, 0))
+        self.refresh()
+        every(self.refresh, 1000)
+
+    def refresh(self) -> None:
+        engine = self.engine
+        if engine is None or engine.version == self.version:
+            return
+        self.version = engine.version
+        count = engine.unacknowledged()
+        louder = count > max(self.count, 0) and self.sound.value
+        self.count = count
+        if not count:
+            self.html.object = "<span class='vigie-alarm-banner' data-count='0'></span>"
+            return
+        label = t("unacknowledged alarms", self.lang) if count > 1 else t("unacknowledged alarm", self.lang)
+        audio = f"<audio autoplay src='{BEEP}'></audio>" if louder else ""
+        self.html.object = (f"<a class='vigie-alarm-banner' data-count='{count}' href='/alarms' style='background:"
+                            f"#c62828;color:#fff;padding:4px 10px;border-radius:4px;font-weight:700;"
+                            f"text-decoration:none;white-space:nowrap'>⚠ {count} {html.escape(label)}</a>{audio}")
+
+    def view(self) -> list[pn.viewable.Viewable]:
+        return [self.html, self.sound]

@@ -29,10 +29,10 @@ def sources_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
 
 
 def dead_letters_html(runtime: Runtime, lang: str) -> str:
-    """Return the recent rejected inputs of every source as an HTML table."""
+    """Return the recent rejected inputs of every source, and the readings the store refused, as an HTML table."""
     rows = []
     tz = runtime.loaded.config.server.timezone
-    for source in runtime.sources:
+    for source in [*runtime.sources, runtime.writer]:
         for d in list(source.dead.recent)[-20:]:
             rows.append(f"<tr><td>{fmt_time(d.time_ns, lang, tz)}</td><td>{html.escape(d.source)}</td>"
                         f"<td>{html.escape(d.where)}</td><td>{html.escape(d.kind)}</td>"

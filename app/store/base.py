@@ -20,6 +20,18 @@ class StoreUnavailable(Exception):
     """The database cannot be reached now; the write is worth retrying."""
 
 
+class ReadingsRefused(Exception):
+    """The engine stored a batch except these readings, which it can never store (each with its reason).
+
+    Raised after the rest of the batch was written, so the writer
+    dead-letters exactly these and counts the others as written.
+    """
+
+    def __init__(self, refused: Sequence[tuple[Reading, str]]) -> None:
+        super().__init__(f"{len(refused)} readings refused: {refused[0][1] if refused else ''}")
+        self.refused = list(refused)
+
+
 class StoreEngine(ABC):
     """A place readings are written to and queried from."""
 
@@ -48,7 +60,12 @@ class StoreEngine(ABC):
 
     @abstractmethod
     async def write(self, batch: Sequence[Reading]) -> None:
-        """Store a batch; same series and timestamp overwrites."""
+        """Store a batch; same series and timestamp overwrites.
+
+        Raise :class:`StoreUnavailable` when the database cannot take it now,
+        :class:`ReadingsRefused` when some readings can never be stored (the
+        rest written), any other exception when the batch was refused.
+        """
 
     @abstractmethod
     async def latest(self) -> list[LatestValue]:
@@ -61,6 +78,10 @@ class StoreEngine(ABC):
     @abstractmethod
     async def envelope(self, key: str, start_ns: int, end_ns: int, buckets: int) -> Envelope:
         """Return ``[start, end)`` of a series reduced to at most ``buckets`` buckets."""
+
+    async def raw(self, key: str, start_ns: int, end_ns: int) -> list[tuple[int, float, str]]:
+        """Return ``[start, end)`` of a series as (time_ns, value, quality), oldest first."""
+        raise NotImplementedError
 
     async def count(self, key: str | None = None) -> int:
         """Return how many readings are stored (for one series, or all)."""

@@ -134,19 +134,22 @@ class EmbeddedStore(StoreEngine):
                 "quality": [str(r.quality) for r in batch],
             }
         )
-        new_series = []
+        # The catalogue and latest values change in memory only once the rows are in: a batch the
+        # database refuses must leave no series behind that was never stored.
+        series: dict[str, SeriesInfo] = {}
+        latest: dict[str, LatestValue] = {}
         for r in batch:
             key = r.key
-            known = self._series.get(key)
+            known = series.get(key) or self._series.get(key)
             unit = r.unit or (known.unit if known else "")  # a reading without a unit keeps the series' one
             if known is None or known.unit != unit or known.tags != r.tags:
-                known = SeriesInfo(r.device, r.metric, unit, dict(r.tags))
-                self._series[key] = known
-                new_series.append(known)
-            last = self._latest.get(key)
+                known = series[key] = SeriesInfo(r.device, r.metric, unit, dict(r.tags))
+            last = latest.get(key) or self._latest.get(key)
             if last is None or r.time_ns >= last.time_ns:
-                self._latest[key] = LatestValue(r.device, r.metric, r.time_ns, r.value, r.quality, unit, r.tags)
-        await asyncio.to_thread(self._insert, table, new_series)
+                latest[key] = LatestValue(r.device, r.metric, r.time_ns, r.value, r.quality, unit, r.tags)
+        await asyncio.to_thread(self._insert, table, list(series.values()))
+        self._series.update(series)
+        self._latest.update(latest)
 
     def _insert(self, table: pa.Table, new_series: list[SeriesInfo]) -> None:
         with self._lock:

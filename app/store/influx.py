@@ -39,7 +39,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.iostream import StreamClosedError
 
 from app.model import Envelope, LatestValue, Reading, SeriesInfo
-from app.store.base import StoreEngine, StoreUnavailable, bucket_width_ns
+from app.store.base import ReadingsRefused, StoreEngine, StoreUnavailable, bucket_width_ns
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +306,8 @@ class InfluxStore(StoreEngine):
             parts.append(f"{ek}={ev}")
         return ",".join(parts)
 
-    def format_lines(self, batch: Sequence[Reading]) -> tuple[str, int]:
-        """Return the batch as line protocol and how many readings were skipped.
+    def format_lines(self, batch: Sequence[Reading]) -> tuple[str, list[tuple[Reading, str]]]:
+        """Return the batch as line protocol and the readings skipped, each with the reason.
 
         Skipped: NaN and infinite values (InfluxDB refuses them), values that
         are not numbers, and names line protocol cannot carry (a newline, or
@@ -318,16 +318,16 @@ class InfluxStore(StoreEngine):
         isfinite = math.isfinite
         lines: list[str] = []
         append = lines.append
-        skipped = 0
+        skipped: list[tuple[Reading, str]] = []
         for r in batch:
             try:
                 value = float(r.value)
                 ts = int(r.time_ns)
-            except (TypeError, ValueError):
-                skipped += 1
+            except (TypeError, ValueError, OverflowError):
+                skipped.append((r, "value or timestamp is not a number"))
                 continue
             if not isfinite(value):
-                skipped += 1
+                skipped.append((r, f"InfluxDB cannot store the value {value}"))
                 continue
             tags = r.tags
             key = (r.device, r.metric, r.unit, *tags.items()) if tags else (r.device, r.metric, r.unit)
@@ -338,7 +338,7 @@ class InfluxStore(StoreEngine):
                     prefixes.clear()
                 prefix = prefixes[key] = self._prefix(r)
             if prefix is None:
-                skipped += 1
+                skipped.append((r, "a name or tag line protocol cannot carry (newline, or a trailing backslash)"))
                 continue
             quality = r.quality
             try:
@@ -351,18 +351,19 @@ class InfluxStore(StoreEngine):
     async def write(self, batch: Sequence[Reading]) -> None:
         """Write a batch; same series and timestamp overwrites."""
         body, skipped = self.format_lines(batch)
+        if body:
+            try:
+                data = body.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate: the writer isolates the reading
+                raise ValueError(f"text InfluxDB cannot take: {exc}") from None
+            if self.api == "v2":
+                await self._write_v2(data)
+            else:
+                await self._write_v1(data)
+            self.points_written += len(batch) - len(skipped)
         if skipped:
-            self.skipped_total += skipped
-            log.warning("skipped %d of %d readings InfluxDB cannot store (NaN/inf or unwritable names)",
-                        skipped, len(batch))
-        if not body:
-            return
-        data = body.encode("utf-8")
-        if self.api == "v2":
-            await self._write_v2(data)
-        else:
-            await self._write_v1(data)
-        self.points_written += len(batch) - skipped
+            self.skipped_total += len(skipped)
+            raise ReadingsRefused(skipped)
 
     async def _write_v1(self, data: bytes) -> None:
         response = await self._post_write(data)
@@ -515,6 +516,19 @@ class InfluxStore(StoreEngine):
                 env.mean.append(float(row[i_mean]))
                 env.max.append(float(row[i_max]))
         return env
+
+    async def raw(self, key: str, start_ns: int, end_ns: int) -> list[tuple[int, float, str]]:
+        """Return the raw points of a range, oldest first (a rule's test on history, exports)."""
+        q = (f'SELECT "value", "quality" FROM {self._from} WHERE ({self._key_condition(key)}) '
+             f"AND time >= {int(start_ns)} AND time < {int(end_ns)} ORDER BY time")
+        out: list[tuple[int, float, str]] = []
+        for series in await self._statement(q):
+            cols = series["columns"]
+            i_t, i_v, i_q = cols.index("time"), cols.index("value"), cols.index("quality")
+            out += [(int(r[i_t]), float(r[i_v]), str(r[i_q] or "good")) for r in series.get("values") or []
+                    if r[i_v] is not None]
+        out.sort()
+        return out
 
     async def count(self, key: str | None = None) -> int:
         """Return how many readings are stored (for one series, or all)."""

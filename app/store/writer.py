@@ -7,20 +7,40 @@ spool and the writer keeps spooling (memory stays bounded) while it probes
 the database with capped back-off; once a write succeeds, the spool is
 replayed oldest first. On stop, what is still in memory is written if the
 database takes it and spooled otherwise, so a restart loses nothing.
+
+A batch the engine refuses is never dropped: the writer splits it in
+halves until the refused readings are found (a few dozen writes for one
+bad reading among 5,000), writes the rest, and dead-letters each refused
+reading with the engine's reason, in memory for the pages and on disk
+(:class:`~app.store.rejected.RejectedLog`) so each one can be found again.
+
+Durability watermark: readings leave the writer in the order they came, so
+two counts say what is safe. :meth:`StoreWriter.accept` returns a *ticket*,
+the count of readings accepted so far; ``durable`` counts readings written,
+spooled to disk or refused by the store (dead-lettered: handled, never to be
+retried). A batch is durable once ``durable >= ticket``. Sources that must
+not acknowledge before that (MQTT's PUBACK, HTTP's 2xx) await
+:meth:`wait_durable` or listen with :meth:`add_durable_listener`, and call
+:meth:`flush_soon` when somebody waits, so a write need not wait for the
+flush interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import count
 from pathlib import Path
 from typing import Any
 
 from app.ingest.base import Backoff
+from app.ingest.deadletters import DeadLetters
 from app.model import Reading
-from app.store.base import StoreEngine, StoreUnavailable
+from app.store.base import ReadingsRefused, StoreEngine, StoreUnavailable
+from app.store.rejected import RejectedLog
 from app.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -34,12 +54,15 @@ class StoreWriter:
         engine: StoreEngine,
         *,
         spool_dir: Path | None = None,
+        rejected_dir: Path | None = None,
         batch_size: int = 5000,
         flush_interval: float = 0.25,
         retry_cap: float = 5.0,
     ) -> None:
         self.engine = engine
         self.spool = Spool(spool_dir) if spool_dir else None
+        self.rejected_log = RejectedLog(rejected_dir) if rejected_dir else None
+        self.dead = DeadLetters("store")  # what the engine refused, by reason, for the pages
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._pending: list[Reading] = []
@@ -53,13 +76,61 @@ class StoreWriter:
         self.rejected = 0
         self.last_error: str | None = None
         self.last_flush_s = 0.0
+        self.accepted = 0  # readings accepted so far: the ticket of the last batch
+        self.durable = 0  # readings written, spooled or refused so far, oldest first
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (ticket, seq, future)
+        self._waiter_seq = count()
+        self._listeners: list[Callable[[int], None]] = []
 
     # -- the hub side -------------------------------------------------
-    def accept(self, batch: Sequence[Reading]) -> None:
-        """Queue a batch for writing; never blocks, never drops."""
+    def accept(self, batch: Sequence[Reading]) -> int:
+        """Queue a batch for writing; never blocks, never drops. Return its durability ticket."""
         self._pending.extend(batch)
+        self.accepted += len(batch)
         if len(self._pending) >= self.batch_size:
             self._wake.set()
+        return self.accepted
+
+    # -- durability ---------------------------------------------------
+    def flush_soon(self) -> None:
+        """Wake the writer now: somebody waits for durability (an MQTT ack, an HTTP answer)."""
+        if self._pending:
+            self._wake.set()
+
+    async def wait_durable(self, ticket: int) -> None:
+        """Return once every reading up to ``ticket`` is written, spooled or refused."""
+        if self.durable >= ticket:
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (ticket, next(self._waiter_seq), future))
+        await future
+
+    def add_durable_listener(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(durable)`` whenever the durable count grows; return a function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _settle(self) -> None:
+        """Advance the durable count: everything that left the queue and did not come back.
+
+        Called with no batch in hand (after a drain, after the final flush): a
+        batch is then written, refused, spooled, or back at the head of the
+        queue (no spool, or the disk refused it), so what has left the queue
+        for good is durable, and it left oldest first.
+        """
+        durable = self.accepted - len(self._pending)
+        if durable <= self.durable:
+            return
+        self.durable = durable
+        while self._waiters and self._waiters[0][0] <= durable:
+            future = heapq.heappop(self._waiters)[2]
+            if not future.done():
+                future.set_result(None)
+        for callback in list(self._listeners):
+            try:
+                callback(durable)
+            except Exception:
+                log.exception("durability listener %r failed", callback)
 
     @property
     def queue_depth(self) -> int:
@@ -96,6 +167,7 @@ class StoreWriter:
         """Write pending batches; spool them while the engine is down."""
         async with self._drain_lock:
             await self._drain_locked()
+            self._settle()  # not on cancellation: a batch may be in hand, neither written nor back in the queue
 
     async def _drain_locked(self) -> None:
         if not self.available and time.monotonic() < self._retry_at:
@@ -111,39 +183,70 @@ class StoreWriter:
         while todo > 0 and self._pending:
             batch = self._take()
             todo -= len(batch)
-            if not await self._write(batch):
-                self._spool_batch(batch)
+            left = await self._write(batch)
+            if left:
+                self._spool_batch(left)
                 self._spool_pending()
                 return
 
-    async def _write(self, batch: list[Reading]) -> bool:
-        """Write one batch; return False when the engine is unavailable."""
-        t0 = time.perf_counter()
-        try:
-            await self.engine.write(batch)
-        except StoreUnavailable as exc:
-            self._mark_down(str(exc))
-            return False
-        except Exception as exc:  # a batch the engine refuses is not retried forever
-            self.rejected += len(batch)
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("store refused a batch of %d readings", len(batch))
-            return True
+    async def _write(self, batch: list[Reading]) -> list[Reading]:
+        """Write one batch; return what is left unwritten because the engine became unavailable.
+
+        A refused batch is split in halves until the refused readings are
+        found: those are dead-lettered, every other reading is written.
+        """
+        pieces = [batch]  # a stack: the first half is on top, so readings are written in order
+        isolating = False
+        while pieces:
+            piece = pieces.pop()
+            t0 = time.perf_counter()
+            try:
+                await self.engine.write(piece)
+            except StoreUnavailable as exc:
+                self._mark_down(str(exc))
+                return [r for p in (piece, *reversed(pieces)) for r in p]
+            except ReadingsRefused as exc:  # the engine wrote the rest and says which it refused
+                self._written(len(piece) - len(exc.refused), t0)
+                self._reject(exc.refused)
+                continue
+            except Exception as exc:
+                if len(piece) == 1:
+                    self._reject([(piece[0], f"{type(exc).__name__}: {exc}")])
+                    continue
+                if not isolating:
+                    isolating = True
+                    log.warning("store refused a batch of %d readings (%s: %s); isolating the refused ones",
+                                len(piece), type(exc).__name__, exc)
+                mid = len(piece) // 2
+                pieces += [piece[mid:], piece[:mid]]
+                continue
+            self._written(len(piece), t0)
+        return []
+
+    def _written(self, n: int, t0: float) -> None:
         self.last_flush_s = time.perf_counter() - t0
-        self.written += len(batch)
+        self.written += n
         if not self.available:
             log.info("store %s is reachable again", self.engine.engine_type)
         self.available = True
         self._backoff.reset()
-        return True
+
+    def _reject(self, refused: list[tuple[Reading, str]]) -> None:
+        """Dead-letter readings the engine can never store: counted, shown, and kept on disk."""
+        self.rejected += len(refused)
+        for r, reason in refused:
+            self.last_error = reason
+            self.dead.add(f"store {r.device!a}/{r.metric!a}", "refused_by_store", reason, ascii(r))
+        if self.rejected_log is not None:
+            self.rejected_log.put(refused)
 
     async def _replay(self) -> bool:
         """Replay spooled batches oldest first; return False if the engine went down."""
         assert self.spool is not None
         for path in self.spool.resync():
             batch = self.spool.read(path)
-            if batch and not await self._write(batch):
-                return False
+            if batch and await self._write(batch):
+                return False  # the file stays: replayed whole later (the store overwrites what it has)
             self.spool.remove(path, len(batch))
             log.info("replayed %d spooled readings from %s", len(batch), path.name)
         return True
@@ -176,7 +279,9 @@ class StoreWriter:
         """On stop: one attempt to write, spool whatever is left."""
         self._retry_at = 0.0
         await self._drain()
-        self._spool_pending()
+        async with self._drain_lock:  # a flush() from outside may hold a batch: settle with none in hand
+            self._spool_pending()
+            self._settle()
         if self._pending:
             log.error("store writer stopped with %d unwritten readings and no spool", len(self._pending))
 
@@ -186,8 +291,10 @@ class StoreWriter:
             "engine": self.engine.health(),
             "available": self.available,
             "queue_depth": self.queue_depth,
+            "awaiting_durability": self.accepted - self.durable,
             "written_total": self.written,
             "rejected_total": self.rejected,
+            "rejected": self.dead.health(),
             "spool_files": len(self.spool) if self.spool else 0,
             "spool_readings": self.spool.readings if self.spool else 0,
             "last_error": self.last_error,

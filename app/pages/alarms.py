@@ -1,0 +1,240 @@
+"""The alarm console: alarms by priority and age, acknowledge / shelve / maintenance, the journal, the load.
+
+Operators work here: the alarms that need somebody (unacknowledged first,
+then by severity and age), acknowledged one or several at once with a
+comment, shelved for a while with a reason, a device put in maintenance.
+The journal below filters by site, device, rule, severity and time and
+exports what it shows as CSV; the load figures say whether the alarm system
+is usable (ISA-18.2 / EEMUA 191). Colours and labels of states live here,
+in the pages, not in the engine.
+
+Acting follows ``server.editing`` until logins exist, checked in each
+callback on the server (a hidden button is not a check).
+"""
+
+from __future__ import annotations
+
+import html
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import panel as pn
+
+from app.alarms.load import alarm_load
+from app.i18n import fmt_number, fmt_time, t
+from app.model import AlarmState, now_ns
+from app.pages.shell import page, session_arg, session_lang
+from app.refresh import every
+from app.web.alarms import current_user
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+STATE_LABEL = {
+    AlarmState.UNACKNOWLEDGED: "Unacknowledged", AlarmState.ACKNOWLEDGED: "Acknowledged",
+    AlarmState.RETURNED_UNACKNOWLEDGED: "Returned, unacknowledged", AlarmState.SHELVED: "Shelved",
+    AlarmState.SUPPRESSED: "Suppressed", AlarmState.OUT_OF_SERVICE: "Out of service", AlarmState.NORMAL: "Normal",
+}
+STATE_ORDER = [AlarmState.UNACKNOWLEDGED, AlarmState.RETURNED_UNACKNOWLEDGED, AlarmState.ACKNOWLEDGED,
+               AlarmState.SHELVED, AlarmState.SUPPRESSED, AlarmState.OUT_OF_SERVICE]
+SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+SHELVE_CHOICES = {"15 min": 900, "1 h": 3600, "8 h": 8 * 3600, "24 h": 86400}
+JOURNAL_RANGES = {"1 h": 3600, "24 h": 86400, "7 d": 7 * 86400, "30 d": 30 * 86400}
+
+
+def console_rows(runtime: Runtime) -> list[dict[str, Any]]:
+    """Return the alarms to show, unacknowledged first, then by severity, then oldest first."""
+    engine = runtime.alarms
+    if engine is None:
+        return []
+    rows = engine.active()
+    return sorted(rows, key=lambda a: (STATE_ORDER.index(AlarmState(a["state"])),
+                                       SEVERITY_ORDER.get(a["severity"], 9), a["time_ns"]))
+
+
+def console_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
+    """Return the console's table: one row per alarm, its id kept for the actions."""
+    tz = runtime.loaded.config.server.timezone
+    rows = [{
+        "id": a["alarm_id"],
+        t("State", lang): t(STATE_LABEL.get(AlarmState(a["state"]), a["state"]), lang),
+        t("Severity", lang): t(a["severity"], lang),
+        t("Since", lang): fmt_time(a["time_ns"], lang, tz),
+        t("Site", lang): a.get("site") or "",
+        t("Series", lang): a["series"],
+        t("Message", lang): a["message"],
+        t("Value", lang): "" if a["value"] is None else f"{fmt_number(a['value'], lang)} {a['unit']}".strip(),
+        t("Present", lang): "●" if a["active"] else "",
+        t("Comment", lang): " · ".join(x for x in (a.get("acked_by"), a.get("comment"), a.get("reason")) if x),
+    } for a in console_rows(runtime)]
+    columns = ["id", *(t(c, lang) for c in ("State", "Severity", "Since", "Site", "Series", "Message", "Value",
+                                            "Present", "Comment"))]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def journal_frame(rows: list[dict[str, Any]], lang: str, tz: str) -> pd.DataFrame:
+    """Return journal rows as the page's table."""
+    return pd.DataFrame([{
+        t("Time", lang): fmt_time(r["time_ns"], lang, tz), t("Event", lang): t(r["kind"] or "", lang),
+        t("State", lang): t(STATE_LABEL.get(r["state"], r["state"] or ""), lang) if r["state"] else "",
+        t("Rule", lang): r["rule"], t("Series", lang): r["key"], t("Severity", lang): t(r["severity"] or "", lang),
+        t("Message", lang): r["message"], t("By", lang): r["user"], t("Comment", lang): r["comment"],
+    } for r in rows], columns=[t(c, lang) for c in ("Time", "Event", "State", "Rule", "Series", "Severity",
+                                                     "Message", "By", "Comment")])
+
+
+def load_html(figures: dict[str, Any], lang: str) -> str:
+    """Return the load figures as a small HTML block (user text escaped)."""
+    top = ", ".join(f"{html.escape(r)} ({n})" for r, n in figures["top_rules"]) or "–"
+    chatter = ", ".join(f"{html.escape(c['alarm_id'])} ({c['most_in_a_minute']}/min)"
+                        for c in figures["chattering"][:10]) or "–"
+    stale = ", ".join(f"{html.escape(s['alarm_id'])} ({s['days']} d)" for s in figures["stale"][:10]) or "–"
+    return (f"<div class='vigie-alarm-load'><b>{t('Alarms per hour', lang)}</b>: {figures['per_hour']} · "
+            f"<b>{t('Busiest 10 minutes', lang)}</b>: {figures['busiest_10_min']} · "
+            f"<b>{t('Raised', lang)}</b>: {figures['raised']}<br>"
+            f"<b>{t('Most frequent rules', lang)}</b>: {top}<br>"
+            f"<b>{t('Chattering', lang)}</b>: {chatter}<br><b>{t('Stale', lang)}</b>: {stale}</div>")
+
+
+class AlarmConsole:
+    """One session's console: the table, the actions, the journal and the load."""
+
+    def __init__(self, runtime: Runtime, lang: str) -> None:
+        self.runtime = runtime
+        self.lang = lang
+        self.tz = runtime.loaded.config.server.timezone
+        self.editing = runtime.loaded.config.server.editing
+        self.table = pn.widgets.Tabulator(console_frame(runtime, lang), selectable="checkbox", disabled=True,
+                                          show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
+                                          height=360, name="alarm-console")
+        self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320, name="comment")
+        self.ack = pn.widgets.Button(label=t("Acknowledge", lang), button_type="primary", name="acknowledge")
+        self.shelve_for = pn.widgets.Select(options=list(SHELVE_CHOICES), value="1 h", width=90)
+        self.shelve = pn.widgets.Button(label=t("Shelve", lang), name="shelve")
+        self.device = pn.widgets.TextInput(placeholder=t("Device", lang), width=200, name="device")
+        self.maintenance = pn.widgets.Button(label=t("Maintenance on/off", lang), name="maintenance")
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", name="console-status")
+        for button, action in ((self.ack, self.on_ack), (self.shelve, self.on_shelve),
+                               (self.maintenance, self.on_maintenance)):
+            button.disabled = not self.editing
+            button.on_click(lambda _e, act=action: act())
+        self._version = -1
+        # The journal: filters, table, CSV link.
+        sites = sorted({a.get("site") or "" for a in (runtime.alarms.active() if runtime.alarms else [])} - {""})
+        self.f_site = pn.widgets.Select(name=t("Site", lang), options=["", *sites], width=140)
+        self.f_device = pn.widgets.TextInput(name=t("Device", lang), width=140, value=session_arg("device") or "")
+        self.f_rule = pn.widgets.Select(name=t("Rule", lang), options=["", *(r.name for r in (
+            runtime.alarms.rules if runtime.alarms else []))], width=180)
+        self.f_severity = pn.widgets.Select(name=t("Severity", lang), options=["", "low", "medium", "high",
+                                                                               "critical"], width=110)
+        self.f_range = pn.widgets.Select(name=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
+        self.journal = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False,
+                                            sizing_mode="stretch_width", height=300, name="alarm-journal",
+                                            pagination="local", page_size=50)
+        self.csv = pn.pane.HTML("", name="journal-csv")
+        self.load = pn.pane.HTML("", sizing_mode="stretch_width", name="alarm-load")
+        for w in (self.f_site, self.f_device, self.f_rule, self.f_severity, self.f_range):
+            w.param.watch(lambda _e: self.refresh_journal(), "value")
+        self.refresh_journal()
+
+    # -- actions (each checks on the server) ------------------------------------------------------------
+    def selected_ids(self) -> list[str]:
+        frame = self.table.value
+        return [frame.iloc[i]["id"] for i in self.table.selection if i < len(frame)]
+
+    def _allowed(self) -> bool:
+        if not self.editing:
+            self.say(t("Read-only server: editing is disabled", self.lang), error=True)
+        return self.editing
+
+    def on_ack(self) -> None:
+        ids = self.selected_ids()
+        if not self._allowed() or not self._some(ids):
+            return
+        events = self.runtime.alarms.acknowledge(ids, current_user(None), self.comment.value.strip()[:2000])
+        self.comment.value = ""
+        self.say(f"{t('Acknowledged', self.lang)}: {len(events)}")
+        self.refresh(force=True)
+
+    def on_shelve(self) -> None:
+        ids = self.selected_ids()
+        if not self._allowed() or not self._some(ids):
+            return
+        reason = self.comment.value.strip()[:2000]
+        if not reason:
+            self.say(t("Say why in the comment before shelving", self.lang), error=True)
+            return
+        events = self.runtime.alarms.shelve(ids, SHELVE_CHOICES[self.shelve_for.value], current_user(None), reason)
+        self.comment.value = ""
+        self.say(f"{t('Shelved', self.lang)}: {len(events)}")
+        self.refresh(force=True)
+
+    def on_maintenance(self) -> None:
+        device = self.device.value.strip()
+        if not self._allowed() or not device or self.runtime.alarms is None:
+            return
+        on = device not in self.runtime.alarms.maintenance
+        self.runtime.alarms.set_maintenance(device, on, current_user(None), self.comment.value.strip()[:2000])
+        label = "Maintenance on" if on else "Maintenance off"
+        self.say(f"{html.escape(device)}: {t(label, self.lang)}")
+        self.refresh(force=True)
+
+    def _some(self, ids: list[str]) -> bool:
+        if not ids:
+            self.say(t("Select one or more alarms first", self.lang), error=True)
+        return bool(ids) and self.runtime.alarms is not None
+
+    def say(self, text: str, error: bool = False) -> None:
+        colour = "#c62828" if error else "#2e7d32"
+        self.status.object = f"<span class='vigie-console-status' style='color:{colour}'>{html.escape(text)}</span>"
+
+    # -- refresh -----------------------------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        engine = self.runtime.alarms
+        version = engine.version if engine is not None else 0
+        if version == self._version and not force:
+            return
+        self._version = version
+        with pn.io.hold():
+            self.table.value = console_frame(self.runtime, self.lang)
+            self.refresh_journal()
+
+    def journal_filters(self) -> dict[str, Any]:
+        end = now_ns()
+        return {"start_ns": end - JOURNAL_RANGES[self.f_range.value] * 10**9, "end_ns": None,
+                "site": self.f_site.value or None, "device": self.f_device.value.strip() or None,
+                "rule": self.f_rule.value or None, "severity": self.f_severity.value or None}
+
+    def refresh_journal(self) -> None:
+        journal = self.runtime.journal
+        if journal is None:
+            return
+        filters = self.journal_filters()
+        rows = journal.query(limit=2000, **filters)
+        self.journal.value = journal_frame(rows, self.lang, self.tz)
+        query = {"format": "csv", "start": filters["start_ns"], "limit": 10000,
+                 **{k: v for k, v in filters.items() if v and k in ("site", "device", "rule", "severity")}}
+        self.csv.object = (f"<a class='vigie-journal-csv' href='/api/v1/alarms/journal?"
+                           f"{html.escape(urllib.parse.urlencode(query))}' download>{t('Export CSV', self.lang)}</a>")
+        end = now_ns()
+        day = journal.query(start_ns=end - 86400 * 10**9, kind="raised", limit=100_000)
+        shown = self.runtime.alarms.active() if self.runtime.alarms else []
+        self.load.object = load_html(alarm_load(day, shown, end - 86400 * 10**9, end), self.lang)
+
+    def view(self) -> list[Any]:
+        lang = self.lang
+        actions = pn.Row(self.comment, self.ack, self.shelve_for, self.shelve, self.device, self.maintenance)
+        return [pn.pane.Markdown(f"## {t('Alarms', lang)}"), self.table, actions, self.status,
+                pn.pane.Markdown(f"## {t('Alarm load (24 h)', lang)}"), self.load,
+                pn.pane.Markdown(f"## {t('Journal', lang)}"),
+                pn.Row(self.f_site, self.f_device, self.f_rule, self.f_severity, self.f_range), self.csv,
+                self.journal]
+
+
+def alarms_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+    """Build one session's alarm console."""
+    lang = session_lang()
+    console = AlarmConsole(runtime, lang)
+    every(console.refresh, 1000)
+    return page(runtime, "/alarms", t("Alarms", lang), *console.view(), lang=lang)

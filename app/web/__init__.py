@@ -1,0 +1,1 @@
+"""The web surface, moving here one resource at a time: REST handlers grouped by resource."""

@@ -1,0 +1,221 @@
+"""Alarm benchmarks: event latency over a real broker, engine cost with 1,000 rules, a one-year backtest.
+
+    python bench/alarms.py                 # all three
+    python bench/alarms.py --only engine   # or latency, backtest
+
+- **latency**: a real Mosquitto and an in-process Vigie runtime (embedded
+  store, a threshold rule). A publisher process sends probes (alternately
+  over and under the limit, timestamped in ns at publish); each probe's
+  AlarmEvent reaches a subscriber of the engine, which records now minus
+  the probe's timestamp. Measured at idle and during a burst of 100,000
+  readings (bench/loadgen.py publishers) queued for storage.
+- **engine**: 1,000 rules of mixed kinds (threshold, rate of change, no
+  data, time to threshold) over 10,000 series (1,000 devices x 10
+  metrics); CPU seconds per 100,000 readings through ``AlarmEngine.accept``
+  in batches of 500, after a warm-up that matched every series once.
+- **backtest**: one series, a year at 1 minute (525,600 readings),
+  replayed through each rule kind (``app/alarms/backtest.py``).
+
+Targets (issue 11, 2-core machine): event latency < 10 ms median at idle,
+< 50 ms during the burst; < 0.5 CPU s per 100,000 readings; a one-year
+backtest < 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import Publishers  # noqa: E402
+from bench.measure import machine, percentile, wait_quiet  # noqa: E402
+
+S = 1_000_000_000
+
+PROBE = textwrap.dedent("""\
+    import json, sys, time
+    import paho.mqtt.client as mqtt
+    port, n, gap = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="alarm-probe")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    for i in range(n):
+        t = time.time_ns()
+        c.publish("probe/site/probe-1/telemetry", json.dumps({"ts": t, "level": 100.0 if i % 2 == 0 else 0.0}),
+                  qos=1).wait_for_publish(5)
+        time.sleep(gap)
+    c.loop_stop()
+""")
+
+
+def config(directory: Path, port: int) -> Path:
+    cfg = directory / "config"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "vigie.yaml").write_text(textwrap.dedent(f"""\
+        store: {{engine: embedded, data_dir: data, spool_dir: spool, flush_interval_s: 0.25}}
+        mqtt:
+          - name: m
+            port: {port}
+            client_id: bench-alarms
+            protocol: "3.1.1"
+            subscriptions:
+              - topic: probe/{{site}}/{{device}}/telemetry
+                timestamp_unit: ns
+                fields: {{level: {{unit: m}}}}
+                other_fields: drop
+              - topic: bench/{{site}}/{{device}}/telemetry
+        alarms:
+          journal_file: alarms.sqlite
+          rules:
+            - {{name: probe, series: probe-1/level, h: 50}}
+        """))
+    return cfg
+
+
+async def latency(n_idle: int, n_burst: int, burst: int) -> dict[str, Any]:
+    """Return event latency (ms) percentiles at idle and during a burst of ``burst`` readings."""
+    from app.config import load_config
+    from app.runtime import Runtime
+    from bench.ingest import BenchMosquitto
+    from tests.servers import wait_until
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = BenchMosquitto(work / "mosquitto")
+        broker.directory.mkdir(exist_ok=True)
+        broker.start()
+        runtime = Runtime(load_config(config(work, broker.port), env={}), base_dir=work)
+        seen: list[float] = []
+        runtime.alarms.subscribe(lambda e: seen.append((time.time_ns() - e.time_ns) / 1e6)
+                                 if e.kind in ("raised", "cleared") else None)
+        await runtime.start()
+        try:
+            await asyncio.to_thread(wait_until, lambda: runtime.sources[0].state == "connected", 10)
+
+            async def probes(n: int) -> list[float]:
+                start = len(seen)
+                proc = await asyncio.create_subprocess_exec(sys.executable, "-c", PROBE, str(broker.port), str(n),
+                                                            "0.02")
+                await proc.wait()
+                await asyncio.to_thread(wait_until, lambda: len(seen) - start >= n, 30)
+                return seen[start:]
+
+            idle = await probes(n_idle)
+            pubs = Publishers("127.0.0.1", broker.port, publishers=1, devices=1000, messages=burst, fields=1,
+                              base_ms=int(time.time() * 1000))
+            await asyncio.to_thread(pubs.start)
+            during = await probes(n_burst)
+            await asyncio.to_thread(pubs.wait, 300)
+            queued_peak = runtime.writer.health()["queue_depth"]
+        finally:
+            await runtime.stop()
+            broker.stop()
+    return {"idle": summary(idle), "burst": summary(during), "burst_readings": burst,
+            "writer_queue_after": queued_peak}
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "p50_ms": round(percentile(values, 50) or 0, 2),
+            "p99_ms": round(percentile(values, 99) or 0, 2), "max_ms": round(max(values, default=0), 2)}
+
+
+def engine_cost(readings: int = 200_000) -> dict[str, Any]:
+    """Return CPU seconds per 100,000 readings with 1,000 rules of mixed kinds over 10,000 series."""
+    from app.alarms.engine import AlarmEngine
+    from app.alarms.rules import rule_from_spec
+    from app.model import Reading
+
+    rules = []
+    for i in range(1000):
+        devices = f"dev{i % 100:03d}*"  # ten devices each (dev0000-dev0999 in groups)
+        metric = f"m{i % 10}"
+        kind = i % 10
+        common = {"name": f"r{i}", "series": f"{devices}/{metric}"}
+        if kind < 4:
+            rules.append(rule_from_spec({**common, "type": "threshold", "h": 90, "l": 5, "deadband": 1}))
+        elif kind < 7:
+            rules.append(rule_from_spec({**common, "type": "rate_of_change", "rise": 30, "window_s": 300}))
+        elif kind < 9:
+            rules.append(rule_from_spec({**common, "type": "no_data", "timeout_s": 600}))
+        else:
+            rules.append(rule_from_spec({**common, "type": "time_to_threshold", "limit": 95, "window_s": 300,
+                                         "horizon_s": 600}))
+    t0 = 1_790_000_000 * S
+    clock = [t0]
+    engine = AlarmEngine(rules, clock=lambda: clock[0], log_events=False)
+    series = [(f"dev{d:04d}", f"m{m}") for d in range(1000) for m in range(10)]
+
+    def batches(n: int, start: int):
+        batch = []
+        for i in range(start, start + n):
+            device, metric = series[i % len(series)]
+            # Mostly normal values, with an excursion now and then (an alarm system is quiet most of the time).
+            value = 50 + 30 * math.sin(i / 7919) + (50 if i % 10_007 == 0 else 0)
+            batch.append(Reading(device, metric, t0 + i * 10_000_000, value))
+            if len(batch) == 500:
+                yield batch
+                batch = []
+
+    for b in batches(len(series), 0):  # warm-up: every series matched against the rules once
+        engine.accept(b)
+    measured = list(batches(readings, len(series)))  # made before the clock starts: the engine's cost only
+    cpu0 = time.process_time()
+    for b in measured:
+        engine.accept(b)
+    cpu = time.process_time() - cpu0
+    matched = sum(len(engine.rules_for(f"{d}/{m}")) for d, m in series)
+    return {"rules": len(rules), "series": len(series), "rules_per_series": round(matched / len(series), 2),
+            "readings": readings, "cpu_s_per_100k": round(cpu / readings * 100_000, 3),
+            "events": engine.raised_total}
+
+
+def backtest() -> dict[str, Any]:
+    """Return seconds to replay one year at 1 minute through each rule kind."""
+    from app.alarms.backtest import replay
+    from app.alarms.rules import rule_from_spec
+    from app.model import Reading
+
+    t0 = 1_700_000_000 * S
+    readings = [Reading("dam-1", "level", t0 + i * 60 * S, 10 + 5 * math.sin(i / 500)) for i in range(525_600)]
+    out = {}
+    for spec in ({"type": "threshold", "name": "r", "h": 14, "deadband": 0.2},
+                 {"type": "rate_of_change", "name": "r", "rise": 0.5, "window_s": 900},
+                 {"type": "no_data", "name": "r", "timeout_s": 300},
+                 {"type": "time_to_threshold", "name": "r", "limit": 14.5, "window_s": 900}):
+        t = time.perf_counter()
+        events = replay(rule_from_spec(spec), readings)
+        out[spec["type"]] = {"seconds": round(time.perf_counter() - t, 2), "events": len(events)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["latency", "engine", "backtest"])
+    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--burst", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    result: dict[str, Any] = {"machine": machine(("panel", "aiomqtt", "paho-mqtt")),
+                              "busy_before": round(wait_quiet(20), 2)}
+    if args.only in (None, "engine"):
+        result["engine"] = engine_cost()
+    if args.only in (None, "backtest"):
+        result["backtest_one_year"] = backtest()
+    if args.only in (None, "latency"):
+        result["latency"] = asyncio.run(latency(args.probes, args.probes, args.burst))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
