@@ -50,8 +50,8 @@ from tornado import gen
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = (2, 6)  # a busy page retries after 2-5 s, at random: a burst of tabs does not come back at once
-RELEASE_QUIET_S = 6.0  # discarded sessions' memory is released after this long without a page request (> retry)
+RETRY_AFTER_S = (3, 11)  # a busy page retries after 3-10 s, at random: a burst of tabs does not come back at once
+RELEASE_QUIET_S = 11.0  # discarded sessions' memory is released after this long without a page request (> retry)
 SWITCH_INTERVAL_S = 0.001
 """How long a builder thread may hold the GIL while the event loop's thread waits for it.
 
