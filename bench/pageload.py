@@ -43,7 +43,7 @@ def run_level(clients: int, seconds: float, builds: int, max_sessions: int) -> d
     """Run one burst of ``clients`` page loads; return its figures."""
     tmp = Path(tempfile.mkdtemp(prefix="pageload-"))
     broker = Mosquitto(tmp / "mosquitto")
-    broker.directory.mkdir()
+    broker.directory.mkdir(exist_ok=True)
     broker.start()
     server = VigieServer(tmp / "vigie", broker.port, editing=False, layouts={"load": LAYOUT}, idle_session_s=3,
                          server_options={"max_sessions": max_sessions, "max_concurrent_page_builds": builds})
