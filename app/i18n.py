@@ -146,6 +146,22 @@ _FR: dict[str, str] = {
     "unsuppressed": "fin d'inhibition",
     "out_of_service": "hors service",
     "in_service": "en service",
+    "Alarm rules": "Règles d'alarme",
+    "Kind": "Type",
+    "Series watched": "Séries surveillées",
+    "This rule watches no series yet": "Cette règle ne surveille encore aucune série",
+    "Click Delete again to delete the rule": "Cliquez encore sur Supprimer pour supprimer la règle",
+    "Test on history": "Tester sur l'historique",
+    "Replaying history…": "Rejeu de l'historique…",
+    "still active": "toujours active",
+    "alarms": "alarmes",
+    "per day": "par jour",
+    "readings": "mesures",
+    "no series": "aucune série",
+    "Duration": "Durée",
+    "Sound": "Son",
+    "Shadow rules (what they would raise, never notified)":
+        "Règles en observation (ce qu'elles déclencheraient, sans notification)",
 }
 
 

@@ -31,6 +31,7 @@ from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
 from app.pagegate import PageGate
+from app.pages.alarm_rules import alarm_rules_page
 from app.pages.alarms import alarms_page
 from app.pages.dashboards import dashboard_page, dashboards_list_page
 from app.pages.embed import EmbedRedirect, embed_page, guard_embed_app
@@ -151,6 +152,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         "/dashboards": _page(dashboards_list_page, runtime, layouts),
         "/dashboard": _page(dashboard_page, runtime, layouts),
         "/alarms": _page(alarms_page, runtime),
+        "/alarm-rules": _page(alarm_rules_page, runtime),
         "/history": _page(history_page, runtime),
         "/system": _page(system_page, runtime),
         "/embed-app": _page(embed_page, runtime, layouts),

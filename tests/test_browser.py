@@ -560,3 +560,34 @@ def test_alarm_console_banner_acknowledge_journal_and_csv(page, vigie, mosquitto
     href = page.locator(".vigie-journal-csv").get_attribute("href")
     status, body = get(vigie.base + href)
     assert status == 200 and "levee checked <b>ok</b>" in body.decode() and "acknowledged" in body.decode()
+
+
+def test_rule_edited_in_the_editor_changes_the_file_and_judges_the_next_reading(page, vigie, mosquitto):
+    """The editor's form is the rule's param class; saving writes the YAML and the next reading is judged by it."""
+    send(mosquitto, 10.0, device="bt-2")
+    page.goto(f"{vigie.base}/alarm-rules?rule=bt%20flood")
+    high = page.locator(".bk-input-group", has=page.locator("label", has_text="High (H)")).locator("input")
+    high.wait_for(timeout=20_000)
+    playwright_api.expect(high).to_have_value("50", timeout=5_000)
+    high.fill("5")
+    high.press("Enter")
+    page.get_by_role("button", name="Save").click()
+    playwright_api.expect(page.locator(".vigie-rule-status")).to_contain_text("Saved", timeout=5_000)
+    text = (vigie.config / "vigie.yaml").read_text()
+    assert "bt flood" in text and "h: 5" in text and "above" not in text, text
+    send(mosquitto, 7.5, device="bt-2")  # under the old limit (50), over the new one (5)
+    wait_until(lambda: any(a["rule"] == "bt flood" and a["active"] and a["value"] == 7.5 for a in json.loads(
+        get(vigie.base + "/api/v1/alarms")[1])["active"]), 5, 0.05, "judged by the edited rule")
+    low = page.locator(".bk-input-group", has=page.locator("label", has_text="Low (L)")).locator("input")
+    low.fill("6")  # above the high limit: refused, field by field, and the file is left alone
+    low.press("Enter")
+    page.get_by_role("button", name="Save").click()
+    playwright_api.expect(page.locator(".vigie-rule-status")).to_contain_text("must be above l", timeout=5_000)
+    assert (vigie.config / "vigie.yaml").read_text() == text
+    page.goto(f"{vigie.base}/alarm-rules?rule=bt%20flood")  # the saved rule again, tested on the stored history
+    page.get_by_role("button", name="Test on history").click()
+    playwright_api.expect(page.locator(".vigie-backtest")).to_contain_text("bt-2/level", timeout=20_000)
+    req = urllib.request.Request(f"{vigie.base}/api/v1/alarms/rules/bt%20flood", method="PUT", data=json.dumps(
+        {"name": "bt flood", "series": "bt-2/level", "h": 50, "severity": "critical"}).encode())
+    with urllib.request.urlopen(req, timeout=10) as r:  # the module's other tests expect the limit of 50
+        assert r.status == 200

@@ -93,7 +93,9 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
             if path == "/":  # the overview: one coloured tile per site, side by side
                 tiles = page.locator(".vigie-site")
                 expect(tiles.nth(4)).to_be_visible(timeout=20_000)  # a tile per demo site
-                boxes = [tiles.nth(i).bounding_box() for i in range(2)]
+                # The overview re-renders its tiles every few seconds: read both boxes from one render.
+                boxes = wait_until(lambda t=tiles: (b := [t.nth(i).bounding_box() for i in range(2)]) and all(b) and b,
+                                   10, 0.1, "two laid-out tiles")
                 assert boxes[0]["width"] < 400 and abs(boxes[0]["y"] - boxes[1]["y"]) < 5, boxes
                 assert tiles.first.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
         page.goto(base + "/dashboard?name=flood-dams")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from app.alarms.lifecycle import Alarm
-from app.alarms.rules import SEVERITIES, AlarmRule, CompositeRule, SeriesState, ThresholdRule
+from app.alarms.rules import SEVERITIES, AlarmRule, CompositeRule, NoDataRule, SeriesState, ThresholdRule
 from app.model import AlarmEvent, AlarmState, Reading, now_ns
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class AlarmEngine:
         self._states: dict[tuple[str, str], SeriesState] = {}
         self._tick_index: dict[str, dict[str, SeriesState]] = {}  # rule judged by the clock -> its series' states
         self._subscribers: list[Subscriber] = []
+        self.note_listeners: list[Callable[..., None]] = []  # operator actions that are not transitions
+        self.source_intervals: dict[str, float] = {}  # source -> how often its series report (no-data default)
         self.transitions: deque[dict[str, Any]] = deque(maxlen=history)
         self._last_ns: dict[str, int] = {}
         self._series: dict[str, tuple[str, str, str | None, str, str]] = {}  # key -> device, metric, site, unit, src
@@ -85,7 +87,7 @@ class AlarmEngine:
             rule = self._by_name.get(ident[0])
             del self._states[ident]  # new parameters (or a rule gone): windows and levels start again
             if rule is not None and rule.needs_ticks:  # but a silence goes on: keep when it began
-                fresh = self._states[ident] = SeriesState(last_ns=state.last_ns)
+                fresh = self._states[ident] = SeriesState(last_ns=state.last_ns, expected_s=state.expected_s)
                 self._tick_index.setdefault(rule.name, {})[ident[1]] = fresh
         now = self.clock()
         for ident, alarm in list(self._alarms.items()):
@@ -141,7 +143,7 @@ class AlarmEngine:
                 ident = (v.name, key)
                 state = states.get(ident)
                 if state is None:
-                    state = states[ident] = SeriesState()
+                    state = states[ident] = SeriesState(expected_s=self.source_intervals.get(r.source))
                     if rule.needs_ticks:
                         self._tick_index.setdefault(v.name, {})[key] = state
                 verdict = evaluate(v, state, r)
@@ -189,8 +191,8 @@ class AlarmEngine:
         """
         due: list[int] = []
         for rule in self._ticking:
-            timeout_ns = int((getattr(rule.v, "timeout_s", None) or 300.0) * 1e9)
-            due += [s.last_ns + timeout_ns + 1 for s in self._tick_index.get(rule.name, {}).values() if s.last_ns]
+            due += [s.last_ns + int(NoDataRule.timeout(rule.v, s) * 1e9) + 1
+                    for s in self._tick_index.get(rule.name, {}).values() if s.last_ns]
         for a in self._alarms.values():
             d = a.debounce
             if d is not None and d.since_ns is not None:
@@ -283,8 +285,11 @@ class AlarmEngine:
         now = self.clock()
         if on:
             self.maintenance[device] = {"user": user, "reason": reason, "since_ns": now}
-        else:
-            self.maintenance.pop(device, None)
+        elif self.maintenance.pop(device, None) is None:
+            return []
+        for listener in self.note_listeners:  # journaled even when the device has no alarm to suppress
+            listener("maintenance_on" if on else "maintenance_off", user=user, comment=reason, device=device,
+                     category="operator", time_ns=now)
         events = []
         for alarm in self._alarms.values():
             if alarm.device != device:

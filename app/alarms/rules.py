@@ -64,6 +64,7 @@ class SeriesState:
     last_value: float | None = None
     level: str = ""
     verdict: Verdict | None = None
+    expected_s: float | None = None  # how often the series' source reports (a no-data rule's default timeout)
 
 
 class AlarmRule(Spec):
@@ -72,7 +73,7 @@ class AlarmRule(Spec):
     _kinds: ClassVar[dict[str, type[Spec]] | None] = {}
     needs_ticks: ClassVar[bool] = False  # judged on the clock too (no data), not only on readings
 
-    name = param.String(default="", doc="Name of the rule, shown with its alarms; unique.")
+    name = param.String(default="", constant=False, doc="Name of the rule, shown with its alarms; unique.")
     series = param.String(default="*/*", doc="Target: device/metric, globs allowed (dam-*/water_level).")
     site = param.String(default=None, allow_None=True, doc="Target: only series whose site tag is this.")
     tags = param.Dict(default={}, doc="Target: only series whose tags have these values (globs allowed).")
@@ -200,10 +201,12 @@ class ThresholdRule(AlarmRule):
 
     spec_type = "threshold"
 
-    hh = param.Number(default=None, allow_None=True, doc="High-high limit (raises the extreme severity).")
-    h = param.Number(default=None, allow_None=True, doc="High limit.")
-    l = param.Number(default=None, allow_None=True, doc="Low limit.")  # noqa: E741
-    ll = param.Number(default=None, allow_None=True, doc="Low-low limit (raises the extreme severity).")
+    hh = param.Number(default=None, allow_None=True, label="High-high (HH)",
+                      doc="High-high limit (raises the extreme severity).")
+    h = param.Number(default=None, allow_None=True, label="High (H)", doc="High limit.")
+    l = param.Number(default=None, allow_None=True, label="Low (L)", doc="Low limit.")  # noqa: E741
+    ll = param.Number(default=None, allow_None=True, label="Low-low (LL)",
+                      doc="Low-low limit (raises the extreme severity).")
     deadband = param.Number(default=0.0, bounds=(0, None),
                             doc="The alarm clears once the value is back inside its limit by this much.")
     extreme_severity = param.Selector(default="critical", objects=list(SEVERITIES),
@@ -339,7 +342,8 @@ class NoDataRule(AlarmRule):
     needs_ticks = True
 
     timeout_s = param.Number(default=None, allow_None=True, bounds=(1, 30 * 86400),
-                             doc="Silence that raises the alarm (default: the source's expected interval).")
+                             doc="Silence that raises the alarm (default: the source's expected_interval_s, "
+                                 "else 300 s).")
 
     @staticmethod
     def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
@@ -352,10 +356,15 @@ class NoDataRule(AlarmRule):
         if not state.last_ns:
             return None
         silent_s = (now_ns - state.last_ns) / NS
-        timeout = v.timeout_s or 300.0
+        timeout = NoDataRule.timeout(v, state)
         if silent_s > timeout:
             return Verdict(True, silent_s, timeout, "silent", detail={"last_ns": state.last_ns})
         return Verdict(False, silent_s, timeout)
+
+    @staticmethod
+    def timeout(v: SimpleNamespace, state: SeriesState) -> float:
+        """Return the silence that raises: the rule's, else the source's expected interval, else 300 s."""
+        return v.timeout_s or state.expected_s or 300.0
 
     def default_message(self) -> str:
         return "{rule}: no data from {device} {metric} for {value} s (expected every {limit} s)"

@@ -43,17 +43,18 @@ SHELVE_CHOICES = {"15 min": 900, "1 h": 3600, "8 h": 8 * 3600, "24 h": 86400}
 JOURNAL_RANGES = {"1 h": 3600, "24 h": 86400, "7 d": 7 * 86400, "30 d": 30 * 86400}
 
 
-def console_rows(runtime: Runtime) -> list[dict[str, Any]]:
-    """Return the alarms to show, unacknowledged first, then by severity, then oldest first."""
+def console_rows(runtime: Runtime, shadow: bool = False) -> list[dict[str, Any]]:
+    """Return the alarms to show, unacknowledged first, then by severity, then oldest first.
+
+    ``shadow``: the alarms of rules in shadow mode instead (what they would have raised, live; never notified).
+    """
     engine = runtime.alarms
-    if engine is None:
-        return []
-    rows = engine.active()
+    rows = [a.as_dict() for a in engine.alarms(include_shadow=True) if (a.rule.mode == "shadow") == shadow]
     return sorted(rows, key=lambda a: (STATE_ORDER.index(AlarmState(a["state"])),
                                        SEVERITY_ORDER.get(a["severity"], 9), a["time_ns"]))
 
 
-def console_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
+def console_frame(runtime: Runtime, lang: str, shadow: bool = False) -> pd.DataFrame:
     """Return the console's table: one row per alarm, its id kept for the actions."""
     tz = runtime.loaded.config.server.timezone
     rows = [{
@@ -67,7 +68,7 @@ def console_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
         t("Value", lang): "" if a["value"] is None else f"{fmt_number(a['value'], lang)} {a['unit']}".strip(),
         t("Present", lang): "●" if a["active"] else "",
         t("Comment", lang): " · ".join(x for x in (a.get("acked_by"), a.get("comment"), a.get("reason")) if x),
-    } for a in console_rows(runtime)]
+    } for a in console_rows(runtime, shadow)]
     columns = ["id", *(t(c, lang) for c in ("State", "Severity", "Since", "Site", "Series", "Message", "Value",
                                             "Present", "Comment"))]
     return pd.DataFrame(rows, columns=columns)
@@ -108,13 +109,15 @@ class AlarmConsole:
         self.table = pn.widgets.Tabulator(console_frame(runtime, lang), selectable="checkbox", disabled=True,
                                           show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
                                           height=360, name="alarm-console")
-        self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320, name="comment")
-        self.ack = pn.widgets.Button(label=t("Acknowledge", lang), button_type="primary", name="acknowledge")
+        self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320)
+        self.ack = pn.widgets.Button(label=t("Acknowledge", lang), color="primary")
         self.shelve_for = pn.widgets.Select(options=list(SHELVE_CHOICES), value="1 h", width=90)
-        self.shelve = pn.widgets.Button(label=t("Shelve", lang), name="shelve")
-        self.device = pn.widgets.TextInput(placeholder=t("Device", lang), width=200, name="device")
-        self.maintenance = pn.widgets.Button(label=t("Maintenance on/off", lang), name="maintenance")
+        self.shelve = pn.widgets.Button(label=t("Shelve", lang))
+        self.device = pn.widgets.TextInput(placeholder=t("Device", lang), width=200)
+        self.maintenance = pn.widgets.Button(label=t("Maintenance on/off", lang))
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", name="console-status")
+        self.shadow = pn.widgets.Checkbox(label=t("Shadow rules (what they would raise, never notified)", lang))
+        self.shadow.param.watch(lambda _e: self.refresh(force=True), "value")
         for button, action in ((self.ack, self.on_ack), (self.shelve, self.on_shelve),
                                (self.maintenance, self.on_maintenance)):
             button.disabled = not self.editing
@@ -122,13 +125,13 @@ class AlarmConsole:
         self._version = -1
         # The journal: filters, table, CSV link.
         sites = sorted({a.get("site") or "" for a in (runtime.alarms.active() if runtime.alarms else [])} - {""})
-        self.f_site = pn.widgets.Select(name=t("Site", lang), options=["", *sites], width=140)
-        self.f_device = pn.widgets.TextInput(name=t("Device", lang), width=140, value=session_arg("device") or "")
-        self.f_rule = pn.widgets.Select(name=t("Rule", lang), options=["", *(r.name for r in (
+        self.f_site = pn.widgets.Select(label=t("Site", lang), options=["", *sites], width=140)
+        self.f_device = pn.widgets.TextInput(label=t("Device", lang), width=140, value=session_arg("device") or "")
+        self.f_rule = pn.widgets.Select(label=t("Rule", lang), options=["", *(r.name for r in (
             runtime.alarms.rules if runtime.alarms else []))], width=180)
-        self.f_severity = pn.widgets.Select(name=t("Severity", lang), options=["", "low", "medium", "high",
+        self.f_severity = pn.widgets.Select(label=t("Severity", lang), options=["", "low", "medium", "high",
                                                                                "critical"], width=110)
-        self.f_range = pn.widgets.Select(name=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
+        self.f_range = pn.widgets.Select(label=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
         self.journal = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False,
                                             sizing_mode="stretch_width", height=300, name="alarm-journal",
                                             pagination="local", page_size=50)
@@ -197,7 +200,7 @@ class AlarmConsole:
             return
         self._version = version
         with pn.io.hold():
-            self.table.value = console_frame(self.runtime, self.lang)
+            self.table.value = console_frame(self.runtime, self.lang, self.shadow.value)
             self.refresh_journal()
 
     def journal_filters(self) -> dict[str, Any]:
@@ -225,7 +228,9 @@ class AlarmConsole:
     def view(self) -> list[Any]:
         lang = self.lang
         actions = pn.Row(self.comment, self.ack, self.shelve_for, self.shelve, self.device, self.maintenance)
-        return [pn.pane.Markdown(f"## {t('Alarms', lang)}"), self.table, actions, self.status,
+        rules_link = pn.pane.HTML(f"<a class='vigie-rules-link' href='/alarm-rules'>{t('Alarm rules', lang)} →</a>")
+        return [pn.pane.Markdown(f"## {t('Alarms', lang)}"), pn.Row(rules_link, self.shadow), self.table, actions,
+                self.status,
                 pn.pane.Markdown(f"## {t('Alarm load (24 h)', lang)}"), self.load,
                 pn.pane.Markdown(f"## {t('Journal', lang)}"),
                 pn.Row(self.f_site, self.f_device, self.f_rule, self.f_severity, self.f_range), self.csv,

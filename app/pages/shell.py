@@ -120,7 +120,8 @@ class AlarmBanner:
         self.count = -1
         self.version = -1
         self.html = pn.pane.HTML("", margin=(0, 10), name="alarm-banner")
-        self.sound = pn.widgets.Checkbox(name="🔔", value=False, width=50, margin=(8, 0))
+        self.sound = pn.widgets.Checkbox(label=t("Sound", lang), value=False, width=70, margin=(8, 0),
+                                         styles={"color": "#fff"})
         self.refresh()
         every(self.refresh, 1000)
 
