@@ -72,6 +72,13 @@ class ServerSpec(Spec):
     idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
                                   doc="How long a page session with no open connection (a closed tab) is kept "
                                       "before its callbacks and memory are released.")
+    max_sessions = param.Integer(default=200, bounds=(1, None),
+                                 doc="Page sessions held at once (open tabs, and closed ones not yet released); "
+                                     "beyond, a page GET gets a small 'busy, retrying' page (HTTP 503).")
+    max_concurrent_page_builds = param.Integer(default=1, bounds=(1, 64),
+                                               doc="Page sessions built at the same time, each on a thread of its "
+                                                   "own, off the event loop that runs ingest; beyond, a page GET "
+                                                   "gets the 'busy, retrying' page.")
 
     def validate(self) -> list[tuple[tuple, str]]:
         from app.security import validate_origins
