@@ -159,10 +159,10 @@ class Dashboard:
         doc = pn.state.curdoc
         if self.pulse is not None and doc is not None and doc.session_context is not None:
             self._doc = doc
-            # Only once a browser shows the page (Panel's onload: its document_ready): a session
-            # that no browser attaches to (a GET that was never followed, a crawler, a burst of
-            # tabs still loading) then costs nothing on the event loop until it expires.
-            pn.state.onload(self._attach)
+            # At once, not on Panel's onload: attaching on document_ready left a chart's later history
+            # queries (a pan into the past) unanswered (tests/test_browser.py, panning). The page gate
+            # bounds the sessions nobody attaches to (max_sessions) and they expire in idle_session_s.
+            self._attach()
         else:
             self._callback = every(self.refresh, self.spec.refresh_ms)
 
