@@ -224,6 +224,8 @@ class EscalationSection(Spec):
 def cross_problems(contacts: ContactsSection, escalation: EscalationSection,
                    rules: list) -> list[tuple[tuple, str]]:
     """Return the problems between sections: unknown policies, contacts, teams, channels."""
+    from app.notify.channels import Channel  # channels import these specs
+
     problems: list[tuple[tuple, str]] = []
     known = sorted(contacts.names() | {"on_call"})
     policies = sorted(p.name for p in escalation.policies)
@@ -239,7 +241,7 @@ def cross_problems(contacts: ContactsSection, escalation: EscalationSection,
             problems += [((*here, "whom"), f"no contact or team named {w!r}{did_you_mean(w, known)}")
                          for w in step.whom if w not in known]
             for ch in step.channels:
-                if ch in BUILTIN_CHANNELS or ch in schemes or any(c.apprise_env for c in people.values()):
+                if ch in Channel.registry or ch in schemes or any(c.apprise_env for c in people.values()):
                     continue
                 problems.append(((*here, "channels"), f"unknown channel {ch!r}: mail, sms, voice or the scheme of "
                                  "a contact's apprise URL"))
