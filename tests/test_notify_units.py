@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,7 @@ from app.notify.channels import Channel, redact
 from app.notify.links import LinkSigner
 from app.notify.rota import on_call, quiet_until, resolve
 from app.notify.specs import ContactsSection, QuietSpec
+from app.pages.alarms import cascades_html
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")
@@ -192,6 +194,9 @@ escalation:
     assert [n for n, _ in Fake.sent] == ["ann", "ben"]
     view = notifier.cascade_view("r|a/level")[0]
     assert [t["contact"] for t in view["told"]] == ["ann", "ben"] and view["next"]["whom"] == ["ben"]
+    page = cascades_html(SimpleNamespace(notifier=notifier), "en", "Europe/Paris")  # the console's block
+    assert "step 1: ann (fake) 2026-12-01 10:00:05" in page and "step 2: ben (fake) 2026-12-01 10:01:05" in page
+    assert "<td>step 2: ben (fake) 2026-12-01 10:02:05</td>" in page  # next: the reminder
     await advance(t0 + 125)  # the last step reminded after its wait, then every remind_s
     assert [n for n, _ in Fake.sent] == ["ann", "ben", "ben"]
     engine.acknowledge(["r|a/level"], "someone")
