@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from app.model import AlarmEvent, AlarmState
-from app.notify.channels import Channel, DeliveryError, redact
+from app.notify.channels import Channel, DeliveryError, redact, warm_up
 from app.notify.links import LinkSigner
 from app.notify.messages import AlarmFacts, compose
 from app.notify.rota import quiet_until, resolve
@@ -159,6 +159,9 @@ class Notifier:
             self.cascades[c.id] = c
         if self.cascades:
             log.info("notifier: %d escalation(s) in progress taken back", len(self.cascades))
+        if self.policies:
+            warm_up(["mailto://warm@localhost", "json://localhost", "form://localhost",
+                     *(u for c in self.contacts.people for u in c.apprise)])
 
     def attach(self) -> None:
         """Follow the engine's events."""
