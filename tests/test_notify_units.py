@@ -144,8 +144,8 @@ class Fake(Channel):
     def address(self, contact):
         return contact.mail
 
-    def send(self, contact, title, body, extra):
-        Fake.sent.append((contact.name, body))
+    def prepare(self, contact, title, body, extra):
+        return Fake.sent.append, ((contact.name, body),)
 
 
 async def test_a_cascade_on_an_injected_clock(tmp_path):
@@ -155,6 +155,7 @@ contacts:
   people: [{name: ann, mail: a@x.org, language: en}, {name: ben, mail: b@x.org}]
 escalation:
   group_window_s: 5
+  isolation: thread
   policies:
     - name: p
       then: remind

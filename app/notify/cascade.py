@@ -30,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import secrets
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,7 +140,7 @@ class Notifier:
         self.cascades: dict[str, Cascade] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=self.spec.workers, thread_name_prefix="vigie-notify")
+        self._pool: Executor | None = None
         self._deliveries: set[asyncio.Task] = set()
         self._con: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -159,9 +160,28 @@ class Notifier:
             self.cascades[c.id] = c
         if self.cascades:
             log.info("notifier: %d escalation(s) in progress taken back", len(self.cascades))
-        if self.policies:
-            warm_up(["mailto://warm@localhost", "json://localhost", "form://localhost",
-                     *(u for c in self.contacts.people for u in c.apprise)])
+        self._pool = self._start_pool()
+
+    def _start_pool(self) -> Executor:
+        """Start the delivery workers, apprise's plugins loaded, before any alarm needs them.
+
+        The first ``notify`` of a scheme imports its plugin: about a second of
+        holding the interpreter, which delayed alarm evaluation by 800 ms when
+        it happened mid-cascade. Worker processes also keep deliveries away
+        from the ingest's interpreter lock: with threads, mail during a burst
+        of readings took seconds (bench/alarms.py --only notify).
+        """
+        urls = ["mailto://warm@localhost", "json://localhost", "form://localhost",
+                *(u.split("://")[0] + "://localhost" for c in self.contacts.people for u in c.apprise)]
+        n = self.spec.workers
+        if self.spec.isolation == "thread" or not self.policies:
+            warm_up(urls)
+            return ThreadPoolExecutor(max_workers=n, thread_name_prefix="vigie-notify")
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=warm_up, initargs=(urls,))
+        for f in [pool.submit(time.sleep, 0.2) for _ in range(n)]:  # start every worker now, not mid-cascade
+            f.result(timeout=60)
+        return pool
 
     def attach(self) -> None:
         """Follow the engine's events."""
@@ -190,7 +210,8 @@ class Notifier:
                 pass
         if self._deliveries:
             await asyncio.wait(self._deliveries, timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -360,8 +381,8 @@ class Notifier:
         delay = self.spec.retry_s
         for attempt in range(1, self.spec.attempts + 1):
             try:
-                await asyncio.wait_for(loop.run_in_executor(self._pool, channel.send, contact, title, body, extra),
-                                       self.spec.timeout_s)
+                job, args = channel.prepare(contact, title, body, extra)
+                await asyncio.wait_for(loop.run_in_executor(self._pool, job, *args), self.spec.timeout_s)
             except DeliveryError as e:
                 reason, retry = e.reason, e.retry
             except TimeoutError:

@@ -1,10 +1,12 @@
 """Delivery channels: mail, SMS and chat through apprise, voice through an HTTP gateway; one interface.
 
 A channel is a subclass registered under a short name (``channel_type``).
-:meth:`Channel.send` blocks (apprise does): the notifier runs it in a
-bounded thread pool with a timeout, and owns retries and fallbacks, so no
-channel writes its own. A failure raises :class:`DeliveryError` with a reason
-and whether trying again may help.
+:meth:`Channel.prepare` turns a message for a contact into a *job*: a
+module-level function and plain arguments, which block (apprise does) and
+can run in another process. The notifier runs jobs in a bounded pool of
+worker processes (or threads) with a timeout each, and owns retries and
+fallbacks, so no channel writes its own. A failure raises
+:class:`DeliveryError` with a reason and whether trying again may help.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import apprise
 
 from app.notify.specs import ContactSpec, EscalationSection
-from app.spec import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class DeliveryError(Exception):
     """A delivery failed: ``reason`` for the journal, ``retry`` whether another attempt may succeed."""
 
     def __init__(self, reason: str, retry: bool = True) -> None:
-        super().__init__(reason)
+        super().__init__(reason, retry)  # both in args: it crosses from a worker process by pickling
         self.reason = reason
         self.retry = retry
 
@@ -79,14 +81,28 @@ def warm_up(urls: list[str]) -> None:
             log.debug("apprise warm-up of %s failed", type(server).__name__, exc_info=True)
 
 
-def apprise_send(url: str, title: str, body: str) -> None:
-    """Send through one apprise URL, or raise :class:`DeliveryError` with apprise's reason."""
-    a = apprise.Apprise()
-    if not a.add(url):
-        raise DeliveryError("apprise does not understand the URL", retry=False)
-    _apprise_reasons.pop()
-    if not a.notify(body=body, title=title):
-        raise DeliveryError(_apprise_reasons.pop() or "apprise reported a failure")
+def apprise_send(urls: list[str], title: str, body: str) -> None:
+    """Send through apprise URLs, or raise :class:`DeliveryError` with apprise's reason (a job)."""
+    for url in urls:
+        a = apprise.Apprise()
+        if not a.add(url):
+            raise DeliveryError("apprise does not understand the URL", retry=False)
+        _apprise_reasons.pop()
+        if not a.notify(body=body, title=title):
+            raise DeliveryError(_apprise_reasons.pop() or "apprise reported a failure")
+
+
+def http_post_json(url: str, doc: dict[str, Any], headers: dict[str, str], timeout_s: float) -> None:
+    """POST a JSON document; raise :class:`DeliveryError` unless the answer is 2xx (a job)."""
+    req = urllib.request.Request(url, json.dumps(doc).encode(), {"Content-Type": "application/json", **headers},
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            r.read(1000)
+    except urllib.error.HTTPError as e:
+        raise DeliveryError(f"gateway answered {e.code}", retry=e.code >= 500 or e.code == 429) from None
+    except OSError as e:
+        raise DeliveryError(f"gateway unreachable: {e}") from None
 
 
 class Channel:
@@ -108,8 +124,8 @@ class Channel:
         """Return where this contact is reached (None: they cannot be by this channel)."""
         raise NotImplementedError
 
-    def send(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> None:
-        """Deliver (blocking) or raise :class:`DeliveryError`."""
+    def prepare(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> Job:
+        """Return the job delivering this message (or raise :class:`DeliveryError`)."""
         raise NotImplementedError
 
     @classmethod
@@ -120,9 +136,8 @@ class Channel:
             return SchemeChannel(spec, secret, name)
         return kind(spec, secret)
 
-    @classmethod
-    def explain(cls, name: str) -> str:
-        return f"unknown channel {name!r}{did_you_mean(name, sorted(cls.registry))}"
+
+Job = tuple[Callable[..., None], tuple[Any, ...]]
 
 
 class MailChannel(Channel):
@@ -133,12 +148,12 @@ class MailChannel(Channel):
     def address(self, contact: ContactSpec) -> str | None:
         return contact.mail
 
-    def send(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> None:
+    def prepare(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> Job:
         base = self.secret(self.spec.mail_url_env) or self.spec.mail_url
         if not base or not contact.mail:
             raise DeliveryError("no mail server or no address", retry=False)
         sep = "&" if "?" in base else "?"
-        apprise_send(f"{base}{sep}to={urllib.parse.quote(contact.mail)}", title, body)
+        return apprise_send, ([f"{base}{sep}to={urllib.parse.quote(contact.mail)}"], title, body)
 
 
 class SmsChannel(Channel):
@@ -149,11 +164,11 @@ class SmsChannel(Channel):
     def address(self, contact: ContactSpec) -> str | None:
         return contact.phone
 
-    def send(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> None:
+    def prepare(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> Job:
         template = self.secret(self.spec.sms_url_env) or self.spec.sms_url
         if not template or not contact.phone:
             raise DeliveryError("no SMS gateway or no phone number", retry=False)
-        apprise_send(template.replace("{phone}", urllib.parse.quote(contact.phone, safe="")), "", body)
+        return apprise_send, ([template.replace("{phone}", urllib.parse.quote(contact.phone, safe=""))], "", body)
 
 
 class VoiceChannel(Channel):
@@ -164,23 +179,14 @@ class VoiceChannel(Channel):
     def address(self, contact: ContactSpec) -> str | None:
         return contact.phone
 
-    def send(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> None:
+    def prepare(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> Job:
         if not self.spec.voice_url or not contact.phone:
             raise DeliveryError("no voice gateway or no phone number", retry=False)
         doc = {"to": contact.phone, "text": extra.get("spoken", body), "lang": contact.language,
                "ack_url": extra.get("ack_url", ""), "callback_url": extra.get("callback_url", "")}
-        headers = {"Content-Type": "application/json"}
         token = self.secret(self.spec.voice_token_env)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(self.spec.voice_url, json.dumps(doc).encode(), headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.spec.timeout_s) as r:
-                r.read(1000)
-        except urllib.error.HTTPError as e:
-            raise DeliveryError(f"voice gateway answered {e.code}", retry=e.code >= 500 or e.code == 429) from None
-        except OSError as e:
-            raise DeliveryError(f"voice gateway unreachable: {e}") from None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return http_post_json, (self.spec.voice_url, doc, headers, self.spec.timeout_s)
 
 
 class SchemeChannel(Channel):
@@ -198,9 +204,8 @@ class SchemeChannel(Channel):
         urls = self.urls(contact)
         return urls[0] if urls else None
 
-    def send(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> None:
+    def prepare(self, contact: ContactSpec, title: str, body: str, extra: dict[str, str]) -> Job:
         urls = self.urls(contact)
         if not urls:
             raise DeliveryError(f"no {self.scheme} URL", retry=False)
-        for url in urls:
-            apprise_send(url, title, body)
+        return apprise_send, (urls, title, body)

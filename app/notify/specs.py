@@ -213,7 +213,10 @@ class EscalationSection(Spec):
     attempts = param.Integer(default=3, bounds=(1, 10), doc="Attempts per channel before its fallback.")
     retry_s = param.Number(default=1.0, bounds=(0.01, 600), doc="First back-off between attempts (doubles).")
     timeout_s = param.Number(default=20.0, bounds=(0.1, 300), doc="Longest one delivery attempt may take.")
-    workers = param.Integer(default=4, bounds=(1, 64), doc="Threads delivering (apprise calls block).")
+    workers = param.Integer(default=2, bounds=(1, 64), doc="Workers delivering (apprise calls block).")
+    isolation = param.Selector(default="process", objects=["process", "thread"],
+                               doc="Deliver in worker processes (a busy server does not slow them, nor they it) "
+                                   "or threads (lighter; they share the interpreter with ingest).")
 
     def validate(self) -> list[tuple[tuple, str]]:
         names = [p.name for p in self.policies]
