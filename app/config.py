@@ -76,6 +76,13 @@ class ServerSpec(Spec):
     idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
                                   doc="How long a page session with no open connection (a closed tab) is kept "
                                       "before its callbacks and memory are released.")
+    max_sessions = param.Integer(default=200, bounds=(1, None),
+                                 doc="Page sessions held at once (open tabs, and closed ones not yet released); "
+                                     "beyond, a page GET gets a small 'busy, retrying' page (HTTP 503).")
+    max_concurrent_page_builds = param.Integer(default=1, bounds=(1, 64),
+                                               doc="Page sessions built at the same time, each on a thread of its "
+                                                   "own, off the event loop that runs ingest; beyond, a page GET "
+                                                   "gets the 'busy, retrying' page.")
 
     def validate(self) -> list[tuple[tuple, str]]:
         from app.security import validate_origins
@@ -285,6 +292,8 @@ class MqttSpec(Spec):
     shared_group = param.String(default=None, allow_None=True, doc="MQTT 5 shared subscription group.")
     session_expiry_s = param.Integer(default=7 * 24 * 3600, bounds=(0, None))
     keepalive_s = param.Integer(default=30, bounds=(5, 3600))
+    expected_interval_s = param.Number(default=None, allow_None=True, bounds=(1, None), doc=(
+        "How often this broker's series report: a no-data rule without its own timeout_s raises after this."))
     ack = param.Selector(default="durable", objects=["durable", "on_arrival"], doc=(
         "When to acknowledge a QoS 1 message: once its readings are stored or spooled (durable: a crash "
         "loses nothing), or on arrival (cheaper; what is in flight at a crash is lost)."))
@@ -323,6 +332,8 @@ class OpcUaSpec(Spec):
 
     name = param.String(default="opcua")
     url = param.String(default=None, allow_None=True, doc="opc.tcp://host:4840/path")
+    expected_interval_s = param.Number(default=None, allow_None=True, bounds=(1, None), doc=(
+        "How often this server's series report: a no-data rule without its own timeout_s raises after this."))
     security_policy = param.Selector(default=None, objects=[None, "Basic256Sha256", "Aes128Sha256RsaOaep",
                                                              "Aes256Sha256RsaPss"])
     security_mode = param.Selector(default="SignAndEncrypt", objects=["Sign", "SignAndEncrypt"])

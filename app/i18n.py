@@ -169,6 +169,8 @@ _FR: dict[str, str] = {
     "no series": "aucune série",
     "Duration": "Durée",
     "Sound": "Son",
+    "Silent": "Muets",
+    "unacknowledged": "non acquittées",
     "Shadow rules (what they would raise, never notified)":
         "Règles en observation (ce qu'elles déclencheraient, sans notification)",
 }

@@ -118,6 +118,8 @@ class Runtime:
         rules = list(cfg.alarms.rules)
         # Always there, rules or not: the rule editor can add the first rule to a running server.
         self.alarms = AlarmEngine(rules)
+        self.alarms.source_intervals = {s.name: s.expected_interval_s for s in (*cfg.mqtt, *cfg.opcua)
+                                        if s.expected_interval_s}
         self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s)
         self.journal = Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
         self.rule_editor = RuleEditor(loaded.section_file("alarms", "alarms.yaml"), self.alarms, self.journal)

@@ -30,6 +30,7 @@ from app.api import (
 from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
 from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
+from app.pagegate import PageGate
 from app.pages.alarm_rules import alarm_rules_page
 from app.pages.alarms import alarms_page
 from app.pages.dashboards import dashboard_page, dashboards_list_page
@@ -80,11 +81,14 @@ class HealthHandler(tornado.web.RequestHandler):
     on this machine (127.0.0.1 or ::1, not through a proxy) sees it.
     """
 
-    def initialize(self, runtime: Runtime) -> None:
+    def initialize(self, runtime: Runtime, gate: PageGate | None = None) -> None:
         self.runtime = runtime
+        self.gate = gate
 
     def get(self) -> None:
         doc = self.runtime.health()
+        if self.gate is not None:
+            doc["pages"] = self.gate.health()
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.set_status(200 if doc["status"] == "ok" else 503)
@@ -113,12 +117,13 @@ def _page(build: Any, *args: Any) -> Any:
 
 
 def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, port: int | None = None):
-    """Create (not start) the Panel server on the current loop."""
+    """Create (not start) the Panel server on the current loop; its page gate is ``server.page_gate``."""
+    gate = PageGate(max_builds=spec.max_concurrent_page_builds, max_sessions=spec.max_sessions)
     layouts = LayoutStore(runtime.loaded.layouts_dir())
     api = {"runtime": runtime, "layouts": layouts}
     light = LightViews(runtime, layouts)
     patterns: list[tuple[str, Any, dict[str, Any]]] = [
-        (r"/health", HealthHandler, {"runtime": runtime}),
+        (r"/health", HealthHandler, {"runtime": runtime, "gate": gate}),
         (r"/lang/([a-z]+)", LanguageHandler),
         (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
         (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
@@ -173,8 +178,11 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         unused_session_lifetime_milliseconds=int(spec.idle_session_s * 1000),
         check_unused_sessions_milliseconds=max(500, int(spec.idle_session_s * 500)),
     )
-    security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors))
+    tiles = security.origin_of(runtime.loaded.config.map.tile_url)
+    security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors, [tiles] if tiles else []))
     guard_embed_app(server._tornado, layouts)
+    gate.install(server)  # page sessions bounded, and built off the loop that runs ingest
+    server.page_gate = gate
     server._tornado.settings["log_function"] = access_log
     return server
 
@@ -229,6 +237,7 @@ async def run_server(runtime: Runtime, *, port: int | None = None, extras: Seque
     finally:
         if server is not None:
             server.stop()
+            server.page_gate.close()
         await runtime.stop()
         for actor in reversed(started):
             await actor.stop()

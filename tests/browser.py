@@ -34,7 +34,8 @@ class VigieServer:
 
     def __init__(self, tmp: Path, mqtt_port: int, *, editing: bool, frame_ancestors: list[str] = (),
                  layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "",
-                 server_options: dict | None = None, env: dict[str, str] | None = None) -> None:
+                 server_options: dict | None = None, env: dict[str, str] | None = None,
+                 store: str = "{engine: embedded, data_dir: data, spool_dir: spool}") -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -48,7 +49,7 @@ class VigieServer:
             f"server: {{port: {self.port}, editing: {str(editing).lower()}, "
             f"frame_ancestors: {json.dumps(list(frame_ancestors))}, idle_session_s: {idle_session_s}"
             + "".join(f", {k}: {json.dumps(v)}" for k, v in (server_options or {}).items()) + "}\n"
-            "store: {engine: embedded, data_dir: data, spool_dir: spool}\n"
+            f"store: {store}\n"
             f"mqtt:\n  - name: m\n    port: {mqtt_port}\n    client_id: browser-{self.port}\n"
             "    subscriptions:\n      - topic: bt/{site}/{device}/telemetry\n"
             "        fields: {level: {unit: m}}\n"

@@ -77,6 +77,11 @@ def test_raise_acknowledge_journal_restart(tmp_path, mosquitto):
 
         wait_until(lambda: [e["kind"] for e in journal()] == ["acknowledged", "raised"], 5, 0.05, "journaled")
         assert journal()[0]["comment"] == "crew sent" and journal()[0]["user"] == "anonymous"
+        status, answer = call(server.base, "/api/v1/devices/lc-9/maintenance", {"on": True, "reason": "pump swap"})
+        assert status == 200 and answer["alarms"] == []  # no alarm to suppress, but journaled all the same
+        wait_until(lambda: [(e["kind"], e["device"], e["comment"]) for e in call(
+            server.base, "/api/v1/alarms/journal?category=operator")[1]["events"]] == [
+            ("maintenance_on", "lc-9", "pump swap")], 5, 0.05, "maintenance journaled")
         status, text = call(server.base, "/api/v1/alarms/journal?format=csv&rule=flood")
         rows = list(csv.DictReader(io.StringIO(text)))
         assert status == 200 and [(r["kind"], r["comment"]) for r in rows] == [("acknowledged", "crew sent"),

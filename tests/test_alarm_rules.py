@@ -350,3 +350,16 @@ def test_the_console_shows_shadow_alarms_only_when_asked():
     assert [r["rule"] for r in console_rows(runtime)] == ["live"]
     assert [(r["rule"], r["shadow"]) for r in console_rows(runtime, shadow=True)] == [("trial", True)]
     assert engine.unacknowledged() == 1  # the banner counts what operators must act on: not shadow alarms
+
+
+def test_a_no_data_rule_without_a_timeout_takes_its_sources_expected_interval():
+    clock = ReplayClock(T0)
+    engine = AlarmEngine([NoDataRule(name="silent", series="*/*")], clock=clock)
+    engine.source_intervals = {"plc": 10.0}
+    engine.accept([Reading("pump-1", "speed", T0, 1.0, source="plc"), Reading("gauge", "rain", T0, 1.0, source="mqtt")])
+    clock.t_ns = T0 + 11 * S
+    engine.tick()
+    assert [r["device"] for r in engine.active()] == ["pump-1"]  # 10 s for the PLC; the default 300 s elsewhere
+    clock.t_ns = T0 + 301 * S
+    engine.tick()
+    assert sorted(r["device"] for r in engine.active()) == ["gauge", "pump-1"]

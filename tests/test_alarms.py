@@ -11,6 +11,7 @@ from bokeh.models import Span
 from app.alarms.engine import AlarmEngine
 from app.alarms.rules import ThresholdRule
 from app.config import ConfigError, load_config
+from app.dashboard.alarm_style import coloured_limits
 from app.model import Reading
 from app.runtime import Runtime
 from tests.helpers import publish, until
@@ -92,8 +93,9 @@ def test_what_dashboards_ask_of_the_engine():
     worst = engine.worst_for_site("vallon")
     assert worst["severity"] == "critical" and worst["message"] == "Dam 1: open the crisis cell"
     assert engine.worst_for_site("elsewhere") is None
-    assert engine.limits("dam-1/water_level") == [(12.0, "vigilance H", "#ef6c00"), (14.0, "alert H", "#c62828")]
-    assert engine.limits("gauge-7/battery") == [(3.5, "battery L", "#ef6c00")]
+    assert engine.limits("dam-1/water_level") == [(12.0, "vigilance H", "warning"), (14.0, "alert H", "alarm")]
+    assert engine.limits("gauge-7/battery") == [(3.5, "battery L", "warning")]
+    assert coloured_limits(engine)("gauge-7/battery") == [(3.5, "battery L", "#ef6c00")]  # the colour: a page's
     assert [a["series"] for a in engine.active()] == ["dam-1/water_level", "dam-2/water_level",
                                                       "dam-1/water_level"]  # newest first
     health = engine.health()
@@ -170,7 +172,7 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
 
         ctx = widget_context(runtime, "fr")
         tile = ValueSpec(id="t", series="dam-1/water_level").view(ctx)
-        assert "data-state='alarm'" in tile.render()
+        assert "data-state='alarm'" in tile.render() and "data-unack='1'" in tile.render()
         calm = ValueSpec(id="c", series="dam-2/water_level").view(ctx)
         assert "data-state='ok'" in calm.render()
         own = ValueSpec(id="o", series="dam-2/water_level", alarm_above=5).view(ctx)
@@ -208,3 +210,25 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
         assert [a["severity"] for a in again.alarms.active() if a["active"]] == ["medium"]
     finally:
         await again.stop()
+
+
+def test_the_overview_counts_alarms_names_silent_devices_and_links_to_the_sites_alarms(tmp_path):
+    from app.config import load_config as load
+    from app.pages.overview import overview_html, site_states
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "v.yaml").write_text(
+        "alarms:\n  rules:\n    - {name: flood, series: '*/water_level', h: 14, severity: critical}\n")
+    runtime = Runtime(load(tmp_path / "c", env={}), base_dir=tmp_path)
+    now = time.time_ns()
+    fresh = [Reading("dam-1", "water_level", now, 15.0, unit="m", tags={"site": "vallon"}),
+             Reading("dam-2", "water_level", now, 9.0, unit="m", tags={"site": "vallon"})]
+    old = Reading("gauge-3", "rain", now - 3600 * 10**9, 0.0, tags={"site": "vallon"})  # silent for an hour
+    runtime.alarms.accept(fresh)
+    runtime.live.accept([old, *fresh])
+    [row] = site_states(runtime)
+    assert (row["state"], row["active"], row["unacknowledged"], row["silent"]) == ("alarm", 1, 1, ["gauge-3"])
+    text = overview_html(runtime, "en")
+    assert "data-unack='1'" in text and "gauge-3" in text and "href='/alarms?site=vallon'" in text
+    runtime.alarms.acknowledge(["flood|dam-1/water_level"], "ana")
+    assert "data-unack='0'" in overview_html(runtime, "en")  # acknowledged: no longer outlined

@@ -25,15 +25,20 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from app.alarms.lifecycle import Alarm
-from app.alarms.rules import SEVERITIES, AlarmRule, CompositeRule, SeriesState, ThresholdRule
+from app.alarms.rules import (
+    SEVERITIES,
+    SEVERITY_CLASS,
+    AlarmRule,
+    CompositeRule,
+    NoDataRule,
+    SeriesState,
+    ThresholdRule,
+)
 from app.model import AlarmEvent, AlarmState, Reading, now_ns
 
 log = logging.getLogger(__name__)
 
-# What operators see: low and medium are warnings (orange), high and critical alarms (red).
-SEVERITY_STATE = {"low": "warning", "medium": "warning", "high": "alarm", "critical": "alarm"}
-STATE_COLOR = {"warning": "#ef6c00", "alarm": "#c62828"}
-STATE_RANK = {None: 0, "ok": 0, "warning": 1, "alarm": 2}
+_CLASS_RANK = {None: 0, "ok": 0, "warning": 1, "alarm": 2}
 _LIVE = (AlarmState.UNACKNOWLEDGED, AlarmState.ACKNOWLEDGED, AlarmState.RETURNED_UNACKNOWLEDGED)
 
 Subscriber = Callable[[AlarmEvent], None]
@@ -50,6 +55,8 @@ class AlarmEngine:
         self._states: dict[tuple[str, str], SeriesState] = {}
         self._tick_index: dict[str, dict[str, SeriesState]] = {}  # rule judged by the clock -> its series' states
         self._subscribers: list[Subscriber] = []
+        self.note_listeners: list[Callable[..., None]] = []  # operator actions that are not transitions
+        self.source_intervals: dict[str, float] = {}  # source -> how often its series report (no-data default)
         self.transitions: deque[dict[str, Any]] = deque(maxlen=history)
         self._last_ns: dict[str, int] = {}
         self._series: dict[str, tuple[str, str, str | None, str, str]] = {}  # key -> device, metric, site, unit, src
@@ -85,7 +92,7 @@ class AlarmEngine:
             rule = self._by_name.get(ident[0])
             del self._states[ident]  # new parameters (or a rule gone): windows and levels start again
             if rule is not None and rule.needs_ticks:  # but a silence goes on: keep when it began
-                fresh = self._states[ident] = SeriesState(last_ns=state.last_ns)
+                fresh = self._states[ident] = SeriesState(last_ns=state.last_ns, expected_s=state.expected_s)
                 self._tick_index.setdefault(rule.name, {})[ident[1]] = fresh
         now = self.clock()
         for ident, alarm in list(self._alarms.items()):
@@ -141,7 +148,7 @@ class AlarmEngine:
                 ident = (v.name, key)
                 state = states.get(ident)
                 if state is None:
-                    state = states[ident] = SeriesState()
+                    state = states[ident] = SeriesState(expected_s=self.source_intervals.get(r.source))
                     if rule.needs_ticks:
                         self._tick_index.setdefault(v.name, {})[key] = state
                 verdict = evaluate(v, state, r)
@@ -189,8 +196,8 @@ class AlarmEngine:
         """
         due: list[int] = []
         for rule in self._ticking:
-            timeout_ns = int((getattr(rule.v, "timeout_s", None) or 300.0) * 1e9)
-            due += [s.last_ns + timeout_ns + 1 for s in self._tick_index.get(rule.name, {}).values() if s.last_ns]
+            due += [s.last_ns + int(NoDataRule.timeout(rule.v, s) * 1e9) + 1
+                    for s in self._tick_index.get(rule.name, {}).values() if s.last_ns]
         for a in self._alarms.values():
             d = a.debounce
             if d is not None and d.since_ns is not None:
@@ -283,8 +290,11 @@ class AlarmEngine:
         now = self.clock()
         if on:
             self.maintenance[device] = {"user": user, "reason": reason, "since_ns": now}
-        else:
-            self.maintenance.pop(device, None)
+        elif self.maintenance.pop(device, None) is None:
+            return []
+        for listener in self.note_listeners:  # journaled even when the device has no alarm to suppress
+            listener("maintenance_on" if on else "maintenance_off", user=user, comment=reason, device=device,
+                     category="operator", time_ns=now)
         events = []
         for alarm in self._alarms.values():
             if alarm.device != device:
@@ -357,8 +367,8 @@ class AlarmEngine:
         worst = None
         for a in alarms:
             if a.active and a.state in _LIVE and a.rule.mode != "shadow":
-                state = SEVERITY_STATE.get(a.severity, "alarm")
-                if STATE_RANK[state] > STATE_RANK[worst]:
+                state = SEVERITY_CLASS.get(a.severity, "alarm")
+                if _CLASS_RANK[state] > _CLASS_RANK[worst]:
                     worst = state
         return worst
 
@@ -367,6 +377,11 @@ class AlarmEngine:
         if not self.rules_for(key):
             return None
         return self._colouring(a for (_r, k), a in self._alarms.items() if k == key) or "ok"
+
+    def series_unacknowledged(self, key: str) -> int:
+        """Return how many of a series' alarms wait for an acknowledgement (tiles outline them)."""
+        return sum(1 for (_r, k), a in self._alarms.items() if k == key and a.rule.v.mode != "shadow"
+                   and a.state in (AlarmState.UNACKNOWLEDGED, AlarmState.RETURNED_UNACKNOWLEDGED))
 
     def device_state(self, device: str) -> str | None:
         """Return the worst state of a device's alarms, None when it has none."""
@@ -382,13 +397,13 @@ class AlarmEngine:
         return worst.as_dict()
 
     def limits(self, key: str) -> list[tuple[float, str, str]]:
-        """Return the limit lines of a series' threshold rules: (value, label, colour)."""
+        """Return the limit lines of a series' threshold rules: (value, label, warning / alarm)."""
         out = []
         for rule in self.rules_for(key):
             if isinstance(rule, ThresholdRule) and rule.mode != "disabled":
                 for limit, level in rule.limit_lines():
                     severity = rule.extreme_severity if level in ("HH", "LL") else rule.severity
-                    out.append((limit, f"{rule.name} {level}", STATE_COLOR[SEVERITY_STATE[severity]]))
+                    out.append((limit, f"{rule.name} {level}", SEVERITY_CLASS[severity]))
         return out
 
     def matched_series(self, rule: AlarmRule) -> list[str]:

@@ -98,6 +98,7 @@ class Journal:
         n = engine.restore(state, maintenance)
         self._engine = engine
         engine.subscribe(self.record)
+        engine.note_listeners.append(self.note)
         return n
 
     async def run(self) -> None:

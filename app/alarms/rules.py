@@ -38,6 +38,8 @@ from app.spec import Spec
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("low", "medium", "high", "critical")
+SEVERITY_CLASS = {"low": "warning", "medium": "warning", "high": "alarm", "critical": "alarm"}
+"""What a severity is to an operator: low and medium are warnings, high and critical alarms (pages colour them)."""
 MODES = ("enabled", "disabled", "shadow")
 NS = 1_000_000_000
 _RENAMED = {"above": "h", "below": "l", "hysteresis": "deadband"}  # threshold keys of the first release
@@ -64,6 +66,7 @@ class SeriesState:
     last_value: float | None = None
     level: str = ""
     verdict: Verdict | None = None
+    expected_s: float | None = None  # how often the series' source reports (a no-data rule's default timeout)
 
 
 class AlarmRule(Spec):
@@ -341,7 +344,8 @@ class NoDataRule(AlarmRule):
     needs_ticks = True
 
     timeout_s = param.Number(default=None, allow_None=True, bounds=(1, 30 * 86400),
-                             doc="Silence that raises the alarm (default: the source's expected interval).")
+                             doc="Silence that raises the alarm (default: the source's expected_interval_s, "
+                                 "else 300 s).")
 
     @staticmethod
     def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
@@ -354,10 +358,15 @@ class NoDataRule(AlarmRule):
         if not state.last_ns:
             return None
         silent_s = (now_ns - state.last_ns) / NS
-        timeout = v.timeout_s or 300.0
+        timeout = NoDataRule.timeout(v, state)
         if silent_s > timeout:
             return Verdict(True, silent_s, timeout, "silent", detail={"last_ns": state.last_ns})
         return Verdict(False, silent_s, timeout)
+
+    @staticmethod
+    def timeout(v: SimpleNamespace, state: SeriesState) -> float:
+        """Return the silence that raises: the rule's, else the source's expected interval, else 300 s."""
+        return v.timeout_s or state.expected_s or 300.0
 
     def default_message(self) -> str:
         return "{rule}: no data from {device} {metric} for {value} s (expected every {limit} s)"
@@ -386,20 +395,28 @@ class TimeToThresholdRule(_WindowRule):
 
     @staticmethod
     def fit(v: SimpleNamespace, state: SeriesState) -> tuple[float, float] | None:
-        """Return (slope per ns, value at the newest point) of the least-squares line, None when too few."""
+        """Return (slope per second, fitted value at the newest point) of the least-squares line; None when too few.
+
+        One pass of running sums (x in seconds before the newest point, so
+        the numbers stay small): the backtest calls this for every reading.
+        """
         w = state.window
         n = len(w)
         if n < v.min_points:
             return None
         t_last = w[-1][0]
-        xs = [(t - t_last) / NS for t, _ in w]
-        ys = [v for _, v in w]
-        mx, my = sum(xs) / n, sum(ys) / n
-        sxx = sum((x - mx) ** 2 for x in xs)
-        if sxx == 0:
+        sx = sy = sxx = sxy = 0.0
+        for t, y in w:
+            x = (t - t_last) / NS
+            sx += x
+            sy += y
+            sxx += x * x
+            sxy += x * y
+        den = n * sxx - sx * sx
+        if den <= 0:
             return None
-        slope_s = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-        return slope_s, my - slope_s * mx  # slope per second, fitted value at the newest point
+        slope_s = (n * sxy - sx * sy) / den
+        return slope_s, (sy - slope_s * sx) / n
 
     @staticmethod
     def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:

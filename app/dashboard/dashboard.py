@@ -154,18 +154,28 @@ class Dashboard:
         plus every ~2 s for the ages shown. Elsewhere it polls the live
         cache every ``refresh_ms``.
         """
-        if self._callback is not None:
+        if self._callback is not None or self._doc is not None:
             return
         doc = pn.state.curdoc
         if self.pulse is not None and doc is not None and doc.session_context is not None:
             self._doc = doc
-            self.pulse.subscribe(self)
-            self._callback = every(self._idle_tick, IDLE_TICK_MS)
-            # A first refresh as soon as the session runs: what the views want once attached
-            # (a chart's history from the store) should not wait for data or the idle tick.
-            self._pending = doc.add_next_tick_callback(self._woken)
+            # Only once a browser shows the page (Panel's onload: its document_ready): a session
+            # that no browser attaches to (a GET that was never followed, a crawler, a burst of
+            # tabs still loading) then costs nothing on the event loop until it expires.
+            pn.state.onload(self._attach)
         else:
             self._callback = every(self.refresh, self.spec.refresh_ms)
+
+    def _attach(self) -> None:
+        """Start waking and ticking: the session's browser is there."""
+        doc = self._doc
+        if doc is None or self._callback is not None:  # stopped before a browser came, or already attached
+            return
+        self.pulse.subscribe(self)
+        self._callback = every(self._idle_tick, IDLE_TICK_MS)
+        # A first refresh as soon as the session runs: what the views want once attached
+        # (a chart's history from the store) should not wait for data or the idle tick.
+        self._pending = doc.add_next_tick_callback(self._woken)
 
     def wake(self) -> None:
         """Schedule a refresh on the session's document: now, or when the period since the last one ends.

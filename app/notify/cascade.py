@@ -462,7 +462,7 @@ class Notifier:
     def cascade_view(self, alarm_id: str | None = None) -> list[dict[str, Any]]:
         """Return each cascade (or the one of an alarm): alarms, who was told, who is next and when."""
         out = []
-        for c in self.cascades.values():
+        for c in list(self.cascades.values()):  # pages may ask from their own thread: a copy, taken at once
             if alarm_id and alarm_id not in c.alarms:
                 continue
             policy = self.policies.get(c.policy)

@@ -54,8 +54,8 @@ def console_rows(runtime: Runtime, shadow: bool = False) -> list[dict[str, Any]]
                                        SEVERITY_ORDER.get(a["severity"], 9), a["time_ns"]))
 
 
-def console_frame(runtime: Runtime, lang: str, shadow: bool = False) -> pd.DataFrame:
-    """Return the console's table: one row per alarm, its id kept for the actions."""
+def console_frame(runtime: Runtime, lang: str, shadow: bool = False, site: str = "") -> pd.DataFrame:
+    """Return the console's table: one row per alarm (of one site when given), its id kept for the actions."""
     tz = runtime.loaded.config.server.timezone
     rows = [{
         "id": a["alarm_id"],
@@ -68,7 +68,7 @@ def console_frame(runtime: Runtime, lang: str, shadow: bool = False) -> pd.DataF
         t("Value", lang): "" if a["value"] is None else f"{fmt_number(a['value'], lang)} {a['unit']}".strip(),
         t("Present", lang): "●" if a["active"] else "",
         t("Comment", lang): " · ".join(x for x in (a.get("acked_by"), a.get("comment"), a.get("reason")) if x),
-    } for a in console_rows(runtime, shadow)]
+    } for a in console_rows(runtime, shadow) if not site or a.get("site") == site]
     columns = ["id", *(t(c, lang) for c in ("State", "Severity", "Since", "Site", "Series", "Message", "Value",
                                             "Present", "Comment"))]
     return pd.DataFrame(rows, columns=columns)
@@ -131,7 +131,8 @@ class AlarmConsole:
         self.lang = lang
         self.tz = runtime.loaded.config.server.timezone
         self.editing = runtime.loaded.config.server.editing
-        self.table = pn.widgets.Tabulator(console_frame(runtime, lang), selectable="checkbox", disabled=True,
+        self.table = pn.widgets.Tabulator(console_frame(runtime, lang, site=session_arg("site") or ""),
+                                          selectable="checkbox", disabled=True,
                                           show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
                                           height=360, name="alarm-console")
         self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320)
@@ -150,7 +151,9 @@ class AlarmConsole:
         self._version = -1
         # The journal: filters, table, CSV link.
         sites = sorted({a.get("site") or "" for a in (runtime.alarms.active() if runtime.alarms else [])} - {""})
-        self.f_site = pn.widgets.Select(label=t("Site", lang), options=["", *sites], width=140)
+        wanted = session_arg("site") or ""  # the overview's link to a site's alarms
+        self.f_site = pn.widgets.Select(label=t("Site", lang), options=sorted({"", wanted, *sites}), value=wanted,
+                                        width=140)
         self.f_device = pn.widgets.TextInput(label=t("Device", lang), width=140, value=session_arg("device") or "")
         self.f_rule = pn.widgets.Select(label=t("Rule", lang), options=["", *(r.name for r in (
             runtime.alarms.rules if runtime.alarms else []))], width=180)
@@ -165,8 +168,9 @@ class AlarmConsole:
         self.cascades = pn.pane.HTML(cascades_html(runtime, lang, self.tz), sizing_mode="stretch_width",
                                      name="alarm-cascades")
         self._cascades_text = self.cascades.object
-        for w in (self.f_site, self.f_device, self.f_rule, self.f_severity, self.f_range):
+        for w in (self.f_device, self.f_rule, self.f_severity, self.f_range):
             w.param.watch(lambda _e: self.refresh_journal(), "value")
+        self.f_site.param.watch(lambda _e: self.refresh(force=True), "value")  # the table and the journal
         self.refresh_journal()
 
     # -- actions (each checks on the server) ------------------------------------------------------------
@@ -231,7 +235,7 @@ class AlarmConsole:
             return
         self._version = version
         with pn.io.hold():
-            self.table.value = console_frame(self.runtime, self.lang, self.shadow.value)
+            self.table.value = console_frame(self.runtime, self.lang, self.shadow.value, self.f_site.value)
             self.refresh_journal()
 
     def journal_filters(self) -> dict[str, Any]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import html
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import panel as pn
 import param
 
 from app.api import camera_frame_url
+from app.dashboard.alarm_style import coloured_limits
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.generate import generate_for_device, generate_for_site
 from app.dashboard.layouts import LayoutNameError, LayoutStore, slugify
@@ -42,7 +44,7 @@ def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
     return WidgetContext(live=runtime.live, store=runtime.store, lang=lang, tz=runtime.loaded.config.server.timezone,
                          cameras=runtime.cameras,
                          alarms=runtime.alarms if runtime.alarms.rules else None,
-                         limits=runtime.alarms.limits if runtime.alarms.rules else None,
+                         limits=coloured_limits(runtime.alarms) if runtime.alarms.rules else None,
                          tile_url=runtime.loaded.config.map.tile_url,
                          image_url=camera_frame_url,
                          extra={"catalogue": set(runtime.live.keys())})
@@ -296,11 +298,13 @@ def dashboard_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.Bootst
     try:
         editor = DashboardEditor(runtime, layouts, name, lang)
     except (LayoutNameError, FileNotFoundError) as exc:
-        return page(runtime, "/dashboards", t("Dashboards", lang), pn.pane.Alert(str(exc), alert_type="danger"),
+        return page(runtime, "/dashboards", t("Dashboards", lang),
+                    pn.pane.Alert(html.escape(str(exc)), alert_type="danger"),
                     lang=lang)
     title = editor.loaded.spec.title
     pn.state.on_session_destroyed(lambda _ctx: editor.dashboard.stop() if editor.dashboard else None)
-    return page(runtime, "/dashboards", title, pn.pane.Markdown(f"## {html.escape(title)}"), editor.panel,
+    heading = pn.pane.HTML(f"<h2>{html.escape(title)}</h2>", sizing_mode="stretch_width")
+    return page(runtime, "/dashboards", title, heading, editor.panel,
                 lang=lang, busy_indicator=False)
 
 
@@ -310,8 +314,8 @@ def dashboards_list_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.
     items = []
     for name in layouts.names():
         loaded = layouts.load(name)
-        items.append(f"<li><a href='/dashboard?name={name}' class='vigie-dashboard-link'>"
-                     f"{html.escape(loaded.spec.title)}</a> <small>layouts/{name}.yaml</small></li>")
+        items.append(f"<li><a href='/dashboard?name={quote(name)}' class='vigie-dashboard-link'>"
+                     f"{html.escape(loaded.spec.title)}</a> <small>layouts/{html.escape(name)}.yaml</small></li>")
     listing = pn.pane.HTML("<ul>" + "".join(items) + "</ul>", sizing_mode="stretch_width")
     body: list[pn.viewable.Viewable] = [pn.pane.Markdown(f"## {t('Dashboards', lang)}"), listing]
     if runtime.loaded.config.server.editing:

@@ -1,15 +1,24 @@
-"""The overview: every site with its status colour, worst active alarm and last reading age."""
+"""The overview: every site with its status colour, worst alarm, alarm counts, silent devices and last reading age.
+
+Each tile answers "is anything wrong here": its colour is the worst of its
+present alarms and its data (stale, bad quality); it counts the alarms
+present and those nobody acknowledged yet (outlined until somebody does),
+names the devices gone silent (even when the site's newest reading is
+fresh: one dead sensor must not hide behind its neighbours), and links to
+the site's alarms on the console.
+"""
 
 from __future__ import annotations
 
 import html
 import time
+import urllib.parse
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import panel as pn
 
-from app.alarms.engine import SEVERITY_STATE
+from app.alarms.rules import SEVERITY_CLASS
 from app.i18n import fmt_age, t
 from app.pages.shell import page, session_lang
 from app.refresh import every
@@ -34,6 +43,7 @@ def site_states(runtime: Runtime) -> list[dict]:
         sites[v.tags.get("site", NO_SITE)].append(v)
     rows = []
     alarms = getattr(runtime, "alarms", None)
+    shown = alarms.alarms() if alarms is not None else []
     for site, values in sorted(sites.items()):
         newest = max(v.time_ns for v in values)
         age = max(0.0, (now - newest) / 1e9)
@@ -45,9 +55,18 @@ def site_states(runtime: Runtime) -> list[dict]:
         # Alarms of devices with no site tag carry no site: they belong to the "(no site)" tile.
         worst = alarms.worst_for_site(None if site == NO_SITE else site) if alarms is not None else None
         if worst:
-            state = max(state, SEVERITY_STATE.get(worst["severity"], "alarm"), key=RANK.__getitem__)
-        rows.append({"site": site, "state": state, "age_s": age, "devices": len({v.device for v in values}),
-                     "worst_alarm": worst})
+            state = max(state, SEVERITY_CLASS.get(worst["severity"], "alarm"), key=RANK.__getitem__)
+        key = None if site == NO_SITE else site
+        mine = [a for a in shown if a.site == key]
+        newest_by_device: dict[str, int] = {}
+        for v in values:
+            newest_by_device[v.device] = max(newest_by_device.get(v.device, 0), v.time_ns)
+        silent = {d for d, t_ns in newest_by_device.items() if (now - t_ns) / 1e9 > STALE_AFTER_S}
+        silent |= {a.device for a in mine if a.active and a.level == "silent"}  # no-data rules, their own interval
+        rows.append({"site": site, "state": state, "age_s": age, "devices": len(newest_by_device),
+                     "worst_alarm": worst, "active": sum(1 for a in mine if a.active),
+                     "unacknowledged": sum(1 for a in mine if a.state in ("unacknowledged", "returned_unacknowledged")),
+                     "silent": sorted(silent)})
     return rows
 
 
@@ -57,10 +76,19 @@ def overview_html(runtime: Runtime, lang: str) -> str:
     for row in site_states(runtime):
         worst = html.escape(row["worst_alarm"]["message"]) if row["worst_alarm"] else t("no alarm", lang)
         name = row["site"] if row["site"] != NO_SITE else t("(no site)", lang)
+        unack = row["unacknowledged"]
+        outline = "outline:4px solid #ffd54f;outline-offset:-4px;" if unack else ""
+        silent = (f"<br><span class='vigie-silent'>{t('Silent', lang)}: "
+                  f"{html.escape(', '.join(row['silent'][:6]))}{' …' if len(row['silent']) > 6 else ''}</span>"
+                  if row["silent"] else "")
+        link = "/alarms" + (f"?site={urllib.parse.quote(row['site'])}" if row["site"] != NO_SITE else "")
         tiles.append(
             f"<div class='vigie-site' data-site='{html.escape(row['site'])}' data-state='{row['state']}' "
-            f"style='{TILE_STYLE}background:{COLORS[row['state']]}'><b>{html.escape(name)}</b><br>"
-            f"{t(row['state'], lang)} · {row['devices']} ⚙<br>"
+            f"data-active='{row['active']}' data-unack='{unack}' data-silent='{len(row['silent'])}' "
+            f"style='{TILE_STYLE}{outline}background:{COLORS[row['state']]}'><b>{html.escape(name)}</b><br>"
+            f"{t(row['state'], lang)} · {row['devices']} ⚙ · "
+            f"<a class='vigie-site-alarms' href='{html.escape(link)}' style='color:#fff'>"
+            f"{row['active']} {t('alarms', lang)}, {unack} {t('unacknowledged', lang)}</a>{silent}<br>"
             f"<small>{t('Last reading', lang)}: {fmt_age(row['age_s'], lang)} · {worst}</small></div>")
     return "".join(tiles) or f"<p>{t('No data yet', lang)}</p>"
 

@@ -66,6 +66,21 @@ def nav_html(active: str, lang: str) -> str:
             f"<span class='vigie-lang'>{switch}</span></nav>")
 
 
+class VigieTemplate(pn.template.BootstrapTemplate):
+    """BootstrapTemplate whose header shows the title as text.
+
+    Panel's Jinja templates insert ``app_title`` (the header) and
+    ``meta_name`` unescaped, while ``<title>`` is escaped: a layout titled
+    ``<img src=x onerror=...>`` ran in every viewer's browser. Both are
+    escaped here, once, and the document title stays the plain text.
+    """
+
+    def _update_vars(self, *args) -> None:
+        super()._update_vars(*args)
+        self._render_variables["app_title"] = html.escape(self.title)
+        self._render_variables["meta_name"] = html.escape(self.title)
+
+
 def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
          lang: str | None = None, busy_indicator: bool = True) -> pn.template.BootstrapTemplate:
     """Wrap page content in the shared template.
@@ -76,7 +91,7 @@ def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
     """
     lang = lang or session_lang()
     extra = {} if busy_indicator else {"busy_indicator": None}
-    template = pn.template.BootstrapTemplate(
+    template = VigieTemplate(
         title=f"Vigie · {title}", header_background="#0b3d5c", collapsed_sidebar=True,
         raw_css=[CSS], **extra,
     )

@@ -13,7 +13,8 @@ from typing import Any
 import panel as pn
 import param
 
-from app.alarms.engine import SEVERITIES, SEVERITY_STATE, STATE_COLOR
+from app.alarms.rules import SEVERITIES, SEVERITY_CLASS
+from app.dashboard.alarm_style import STATE_COLOR
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import LiveHTML, WidgetContext, WidgetView
 from app.i18n import fmt_time, t
@@ -80,7 +81,7 @@ class AlarmsView(WidgetView):
                        for c in COLUMNS)
         body = []
         for *shown, severity in rows:
-            color = STATE_COLOR[SEVERITY_STATE.get(severity, "alarm")]
+            color = STATE_COLOR[SEVERITY_CLASS.get(severity, "alarm")]
             cells = "".join(f"<td style='padding:2px 8px'>{html.escape(v)}</td>" for v in shown)
             body.append(f"<tr style='border-left:4px solid {color}'>{cells}</tr>")
         return (f"<table class='vigie-alarm-rows' style='border-collapse:collapse;width:100%;font-size:.9em'>"

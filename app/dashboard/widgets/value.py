@@ -108,8 +108,12 @@ class ValueView(WidgetView):
         if self.spec.display == "gauge":
             return self.render_gauge(latest.value, number, html.escape(latest.unit), arrow, state, color,
                                      f"{fmt_age(age, self.lang)} · {quality}")
+        unacked = getattr(self.ctx.alarms, "series_unacknowledged", None)
+        unack = bool(unacked(self.spec.series)) if unacked is not None else False
+        outline = "outline:3px dashed #ffd54f;" if unack else ""  # nobody acknowledged it yet
         return (
-            f"<div class='vigie-tile' data-state='{state}' style='border-left:6px solid {color};padding:4px 10px'>"
+            f"<div class='vigie-tile' data-state='{state}' data-unack='{int(unack)}' "
+            f"style='border-left:6px solid {color};padding:4px 10px;{outline}'>"
             f"<span class='vigie-number' style='font-size:2.2em;font-weight:600;color:{color}'>{number}</span>"
             f" <span class='vigie-unit'>{html.escape(latest.unit)}</span>"
             f" <span class='vigie-trend' style='font-size:1.6em'>{arrow}</span><br>"
