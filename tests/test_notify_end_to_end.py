@@ -226,6 +226,9 @@ def test_bad_links_change_nothing(rig):
                       {"Authorization": f"Bearer {REPLY_TOKEN}"})
     assert status == 200 and alarm_id in doc["acknowledged"]
     wait_until(lambda: not cascades(server.base, alarm_id), timeout=5, what="cascade stopped by the reply")
+    # The mail's own link, followed after the reply: valid, but nothing is left to acknowledge.
+    status, page = get(ack_link(mail))
+    assert status == 200 and b"already acknowledged" in page
     assert "Acknowledge" in mail
 
 
@@ -237,7 +240,8 @@ def test_ten_alarms_of_one_station_make_one_message(rig):
     mails = mailbox.texts("alice@example.org", "station9")
     assert len(mails) == 1, mails
     assert "10 alarm(s)" in mails[0] and all(d in mails[0] for d in devices)
-    get(ack_link(mails[0]))  # one link acknowledges the ten
+    status, page = get(ack_link(mails[0]))  # one link acknowledges the ten
+    assert status == 200 and b"10 alarm(s) acknowledged as alice" in page
 
 
 def test_dead_mail_server_is_retried_then_the_fallback_used(rig):

@@ -415,7 +415,7 @@ class Notifier:
 
     # -- acknowledgement from a link or a gateway --------------------------------------------------------
     def use_link(self, token: str) -> tuple[str, str, list[str]]:
-        """Acknowledge from a link: return (outcome: acknowledged / forged / expired / reused, contact, ids)."""
+        """Acknowledge from a link: return (acknowledged / already / forged / expired / reused, contact, ids)."""
         now = self.clock()
         claim, why = self.signer.check(token, now)
         if claim is None or why:
@@ -432,7 +432,7 @@ class Notifier:
         self.journal.note("ack_link_used", user=claim.contact, comment=f"{len(events)} alarm(s) acknowledged",
                           category="notification")
         self._wake.set()
-        return "acknowledged", claim.contact, [e.alarm_id for e in events]
+        return "acknowledged" if events else "already", claim.contact, [e.alarm_id for e in events]
 
     def acknowledge_from_phone(self, phone: str) -> tuple[str, list[str]]:
         """Acknowledge every cascade's alarms told to the contact with this phone (an SMS reply)."""

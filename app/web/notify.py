@@ -23,6 +23,9 @@ PAGES = {
     "acknowledged": (200, "Alarme acquittée — Alarm acknowledged",
                      "{n} alarme(s) acquittée(s) au nom de {who} ; l'escalade est arrêtée pour tout le monde.",
                      "{n} alarm(s) acknowledged as {who}; the escalation is stopped for everyone."),
+    "already": (200, "Déjà acquittée — Already acknowledged",
+                "Ces alarmes étaient déjà acquittées ou terminées : il n'y a plus rien à faire.",
+                "These alarms were already acknowledged or have ended: nothing left to do."),
     "forged": (400, "Lien invalide — Invalid link",
                "Ce lien n'est pas valide (modifié ou incomplet). Rien n'a été changé.",
                "This link is not valid (altered or incomplete). Nothing was changed."),
@@ -78,7 +81,7 @@ class ReplyHandler(_AlarmHandler):
         if isinstance(doc.get("ack_token"), str):
             token = doc["ack_token"].rsplit("/ack/", 1)[-1]
             outcome, who, ids = notifier.use_link(token)
-            self.answer(200 if outcome == "acknowledged" else PAGES[outcome][0],
+            self.answer(PAGES[outcome][0],
                         {"outcome": outcome, "contact": who, "acknowledged": ids})
             return
         if isinstance(doc.get("from"), str):
