@@ -128,8 +128,9 @@ class Notifier:
             if secret_text:
                 secret = secret_text.encode()
             else:
-                log.warning("server.secret_env is not set: acknowledgement links are signed with a random secret "
-                            "and stop working when Vigie restarts")
+                if self.policies:
+                    log.warning("server.secret_env is not set: acknowledgement links are signed with a random secret "
+                                "and stop working when Vigie restarts")
                 secret = secrets.token_bytes(32)
         self.signer = LinkSigner(secret)
         host = cfg.server.address if cfg.server.address not in ("0.0.0.0", "::", "") else "127.0.0.1"
