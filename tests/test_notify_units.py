@@ -209,3 +209,15 @@ escalation:
     await advance(t0 + 10_000)
     assert len(Fake.sent) == 3
     journal.close()
+
+
+def test_a_cascade_round_trips_through_its_stored_form():
+    from app.notify.cascade import Cascade
+    from app.notify.messages import AlarmFacts
+
+    facts = AlarmFacts("r|d/m", "d", "m", "s", "high", 2.0, "m", 1.0, 10**18, "text")
+    c = Cascade("r|d/m@1", "p", {"r|d/m": facts}, 1, float("inf"), 3, 1.0, [{"step": 1, "contact": "a"}])
+    import json
+
+    back = Cascade.from_doc(json.loads(json.dumps(c.to_doc() | {"due": 1e18})))
+    assert back.due == float("inf") and back.alarms == c.alarms and back.told == c.told

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS notify_used_links (nonce TEXT PRIMARY KEY, used_ns IN
 """
 _HELD = (AlarmState.ACKNOWLEDGED, AlarmState.SHELVED, AlarmState.SUPPRESSED, AlarmState.OUT_OF_SERVICE,
          AlarmState.NORMAL)
+_NEVER = 1e18  # a due time that never comes, as JSON can hold it
 _SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
@@ -89,7 +90,8 @@ class Cascade:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Cascade:
         alarms = {k: AlarmFacts(**v) for k, v in doc["alarms"].items()}
-        return cls(doc["id"], doc["policy"], alarms, doc["step"], doc["due"], doc["rounds"], doc["started"],
+        due = float("inf") if doc["due"] >= _NEVER else doc["due"]  # a stopped policy waits for an ack only
+        return cls(doc["id"], doc["policy"], alarms, doc["step"], due, doc["rounds"], doc["started"],
                    doc["told"], doc.get("held_by_quiet", False))
 
     def severity(self) -> str:
@@ -488,7 +490,7 @@ class Notifier:
             return
         doc = c.to_doc()
         if doc["due"] == float("inf"):
-            doc["due"] = 1e18
+            doc["due"] = _NEVER
         with self._lock:
             self._con.execute("INSERT OR REPLACE INTO notify_cascades VALUES (?, ?)", (c.id, json.dumps(doc)))
 
