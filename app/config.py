@@ -24,6 +24,7 @@ from app.alarms.grammar import ExpressionError
 from app.alarms.rules import AlarmRule, CompositeRule
 from app.ingest.decoders import Decoder
 from app.ingest.topics import TemplateError, TopicTemplate
+from app.notify.specs import ContactsSection, EscalationSection, cross_problems
 from app.spec import Problem, Spec, SpecError, did_you_mean
 
 
@@ -69,6 +70,9 @@ class ServerSpec(Spec):
     max_body_bytes = param.Integer(default=1_000_000, bounds=(1, None),
                                    doc="Largest body of any other request (layout saves, alarm actions, pages): "
                                        "413 or 400 over it, before it is read.")
+    secret_env = param.String(default=None, allow_None=True,
+                              doc="Variable holding the secret that signs acknowledgement links (unset: a random "
+                                  "one per run, and links die with a restart).")
     idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
                                   doc="How long a page session with no open connection (a closed tab) is kept "
                                       "before its callbacks and memory are released.")
@@ -373,6 +377,8 @@ class VigieConfig(Spec):
     cameras = param.ClassSelector(class_=CamerasSpec, default=None, allow_None=True)
     alarms = param.ClassSelector(class_=AlarmsSection, default=None, allow_None=True)
     map = param.ClassSelector(class_=MapSpecConfig, default=None, allow_None=True)
+    contacts = param.ClassSelector(class_=ContactsSection, default=None, allow_None=True)
+    escalation = param.ClassSelector(class_=EscalationSection, default=None, allow_None=True)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -382,6 +388,11 @@ class VigieConfig(Spec):
         self.cameras = self.cameras or CamerasSpec()
         self.alarms = self.alarms or AlarmsSection()
         self.map = self.map or MapSpecConfig()
+        self.contacts = self.contacts or ContactsSection()
+        self.escalation = self.escalation or EscalationSection()
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        return cross_problems(self.contacts, self.escalation, self.alarms.rules)
 
 
 @dataclass
@@ -507,4 +518,4 @@ def load_config(directory: str | Path | None, env: dict[str, str] | None = None)
 
 
 # Sections owned by later features; accepted so config directories can carry them.
-_LATER_SECTIONS = ("contacts", "escalation", "users", "devices")
+_LATER_SECTIONS = ("users", "devices")

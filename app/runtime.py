@@ -28,6 +28,7 @@ from app.ingest.mqtt import MqttSource, MqttSubscription, TlsOptions
 from app.ingest.topics import TopicTemplate
 from app.live import LiveCache
 from app.model import Reading
+from app.notify.cascade import Notifier
 from app.pulse import Pulse
 from app.store.base import StoreEngine
 from app.store.writer import StoreWriter
@@ -122,6 +123,7 @@ class Runtime:
         self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s)
         self.journal = Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
         self.rule_editor = RuleEditor(loaded.section_file("alarms", "alarms.yaml"), self.alarms, self.journal)
+        self.notifier = Notifier(loaded, self.alarms, self.journal, self.journal.path)
         self.alarm_topic = build_alarm_topic(cfg.alarms.mqtt_topic_prefix, cfg.mqtt, loaded)
         if self.alarm_topic is not None:
             self.alarms.subscribe(self.alarm_topic.accept)
@@ -142,6 +144,7 @@ class Runtime:
         self._clock_task: asyncio.Task | None = None
         self._journal_task: asyncio.Task | None = None
         self._topic_task: asyncio.Task | None = None
+        self._notify_task: asyncio.Task | None = None
         self.started = asyncio.Event()
 
     def add_source(self, source: Source) -> None:
@@ -180,6 +183,10 @@ class Runtime:
         restored = self.journal.attach(self.alarms)
         self._journal_task = self._task(self.journal.run(), "alarm-journal")
         log.info("alarm journal %s: %d alarms restored", self.journal.path, restored)
+        # Before the seed too: escalations in progress resume, and alarms raised by the seed are routed.
+        await asyncio.to_thread(self.notifier.open)
+        self.notifier.attach()
+        self._notify_task = self._task(self.notifier.run(), "notifier")
         await self._seed_live()
         self._writer_task = self._task(self.writer.run(), "store-writer")
         self._clock_task = self._task(self.alarm_clock.run(), "alarm-clock")
@@ -226,6 +233,9 @@ class Runtime:
         if self._clock_task is not None:
             await self.alarm_clock.stop()
             await asyncio.gather(self._clock_task, return_exceptions=True)
+        if self._notify_task is not None:  # before the journal: it records every delivery attempt
+            await self.notifier.stop()
+            await asyncio.gather(self._notify_task, return_exceptions=True)
         if self._journal_task is not None:
             await self.journal.stop()
             await asyncio.gather(self._journal_task, return_exceptions=True)
@@ -252,4 +262,5 @@ class Runtime:
             "cameras": self.cameras.health(),
             "alarms": {**self.alarms.health(), "journal": self.journal.health(),
                        "topic": self.alarm_topic.health() if self.alarm_topic else None},
+            "notifications": self.notifier.health(),
         }

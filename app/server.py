@@ -51,6 +51,7 @@ from app.web.alarms import (
     RulesHandler,
     ShelveHandler,
 )
+from app.web.notify import AckLinkHandler, CascadesHandler, PolicyTestHandler, ReplyHandler
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
@@ -140,6 +141,10 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         (r"/api/v1/alarms/rules/([^/]+)", RuleHandler, {"runtime": runtime}),
         (r"/api/v1/alarms/backtest", BacktestHandler, {"runtime": runtime}),
         (r"/api/v1/devices/([^/]+)/maintenance", MaintenanceHandler, {"runtime": runtime}),
+        (r"/api/v1/notify/reply", ReplyHandler, {"runtime": runtime}),
+        (r"/api/v1/notify/policies/([^/]+)/test", PolicyTestHandler, {"runtime": runtime}),
+        (r"/api/v1/notify/cascades", CascadesHandler, {"runtime": runtime}),
+        (r"/ack/([A-Za-z0-9_.=-]+)", AckLinkHandler, {"runtime": runtime}),
         (r"/api/v1/envelope", EnvelopeHandler, api),
         (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),
         (r"/embed/([^/]+)/?", EmbedRedirect, {"light": light}),

@@ -1,7 +1,7 @@
 """Alarm benchmarks: event latency over a real broker, engine cost with 1,000 rules, a one-year backtest.
 
     python bench/alarms.py                 # all three
-    python bench/alarms.py --only engine   # or latency, backtest
+    python bench/alarms.py --only engine   # or latency, backtest, notify
 
 - **latency**: a real Mosquitto and an in-process Vigie runtime (embedded
   store, a threshold rule). A publisher process sends probes (alternately
@@ -16,6 +16,12 @@
   in batches of 500, after a warm-up that matched every series once.
 - **backtest**: one series, a year at 1 minute (525,600 readings),
   replayed through each rule kind (``app/alarms/backtest.py``).
+- **notify** (issue 12): the same runtime with an escalation policy and a
+  local aiosmtpd: from the publish of an over-limit reading (its timestamp)
+  to the mail accepted by the SMTP server, at idle and during a burst of
+  100,000 readings (group window 0, so the figure is the pipeline's own; the
+  default 5 s group window adds itself by design); and from a step's
+  deadline to the next step's mail accepted (20 alarms, wait_s 1 s).
 
 Targets (issue 11, 2-core machine): event latency < 10 ms median at idle,
 < 50 ms during the burst; < 0.5 CPU s per 100,000 readings; a one-year
@@ -135,6 +141,153 @@ async def latency(n_idle: int, n_burst: int, burst: int) -> dict[str, Any]:
             "writer_queue_peak": queued_peak}
 
 
+NOTIFY_PROBE = textwrap.dedent("""\
+    import json, sys, time
+    import paho.mqtt.client as mqtt
+    port, n, gap, first = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="notify-probe")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    for i in range(first, first + n):  # each probe its own device and site: its own alarm, its own cascade
+        c.publish(f"probe/p{i}/probe-{i}/telemetry", json.dumps({"ts": time.time_ns(), "level": 100.0}),
+                  qos=1).wait_for_publish(5)
+        time.sleep(gap)
+    c.loop_stop()
+""")
+
+SMTP_PROCESS = textwrap.dedent("""\
+    import asyncio, json, sys, time
+    from aiosmtpd.controller import Controller
+    port, path = int(sys.argv[1]), sys.argv[2]
+    out = open(path, "a", buffering=1)
+    class Box:
+        async def handle_DATA(self, server, session, envelope):
+            t = time.time_ns()
+            out.write(json.dumps({"rcpt": envelope.rcpt_tos, "body": envelope.content.decode("utf-8", "replace"),
+                                  "t": t}) + "\\n")
+            return "250 OK"
+    c = Controller(Box(), hostname="127.0.0.1", port=port)
+    c.start()
+    import signal
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    c.stop()
+""")
+
+NOTIFY_CONFIG = """\
+contacts:
+  people: [{{name: ops, mail: ops@example.org}}, {{name: ops2, mail: ops2@example.org}}]
+escalation:
+  mail_url: "mailto://127.0.0.1:{smtp}?mode=insecure&from=vigie@example.org"
+  group_window_s: 0
+  policies:
+    - {{name: probe, steps: [{{whom: [ops], channels: [mail], wait_s: 600}}]}}
+    - name: steps
+      then: stop
+      steps: [{{whom: [ops], channels: [mail], wait_s: 1}}, {{whom: [ops2], channels: [mail], wait_s: 600}}]
+"""
+
+
+async def notify_latency(n_idle: int, n_burst: int, burst: int, n_steps: int = 20) -> dict[str, Any]:
+    """Return publish-to-mail-accepted (ms) at idle and during a burst, and step deadline to next step's mail."""
+    import re
+
+    import paho.mqtt.publish as mqtt_publish
+
+    from app.config import load_config
+    from app.runtime import Runtime
+    from bench.ingest import BenchMosquitto
+    from bench.loadgen import Publishers
+    from tests.servers import free_port, port_open, wait_until
+
+    accepted: list[tuple[list[str], str, int]] = []
+
+    def read_mail(path: Path) -> list[tuple[list[str], str, int]]:
+        """Return what the SMTP process accepted so far (it writes one JSON line per mail)."""
+        if not path.exists():
+            return accepted
+        lines = path.read_text().splitlines()
+        for line in lines[len(accepted):]:
+            if line.endswith("}"):
+                doc = json.loads(line)
+                accepted.append((doc["rcpt"], doc["body"], doc["t"]))
+        return accepted
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = BenchMosquitto(work / "mosquitto")
+        broker.directory.mkdir(exist_ok=True)
+        broker.start()
+        # The SMTP server in a process of its own, as a real one would be: in the same process, its thread
+        # would compete with the runtime for the interpreter and charge the runtime's burst to the mail.
+        mail_log, smtp_port = work / "mail.jsonl", free_port()
+        smtp = await asyncio.create_subprocess_exec(sys.executable, "-c", SMTP_PROCESS, str(smtp_port), str(mail_log))
+        await asyncio.to_thread(wait_until, lambda: port_open(smtp_port), 10)
+        cfg = config(work, broker.port)
+        text = (cfg / "vigie.yaml").read_text().replace("probe-1/level, h: 50}", "probe-*/level, h: 50, policy: probe}")
+        text += "    - {name: steps, series: step-*/level, h: 50, policy: steps}\n"
+        (cfg / "vigie.yaml").write_text(text + NOTIFY_CONFIG.format(smtp=smtp_port))
+        runtime = Runtime(load_config(cfg, env={}), base_dir=work)
+        raised: dict[str, int] = {}
+        runtime.alarms.subscribe(lambda e: raised.__setitem__(e.device, e.time_ns) if e.kind == "raised" else None)
+        planned: dict[str, float] = {}
+        dispatch = runtime.notifier._dispatch
+
+        def spy(c, now):  # the deadline each step 2 was due at
+            if c.policy == "steps" and c.step == 1:
+                planned[next(iter(c.alarms))] = c.due
+            dispatch(c, now)
+
+        runtime.notifier._dispatch = spy
+        await runtime.start()
+
+        def mail_latencies(start: int) -> list[float]:
+            out = []
+            for _rcpt, body, t in accepted[start:]:
+                m = re.search(r"(probe-[0-9]+) level", body)
+                if m and m.group(1) in raised:
+                    out.append((t - raised[m.group(1)]) / 1e6)
+            return out
+
+        try:
+            await asyncio.to_thread(wait_until, lambda: runtime.sources[0].state == "connected", 10)
+
+            async def probes(n: int, first: int) -> list[float]:
+                start = len(accepted)
+                proc = await asyncio.create_subprocess_exec(sys.executable, "-c", NOTIFY_PROBE, str(broker.port),
+                                                            str(n), "0.05", str(first))
+                await proc.wait()
+                await asyncio.to_thread(wait_until, lambda: len(read_mail(mail_log)) - start >= n, 60)
+                return mail_latencies(start)
+
+            idle = await probes(n_idle, 0)
+            pubs = Publishers("127.0.0.1", broker.port, publishers=1, devices=1000, messages=burst, fields=1,
+                              base_ms=int(time.time() * 1000))
+            await asyncio.to_thread(pubs.start)
+            during = await probes(n_burst, 100_000)
+            await asyncio.to_thread(pubs.wait, 300)
+            # Step timing: n alarms on their own devices; nobody acknowledges; step 2 is due 1 s after step 1.
+            start = len(accepted)
+            now_ms = int(time.time() * 1000)
+            await asyncio.to_thread(mqtt_publish.multiple, [
+                {"topic": f"probe/s{i}/step-{i}/telemetry", "payload": json.dumps({"ts": now_ms * 1_000_000,
+                                                                                   "level": 99}), "qos": 1}
+                for i in range(n_steps)], hostname="127.0.0.1", port=broker.port)
+            await asyncio.to_thread(wait_until, lambda: sum("ops2@" in r[0][0] for r in read_mail(mail_log)[start:])
+                                    >= n_steps, 60)
+            step = []
+            for rcpt, body, t in accepted[start:]:
+                m = re.search(r"(step-[0-9]+) level", body)
+                if rcpt == ["ops2@example.org"] and m and f"steps|{m.group(1)}/level" in planned:
+                    step.append((t / 1e9 - planned[f"steps|{m.group(1)}/level"]) * 1000)
+        finally:
+            await runtime.stop()
+            smtp.terminate()
+            await smtp.wait()
+            broker.stop()
+    return {"publish_to_mail_idle": summary(idle), "publish_to_mail_burst": summary(during),
+            "burst_readings": burst, "step_deadline_to_mail": summary(step)}
+
+
 def summary(values: list[float]) -> dict[str, Any]:
     return {"n": len(values), "p50_ms": round(percentile(values, 50) or 0, 2),
             "p99_ms": round(percentile(values, 99) or 0, 2), "max_ms": round(max(values, default=0), 2)}
@@ -211,7 +364,7 @@ def backtest() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["latency", "engine", "backtest"])
+    parser.add_argument("--only", choices=["latency", "engine", "backtest", "notify"])
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--burst", type=int, default=100_000)
     args = parser.parse_args(argv)
@@ -223,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         result["backtest_one_year"] = backtest()
     if args.only in (None, "latency"):
         result["latency"] = asyncio.run(latency(args.probes, args.probes, args.burst))
+    if args.only in (None, "notify"):
+        result["notify"] = asyncio.run(notify_latency(args.probes // 2, args.probes // 2, args.burst))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -98,6 +98,31 @@ def load_html(figures: dict[str, Any], lang: str) -> str:
             f"<b>{t('Chattering', lang)}</b>: {chatter}<br><b>{t('Stale', lang)}</b>: {stale}</div>")
 
 
+def cascades_html(runtime: Runtime, lang: str, tz: str) -> str:
+    """Return the escalations in progress: each one's alarms, who was told (when, how), who is next and when."""
+    views = runtime.notifier.cascade_view()
+    if not views:
+        return f"<p class='vigie-cascades-none'>{t('No escalation in progress', lang)}</p>"
+    e = html.escape
+    rows = []
+    for v in views:
+        told = "<br>".join(f"{t('step', lang)} {x['step']}: {e(x['contact'] or t('nobody on call', lang))} "
+                           f"({e(', '.join(x['channels']))}) {fmt_time(int(x['at'] * 1e9), lang, tz)}"
+                           for x in v["told"][-10:])
+        nxt = v["next"]
+        if nxt:
+            when = fmt_time(int(nxt["at"] * 1e9), lang, tz)
+            quiet = f" ({t('quiet hours', lang)})" if nxt.get("quiet") else ""
+            nxt_text = (f"{t('step', lang)} {nxt['step']}: {e(', '.join(nxt['whom']) or t('nobody on call', lang))}"
+                        f" ({e(', '.join(nxt['channels']))}) {when}{quiet}")
+        else:
+            nxt_text = t("none (last step done)", lang)
+        rows.append(f"<tr><td>{e(', '.join(v['alarms']))}</td><td>{e(v['policy'])}</td><td>{told}</td>"
+                    f"<td>{nxt_text}</td></tr>")
+    head = "".join(f"<th>{t(h, lang)}</th>" for h in ("Alarms", "Policy", "Told", "Next"))
+    return f"<table class='vigie-cascades'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
 class AlarmConsole:
     """One session's console: the table, the actions, the journal and the load."""
 
@@ -140,6 +165,9 @@ class AlarmConsole:
                                             pagination="local", page_size=50)
         self.csv = pn.pane.HTML("", name="journal-csv")
         self.load = pn.pane.HTML("", sizing_mode="stretch_width", name="alarm-load")
+        self.cascades = pn.pane.HTML(cascades_html(runtime, lang, self.tz), sizing_mode="stretch_width",
+                                     name="alarm-cascades")
+        self._cascades_text = self.cascades.object
         for w in (self.f_device, self.f_rule, self.f_severity, self.f_range):
             w.param.watch(lambda _e: self.refresh_journal(), "value")
         self.f_site.param.watch(lambda _e: self.refresh(force=True), "value")  # the table and the journal
@@ -200,6 +228,9 @@ class AlarmConsole:
     def refresh(self, force: bool = False) -> None:
         engine = self.runtime.alarms
         version = engine.version if engine is not None else 0
+        text = cascades_html(self.runtime, self.lang, self.tz)  # steps move on with time, not only with events
+        if text != self._cascades_text:
+            self._cascades_text = self.cascades.object = text
         if version == self._version and not force:
             return
         self._version = version
@@ -235,6 +266,7 @@ class AlarmConsole:
         rules_link = pn.pane.HTML(f"<a class='vigie-rules-link' href='/alarm-rules'>{t('Alarm rules', lang)} →</a>")
         return [pn.pane.Markdown(f"## {t('Alarms', lang)}"), pn.Row(rules_link, self.shadow), self.table, actions,
                 self.status,
+                pn.pane.Markdown(f"## {t('Escalations', lang)}"), self.cascades,
                 pn.pane.Markdown(f"## {t('Alarm load (24 h)', lang)}"), self.load,
                 pn.pane.Markdown(f"## {t('Journal', lang)}"),
                 pn.Row(self.f_site, self.f_device, self.f_rule, self.f_severity, self.f_range), self.csv,
