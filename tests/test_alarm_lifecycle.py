@@ -152,6 +152,14 @@ def test_alarm_states_are_published_retained_on_vigies_own_topic(tmp_path, mosqu
         call(server.base, "/api/v1/alarms/acknowledge", {"alarm_ids": ["flood|lc-4/level"], "comment": "ok"})
         wait_until(lambda: alarms(server.base)["flood|lc-4/level"]["state"] == "acknowledged", 5, 0.05, "acked")
 
+        def topic_health() -> dict:
+            return json.loads(get(server.base + "/health")[1])["alarms"]["topic"]
+
+        # Both events sent before the follower subscribes: what it gets is the retained state, not a live event.
+        # (pending is empty only once the acknowledgement, queued before the API showed it, has been sent)
+        wait_until(lambda: (h := topic_health())["connected"] and h["pending"] == 0 and h["published_total"] >= 1,
+                   10, 0.05, "the acknowledgement published")
+
         got: dict[str, dict] = {}
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-follower")
         client.on_message = lambda _c, _u, m: got.__setitem__(m.topic, {**json.loads(m.payload), "retain": m.retain})
