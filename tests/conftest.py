@@ -58,3 +58,15 @@ def own_influxdb(tmp_path):
 def _quiet_libraries():
     for name in ("asyncua", "aiomqtt", "amqtt", "bokeh", "tornado.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the in-process amqtt broker tests (tests/test_simulate.py) first.
+
+    Late in a full run (after ~200 tests with in-process servers, Chromium and
+    subprocesses), the embedded broker's restart test has hung or timed out
+    (the simulators never noticed the broker gone), while it passes alone and
+    after any single module we tried. The cause is not found yet (noted in the
+    closing note); running these first keeps the suite meaningful meanwhile.
+    """
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_simulate.py") else 1)

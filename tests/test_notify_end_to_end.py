@@ -251,8 +251,14 @@ def test_dead_mail_server_is_retried_then_the_fallback_used(rig):
         publish(mosquitto.port, "combe", ["dam-3"], 66)
         sms = wait_until(lambda: gateway.sms(ALICE, "dam-3"), timeout=20, what="fallback SMS to alice")[0]
         assert "Step 1" in sms
-        rows = api(server.base, "/api/v1/alarms/journal?category=notification&device=dam-3")[1]
-        rows = rows["events"] if isinstance(rows, dict) and "events" in rows else rows
+        def journal_rows() -> list[dict]:
+            got = api(server.base, "/api/v1/alarms/journal?category=notification&device=dam-3")[1]
+            return got["events"] if isinstance(got, dict) and "events" in got else got
+
+        # The journal is written every 0.2 s: the SMS may reach the gateway before its row is on disk.
+        rows = wait_until(lambda: (r := journal_rows()) and any(
+            "sms to alice" in x["message"] and x["kind"] == "notification_sent" for x in r) and r,
+            timeout=10, what="the fallback SMS journaled")
         failed = [r["message"] for r in rows if r["kind"] == "notification_failed"]
         assert {f"mail to alice (al…@example.org), step 1, attempt {n}: failed" for n in (1, 2, 3)} <= {
             m.split(": failed")[0] + ": failed" for m in failed}
