@@ -9,38 +9,25 @@ checks are not the only way in.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import tornado.web
 import yaml
 
-from app.dashboard.layouts import LayoutNameError, LayoutStore, layout_name_problem
+from app.dashboard.layouts import LayoutNameError, layout_name_problem
 from app.dashboard.spec import parse_layout
 from app.model import series_problem
+from app.web.json_api import JsonHandler
 from app.web.limits import MAX_ERRORS, MAX_PROBLEM_CHARS, LimitedBodyHandler, load_user_yaml, short
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
 
-class _JsonHandler(tornado.web.RequestHandler):
-    def initialize(self, runtime: Runtime, layouts: LayoutStore | None = None) -> None:
-        self.runtime = runtime
-        self.layouts = layouts
-
-    def check_xsrf_cookie(self) -> None:
-        """JSON API without cookies."""
-
-    def answer(self, status: int, doc: Any) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(doc, default=str))
 
 
-class LayoutsHandler(_JsonHandler):
+class LayoutsHandler(JsonHandler):
     """``GET /api/v1/layouts``: the layout names."""
 
     def get(self) -> None:
@@ -48,7 +35,7 @@ class LayoutsHandler(_JsonHandler):
         self.answer(200, {"layouts": self.layouts.names()})
 
 
-class LayoutHandler(LimitedBodyHandler, _JsonHandler):
+class LayoutHandler(LimitedBodyHandler, JsonHandler):
     """``GET/PUT /api/v1/layouts/<name>``: one layout as a spec.
 
     A save is refused before its body is read when editing is off, the name
@@ -100,7 +87,7 @@ class LayoutHandler(LimitedBodyHandler, _JsonHandler):
         self.answer(200, {"saved": f"layouts/{name}.yaml"})
 
 
-class LatestHandler(_JsonHandler):
+class LatestHandler(JsonHandler):
     """``GET /api/v1/latest``: the latest value of every series (live cache)."""
 
     def get(self) -> None:
@@ -108,7 +95,7 @@ class LatestHandler(_JsonHandler):
                            "quality": str(v.quality), "tags": v.tags} for v in self.runtime.live.latest()])
 
 
-class EnvelopeHandler(_JsonHandler):
+class EnvelopeHandler(JsonHandler):
     """``GET /api/v1/envelope?series=&start=&end=&buckets=``: a reduced range (ns epochs)."""
 
     async def get(self) -> None:

@@ -18,9 +18,10 @@ from app.alarms.backtest import backtest_on_history
 from app.alarms.rule_file import RuleEditor, RuleError
 from app.alarms.rules import RULE_KINDS
 from app.model import name_problem
+from app.web.json_api import JsonHandler
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    pass
 
 MAX_BODY = 64_000
 MAX_IDS = 1000
@@ -31,18 +32,7 @@ def current_user(handler: tornado.web.RequestHandler | None = None) -> str:
     return "anonymous"
 
 
-class _AlarmHandler(tornado.web.RequestHandler):
-    def initialize(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    def check_xsrf_cookie(self) -> None:
-        """JSON API without cookies."""
-
-    def answer(self, status: int, doc: Any) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(doc, default=str))
+class _AlarmHandler(JsonHandler):
 
     def engine_or_404(self):
         if self.runtime.alarms is None:
