@@ -120,3 +120,19 @@ def test_no_exception_escapes_and_good_readings_survive(garbage, decoder_type):
     assert len(kept) >= len(stream) - len(garbage)
     assert all(math.isfinite(r.value) for r in out)
     assert "decoder_error" not in dead.counts, dead.recent
+
+
+def test_http_line_protocol_names_each_reading_the_edge_check_refuses():
+    """A line whose tag holds a control character is refused to the caller, not counted as accepted."""
+    from app.hub import Hub
+    from app.ingest.http import HttpSource
+    from tests.helpers import Collector
+
+    collector = Collector()
+    source = HttpSource("http", Hub(store=collector), token="t")
+    body = b"weather,device=ws-1 temp=3.5 1764066000000\nweather,device=ws\x012 temp=4.5 1764066000000\n"
+    accepted, errors = source.ingest_lines(body, "ms")
+    assert accepted == 1 and [e["kind"] for e in errors] == ["invalid_reading"], errors
+    assert [r.device for r in collector.readings] == ["ws-1"]
+    accepted, errors = source.ingest_json(b'[{"device": "ok", "metric": "m", "value": 1}]')
+    assert (accepted, errors, len(collector.readings)) == (1, [], 2)

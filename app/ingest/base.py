@@ -89,12 +89,18 @@ class Source:
         so it can never make the store refuse the batch of good readings it
         would have been written with.
         """
-        if not batch:
-            return
+        if batch:
+            self.hand_over(self.screened(batch, self.dead))
+
+    def screened(self, batch: Sequence[Reading], dead: DeadLetters) -> list[Reading]:
+        """Return the readings of a batch a store can hold; dead-letter the others in ``dead`` with the reason."""
         good, bad = self.screen.split(batch)
         for r, reason in bad:
-            self.dead.add(f"{self.name} {r.device!a}/{r.metric!a}", "invalid_reading", reason,
-                          ascii(r)[:PREVIEW_BYTES])
+            dead.add(f"{self.name} {r.device!a}/{r.metric!a}", "invalid_reading", reason, ascii(r)[:PREVIEW_BYTES])
+        return good
+
+    def hand_over(self, good: Sequence[Reading]) -> None:
+        """Hand readings already screened to the hub and count them."""
         if good:
             self.meter.add(len(good))
             self.hub.publish(good)

@@ -88,7 +88,8 @@ class HttpSource(Source):
         dead = DeadLetters(self.name, keep=10_000, quiet=True)
         out: list[Reading] = []
         self._lp[precision].decode(body, Context(self.name, "http /api/v1/write", now_ns()), out, dead)
-        self.publish(out)
+        out = self.screened(out, dead)  # refused readings reach the caller's answer, not only the dead letters
+        self.hand_over(out)
         return len(out), self._report(dead)
 
     # -- JSON ---------------------------------------------------------
@@ -106,7 +107,7 @@ class HttpSource(Source):
             reading = self._reading(item, f"item {i}", received, dead)
             if reading is not None:
                 out.append(reading)
-        self.publish(out)
+        self.hand_over(out)  # each item was screened with its place (_reading)
         return len(out), self._report(dead)
 
     def _reading(self, item: Any, where: str, received: int, dead: DeadLetters) -> Reading | None:
