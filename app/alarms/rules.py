@@ -59,13 +59,11 @@ class Verdict(NamedTuple):
 
 @dataclass(slots=True)
 class SeriesState:
-    """A rule's memory of one series: its window of recent points and its last verdict."""
+    """A rule's memory of one series: its window of recent points, its newest time and its level."""
 
     window: deque = field(default_factory=deque)  # (time_ns, value), oldest first
     last_ns: int = 0
-    last_value: float | None = None
     level: str = ""
-    verdict: Verdict | None = None
     expected_s: float | None = None  # how often the series' source reports (a no-data rule's default timeout)
 
 
@@ -249,7 +247,7 @@ class ThresholdRule(AlarmRule):
             return None
         level = ThresholdRule._level(v, r.value, state.level)
         state.level = level
-        state.last_ns, state.last_value = r.time_ns, r.value
+        state.last_ns = r.time_ns
         if not level:
             return Verdict(False, r.value)
         limit = v.hh if level == "HH" else v.h if level == "H" else v.l if level == "L" else v.ll
@@ -285,7 +283,7 @@ class _WindowRule(AlarmRule):
         horizon = r.time_ns - int(v.window_s * NS)
         while w and w[0][0] < horizon:
             w.popleft()
-        state.last_ns, state.last_value = r.time_ns, r.value
+        state.last_ns = r.time_ns
         return True
 
 
@@ -350,7 +348,6 @@ class NoDataRule(AlarmRule):
     @staticmethod
     def evaluate(v: SimpleNamespace, state: SeriesState, r: Reading) -> Verdict | None:
         state.last_ns = max(state.last_ns, r.time_ns)
-        state.last_value = r.value
         return Verdict(False, r.value)
 
     @staticmethod

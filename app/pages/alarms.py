@@ -150,13 +150,13 @@ class AlarmConsole:
             button.on_click(lambda _e, act=action: act())
         self._version = -1
         # The journal: filters, table, CSV link.
-        sites = sorted({a.get("site") or "" for a in (runtime.alarms.active() if runtime.alarms else [])} - {""})
+        sites = sorted({a.get("site") or "" for a in runtime.alarms.active()} - {""})
         wanted = session_arg("site") or ""  # the overview's link to a site's alarms
         self.f_site = pn.widgets.Select(label=t("Site", lang), options=sorted({"", wanted, *sites}), value=wanted,
                                         width=140)
         self.f_device = pn.widgets.TextInput(label=t("Device", lang), width=140, value=session_arg("device") or "")
         self.f_rule = pn.widgets.Select(label=t("Rule", lang), options=["", *(r.name for r in (
-            runtime.alarms.rules if runtime.alarms else []))], width=180)
+            runtime.alarms.rules))], width=180)
         self.f_severity = pn.widgets.Select(label=t("Severity", lang), options=["", "low", "medium", "high",
                                                                                "critical"], width=110)
         self.f_range = pn.widgets.Select(label=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
@@ -207,7 +207,7 @@ class AlarmConsole:
 
     def on_maintenance(self) -> None:
         device = self.device.value.strip()
-        if not self._allowed() or not device or self.runtime.alarms is None:
+        if not self._allowed() or not device:
             return
         on = device not in self.runtime.alarms.maintenance
         self.runtime.alarms.set_maintenance(device, on, current_user(None), self.comment.value.strip()[:2000])
@@ -218,7 +218,7 @@ class AlarmConsole:
     def _some(self, ids: list[str]) -> bool:
         if not ids:
             self.say(t("Select one or more alarms first", self.lang), error=True)
-        return bool(ids) and self.runtime.alarms is not None
+        return bool(ids)
 
     def say(self, text: str, error: bool = False) -> None:
         colour = "#c62828" if error else "#2e7d32"
@@ -246,8 +246,6 @@ class AlarmConsole:
 
     def refresh_journal(self) -> None:
         journal = self.runtime.journal
-        if journal is None:
-            return
         filters = self.journal_filters()
         rows = journal.query(limit=2000, **filters)
         self.journal.value = journal_frame(rows, self.lang, self.tz)
@@ -257,7 +255,7 @@ class AlarmConsole:
                            f"{html.escape(urllib.parse.urlencode(query))}' download>{t('Export CSV', self.lang)}</a>")
         end = now_ns()
         day = journal.query(start_ns=end - 86400 * 10**9, kind="raised", limit=100_000)
-        shown = self.runtime.alarms.active() if self.runtime.alarms else []
+        shown = self.runtime.alarms.active()
         self.load.object = load_html(alarm_load(day, shown, end - 86400 * 10**9, end), self.lang)
 
     def view(self) -> list[Any]:

@@ -33,13 +33,6 @@ def current_user(handler: tornado.web.RequestHandler | None = None) -> str:
 
 
 class _AlarmHandler(JsonHandler):
-
-    def engine_or_404(self):
-        if self.runtime.alarms is None:
-            self.answer(404, {"error": "no alarm rules are configured"})
-            return None
-        return self.runtime.alarms
-
     def body(self) -> dict[str, Any] | None:
         """Return the JSON object of a state-changing request, or answer 400/403 and return None."""
         if not self.runtime.loaded.config.server.editing:
@@ -64,7 +57,7 @@ class _AlarmHandler(JsonHandler):
             self.answer(400, {"error": f"'alarm_ids' must be a list of 1 to {MAX_IDS} alarm ids (rule|series)"})
             return None
         engine = self.runtime.alarms
-        unknown = [i for i in ids if engine is None or engine.alarm(i) is None]
+        unknown = [i for i in ids if engine.alarm(i) is None]
         if unknown:
             self.answer(404, {"error": "unknown alarm ids", "unknown": unknown[:20]})
             return None
@@ -76,9 +69,6 @@ class AlarmsHandler(_AlarmHandler):
 
     def get(self) -> None:
         engine = self.runtime.alarms
-        if engine is None:
-            self.answer(200, {"rules": 0, "active": [], "transitions": [], "unacknowledged": 0})
-            return
         self.answer(200, {"rules": len(engine.rules), "active": engine.active(),
                           "unacknowledged": engine.unacknowledged(), "transitions": list(engine.transitions)[::-1]})
 
@@ -87,8 +77,8 @@ class AcknowledgeHandler(_AlarmHandler):
     """``POST /api/v1/alarms/acknowledge``: ``{"alarm_ids": [...], "comment": "..."}``."""
 
     def post(self) -> None:
-        engine, doc = self.engine_or_404(), None
-        if engine is None or (doc := self.body()) is None or (ids := self.alarm_ids(doc)) is None:
+        engine = self.runtime.alarms
+        if (doc := self.body()) is None or (ids := self.alarm_ids(doc)) is None:
             return
         comment = str(doc.get("comment") or "")[:2000]
         events = engine.acknowledge(ids, current_user(self), comment)
@@ -99,8 +89,8 @@ class ShelveHandler(_AlarmHandler):
     """``POST /api/v1/alarms/shelve``: ``{"alarm_ids": [...], "duration_s": 3600, "reason": "..."}``."""
 
     def post(self) -> None:
-        engine, doc = self.engine_or_404(), None
-        if engine is None or (doc := self.body()) is None or (ids := self.alarm_ids(doc)) is None:
+        engine = self.runtime.alarms
+        if (doc := self.body()) is None or (ids := self.alarm_ids(doc)) is None:
             return
         duration = doc.get("duration_s")
         reason = str(doc.get("reason") or "").strip()[:2000]
@@ -122,8 +112,8 @@ class MaintenanceHandler(_AlarmHandler):
         if problem is not None:
             self.answer(400, {"error": problem})
             return
-        engine, doc = self.engine_or_404(), None
-        if engine is None or (doc := self.body()) is None:
+        engine = self.runtime.alarms
+        if (doc := self.body()) is None:
             return
         on = doc.get("on")
         if not isinstance(on, bool):
@@ -223,9 +213,6 @@ class JournalHandler(_AlarmHandler):
 
     async def get(self) -> None:
         journal = self.runtime.journal
-        if journal is None:
-            self.answer(404, {"error": "no alarm rules are configured"})
-            return
         try:
             start = self._int("start")
             end = self._int("end")
