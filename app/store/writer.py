@@ -207,11 +207,11 @@ class StoreWriter:
                 return [r for p in (piece, *reversed(pieces)) for r in p]
             except ReadingsRefused as exc:  # the engine wrote the rest and says which it refused
                 self._written(len(piece) - len(exc.refused), t0)
-                self._reject(exc.refused)
+                await self._reject(exc.refused)
                 continue
             except Exception as exc:
                 if len(piece) == 1:
-                    self._reject([(piece[0], f"{type(exc).__name__}: {exc}")])
+                    await self._reject([(piece[0], f"{type(exc).__name__}: {exc}")])
                     continue
                 if not isolating:
                     isolating = True
@@ -231,14 +231,14 @@ class StoreWriter:
         self.available = True
         self._backoff.reset()
 
-    def _reject(self, refused: list[tuple[Reading, str]]) -> None:
+    async def _reject(self, refused: list[tuple[Reading, str]]) -> None:
         """Dead-letter readings the engine can never store: counted, shown, and kept on disk."""
         self.rejected += len(refused)
         for r, reason in refused:
             self.last_error = reason
             self.dead.add(f"store {r.device!a}/{r.metric!a}", "refused_by_store", reason, ascii(r))
-        if self.rejected_log is not None:
-            self.rejected_log.put(refused)
+        if self.rejected_log is not None:  # an fsync: off the loop that ingest and the pages share
+            await asyncio.to_thread(self.rejected_log.put, refused)
 
     async def _replay(self) -> bool:
         """Replay spooled batches oldest first; return False if the engine went down."""
