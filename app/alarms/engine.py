@@ -59,7 +59,7 @@ class AlarmEngine:
         self.source_intervals: dict[str, float] = {}  # source -> how often its series report (no-data default)
         self.transitions: deque[dict[str, Any]] = deque(maxlen=history)
         self._last_ns: dict[str, int] = {}
-        self._series: dict[str, tuple[str, str, str | None, str, str]] = {}  # key -> device, metric, site, unit, src
+        self._series: dict[str, tuple[str | None, str]] = {}  # key -> (site, source), for new alarms and inhibition
         self.maintenance: dict[str, dict[str, Any]] = {}  # device -> {user, reason, since_ns}
         self.inhibited: dict[str, str] = {}  # source -> reason
         self.raised_total = 0
@@ -141,7 +141,7 @@ class AlarmEngine:
                 continue
             last_ns[key] = t
             if key not in self._series:
-                self._series[key] = (r.device, r.metric, r.tags.get("site"), r.unit, r.source)
+                self._series[key] = (r.tags.get("site"), r.source)
             for rule, v, evaluate in compiled:
                 if v.mode == "disabled":
                     continue
@@ -219,9 +219,8 @@ class AlarmEngine:
 
     def _new_alarm(self, rule: AlarmRule, key: str, unit: str) -> Alarm:
         device, _, metric = key.rpartition("/")
-        site = self._series.get(key, (None, None, None))[2]
+        site, source = self._series.get(key, (None, ""))
         alarm = self._alarms[(rule.name, key)] = Alarm(rule, key, device, metric, site, unit, severity=rule.severity)
-        source = self._series.get(key, ("", "", None, "", ""))[4]
         now = self.clock()
         if rule.mode == "disabled":
             alarm.hold(AlarmState.OUT_OF_SERVICE, now, "", "rule disabled")
@@ -316,7 +315,7 @@ class AlarmEngine:
         elif self.inhibited.pop(source, None) is None:
             return
         for (_rule, key), alarm in list(self._alarms.items()):
-            if self._series.get(key, ("", "", None, "", ""))[4] != source or alarm.device in self.maintenance:
+            if self._series.get(key, (None, ""))[1] != source or alarm.device in self.maintenance:
                 continue
             if down:
                 self._emit(alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited[source]))
@@ -324,7 +323,7 @@ class AlarmEngine:
                 self._emit(alarm.release(AlarmState.SUPPRESSED, now, "unsuppressed", f"source {source} back"))
         if not down:  # silence during the outage is not the sensors' fault: start their clocks again
             for ident, state in self._states.items():
-                if self._series.get(ident[1], ("", "", None, "", ""))[4] == source and state.last_ns:
+                if self._series.get(ident[1], (None, ""))[1] == source and state.last_ns:
                     state.last_ns = max(state.last_ns, now)
 
     # -- kept across restarts ----------------------------------------------------------------------------
@@ -408,7 +407,7 @@ class AlarmEngine:
 
     def matched_series(self, rule: AlarmRule) -> list[str]:
         """Return the series a rule watches among those seen (an editor shows a rule that matches none)."""
-        return sorted(k for k in self._series if rule.targets(k, {"site": self._series[k][2] or ""}))
+        return sorted(k for k, (site, _src) in self._series.items() if rule.targets(k, {"site": site or ""}))
 
     def health(self) -> dict[str, Any]:
         """Return rules, alarms by state and raised total for the health endpoint."""
