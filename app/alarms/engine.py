@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -63,6 +63,7 @@ class AlarmEngine:
         self.maintenance: dict[str, dict[str, Any]] = {}  # device -> {user, reason, since_ns}
         self.inhibited: dict[str, str] = {}  # source -> reason
         self.raised_total = 0
+        self.event_counts: Counter[str] = Counter()  # events by kind, for /metrics (one increment per event)
         self.version = 0  # grows with every event: a cheap "anything changed?" for pages
         self.rules: list[AlarmRule] = []
         self.set_rules(rules)
@@ -234,6 +235,7 @@ class AlarmEngine:
         if event is None:
             return
         self.version += 1
+        self.event_counts[event.kind] += 1
         if event.kind == "raised":
             self.raised_total += 1
         self.transitions.append({**event.as_dict(), "event": event.kind, "event_ns": event.time_ns,

@@ -35,7 +35,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -149,6 +149,7 @@ class Notifier:
         self._lock = threading.Lock()
         self.sent = 0
         self.failed = 0
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (channel, "sent" / "failed") attempts, for /metrics
 
     # -- life ------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -394,9 +395,11 @@ class Notifier:
                 reason, retry = f"{type(e).__name__}: {e}"[:300], False
             else:
                 self.sent += 1
+                self.outcomes[(name, "sent")] += 1
                 self._record(alarms, name, contact, address, step, attempt, "sent", "")
                 return True
             self.failed += 1
+            self.outcomes[(name, "failed")] += 1
             self._record(alarms, name, contact, address, step, attempt, "failed", reason)
             if not retry or attempt == self.spec.attempts:
                 return False

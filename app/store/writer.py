@@ -28,6 +28,7 @@ flush interval.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import logging
 import time
@@ -44,6 +45,9 @@ from app.store.rejected import RejectedLog
 from app.store.spool import Spool
 
 log = logging.getLogger(__name__)
+
+WRITE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds of the write-duration histogram on ``/metrics``: 1 ms (embedded store) to 10 s (a slow InfluxDB)."""
 
 
 class StoreWriter:
@@ -76,6 +80,9 @@ class StoreWriter:
         self.rejected = 0
         self.last_error: str | None = None
         self.last_flush_s = 0.0
+        # Each write's duration, counted per bucket of WRITE_BUCKETS_S (+Inf last): once per batch, not per reading.
+        self.write_buckets = [0] * (len(WRITE_BUCKETS_S) + 1)
+        self.write_seconds_sum = 0.0
         self.accepted = 0  # readings accepted so far: the ticket of the last batch
         self.durable = 0  # readings written, spooled or refused so far, oldest first
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (ticket, seq, future)
@@ -224,7 +231,9 @@ class StoreWriter:
         return []
 
     def _written(self, n: int, t0: float) -> None:
-        self.last_flush_s = time.perf_counter() - t0
+        elapsed = self.last_flush_s = time.perf_counter() - t0
+        self.write_buckets[bisect.bisect_left(WRITE_BUCKETS_S, elapsed)] += 1
+        self.write_seconds_sum += elapsed
         self.written += n
         if not self.available:
             log.info("store %s is reachable again", self.engine.engine_type)
