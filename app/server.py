@@ -51,6 +51,7 @@ from app.web.alarms import (
     RulesHandler,
     ShelveHandler,
 )
+from app.web.metrics import LoopLag, MetricsHandler
 from app.web.notify import AckLinkHandler, CascadesHandler, PolicyTestHandler, ReplyHandler
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,19 @@ def _page(build: Any, *args: Any) -> Any:
 
 
 def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, port: int | None = None):
-    """Create (not start) the Panel server on the current loop; its page gate is ``server.page_gate``."""
+    """Create (not start) the Panel server on the current loop.
+
+    Its page gate is ``server.page_gate``; its event-loop lag monitor,
+    ``server.loop_lag``, is created stopped: :func:`run_server` starts and stops it.
+    """
     gate = PageGate(max_builds=spec.max_concurrent_page_builds, max_sessions=spec.max_sessions)
+    lag = LoopLag()
     layouts = LayoutStore(runtime.loaded.layouts_dir())
     api = {"runtime": runtime, "layouts": layouts}
     light = LightViews(runtime, layouts)
     patterns: list[tuple[str, Any, dict[str, Any]]] = [
         (r"/health", HealthHandler, {"runtime": runtime, "gate": gate}),
+        (r"/metrics", MetricsHandler, {"runtime": runtime, "gate": gate, "lag": lag}),
         (r"/lang/([a-z]+)", LanguageHandler),
         (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
         (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
@@ -183,13 +190,14 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     guard_embed_app(server._tornado, layouts)
     gate.install(server)  # page sessions bounded, and built off the loop that runs ingest
     server.page_gate = gate
+    server.loop_lag = lag
     server._tornado.settings["log_function"] = access_log
     return server
 
 
 QUIET_PATHS = ("/api/v1/fragments/", "/api/v1/cameras/", "/api/v1/readings", "/api/v1/write", "/api/v1/latest",
-               "/health", "/static/")
-"""Requests made many times a second (light embeds, camera frames, ingest, polling): logged only when they fail."""
+               "/health", "/metrics", "/static/")
+"""Requests made often (light embeds, camera frames, ingest, probes and scrapes): logged only when they fail."""
 
 
 def access_log(handler: tornado.web.RequestHandler) -> None:
@@ -231,11 +239,13 @@ async def run_server(runtime: Runtime, *, port: int | None = None, extras: Seque
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
         server.start()
+        server.loop_lag.start()
         log.info("serving on http://%s:%s/", runtime.loaded.config.server.address, server.port)
         await stop_event.wait()
         log.info("stopping")
     finally:
         if server is not None:
+            await server.loop_lag.stop()
             server.stop()
             server.page_gate.close()
         await runtime.stop()
