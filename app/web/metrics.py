@@ -7,10 +7,12 @@ same numbers as JSON). Mirroring them into prometheus objects would put a
 second increment, behind a lock, on the ingest path for every batch; reading
 them when Prometheus asks, every 15 s or so, costs nothing between scrapes.
 So :class:`VigieCollector` builds its metric families at scrape time from
-those attributes, and only two things here measure anything themselves: the
-event-loop lag monitor (:class:`LoopLag`, one timer every 0.5 s) and the
-store writer's write-duration histogram (a few integer increments per batch
-written, in :mod:`app.store.writer`).
+those attributes. What was added for it is small and off the per-reading
+path: the event-loop lag monitor (:class:`LoopLag`, one timer every
+0.5 s), the store writer's write-duration histogram (two increments per
+store write, :mod:`app.store.writer`), and two ``Counter``s keyed by label
+value, the alarm engine's events by kind (one increment per event) and the
+notifier's attempts by channel and outcome (one per delivery attempt).
 
 Every value is read on the event loop's thread, the one that changes them,
 so a scrape sees consistent numbers without locks; that is also why the
@@ -32,7 +34,6 @@ the login check can be put in front of it.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from app.notify.cascade import Notifier
     from app.pagegate import PageGate
     from app.runtime import Runtime
-
-log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 0.5
 SHOWN_STATES = tuple(s.value for s in AlarmState if s is not AlarmState.NORMAL)
