@@ -1,4 +1,4 @@
-"""The ``vigie`` command: ``demo``, ``serve``, ``check-config``."""
+"""The ``vigie`` command: ``demo``, ``serve``, ``check-config``, and ``user`` / ``token`` to manage access."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     loaded = _load_or_exit(Path(args.config) if args.config else default_config_dir())
     cfg = loaded.config
-    cfg.server.editing = True
+    _demo_admin(loaded, Path(args.data_root))
     if args.address:
         cfg.server.address = args.address
     mqtt = cfg.mqtt[0]
@@ -92,6 +92,108 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tune_for_server()
     asyncio.run(main())
     return 0
+
+
+def _accounts(loaded: LoadedConfig, data_root: Path | None):
+    from app.web.accounts import AccountStore
+    from app.web.secret import server_secret
+
+    base = data_root or Path.cwd()
+    return AccountStore(base / loaded.config.server.access_file, server_secret(loaded, base)).open()
+
+
+def _demo_admin(loaded: LoadedConfig, data_root: Path) -> None:
+    """Give the demo an admin to log in as: made once, its password printed once (the demo is a local toy)."""
+    import secrets
+
+    accounts = _accounts(loaded, data_root)
+    try:
+        if accounts.users:
+            print(f"Vigie demo: log in with a user made earlier (the demo's admin is 'demo'; forgot its password? "
+                  f"vigie user passwd demo --data-root {data_root})")
+            return
+        password = secrets.token_urlsafe(9)
+        accounts.add_user("demo", "admin", password)
+        print(f"Vigie demo: log in as  demo / {password}  (an admin; this password is shown once)", flush=True)
+    finally:
+        accounts.close()
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Manage users: add, list, passwd, role, disable, enable, delete."""
+    import getpass
+    import secrets
+
+    from app.web.accounts import AccountError
+
+    loaded = _load_or_exit(Path(args.config) if args.config else default_config_dir())
+    accounts = _accounts(loaded, Path(args.data_root) if args.data_root else None)
+    try:
+        if args.action == "list":
+            for u in accounts.user_list():
+                print("\t".join([u.name, u.role.name, *(["disabled"] if u.disabled else [])]))
+            return 0
+        if not args.name:
+            print(f"vigie user {args.action}: give the user name", file=sys.stderr)
+            return 2
+        if args.action in ("add", "passwd"):
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\n")
+            elif args.generate or not sys.stdin.isatty():
+                password = secrets.token_urlsafe(12)
+                print(f"password for {args.name}: {password}  (shown once)")
+            else:
+                password = getpass.getpass(f"password for {args.name}: ")
+            if args.action == "add":
+                user = accounts.add_user(args.name, args.role, password)
+                print(f"added {user.name} ({user.role.name})")
+            else:
+                accounts.set_password(args.name, password)
+                print(f"password of {args.name} changed; their sessions ended")
+        elif args.action == "role":
+            print(f"{args.name} is now {accounts.set_role(args.name, args.role).role.name}")
+        elif args.action in ("disable", "enable"):
+            accounts.set_disabled(args.name, args.action == "disable")
+            print(f"{args.name} {args.action}d")
+        elif args.action == "delete":
+            accounts.delete_user(args.name)
+            print(f"deleted {args.name}")
+        return 0
+    except (AccountError, ValueError) as exc:
+        print(f"vigie user {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        accounts.close()
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Manage API tokens: add (prints the token once), list, revoke."""
+    import time
+
+    from app.web.accounts import AccountError
+
+    loaded = _load_or_exit(Path(args.config) if args.config else default_config_dir())
+    accounts = _accounts(loaded, Path(args.data_root) if args.data_root else None)
+    try:
+        if args.action == "list":
+            for tok in accounts.token_list(args.user):
+                state = "revoked" if tok.revoked_ns else "live"
+                print(f"{tok.id}\t{tok.user}\t{tok.label}\t{','.join(tok.scopes)}\t{state}")
+            return 0
+        if args.action == "revoke":
+            accounts.revoke_token(args.id)
+            print(f"revoked {args.id}")
+            return 0
+        expires = time.time_ns() + int(args.days * 86400e9) if args.days else None
+        token, text = accounts.create_token(args.user, args.label, args.scope, expires)
+        print(text)
+        print(f"token {token.id} for {token.user}, scopes {','.join(token.scopes)} (shown once)", file=sys.stderr)
+        return 0
+    except (AccountError, ValueError) as exc:
+        print(f"vigie token {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        accounts.close()
 
 
 class _SimulatorActor:
@@ -131,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config directory")
     check.add_argument("directory")
     check.set_defaults(func=cmd_check_config)
+    user = sub.add_parser("user", help="manage users (roles: viewer, operator, analyst, admin)")
+    user.add_argument("action", choices=["add", "list", "passwd", "role", "disable", "enable", "delete"])
+    user.add_argument("name", nargs="?")
+    user.add_argument("--role", default="viewer", help="viewer, operator, analyst or admin (add, role)")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user.add_argument("--generate", action="store_true", help="make a random password and print it once")
+    token = sub.add_parser("token", help="manage API tokens (scopes: read, ingest, alarms:ack, write, admin)")
+    token.add_argument("action", choices=["add", "list", "revoke"])
+    token.add_argument("--user", help="the token acts for this user, within their role (add, list)")
+    token.add_argument("--label", default="cli", help="what the token is for (add)")
+    token.add_argument("--scope", action="append", default=[], help="a scope; repeat for several (add)")
+    token.add_argument("--days", type=float, default=None, help="expires after this many days (add)")
+    token.add_argument("--id", help="the token to revoke (revoke)")
+    for p in (user, token):
+        p.add_argument("--config", default=None, help="config directory (default: ./config or the shipped one)")
+        p.add_argument("--data-root", default=None, help="the server's data root (default: cwd)")
+    user.set_defaults(func=cmd_user)
+    token.set_defaults(func=cmd_token)
     return parser
 
 

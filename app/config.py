@@ -61,7 +61,19 @@ class ServerSpec(Spec):
     address = param.String(default="127.0.0.1", doc="Address to listen on (0.0.0.0 for all).")
     port = param.Integer(default=5006, bounds=(1, 65535), doc="HTTP port.")
     allow_websocket_origin = param.List(default=[], item_type=str, doc="Extra host:port origins allowed.")
-    editing = param.Boolean(default=False, doc="Allow editing dashboards (until logins with roles exist).")
+    editing = param.Boolean(default=None, allow_None=True,
+                            doc="Removed: who may edit is a user's role now (vigie user add NAME --role ROLE).")
+    anonymous_read = param.Boolean(default=False,
+                                   doc="Let visitors who are not logged in see the pages (read-only: a public wall "
+                                       "display). Off: every page asks for a login.")
+    access_file = param.String(default="var/access.sqlite",
+                               doc="Users, login sessions, API tokens and embed links (SQLite; relative: to the "
+                                   "data root).")
+    session_hours = param.Number(default=12.0, bounds=(0.1, 24 * 90),
+                                 doc="A login session ends after this long without use.")
+    cookie_secure = param.Selector(default="auto", objects=["auto", "always"],
+                                   doc="The login cookie's Secure flag: auto (when the request came over HTTPS) "
+                                       "or always (behind a TLS-terminating proxy).")
     frame_ancestors = param.List(default=[], item_type=str,
                                  doc="Origins allowed to frame /embed pages (Content-Security-Policy).")
     layouts_dir = param.String(default="layouts",
@@ -71,8 +83,8 @@ class ServerSpec(Spec):
                                    doc="Largest body of any other request (layout saves, alarm actions, pages): "
                                        "413 or 400 over it, before it is read.")
     secret_env = param.String(default=None, allow_None=True,
-                              doc="Variable holding the secret that signs acknowledgement links (unset: a random "
-                                  "one per run, and links die with a restart).")
+                              doc="Variable holding the secret (32+ bytes) that signs login cookies, embed and "
+                                  "acknowledgement links (unset: one made once and kept in var/secret.key).")
     idle_session_s = param.Number(default=15.0, bounds=(1.0, 3600.0),
                                   doc="How long a page session with no open connection (a closed tab) is kept "
                                       "before its callbacks and memory are released.")
@@ -88,6 +100,10 @@ class ServerSpec(Spec):
         from app.security import validate_origins
 
         problems: list[tuple[tuple, str]] = []
+        if self.editing is not None:
+            problems.append((("editing",), "removed: editing now needs a login with the analyst role (vigie user add "
+                                           "NAME --role analyst); for a public read-only display set anonymous_read: "
+                                           "true"))
         try:
             validate_origins(self.frame_ancestors)
         except ValueError as exc:

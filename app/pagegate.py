@@ -180,7 +180,11 @@ async def _gated_get(handler: Any, *args: Any, **kwargs: Any) -> None:
         handler.finish(BUSY_PAGE.format(retry=retry))
         return
     try:
-        await super(type(handler), handler).get(*args, **kwargs)
+        # Panel's get is wrapped in Tornado's @authenticated: a visitor without a login is redirected
+        # to /login at once, and the wrapper then returns None, not a coroutine.
+        result = super(type(handler), handler).get(*args, **kwargs)
+        if result is not None:
+            await result
     finally:
         gate.done()
 

@@ -32,6 +32,8 @@ from app.notify.cascade import Notifier
 from app.pulse import Pulse
 from app.store.base import StoreEngine
 from app.store.writer import StoreWriter
+from app.web.accounts import AccountStore
+from app.web.secret import server_secret
 
 log = logging.getLogger(__name__)
 SEED_TIMEOUT_S = 10.0  # how long start-up waits for the store's latest values
@@ -123,7 +125,10 @@ class Runtime:
         self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s)
         self.journal = Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
         self.rule_editor = RuleEditor(loaded.section_file("alarms", "alarms.yaml"), self.alarms, self.journal)
-        self.notifier = Notifier(loaded, self.alarms, self.journal, self.journal.path)
+        self.secret = server_secret(loaded, base)  # signs login cookies, embed and acknowledgement links
+        self.accounts = AccountStore(base / cfg.server.access_file, self.secret,
+                                     session_s=cfg.server.session_hours * 3600)
+        self.notifier = Notifier(loaded, self.alarms, self.journal, self.journal.path, secret=self.secret)
         self.alarm_topic = build_alarm_topic(cfg.alarms.mqtt_topic_prefix, cfg.mqtt, loaded)
         if self.alarm_topic is not None:
             self.alarms.subscribe(self.alarm_topic.accept)
@@ -178,6 +183,10 @@ class Runtime:
     async def start(self) -> None:
         """Open the store, start the writer, then the sources."""
         await self.store.open()
+        await asyncio.to_thread(self.accounts.open)
+        if not self.accounts.users:
+            log.warning("no user can log in yet: create one with `vigie user add NAME --role admin "
+                        "--config DIR --data-root DIR`")
         # Before the seed: alarms acknowledged before a restart stay acknowledged, not raised again.
         await asyncio.to_thread(self.journal.open)
         restored = self.journal.attach(self.alarms)
@@ -246,6 +255,7 @@ class Runtime:
         if self._writer_task is not None:
             await asyncio.gather(self._writer_task, return_exceptions=True)
         await self.store.close()
+        self.accounts.close()
         log.info("vigie stopped: %d readings written", self.writer.written)
 
     def health(self) -> dict[str, Any]:

@@ -20,39 +20,25 @@ import tornado.httputil
 import tornado.web
 
 from app import security
-from app.api import (
-    CameraFrameHandler,
-    EnvelopeHandler,
-    LatestHandler,
-    LayoutHandler,
-    LayoutsHandler,
-)
 from app.config import ServerSpec
 from app.dashboard.layouts import LayoutStore
-from app.ingest.http import CameraUploadHandler, HttpSource, LineProtocolHandler, ReadingsHandler
+from app.ingest.http import HttpSource
 from app.pagegate import PageGate
+from app.pages.access import access_page
 from app.pages.alarm_rules import alarm_rules_page
 from app.pages.alarms import alarms_page
+from app.pages.contacts import contacts_page
 from app.pages.dashboards import dashboard_page, dashboards_list_page
-from app.pages.embed import EmbedRedirect, embed_page, guard_embed_app
+from app.pages.embed import embed_page, guard_embed_app
 from app.pages.history import history_page
-from app.pages.language import LanguageHandler
-from app.pages.light_embed import FragmentHandler, LightViews
+from app.pages.light_embed import LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
 from app.runtime import Runtime
-from app.web.alarms import (
-    AcknowledgeHandler,
-    AlarmsHandler,
-    BacktestHandler,
-    JournalHandler,
-    MaintenanceHandler,
-    RuleHandler,
-    RulesHandler,
-    ShelveHandler,
-)
+from app.web import routes
+from app.web.access import allowed
+from app.web.auth import WebAuth, is_local
 from app.web.metrics import LoopLag, MetricsHandler
-from app.web.notify import AckLinkHandler, CascadesHandler, PolicyTestHandler, ReplyHandler
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
@@ -65,26 +51,24 @@ class Actor(Protocol):
     async def stop(self) -> None: ...
 
 
-LOCAL_ADDRESSES = frozenset({"127.0.0.1", "::1"})
-_PROXY_HEADERS = ("X-Forwarded-For", "X-Real-Ip", "Forwarded")
-
-
-def is_local(request: tornado.httputil.HTTPServerRequest) -> bool:
-    """Return whether a request comes from this machine itself, not through a reverse proxy on it."""
-    return request.remote_ip in LOCAL_ADDRESSES and not any(h in request.headers for h in _PROXY_HEADERS)
-
-
 class HealthHandler(tornado.web.RequestHandler):
-    """``GET /health``: up and ready or not (200/503); the detail only to local clients.
+    """``GET /health``: up and ready or not (200/503); the detail only to admins and local clients.
 
     The detail names the broker, the client id, the subscriptions and shows
-    rejected payloads: until logins with an admin role exist, only a client
-    on this machine (127.0.0.1 or ::1, not through a proxy) sees it.
+    rejected payloads: only an admin (session or token with ``health:detail``)
+    or a client on this machine (127.0.0.1 or ::1, not through a proxy: the
+    operator's own probes) sees it.
     """
 
     def initialize(self, runtime: Runtime, gate: PageGate | None = None) -> None:
         self.runtime = runtime
         self.gate = gate
+
+    def detailed(self) -> bool:
+        if is_local(self.request):
+            return True
+        identity, _ = self.settings["vigie_auth"].request_identity(self)
+        return allowed(identity, "health:detail")
 
     def get(self) -> None:
         doc = self.runtime.health()
@@ -93,14 +77,23 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.set_status(200 if doc["status"] == "ok" else 503)
-        self.finish(json.dumps(doc if is_local(self.request) else {"status": doc["status"]}, default=str))
+        self.finish(json.dumps(doc if self.detailed() else {"status": doc["status"]}, default=str))
 
 
 def attach_http_source(runtime: Runtime) -> HttpSource:
-    """Create the HTTP ingestion source from the config and add it to the runtime."""
+    """Create the HTTP ingestion source from the config and add it to the runtime.
+
+    It takes the shared token of ``http.token_env`` (a gateway's), and API tokens with the ``ingest`` scope.
+    """
     spec = runtime.loaded.config.http
     token = runtime.loaded.secret(spec.token_env) if spec.enabled else None
-    source = HttpSource("http", runtime.hub, token=token, max_body_bytes=spec.max_body_bytes,
+    accounts = runtime.accounts
+
+    def token_allows(text: str) -> bool:
+        return allowed(accounts.token_identity(text), "ingest")
+
+    source = HttpSource("http", runtime.hub, token=token, token_allows=token_allows if spec.enabled else None,
+                        max_body_bytes=spec.max_body_bytes,
                         max_image_bytes=spec.max_image_bytes, max_json_depth=spec.max_json_depth,
                         timestamp_unit=spec.timestamp_unit)
     runtime.add_source(source)
@@ -126,48 +119,27 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     gate = PageGate(max_builds=spec.max_concurrent_page_builds, max_sessions=spec.max_sessions)
     lag = LoopLag()
     layouts = LayoutStore(runtime.loaded.layouts_dir())
-    api = {"runtime": runtime, "layouts": layouts}
+    auth = WebAuth(runtime.accounts, runtime.secret, anonymous_read=spec.anonymous_read,
+                   cookie_secure=spec.cookie_secure, session_s=spec.session_hours * 3600)
     light = LightViews(runtime, layouts)
-    patterns: list[tuple[str, Any, dict[str, Any]]] = [
+    patterns = [
         (r"/health", HealthHandler, {"runtime": runtime, "gate": gate}),
         (r"/metrics", MetricsHandler, {"runtime": runtime, "gate": gate, "lag": lag}),
-        (r"/lang/([a-z]+)", LanguageHandler),
-        (r"/api/v1/readings", ReadingsHandler, {"source": http_source}),
-        (r"/api/v1/write", LineProtocolHandler, {"source": http_source}),
-        (r"/api/v1/cameras/([^/]+)", CameraUploadHandler, {"source": http_source, "cameras": runtime.cameras}),
-        (r"/api/v1/cameras/([^/]+)/frames/([0-9]+)", CameraFrameHandler, {"runtime": runtime}),
-        (r"/api/v1/cameras/([^/]+)/latest", CameraFrameHandler, {"runtime": runtime}),
-        (r"/api/v1/layouts", LayoutsHandler, api),
-        (r"/api/v1/layouts/([^/]+)", LayoutHandler, api),
-        (r"/api/v1/latest", LatestHandler, api),
-        (r"/api/v1/alarms", AlarmsHandler, {"runtime": runtime}),
-        (r"/api/v1/alarms/acknowledge", AcknowledgeHandler, {"runtime": runtime}),
-        (r"/api/v1/alarms/shelve", ShelveHandler, {"runtime": runtime}),
-        (r"/api/v1/alarms/journal", JournalHandler, {"runtime": runtime}),
-        (r"/api/v1/alarms/rules", RulesHandler, {"runtime": runtime}),
-        (r"/api/v1/alarms/rules/([^/]+)", RuleHandler, {"runtime": runtime}),
-        (r"/api/v1/alarms/backtest", BacktestHandler, {"runtime": runtime}),
-        (r"/api/v1/devices/([^/]+)/maintenance", MaintenanceHandler, {"runtime": runtime}),
-        (r"/api/v1/notify/reply", ReplyHandler, {"runtime": runtime}),
-        (r"/api/v1/notify/policies/([^/]+)/test", PolicyTestHandler, {"runtime": runtime}),
-        (r"/api/v1/notify/cascades", CascadesHandler, {"runtime": runtime}),
-        (r"/ack/([A-Za-z0-9_.=-]+)", AckLinkHandler, {"runtime": runtime}),
-        (r"/api/v1/envelope", EnvelopeHandler, api),
-        (r"/api/v1/fragments/([^/]+)/([^/]+)", FragmentHandler, {"views": light}),
-        (r"/embed/([^/]+)/?", EmbedRedirect, {"light": light}),
-        (r"/embed/([^/]+)/([^/]+)/?", EmbedRedirect, {"light": light}),
+        *(route.tornado() for route in routes.table(runtime, layouts, auth, http_source, light)),
     ]
     port = spec.port if port is None else port
     origins = [f"localhost:{port}", f"127.0.0.1:{port}", *spec.allow_websocket_origin]
     pages = {
-        "/": _page(overview_page, runtime),
-        "/dashboards": _page(dashboards_list_page, runtime, layouts),
-        "/dashboard": _page(dashboard_page, runtime, layouts),
-        "/alarms": _page(alarms_page, runtime),
-        "/alarm-rules": _page(alarm_rules_page, runtime),
-        "/history": _page(history_page, runtime),
-        "/system": _page(system_page, runtime),
-        "/embed-app": _page(embed_page, runtime, layouts),
+        "/": _page(overview_page, runtime, auth),
+        "/dashboards": _page(dashboards_list_page, runtime, layouts, auth),
+        "/dashboard": _page(dashboard_page, runtime, layouts, auth),
+        "/alarms": _page(alarms_page, runtime, auth),
+        "/alarm-rules": _page(alarm_rules_page, runtime, auth),
+        "/history": _page(history_page, runtime, auth),
+        "/system": _page(system_page, runtime, auth),
+        "/access": _page(access_page, runtime, layouts, auth),
+        "/contacts": _page(contacts_page, runtime, auth),
+        "/embed-app": _page(embed_page, runtime, layouts, auth),
     }
     server = pn.serve(
         pages,
@@ -181,11 +153,19 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         # (ingest, layout saves) set their own limits before they read.
         http_server_kwargs={"max_body_size": spec.max_body_bytes},
         title="Vigie",
+        # Every page and its websocket go through the login (app/web/auth.py); Bokeh signs its session
+        # tokens with the server secret, so the embed link a websocket's token carries cannot be forged.
+        auth_provider=auth.provider(),
+        secret_key=runtime.secret,
+        sign_sessions=True,
+        cookie_secret=runtime.secret.decode(),
         # A closed tab's session (its dashboard, its wake-ups) is released idle_session_s after it left.
         unused_session_lifetime_milliseconds=int(spec.idle_session_s * 1000),
         check_unused_sessions_milliseconds=max(500, int(spec.idle_session_s * 500)),
     )
     tiles = security.origin_of(runtime.loaded.config.map.tile_url)
+    server._tornado.settings["vigie_auth"] = auth
+    server.vigie_auth = auth
     security.install(server._tornado, security.FramingPolicy(spec.frame_ancestors, [tiles] if tiles else []))
     guard_embed_app(server._tornado, layouts)
     gate.install(server)  # page sessions bounded, and built off the loop that runs ingest

@@ -45,7 +45,7 @@ def run_level(clients: int, seconds: float, builds: int, max_sessions: int) -> d
     broker = Mosquitto(tmp / "mosquitto")
     broker.directory.mkdir(exist_ok=True)
     broker.start()
-    server = VigieServer(tmp / "vigie", broker.port, editing=False, layouts={"load": LAYOUT}, idle_session_s=3,
+    server = VigieServer(tmp / "vigie", broker.port, layouts={"load": LAYOUT}, idle_session_s=3,
                          server_options={"max_sessions": max_sessions, "max_concurrent_page_builds": builds})
     try:
         server.start()

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from tests.servers import free_port, wait_until
+
+ROLES = ("viewer", "operator", "analyst", "admin")
+TOKEN_SCOPES = ["admin"]  # every scope: the tokens of the test users do what their role allows
+
+
+def password(role: str) -> str:
+    """Return the password of the test user named after ``role``."""
+    return f"{role}-password-1"
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -30,9 +40,14 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 class VigieServer:
-    """`vigie serve --config DIR` in a subprocess, with its own layouts directory."""
+    """`vigie serve --config DIR` in a subprocess, with its own layouts directory.
 
-    def __init__(self, tmp: Path, mqtt_port: int, *, editing: bool, frame_ancestors: list[str] = (),
+    It has one user per role, named after it (``admin``, ``analyst``, ``operator``, ``viewer``, password
+    :func:`password`), and one API token each (:meth:`headers`); :meth:`login` gives a browser context
+    a login session. ``anonymous_read`` (on by default here) lets tests that only look skip the login.
+    """
+
+    def __init__(self, tmp: Path, mqtt_port: int, *, anonymous_read: bool = True, frame_ancestors: list[str] = (),
                  layouts: dict[str, str] | None = None, idle_session_s: float = 15.0, extra_config: str = "",
                  server_options: dict | None = None, env: dict[str, str] | None = None,
                  store: str = "{engine: embedded, data_dir: data, spool_dir: spool}") -> None:
@@ -46,7 +61,7 @@ class VigieServer:
         for name, text in (layouts or {}).items():
             (self.layouts / f"{name}.yaml").write_text(text)
         (self.config / "vigie.yaml").write_text(
-            f"server: {{port: {self.port}, editing: {str(editing).lower()}, "
+            f"server: {{port: {self.port}, anonymous_read: {str(anonymous_read).lower()}, "
             f"frame_ancestors: {json.dumps(list(frame_ancestors))}, idle_session_s: {idle_session_s}"
             + "".join(f", {k}: {json.dumps(v)}" for k, v in (server_options or {}).items()) + "}\n"
             f"store: {store}\n"
@@ -58,8 +73,64 @@ class VigieServer:
         self.log = tmp / "vigie.log"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.tokens: dict[str, str] = {}
+        self._cookies: dict[str, str] = {}
+
+    def _make_accounts(self) -> None:
+        """Create the users and their tokens in the server's access file, before it starts."""
+        from app.config import load_config
+        from app.web.accounts import AccountStore
+        from app.web.secret import server_secret
+
+        loaded = load_config(self.config, env=self.env)
+        accounts = AccountStore(self.tmp / loaded.config.server.access_file, server_secret(loaded, self.tmp)).open()
+        try:
+            for role in ROLES:
+                if role not in accounts.users:
+                    accounts.add_user(role, role, password(role))
+                self.tokens[role] = accounts.create_token(role, "tests", TOKEN_SCOPES)[1]
+        finally:
+            accounts.close()
+
+    def headers(self, role: str = "admin") -> dict[str, str]:
+        """Return the Authorization header of the role's API token."""
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def session(self, role: str = "admin") -> str:
+        """Log in through the form as the role's user; return the ``vigie_session`` cookie's value."""
+        if role in self._cookies:
+            return self._cookies[role]
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", "/login")
+        r = conn.getresponse()
+        r.read()
+        xsrf = next(c.split(";")[0].split("=", 1)[1] for c in r.headers.get_all("Set-Cookie") if c.startswith("_xsrf="))
+        body = urllib.parse.urlencode({"_xsrf": xsrf, "username": role, "password": password(role), "next": "/"})
+        conn.request("POST", "/login", body=body, headers={"Cookie": f"_xsrf={xsrf}",
+                                                           "Content-Type": "application/x-www-form-urlencoded"})
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        assert r.status == 302, f"login as {role}: {r.status}"
+        cookie = next(c for c in r.headers.get_all("Set-Cookie") if c.startswith("vigie_session="))
+        self._cookies[role] = cookie.split(";")[0].split("=", 1)[1]
+        return self._cookies[role]
+
+    def login(self, context, role: str = "admin") -> None:
+        """Give a Playwright browser context the role's login session (as the login form would)."""
+        context.add_cookies([{"name": "vigie_session", "value": self.session(role), "url": self.base,
+                              "httpOnly": True, "sameSite": "Lax"}])
+
+    def embed_link(self, layout: str, widget: str | None = None, days: float = 1) -> dict:
+        """Create a signed embed link through the API, as an admin would; return the API's answer."""
+        doc = {"layout": layout, "widget": widget, "days": days}
+        req = urllib.request.Request(f"{self.base}/api/v1/embeds", data=json.dumps(doc).encode(), method="POST",
+                                     headers={**self.headers("admin"), "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
 
     def start(self) -> VigieServer:
+        self._make_accounts()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--config", str(self.config), "--data-root", str(self.tmp)],
             cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=self.env)

@@ -34,10 +34,14 @@ alarms:
 """
 
 
-def call(base: str, path: str, doc: dict | None = None) -> tuple[int, dict | str]:
+def call(server: VigieServer | str, path: str, doc: dict | None = None,
+         role: str | None = "operator") -> tuple[int, dict | str]:
+    """Call the API as the role's token (``role=None``: with no credentials)."""
+    base = server if isinstance(server, str) else server.base
+    auth = server.headers(role) if role and not isinstance(server, str) else {}
     data = None if doc is None else json.dumps(doc).encode()
     req = urllib.request.Request(base + path, data=data, method="GET" if doc is None else "POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **auth})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             body = r.read().decode()
@@ -58,7 +62,7 @@ def publish(mosquitto, device: str, value: float) -> None:
 
 
 def test_raise_acknowledge_journal_restart(tmp_path, mosquitto):
-    server = VigieServer(tmp_path, mosquitto.port, editing=True, extra_config=RULES).start()
+    server = VigieServer(tmp_path, mosquitto.port, extra_config=RULES).start()
     try:
         publish(mosquitto, "lc-1", 61.0)
         aid = "flood|lc-1/level"
@@ -66,23 +70,23 @@ def test_raise_acknowledge_journal_restart(tmp_path, mosquitto):
         row = alarms(server.base)[aid]
         assert (row["state"], row["severity"], row["value"], row["active"]) == ("unacknowledged", "high", 61.0, True)
 
-        status, answer = call(server.base, "/api/v1/alarms/acknowledge", {"alarm_ids": [aid], "comment": "crew sent"})
+        status, answer = call(server, "/api/v1/alarms/acknowledge", {"alarm_ids": [aid], "comment": "crew sent"})
         assert status == 200 and answer == {"acknowledged": [aid]}
         row = alarms(server.base)[aid]
-        assert (row["state"], row["acked_by"], row["comment"]) == ("acknowledged", "anonymous", "crew sent")
-        assert call(server.base, "/api/v1/alarms/acknowledge", {"alarm_ids": ["nope|x/y"]})[0] == 404
+        assert (row["state"], row["acked_by"], row["comment"]) == ("acknowledged", "operator (token)", "crew sent")
+        assert call(server, "/api/v1/alarms/acknowledge", {"alarm_ids": ["nope|x/y"]})[0] == 404
 
         def journal() -> list[dict]:
-            return call(server.base, f"/api/v1/alarms/journal?alarm_id={urllib.parse.quote(aid)}")[1]["events"]
+            return call(server, f"/api/v1/alarms/journal?alarm_id={urllib.parse.quote(aid)}")[1]["events"]
 
         wait_until(lambda: [e["kind"] for e in journal()] == ["acknowledged", "raised"], 5, 0.05, "journaled")
-        assert journal()[0]["comment"] == "crew sent" and journal()[0]["user"] == "anonymous"
-        status, answer = call(server.base, "/api/v1/devices/lc-9/maintenance", {"on": True, "reason": "pump swap"})
+        assert journal()[0]["comment"] == "crew sent" and journal()[0]["user"] == "operator (token)"
+        status, answer = call(server, "/api/v1/devices/lc-9/maintenance", {"on": True, "reason": "pump swap"})
         assert status == 200 and answer["alarms"] == []  # no alarm to suppress, but journaled all the same
         wait_until(lambda: [(e["kind"], e["device"], e["comment"]) for e in call(
             server.base, "/api/v1/alarms/journal?category=operator")[1]["events"]] == [
             ("maintenance_on", "lc-9", "pump swap")], 5, 0.05, "maintenance journaled")
-        status, text = call(server.base, "/api/v1/alarms/journal?format=csv&rule=flood")
+        status, text = call(server, "/api/v1/alarms/journal?format=csv&rule=flood")
         rows = list(csv.DictReader(io.StringIO(text)))
         assert status == 200 and [(r["kind"], r["comment"]) for r in rows] == [("acknowledged", "crew sent"),
                                                                                 ("raised", "")]
@@ -95,8 +99,8 @@ def test_raise_acknowledge_journal_restart(tmp_path, mosquitto):
         publish(mosquitto, "lc-1", 62.0)
         wait_until(lambda: (a := alarms(server.base).get(aid)) and a["value"] == 62.0, 10, 0.05, "the new reading")
         row = alarms(server.base)[aid]
-        assert (row["state"], row["acked_by"]) == ("acknowledged", "anonymous")
-        kinds = [e["kind"] for e in call(server.base, f"/api/v1/alarms/journal?alarm_id={urllib.parse.quote(aid)}")
+        assert (row["state"], row["acked_by"]) == ("acknowledged", "operator (token)")
+        kinds = [e["kind"] for e in call(server, f"/api/v1/alarms/journal?alarm_id={urllib.parse.quote(aid)}")
                  [1]["events"]]
         assert kinds == ["acknowledged", "raised"], kinds
         publish(mosquitto, "lc-1", 85.0)  # high-high: a worse state needs a new acknowledgement
@@ -106,20 +110,27 @@ def test_raise_acknowledge_journal_restart(tmp_path, mosquitto):
         server.stop()
 
 
-def test_a_read_only_server_refuses_to_act_on_alarms(tmp_path, mosquitto):
-    server = VigieServer(tmp_path, mosquitto.port, editing=False, extra_config=RULES).start()
+def test_only_an_operator_or_above_may_act_on_alarms(tmp_path, mosquitto):
+    server = VigieServer(tmp_path, mosquitto.port, extra_config=RULES).start()
     try:
         publish(mosquitto, "lc-2", 70.0)
         wait_until(lambda: "flood|lc-2/level" in alarms(server.base), 10, 0.05, "raised")
-        status, answer = call(server.base, "/api/v1/alarms/acknowledge", {"alarm_ids": ["flood|lc-2/level"]})
-        assert status == 403 and "read-only" in answer["error"]
+        ack = {"alarm_ids": ["flood|lc-2/level"]}
+        status, answer = call(server, "/api/v1/alarms/acknowledge", ack, role=None)  # anonymous: may look only
+        assert status == 401 and "log in" in answer["error"]
+        status, answer = call(server, "/api/v1/alarms/acknowledge", ack, role="viewer")
+        assert status == 403 and "operator" in answer["error"]
         assert alarms(server.base)["flood|lc-2/level"]["state"] == "unacknowledged"
+        status, _ = call(server, "/api/v1/alarms/acknowledge", ack, role="operator")
+        assert status == 200 and alarms(server.base)["flood|lc-2/level"]["state"] == "acknowledged"
+        journal = call(server, "/api/v1/alarms/journal?alarm_id=flood%7Clc-2%2Flevel")[1]["events"]
+        assert any(e["kind"] == "acknowledged" and e["user"] == "operator (token)" for e in journal)
     finally:
         server.stop()
 
 
 def test_a_broker_outage_suppresses_its_sensors_silence(tmp_path, own_mosquitto):
-    server = VigieServer(tmp_path, own_mosquitto.port, editing=True, extra_config=RULES).start()
+    server = VigieServer(tmp_path, own_mosquitto.port, extra_config=RULES).start()
     try:
         publish(own_mosquitto, "lc-3", 1.0)
         wait_until(lambda: get(server.base + "/api/v1/latest")[0] == 200 and b"lc-3" in get(
@@ -130,7 +141,7 @@ def test_a_broker_outage_suppresses_its_sensors_silence(tmp_path, own_mosquitto)
                    "the silence noticed")
         row = alarms(server.base)["silent|lc-3/level"]
         assert row["state"] == "suppressed" and "disconnected" in row["reason"], row
-        assert call(server.base, "/api/v1/alarms")[1]["unacknowledged"] == 0
+        assert call(server, "/api/v1/alarms")[1]["unacknowledged"] == 0
         own_mosquitto.start()
         wait_until(server.mqtt_connected, 20, 0.1, "reconnected")
         publish(own_mosquitto, "lc-3", 1.0)
@@ -145,11 +156,11 @@ def test_alarm_states_are_published_retained_on_vigies_own_topic(tmp_path, mosqu
 
     rules = RULES.replace("  tick_s: 0.2\n", "  tick_s: 0.2\n  mqtt_topic_prefix: vt-" + tmp_path.name[-8:] + "\n")
     prefix = "vt-" + tmp_path.name[-8:]
-    server = VigieServer(tmp_path, mosquitto.port, editing=True, extra_config=rules).start()
+    server = VigieServer(tmp_path, mosquitto.port, extra_config=rules).start()
     try:
         publish(mosquitto, "lc-4", 66.0)
         wait_until(lambda: "flood|lc-4/level" in alarms(server.base), 10, 0.05, "raised")
-        call(server.base, "/api/v1/alarms/acknowledge", {"alarm_ids": ["flood|lc-4/level"], "comment": "ok"})
+        call(server, "/api/v1/alarms/acknowledge", {"alarm_ids": ["flood|lc-4/level"], "comment": "ok"})
         wait_until(lambda: alarms(server.base)["flood|lc-4/level"]["state"] == "acknowledged", 5, 0.05, "acked")
 
         def topic_health() -> dict:
@@ -169,7 +180,7 @@ def test_alarm_states_are_published_retained_on_vigies_own_topic(tmp_path, mosqu
         try:
             topic = f"{prefix}/alarms/flood/lc-4/level"
             wait_until(lambda: got.get(topic, {}).get("state") == "acknowledged", 10, 0.05, "the retained state")
-            assert got[topic]["retain"] and got[topic]["user"] == "anonymous" and got[topic]["value"] == 66.0
+            assert got[topic]["retain"] and got[topic]["user"] == "operator (token)" and got[topic]["value"] == 66.0
         finally:
             client.loop_stop()
             client.disconnect()

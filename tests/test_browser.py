@@ -103,8 +103,8 @@ def vigie(tmp_path_factory, mosquitto, portal):
     # In a thread of its own: Playwright's sync API may already run an event loop in this one.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         history_end_ns = pool.submit(asyncio.run, write_history(tmp / "data")).result()
-    server = VigieServer(tmp, mosquitto.port, editing=True, frame_ancestors=[portal.origin], layouts={"bt": LAYOUT},
-                         extra_config=ALARM_RULES)
+    server = VigieServer(tmp, mosquitto.port, anonymous_read=False, frame_ancestors=[portal.origin],
+                         layouts={"bt": LAYOUT}, extra_config=ALARM_RULES)
     server.history_end_ns = history_end_ns  # the newest stored point; live readings come after it
     server.start()
     send(mosquitto, 1.0)  # the series exists before pages open
@@ -114,7 +114,7 @@ def vigie(tmp_path_factory, mosquitto, portal):
 
 @pytest.fixture(scope="module")
 def readonly(tmp_path_factory, mosquitto):
-    server = VigieServer(tmp_path_factory.mktemp("vigie-ro"), mosquitto.port, editing=False,
+    server = VigieServer(tmp_path_factory.mktemp("vigie-ro"), mosquitto.port,
                          layouts={"bt": LAYOUT})
     server.start()
     yield server
@@ -139,9 +139,11 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, requests_seen):
+def page(browser, requests_seen, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-GB")
     context.on("request", lambda r: requests_seen.append(r.url))
+    if "vigie" in request.fixturenames:  # the editing server asks for a login: these tests work as its admin
+        request.getfixturevalue("vigie").login(context, "admin")
     pg = context.new_page()
     yield pg
     context.close()
@@ -292,8 +294,9 @@ def test_panning_a_chart_into_the_past_draws_the_stored_history(page, vigie, mos
 
 
 def test_embed_in_iframe_of_another_origin_renders_and_streams(page, vigie, portal, mosquitto):
+    link = vigie.embed_link("bt", "level-now")
     portal.pages["/portal.html"] = (
-        f"<html><body><h1>Portail</h1><iframe id='w' src='{vigie.base}/embed/bt/level-now' "
+        f"<html><body><h1>Portail</h1><iframe id='w' src='{vigie.base}{link['url']}' "
         "width='500' height='200'></iframe>"
         f"<iframe id='forbidden' src='{vigie.base}/dashboard?name=bt' width='300' height='100'></iframe>"
         "</body></html>")
@@ -314,8 +317,9 @@ def test_embed_in_iframe_of_another_origin_renders_and_streams(page, vigie, port
 
 
 def test_whole_layout_embed_fits_the_iframe_width_and_streams(page, vigie, portal, mosquitto):
+    link = vigie.embed_link("bt")
     portal.pages["/layout.html"] = (
-        f"<html><body style='margin:0'><iframe id='l' src='{vigie.base}/embed/bt?lang=fr' width='700' "
+        f"<html><body style='margin:0'><iframe id='l' src='{vigie.base}{link['url']}&lang=fr' width='700' "
         "height='500' style='border:0'></iframe></body></html>")
     page.goto(f"{portal.origin}/layout.html")
     frame = page.frame_locator("#l")
@@ -332,8 +336,9 @@ def test_whole_layout_embed_fits_the_iframe_width_and_streams(page, vigie, porta
 def test_light_embed_in_a_portal_updates_without_a_session(page, vigie, portal, mosquitto):
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
+    link = vigie.embed_link("bt", "level-now")
     portal.pages["/light.html"] = (
-        f"<html><body><iframe id='l' src='{vigie.base}/embed/bt/level-now?mode=light&every=1&lang=fr' "
+        f"<html><body><iframe id='l' src='{vigie.base}{link['light_url']}&every=1&lang=fr' "
         "width='300' height='120'></iframe></body></html>")
     page.goto(f"{portal.origin}/light.html")
     number = page.frame_locator("#l").locator(".vigie-number")
@@ -342,12 +347,126 @@ def test_light_embed_in_a_portal_updates_without_a_session(page, vigie, portal, 
     playwright_api.expect(number).to_have_text("33,75", timeout=4_000)  # French decimals, fetched anew
     assert sockets == []  # no Bokeh session: one short HTTP request per period
     # The page may be framed by the portal; a chart has no light form and says which embed to use.
-    status, headers = http_get(f"{vigie.base}/embed/bt/level-now?mode=light")
+    status, headers = http_get(f"{vigie.base}{link['light_url']}")
     assert status == 200 and portal.origin in headers["Content-Security-Policy"]
-    status, body = get(f"{vigie.base}/api/v1/fragments/bt/level-chart")
+    assert http_get(f"{vigie.base}/embed/bt/level-now?mode=light")[0] == 401  # no link: nothing
+    whole = vigie.embed_link("bt")["url"].split("?")[1]  # a whole layout's link shows any of its widgets
+    status, body = get(f"{vigie.base}/api/v1/fragments/bt/level-chart?{whole}")
     assert status == 400 and b"use /embed/bt/level-chart" in body
-    assert get(f"{vigie.base}/api/v1/fragments/bt/nope")[0] == 404
-    assert get(f"{vigie.base}/api/v1/fragments/nope/level-now")[0] == 404
+    assert get(f"{vigie.base}/api/v1/fragments/bt/nope?{whole}")[0] == 404
+    assert get(f"{vigie.base}/api/v1/fragments/nope/level-now?{whole}")[0] == 401  # another layout: refused
+
+
+def test_a_revoked_or_expired_embed_link_stops_showing_in_the_portal(page, vigie, portal, mosquitto):
+    link = vigie.embed_link("bt", "level-now")
+    short = vigie.embed_link("bt", "level-now", days=2 / 86400)  # two seconds
+    assert get(f"{vigie.base}{short['url']}")[0] == 200  # it works while it lasts
+    portal.pages["/revoke.html"] = (
+        f"<html><body><iframe id='w' src='{vigie.base}{link['url']}' width='500' height='200'></iframe>"
+        f"<iframe id='s' src='{vigie.base}{short['url']}' width='500' height='200'></iframe></body></html>")
+    page.goto(f"{portal.origin}/revoke.html")
+    page.frame_locator("#w").locator(".vigie-number").wait_for(timeout=20_000)
+    req = urllib.request.Request(f"{vigie.base}/api/v1/embeds/{link['id']}", method="DELETE",
+                                 headers=vigie.headers("admin"))
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    wait_until(lambda: time.time_ns() > short["expires_ns"], timeout=10, interval=0.1, what="the short link expired")
+    page.reload()
+    for frame_id in ("#w", "#s"):
+        playwright_api.expect(page.frame_locator(frame_id).locator("body")).to_contain_text(
+            "revoked or expired", timeout=10_000)
+    # A link names one layout: it does not open another page of the server.
+    other = f"{vigie.base}/dashboard?name=bt&{vigie.embed_link('bt', 'level-now')['url'].split('?')[1]}"
+    with urllib.request.urlopen(other, timeout=10) as r:
+        assert urlparse(r.url).path == "/login"  # sent to the login page
+
+
+def test_each_role_sees_and_does_what_it_may_in_the_browser(browser, vigie, mosquitto):
+    """A viewer gets no editor and a forged action over the websocket is refused; an operator acknowledges."""
+    send(mosquitto, 10.0, device="bt-2")
+    send(mosquitto, 88.0, device="bt-2")
+    wait_until(lambda: any(a["alarm_id"] == "bt flood|bt-2/level" and a["state"] == "unacknowledged"
+                           for a in alarms_of(vigie)), timeout=10, interval=0.1, what="an unacknowledged alarm")
+    viewer = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    vigie.login(viewer, "viewer")
+    try:
+        pg = viewer.new_page()
+        pg.goto(f"{vigie.base}/dashboard?name=bt")
+        pg.locator(".grid-stack-item").first.wait_for(timeout=20_000)
+        assert pg.get_by_role("button", name="Edit").count() == 0
+        playwright_api.expect(pg.locator(".vigie-role")).to_have_text("viewer")
+        pg.goto(f"{vigie.base}/alarms")
+        row = pg.locator(".tabulator-row", has_text="bt flood").first
+        playwright_api.expect(row).to_contain_text("Unacknowledged", timeout=10_000)
+        ack = pg.get_by_role("button", name="Acknowledge")
+        playwright_api.expect(ack).to_be_disabled()
+        # Forge what a hostile viewer could: enable the button through BokehJS (a property change the
+        # websocket carries to the server), select the alarm, click. The server checks the login itself.
+        assert pg.evaluate("""() => {
+            for (const doc of Bokeh.documents) for (const m of doc.all_models)
+                if (m.label === "Acknowledge" && "disabled" in m) { m.disabled = false; return true }
+            return false }""")
+        playwright_api.expect(ack).to_be_enabled(timeout=5_000)
+        row.locator("input[type=checkbox]").click()
+        ack.click()
+        playwright_api.expect(pg.locator(".vigie-console-status")).to_contain_text("viewer may not", timeout=5_000)
+        assert next(a for a in alarms_of(vigie) if a["alarm_id"] == "bt flood|bt-2/level")["state"] == "unacknowledged"
+        pg.goto(f"{vigie.base}/system")  # the detailed health is the admin's
+        playwright_api.expect(pg.locator("body")).to_contain_text("health:detail needs the admin role",
+                                                                  timeout=20_000)
+    finally:
+        viewer.close()
+    operator = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    vigie.login(operator, "operator")
+    try:
+        pg = operator.new_page()
+        pg.goto(f"{vigie.base}/alarms")
+        row = pg.locator(".tabulator-row", has_text="bt flood").first
+        playwright_api.expect(row).to_contain_text("Unacknowledged", timeout=20_000)
+        row.locator("input[type=checkbox]").click()
+        pg.get_by_role("button", name="Acknowledge").click()
+        playwright_api.expect(pg.locator(".vigie-console-status")).to_contain_text("Acknowledged: 1", timeout=5_000)
+        assert next(a for a in alarms_of(vigie) if a["alarm_id"] == "bt flood|bt-2/level")["acked_by"] == "operator"
+        # Log out through the header: the login page says so, and the pages ask for a login again.
+        pg.locator(".vigie-logout").click()
+        pg.locator("#logout").click()
+        playwright_api.expect(pg.locator("#login-note")).to_contain_text("logged out", timeout=10_000)
+        pg.goto(f"{vigie.base}/alarms")
+        playwright_api.expect(pg.locator("#username")).to_be_visible(timeout=10_000)
+    finally:
+        operator.close()
+        vigie._cookies.pop("operator", None)  # that session ended
+        send(mosquitto, 10.0, device="bt-2")
+
+
+def test_an_admin_manages_users_tokens_and_embed_links_on_the_access_page(page, vigie):
+    page.goto(f"{vigie.base}/access")
+    page.get_by_placeholder("User name").wait_for(timeout=20_000)
+    page.get_by_placeholder("User name").fill("newbie")
+    page.locator(".vigie-role-pick select").select_option("analyst")
+    page.get_by_placeholder("Password").fill("newbie-password-1")
+    page.get_by_role("button", name="Add user").click()
+    playwright_api.expect(page.locator(".vigie-access-status")).to_contain_text("Added: newbie (analyst)",
+                                                                               timeout=5_000)
+    req = urllib.request.Request(f"{vigie.base}/api/v1/users/newbie", headers=vigie.headers("admin"))
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read())["role"] == "analyst"
+    page.get_by_placeholder("What it is for").fill("my script")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator(".vigie-secret")
+    playwright_api.expect(secret).to_contain_text("vgt_", timeout=5_000)
+    req = urllib.request.Request(f"{vigie.base}/api/v1/me", headers={"Authorization": f"Bearer {secret.inner_text()}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read())["name"] == "admin"
+    page.get_by_role("button", name="Create embed link").click()
+    playwright_api.expect(page.locator(".vigie-secret")).to_contain_text("/embed/bt?t=", timeout=5_000)
+    playwright_api.expect(page.locator(".tabulator", has_text="embed_created").first).to_be_visible(timeout=5_000)
+
+
+def alarms_of(vigie: VigieServer) -> list[dict]:
+    req = urllib.request.Request(f"{vigie.base}/api/v1/alarms", headers=vigie.headers("viewer"))
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["active"]
 
 
 def http_get(url: str) -> tuple[int, dict[str, str]]:
@@ -368,13 +487,14 @@ def test_read_only_server_shows_no_editor_and_refuses_saves(page, readonly):
         urllib.request.urlopen(req, timeout=5)
         raise AssertionError("save accepted")
     except urllib.error.HTTPError as e:
-        assert e.code == 403
+        assert e.code == 401  # anonymous visitors of a public display may look, never save
     assert "hacked" not in (readonly.layouts / "bt.yaml").read_text()
 
 
 def test_french_browser_gets_french_interface(browser, vigie, mosquitto, requests_seen):
     context = browser.new_context(locale="fr-FR", viewport={"width": 1400, "height": 900})
     context.on("request", lambda r: requests_seen.append(r.url))
+    vigie.login(context, "analyst")
     page = context.new_page()
     try:
         page.goto(f"{vigie.base}/dashboard?name=bt")
@@ -382,6 +502,7 @@ def test_french_browser_gets_french_interface(browser, vigie, mosquitto, request
         send(mosquitto, 1234.5)
         playwright_api.expect(page.locator(".vigie-number").first).to_have_text("1\u202f234,50", timeout=3_000)
         assert page.get_by_role("button", name="Modifier").count() == 1
+        playwright_api.expect(page.locator(".vigie-role")).to_have_text("analyste")  # who is logged in, in French
     finally:
         context.close()
 
@@ -489,7 +610,7 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
     page.get_by_role("button", name=re.compile("Delete\\?")).click()
     playwright_api.expect(message).to_contain_text("deleted", timeout=5_000)
     assert not path.exists() and "remove me" in sorted(history.glob("*.yaml"))[-1].read_text()
-    assert get(f"{vigie.base}/api/v1/layouts/ed")[0] == 404
+    assert page.context.request.get(f"{vigie.base}/api/v1/layouts/ed").status == 404
     # No callback of the editor failed. (Tornado logs a closed browser websocket as an unretrieved task
     # error, and /health answers 503 at start: neither is ours.)
     log = vigie.log.read_text()
@@ -498,7 +619,7 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
 
 def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, requests_seen):
     """Sessions clean up after themselves: closed tabs stop being woken, and their dashboards are released."""
-    server = VigieServer(tmp_path, mosquitto.port, editing=False, layouts={"bt": LAYOUT}, idle_session_s=2)
+    server = VigieServer(tmp_path, mosquitto.port, layouts={"bt": LAYOUT}, idle_session_s=2)
     server.start()
 
     def listeners() -> int:
@@ -558,8 +679,10 @@ def test_alarm_console_banner_acknowledge_journal_and_csv(page, vigie, mosquitto
     journal = page.locator(".tabulator", has_text="levee checked").first
     playwright_api.expect(journal).to_contain_text("levee checked <b>ok</b>", timeout=5_000)  # text, not markup
     href = page.locator(".vigie-journal-csv").get_attribute("href")
-    status, body = get(vigie.base + href)
-    assert status == 200 and "levee checked <b>ok</b>" in body.decode() and "acknowledged" in body.decode()
+    assert get(vigie.base + href)[0] == 401  # the link works with the page's login, not without
+    answer = page.context.request.get(vigie.base + href)
+    body = answer.text()
+    assert answer.status == 200 and "levee checked <b>ok</b>" in body and "acknowledged" in body
 
 
 def test_rule_edited_in_the_editor_changes_the_file_and_judges_the_next_reading(page, vigie, mosquitto):
@@ -576,8 +699,8 @@ def test_rule_edited_in_the_editor_changes_the_file_and_judges_the_next_reading(
     text = (vigie.config / "vigie.yaml").read_text()
     assert "bt flood" in text and "h: 5" in text and "above" not in text, text
     send(mosquitto, 7.5, device="bt-2")  # under the old limit (50), over the new one (5)
-    wait_until(lambda: any(a["rule"] == "bt flood" and a["active"] and a["value"] == 7.5 for a in json.loads(
-        get(vigie.base + "/api/v1/alarms")[1])["active"]), 5, 0.05, "judged by the edited rule")
+    wait_until(lambda: any(a["rule"] == "bt flood" and a["active"] and a["value"] == 7.5 for a in alarms_of(vigie)),
+               5, 0.05, "judged by the edited rule")
     low = page.locator(".bk-input-group", has=page.locator("label", has_text="Low (L)")).locator("input")
     low.fill("6")  # above the high limit: refused, field by field, and the file is left alone
     low.press("Enter")
@@ -588,6 +711,7 @@ def test_rule_edited_in_the_editor_changes_the_file_and_judges_the_next_reading(
     page.get_by_role("button", name="Test on history").click()
     playwright_api.expect(page.locator(".vigie-backtest")).to_contain_text("bt-2/level", timeout=20_000)
     req = urllib.request.Request(f"{vigie.base}/api/v1/alarms/rules/bt%20flood", method="PUT", data=json.dumps(
-        {"name": "bt flood", "series": "bt-2/level", "h": 50, "severity": "critical"}).encode())
+        {"name": "bt flood", "series": "bt-2/level", "h": 50, "severity": "critical"}).encode(),
+        headers=vigie.headers("admin"))
     with urllib.request.urlopen(req, timeout=10) as r:  # the module's other tests expect the limit of 50
         assert r.status == 200

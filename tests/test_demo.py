@@ -87,6 +87,18 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
         page.on("request", lambda r: seen.append(r.url))
         page.on("response", lambda r: "/api/v1/cameras/" in r.url and frames.append(
             (r.url, r.status, r.headers.get("content-type", ""))))
+        # The demo prints its admin's password once; log in through the form, as a new user does.
+        password = re.search(r"log in as  demo / (\S+)", (tmp / "demo.log").read_text()).group(1)
+        page.goto(base + "/")
+        expect(page.locator("#username")).to_be_visible(timeout=20_000)  # sent to the login page
+        page.fill("#username", "demo")
+        page.fill("#password", "wrong-password-0")
+        page.click("#login")
+        expect(page.locator("#login-note")).to_contain_text("Wrong user name or password")
+        page.fill("#password", password)
+        page.click("#login")
+        expect(page.locator(".vigie-user")).to_contain_text("demo", timeout=20_000)
+        expect(page.locator(".vigie-role")).to_have_text("admin")
         for path in ("/", "/dashboards", "/history", "/system", "/dashboard?name=servers"):
             page.goto(base + path)
             page.locator(".vigie-nav").first.wait_for(timeout=20_000)

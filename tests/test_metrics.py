@@ -67,7 +67,7 @@ class Samples(dict):
 def vigie(tmp_path_factory, mosquitto):
     """One `vigie serve` for the module: MQTT source m on the session broker, HTTP ingest, one alarm rule."""
     server = VigieServer(
-        tmp_path_factory.mktemp("metrics"), mosquitto.port, editing=False, env={"VIGIE_INGEST_TOKEN": TOKEN},
+        tmp_path_factory.mktemp("metrics"), mosquitto.port, env={"VIGIE_INGEST_TOKEN": TOKEN},
         store="{engine: embedded, data_dir: data, spool_dir: spool, flush_interval_s: 0.05}",
         extra_config="alarms:\n  rules:\n    - {name: mt flood, series: mt-hot/level, above: 50, severity: critical}\n",
     ).start()

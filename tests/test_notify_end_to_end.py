@@ -27,7 +27,7 @@ from tests.browser import VigieServer, get
 from tests.servers import free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-SECRET = "test-secret-for-ack-links"
+SECRET = "test-secret-for-ack-links-and-login-sessions"
 REPLY_TOKEN = "gateway-token"
 ALICE, BOB = "+33600000001", "+33600000002"
 
@@ -157,7 +157,7 @@ def cascades(base: str, alarm_id: str) -> list[dict]:
 def rig(tmp_path_factory, mosquitto):
     mailbox, gateway = Mailbox(), Gateway()
     mailbox.start()
-    server = VigieServer(tmp_path_factory.mktemp("notify"), mosquitto.port, editing=True,
+    server = VigieServer(tmp_path_factory.mktemp("notify"), mosquitto.port,
                          extra_config=notify_config(mailbox.port, gateway.port),
                          server_options={"secret_env": "VIGIE_SECRET"},
                          env={"VIGIE_SECRET": SECRET, "VIGIE_REPLY_TOKEN": REPLY_TOKEN})
@@ -269,17 +269,49 @@ def test_dead_mail_server_is_retried_then_the_fallback_used(rig):
 
 def test_a_policy_test_reaches_step_one(rig):
     server, mailbox, gateway, mosquitto = rig
-    status, doc = api(server.base, "/api/v1/notify/policies/dams/test", {})
+    status, doc = api(server.base, "/api/v1/notify/policies/dams/test", {}, server.headers("admin"))
     assert status == 202 and doc["sent_to"] == [{"contact": "alice", "channels": ["mail"]}]
     wait_until(lambda: mailbox.texts("alice@example.org", "[TEST]"), timeout=10, what="test mail")
-    assert api(server.base, "/api/v1/notify/policies/nope/test", {})[0] == 404
+    assert api(server.base, "/api/v1/notify/policies/nope/test", {}, server.headers("admin"))[0] == 404
+
+
+@pytest.mark.browser
+def test_the_contacts_page_shows_who_is_on_call_and_sends_a_test(rig):
+    """The Contacts page reads the notifier's own config; its test button reaches step 1's mailbox."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    server, mailbox, gateway, mosquitto = rig
+    before = len(mailbox.texts("alice@example.org", "[TEST]"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for role in ("viewer", "admin"):
+                context = browser.new_context(locale="en-GB")
+                server.login(context, role)
+                page = context.new_page()
+                page.goto(f"{server.base}/contacts")
+                expect(page.locator(".vigie-contacts")).to_contain_text("alice@example.org", timeout=20_000)
+                expect(page.locator(".vigie-on-call-now")).to_contain_text("On call now")
+                expect(page.locator(".vigie-policy").first).to_contain_text("alice")
+                button = page.get_by_role("button", name="Send a test to step 1")
+                if role == "viewer":
+                    expect(button).to_be_disabled()
+                else:
+                    button.click()
+                    expect(page.locator(".vigie-contacts-status")).to_contain_text("Test sent: alice", timeout=5_000)
+                context.close()
+        finally:
+            browser.close()
+    wait_until(lambda: len(mailbox.texts("alice@example.org", "[TEST]")) > before, timeout=10, what="test mail")
 
 
 def test_a_restart_mid_cascade_fires_the_next_step_on_time_and_nothing_twice(tmp_path, mosquitto):
     mailbox, gateway = Mailbox(), Gateway()
     mailbox.start()
     wait_s = 8.0
-    server = VigieServer(tmp_path, mosquitto.port, editing=True,
+    server = VigieServer(tmp_path, mosquitto.port,
                          extra_config=notify_config(mailbox.port, gateway.port, wait_s=wait_s),
                          server_options={"secret_env": "VIGIE_SECRET"},
                          env={"VIGIE_SECRET": SECRET, "VIGIE_REPLY_TOKEN": REPLY_TOKEN})

@@ -192,7 +192,7 @@ def health(base: str) -> dict:
 def test_200_page_loads_never_starve_ingest(tmp_path, own_mosquitto, own_influxdb):
     store = (f"{{engine: influx, url: '{own_influxdb.url}', database: {own_influxdb.database}, "
              "measurement: telemetry, flush_interval_s: 0.2}")
-    server = VigieServer(tmp_path / "vigie", own_mosquitto.port, editing=False, layouts={"load": LAYOUT},
+    server = VigieServer(tmp_path / "vigie", own_mosquitto.port, layouts={"load": LAYOUT},
                          idle_session_s=3, store=store,
                          server_options=LIMITS)
     server.start()

@@ -34,9 +34,10 @@ alarms:
 """
 
 
-def call(base: str, method: str, path: str, doc: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(base + path, data=None if doc is None else json.dumps(doc).encode(), method=method,
-                                 headers={"Content-Type": "application/json"})
+def call(server: VigieServer, method: str, path: str, doc: dict | None = None,
+         role: str = "admin") -> tuple[int, dict]:
+    req = urllib.request.Request(server.base + path, data=None if doc is None else json.dumps(doc).encode(),
+                                 method=method, headers={"Content-Type": "application/json", **server.headers(role)})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -69,7 +70,7 @@ def test_editor_keeps_comments_and_order_and_reports_field_problems(tmp_path: Pa
 def test_a_rule_edited_over_http_judges_the_next_reading(tmp_path, mosquitto):
     import paho.mqtt.publish as pub
 
-    server = VigieServer(tmp_path, mosquitto.port, editing=True, extra_config=RULES_FILE.split("\n", 1)[1])
+    server = VigieServer(tmp_path, mosquitto.port, extra_config=RULES_FILE.split("\n", 1)[1])
     rules_file = server.config / "vigie.yaml"
     server.start()
     try:
@@ -78,25 +79,35 @@ def test_a_rule_edited_over_http_judges_the_next_reading(tmp_path, mosquitto):
                        qos=1, hostname="127.0.0.1", port=mosquitto.port)
 
         def flood() -> dict | None:
-            return next((a for a in call(server.base, "GET", "/api/v1/alarms")[1]["active"]
+            return next((a for a in call(server, "GET", "/api/v1/alarms")[1]["active"]
                          if a["alarm_id"] == "flood|re-1/level"), None)
 
         send(52.0)
         wait_until(lambda: flood() is not None, 10, 0.05, "raised at 52 > 50")
-        status, answer = call(server.base, "PUT", "/api/v1/alarms/rules/flood",
-                              {"name": "flood", "series": "re-*/level", "h": 60, "severity": "high"})
+        new_flood = {"name": "flood", "series": "re-*/level", "h": 60, "severity": "high"}
+        # An analyst changes rules out of service only: a live rule needs an admin.
+        status, answer = call(server, "PUT", "/api/v1/alarms/rules/flood", new_flood, role="analyst")
+        assert status == 403 and "admin" in answer["error"], answer
+        status, answer = call(server, "PUT", "/api/v1/alarms/rules/trial", {"name": "trial", "series": "re-*/level",
+                                                                          "h": 40, "mode": "shadow"}, role="analyst")
+        assert status == 200, answer
+        status, answer = call(server, "PUT", "/api/v1/alarms/rules/trial", {"name": "trial", "series": "re-*/level",
+                                                                          "h": 40}, role="analyst")
+        assert status == 403, answer  # putting it live is the admin's
+        assert call(server, "DELETE", "/api/v1/alarms/rules/trial", {}, role="analyst")[0] == 200
+        status, answer = call(server, "PUT", "/api/v1/alarms/rules/flood", new_flood)
         assert status == 200 and answer["matched"] == 1, answer
         assert "h: 60" in rules_file.read_text() and "# set after the 2024 flood" in rules_file.read_text()
         send(55.0)  # under the new limit: the next reading clears it
         wait_until(lambda: (a := flood()) is not None and not a["active"], 10, 0.05, "cleared under 60")
-        status, answer = call(server.base, "PUT", "/api/v1/alarms/rules/flood",
+        status, answer = call(server, "PUT", "/api/v1/alarms/rules/flood",
                               {"name": "flood", "series": "re-*/level", "h": "high"})
         assert status == 400 and answer["problems"][0]["where"] == "h", answer
-        status, answer = call(server.base, "GET", "/api/v1/alarms/rules")
+        status, answer = call(server, "GET", "/api/v1/alarms/rules")
         nothing = next(r for r in answer["rules"] if r["spec"]["name"] == "battery")
         assert nothing["matched"] == 0  # a rule whose target matches no series is shown as such
-        events = call(server.base, "GET", "/api/v1/alarms/journal?category=config")[1]["events"]
-        assert [(e["kind"], e["rule"], e["user"]) for e in events] == [("rule_saved", "flood", "anonymous")]
+        events = call(server, "GET", "/api/v1/alarms/journal?category=config&rule=flood")[1]["events"]
+        assert [(e["kind"], e["rule"], e["user"]) for e in events] == [("rule_saved", "flood", "admin (token)")]
         assert '"h": 60' in events[0]["comment"] and '"h": 50' in events[0]["comment"]  # before and after
     finally:
         server.stop()

@@ -41,6 +41,7 @@ async def served(tmp_path, mosquitto):
     cfg_dir = tmp_path / "config"
     cfg_dir.mkdir()
     (cfg_dir / "vigie.yaml").write_text(
+        "server: {anonymous_read: true}\n"  # pages and reads without a login: a public wall display
         "store: {engine: embedded, data_dir: data, spool_dir: spool}\n"
         "http: {token_env: TEST_TOKEN}\n"
         f"mqtt:\n  - name: m\n    host: 127.0.0.1\n    port: {mosquitto.port}\n    client_id: srv-test\n"
@@ -94,7 +95,7 @@ async def test_health_page_and_ingest_api(served):
     latest = {v.key: v for v in await runtime.store.latest()}
     assert latest["api-1/temp"].value == 22.5 and latest["api-1/temp"].unit == "°C"
     assert runtime.health()["sources"]["http"]["dead_letters"]["total"] == 2
-    status, alarms = await asyncio.to_thread(http, "GET", base + "/api/v1/alarms")
+    status, alarms = await asyncio.to_thread(http, "GET", base + "/api/v1/alarms", None, None)
     assert status == 200 and [(a["series"], a["rule"], a["value"]) for a in alarms["active"]] == [
         ("api-1/temp", "too warm", 22.5)]
     assert alarms["transitions"][0]["event"] == "raised" and alarms["rules"] == 1
@@ -113,7 +114,7 @@ async def test_health_page_and_ingest_api(served):
     assert series.loc["api-1/temp", "quality"] == "good" and series.loc["api-1/temp", "age_s"] < 60
     assert "store.queue_depth" in store_html(runtime) and "live.series" in store_html(runtime)
 
-    status, page = await asyncio.to_thread(http, "GET", base + "/")
+    status, page = await asyncio.to_thread(http, "GET", base + "/", None, None)
     assert status == 200 and "Vigie" in page
 
 
@@ -125,22 +126,28 @@ async def test_layouts_api_and_a_notebook_dashboard_fed_from_a_running_server(se
     layouts_dir.mkdir(exist_ok=True)
     (layouts_dir / "nb.yaml").write_text(
         "title: Notebook\nwidgets:\n- {type: value, id: t, series: api-2/temp, x: 0, y: 0, w: 3, h: 2}\n")
-    status, doc = await asyncio.to_thread(http, "GET", base + "/api/v1/layouts")
+    # The API asks who reads: a notebook's token has the read scope, and may not save.
+    reader = runtime.accounts
+    reader.add_user("nb-reader", "analyst", "nb-password-1")
+    token = reader.create_token("nb-reader", "notebook", ["read"])[1]
+    # A token the server does not know is refused, even where a visitor without one may read.
+    assert (await asyncio.to_thread(http, "GET", base + "/api/v1/layouts"))[0] == 401
+    assert (await asyncio.to_thread(http, "GET", base + "/api/v1/layouts", None, None))[0] == 200
+    status, doc = await asyncio.to_thread(http, "GET", base + "/api/v1/layouts", None, token)
     assert status == 200 and "nb" in doc["layouts"]
-    # Editing is off on this server: a PUT is refused whatever the client.
-    status, doc = await asyncio.to_thread(http, "PUT", base + "/api/v1/layouts/nb", b"title: x\n")
-    assert status == 403
+    status, doc = await asyncio.to_thread(http, "PUT", base + "/api/v1/layouts/nb", b"title: x\n", token)
+    assert status == 403 and "layouts:edit" in doc["error"]
     now_ms = int(time.time() * 1000)
     body = json.dumps([{"device": "api-2", "metric": "temp", "value": 19.25, "ts": now_ms, "unit": "°C"}]).encode()
     assert (await asyncio.to_thread(http, "POST", base + "/api/v1/readings", body))[0] == 200
 
-    remote = RemoteVigie(base)
+    remote = RemoteVigie(base, token=token)
     dash = await asyncio.to_thread(remote.dashboard, "nb")
     dash.refresh()
     assert "19.25" in dash.views["t"].html.object
     status, env = await asyncio.to_thread(
         http, "GET", f"{base}/api/v1/envelope?series=api-2/temp&start={(now_ms - 1000) * 10**6}"
-                     f"&end={(now_ms + 1000) * 10**6}&buckets=10")
+                     f"&end={(now_ms + 1000) * 10**6}&buckets=10", None, token)
     assert status == 200 and env["series"] == "api-2/temp"
     # The notebook's charts draw the past from the server's store through the same API.
     async def remote_envelope():
@@ -157,7 +164,7 @@ async def test_layouts_api_and_a_notebook_dashboard_fed_from_a_running_server(se
         "import panel as pn",
         "from app.dashboard.remote import RemoteVigie",
         'pn.extension("gridstack", "tabulator")',
-        f'dash = RemoteVigie("{base}").dashboard("nb")',
+        f'dash = RemoteVigie("{base}", token="{token}").dashboard("nb")',
         "dash",
     ])
     result = [o for o in outputs if o["output_type"] == "execute_result"]  # what "dash" showed
@@ -215,7 +222,7 @@ async def test_frequent_successful_requests_are_not_access_logged_failures_are(s
     assert status == 200
     assert (await asyncio.to_thread(http, "GET", base + "/health"))[0] in (200, 503)
     assert (await asyncio.to_thread(http, "GET", base + "/api/v1/nothing-here"))[0] == 404
-    assert (await asyncio.to_thread(http, "GET", base + "/api/v1/layouts"))[0] == 200
+    assert (await asyncio.to_thread(http, "GET", base + "/api/v1/layouts", None, None))[0] == 200
     lines = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
     assert not any("/api/v1/readings" in x or "/health" in x for x in lines), lines
     assert any(x.startswith("404 GET /api/v1/nothing-here") for x in lines), lines

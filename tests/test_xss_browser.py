@@ -103,7 +103,7 @@ PORTAL = "https://portal.example.org"
 
 @pytest.fixture(scope="module")
 def vigie(tmp_path_factory, mosquitto):
-    server = VigieServer(tmp_path_factory.mktemp("vigie-xss"), mosquitto.port, editing=True,
+    server = VigieServer(tmp_path_factory.mktemp("vigie-xss"), mosquitto.port,
                          frame_ancestors=[PORTAL], layouts={"xss": LAYOUT}, extra_config=CONFIG,
                          env={"VIGIE_XSS_TOKEN": TOKEN})
     server.start()
@@ -163,6 +163,7 @@ def page(vigie, watch):
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1400}, locale="en-GB")
+        vigie.login(context, "admin")  # the editor, the system page and the audit log are an admin's
         pg = context.new_page()
         watch.attach(pg)
         yield pg

@@ -195,7 +195,11 @@ class Journal:
 
     def query(self, *, start_ns: int | None = None, end_ns: int | None = None, limit: int = 500, offset: int = 0,
               **filters: str | None) -> list[dict[str, Any]]:
-        """Return events newest first, filtered by time and by any of :data:`FILTERS` (exact match)."""
+        """Return events newest first, filtered by time and by any of :data:`FILTERS`.
+
+        A filter's value is an exact match, or with a leading ``!`` an exclusion (``category="!audit"``:
+        the alarm history without the audit log, for those who may not read it).
+        """
         where, args = [], []
         if start_ns is not None:
             where.append("time_ns >= ?")
@@ -206,7 +210,10 @@ class Journal:
         for key, value in filters.items():
             if key not in FILTERS:
                 raise ValueError(f"unknown journal filter {key!r}; one of {', '.join(FILTERS)}")
-            if value:
+            if value and value.startswith("!"):
+                where.append(f'"{key}" IS NOT ?')
+                args.append(value[1:])
+            elif value:
                 where.append(f'"{key}" = ?')
                 args.append(value)
         sql = (f"SELECT {_COLS} FROM events" + (f" WHERE {' AND '.join(where)}" if where else "")

@@ -9,8 +9,11 @@ that the same widget classes as the web page draw from::
     import panel as pn
     from app.dashboard.remote import RemoteVigie
     pn.extension("gridstack")
-    vigie = RemoteVigie("http://localhost:5006")
+    vigie = RemoteVigie("http://localhost:5006")   # an API token with the read scope from $VIGIE_TOKEN
     vigie.dashboard("flood-dams")        # displays in the cell and updates live
+
+The API asks who is reading (``vigie token add --user NAME --scope read``);
+the token comes from the ``token`` argument or the ``VIGIE_TOKEN`` variable.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -52,15 +56,18 @@ class RemoteEnvelopes:
 class RemoteVigie:
     """A running Vigie seen through its HTTP API."""
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        token = token or os.environ.get("VIGIE_TOKEN")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.live = LiveCache()
         self._last: dict[str, int] = {}
         self._callback = None
 
     def _get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=self.timeout_s) as r:
+        request = urllib.request.Request(self.url + path, headers=self._headers)
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as r:
             return json.loads(r.read())
 
     def poll(self) -> int:

@@ -20,14 +20,19 @@ import asyncio
 import hmac
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import param
 
 from app.cameras import check_camera
 from app.ingest.base import ConnectionState, Source
 from app.ingest.deadletters import DeadLetters
 from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder, iso_to_ns, number_to_ns
 from app.model import Quality, Reading, now_ns
+from app.spec import Spec
 from app.web.limits import MAX_DEPTH, LimitedBodyHandler, load_json, short
+from app.web.openapi import Op
 
 _QUALITIES = {q.value for q in Quality}
 MAX_ITEM_ERRORS = 1000
@@ -39,18 +44,20 @@ class HttpSource(Source):
 
     source_type = "http"
 
-    def __init__(self, name: str, hub, *, token: str | None, max_body_bytes: int = 10_000_000,
+    def __init__(self, name: str, hub, *, token: str | None, token_allows: Callable[[str], bool] | None = None,
+                 max_body_bytes: int = 10_000_000,
                  max_image_bytes: int = 5_000_000, max_json_depth: int = MAX_DEPTH,
                  timestamp_unit: str = "ms", max_future_s: float = 300.0, durable_timeout_s: float = 30.0) -> None:
         super().__init__(name, hub)
         self.token = token
+        self.token_allows = token_allows  # an API token with the ``ingest`` scope (app/web/accounts.py)
         self.max_body_bytes = max_body_bytes
         self.max_image_bytes = max_image_bytes
         self.max_json_depth = max_json_depth
         self.timestamp_unit = timestamp_unit
         self.max_future_ns = int(max_future_s * 1e9)
         self.durable_timeout_s = durable_timeout_s
-        self.state = ConnectionState.CONNECTED if token else ConnectionState.STOPPED
+        self.state = ConnectionState.CONNECTED if self.enabled else ConnectionState.STOPPED
         self._lp = {p: LineProtocolDecoder(precision=p, max_bytes=max_body_bytes, max_future_s=max_future_s)
                     for p in _UNIT_NS}
 
@@ -59,11 +66,19 @@ class HttpSource(Source):
         await self._stopping.wait()
         self.set_state(ConnectionState.STOPPED)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any token could be accepted: the shared one from the config, or API tokens."""
+        return bool(self.token) or self.token_allows is not None
+
     def authorized(self, header: str | None) -> bool:
-        """Check a ``Bearer`` token in constant time."""
-        if not self.token or not header or not header.startswith("Bearer "):
+        """Check a ``Bearer`` token: the shared one (in constant time), else an API token with ``ingest``."""
+        if not header or not header.startswith("Bearer "):
             return False
-        return hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
+        offered = header[7:].strip()
+        if self.token and hmac.compare_digest(offered.encode(), self.token.encode()):
+            return True
+        return self.token_allows is not None and self.token_allows(offered)
 
     def ticket(self) -> int | None:
         """Return the durability ticket of what was published so far (None without a store writer)."""
@@ -184,7 +199,7 @@ class _IngestHandler(LimitedBodyHandler):
         return self.source.max_body_bytes
 
     def authorize(self) -> bool:
-        if not self.source.token:
+        if not self.source.enabled:
             self.refuse(404, {"error": "HTTP ingestion is disabled (no token configured)"})
             return False
         if not self.source.authorized(self.request.headers.get("Authorization")):
@@ -208,8 +223,9 @@ class _IngestHandler(LimitedBodyHandler):
 
     def _result(self, accepted: int, errors: list[dict[str, Any]]) -> None:
         if errors:
-            doc: dict[str, Any] = {"accepted": accepted, "rejected": len(errors),
-                                   "errors": errors[:MAX_ITEM_ERRORS]}
+            doc: dict[str, Any] = {"error": f"{len(errors)} item(s) refused, {accepted} reading(s) kept: "
+                                            f"{errors[0].get('reason', '')}"[:500],
+                                   "accepted": accepted, "rejected": len(errors), "errors": errors[:MAX_ITEM_ERRORS]}
             if len(errors) > MAX_ITEM_ERRORS:
                 doc["errors_shown"] = MAX_ITEM_ERRORS
             self._answer(400, doc)
@@ -217,15 +233,43 @@ class _IngestHandler(LimitedBodyHandler):
             self._answer(200, {"accepted": accepted, "rejected": 0})
 
 
+READING_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["device", "metric", "value"],
+    "properties": {"device": {"type": "string"}, "metric": {"type": "string"},
+                   "value": {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]},
+                   "ts": {"oneOf": [{"type": "number"}, {"type": "string"}],
+                          "description": "epoch in http.timestamp_unit, or ISO 8601 (default: arrival)"},
+                   "unit": {"type": "string"}, "quality": {"type": "string", "enum": ["good", "uncertain", "bad"]},
+                   "tags": {"type": "object", "additionalProperties": {"type": "string"}}}}
+"""What one JSON reading may hold: the decoder's rules (app/ingest/decoders.py) in the OpenAPI document."""
+
+
 class ReadingsHandler(_IngestHandler):
     """``POST /api/v1/readings``: JSON readings."""
+
+    actions: ClassVar[dict[str, str]] = {"POST": "ingest"}
+    api: ClassVar[dict[str, Op]] = {"POST": Op(
+        "Send readings as JSON (an array, or one object); good ones are kept even when others are refused (400 "
+        "lists each); the answer comes once they are durable", also=(503,),
+        body={"oneOf": [{"type": "array", "items": READING_SCHEMA}, READING_SCHEMA]})}
 
     async def post(self) -> None:
         await self._durable_result(*self.source.ingest_json(self.body))
 
 
+class LineQuery(Spec):
+    """Line protocol's time unit."""
+
+    precision = param.Selector(default="ns", objects=list(_UNIT_NS))
+
+
 class LineProtocolHandler(_IngestHandler):
     """``POST /api/v1/write``: line protocol."""
+
+    actions: ClassVar[dict[str, str]] = {"POST": "ingest"}
+    api: ClassVar[dict[str, Op]] = {"POST": Op(
+        "Send readings as InfluxDB line protocol (the device from the device or host tag)", query=LineQuery,
+        body={"type": "string"}, body_type="text/plain", also=(503,))}
 
     async def post(self) -> None:
         precision = self.get_query_argument("precision", "ns")

@@ -26,10 +26,12 @@ from app.alarms.rules import RULE_KINDS, AlarmRule, rule_from_spec
 from app.i18n import fmt_time, t
 from app.model import now_ns
 from app.pages.shell import page, session_arg, session_lang
-from app.web.alarms import current_user
+from app.web.access import Forbidden, allowed, require
+from app.web.alarms import rule_action
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.auth import WebAuth
 
 RANGES = {"1 d": 86400, "7 d": 7 * 86400, "30 d": 30 * 86400, "1 y": 365 * 86400}
 NEW = "+ new rule"
@@ -38,11 +40,12 @@ NEW = "+ new rule"
 class RuleEditorView:
     """One session's editor."""
 
-    def __init__(self, runtime: Runtime, lang: str) -> None:
+    def __init__(self, runtime: Runtime, lang: str, auth: WebAuth) -> None:
         self.runtime = runtime
         self.lang = lang
+        self.auth = auth
         self.tz = runtime.loaded.config.server.timezone
-        self.editing = runtime.loaded.config.server.editing
+        self.editing = allowed(auth.page_identity(), "rules:edit")
         names = [r.name for r in runtime.alarms.rules]
         chosen = session_arg("rule")
         self.pick = pn.widgets.Select(label=t("Rule", lang), options=[*names, NEW],
@@ -103,12 +106,20 @@ class RuleEditorView:
         colour = "#c62828" if error else "#2e7d32"
         self.status.object = f"<div class='vigie-rule-status' style='color:{colour}'>{text}</div>"
 
+    def _who(self, new_mode: str | None, replaces: str | None) -> str | None:
+        """Return who acts when the session's user may make this change now; else say why and return None."""
+        try:  # checked here, on the server, at the click: a hidden button is not a check
+            return require(self.auth.page_identity(), rule_action(self.runtime.alarms, new_mode, replaces)).label
+        except Forbidden as exc:
+            self.say(html.escape(str(exc)), error=True)
+            return None
+
     def on_save(self) -> None:
-        if not self.editing:  # checked here, on the server: a hidden button is not a check
-            self.say(html.escape(t("Read-only server: editing is disabled", self.lang)), error=True)
+        spec = self.spec()
+        if (who := self._who(str(spec.get("mode", "enabled")), self.original)) is None:
             return
         try:
-            rule = self.runtime.rule_editor.save(self.spec(), user=current_user(None), replaces=self.original)
+            rule = self.runtime.rule_editor.save(spec, user=who, replaces=self.original)
         except RuleError as exc:
             self.say("<br>".join(f"<b>{html.escape(w)}</b>: {html.escape(m)}" for w, m in exc.problems), error=True)
             return
@@ -119,14 +130,14 @@ class RuleEditorView:
         self.say(html.escape(f"{t('Saved', self.lang)}: {rule.name} → {self.runtime.rule_editor.path.name}"))
 
     def on_delete(self) -> None:
-        if not self.editing or self.original is None:
+        if self.original is None or (who := self._who(None, self.original)) is None:
             return
         if not self._armed_delete:
             self._armed_delete = True
             self.say(html.escape(t("Click Delete again to delete the rule", self.lang)), error=True)
             return
         try:
-            self.runtime.rule_editor.delete(self.original, user=current_user(None))
+            self.runtime.rule_editor.delete(self.original, user=who)
         except (KeyError, RuleError) as exc:
             self.say(html.escape(str(exc)), error=True)
             return
@@ -179,8 +190,9 @@ class RuleEditorView:
                 pn.Row(self.range, self.test), self.result, self.plot]
 
 
-def alarm_rules_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+def alarm_rules_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's rule editor."""
     lang = session_lang()
-    editor = RuleEditorView(runtime, lang)
-    return page(runtime, "/alarms", t("Alarm rules", lang), *editor.view(), lang=lang)
+    editor = RuleEditorView(runtime, lang, auth)
+    return page(runtime, "/alarms", t("Alarm rules", lang), *editor.view(), lang=lang,
+                identity=auth.page_identity())

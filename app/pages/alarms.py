@@ -8,8 +8,9 @@ exports what it shows as CSV; the load figures say whether the alarm system
 is usable (ISA-18.2 / EEMUA 191). Colours and labels of states live here,
 in the pages, not in the engine.
 
-Acting follows ``server.editing`` until logins exist, checked in each
-callback on the server (a hidden button is not a check).
+Acting needs the operator role, checked in each callback on the server
+against the session's login at that moment (a hidden button is not a
+check); the journal records who acted.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from app.i18n import fmt_number, fmt_time, t
 from app.model import AlarmState, now_ns
 from app.pages.shell import page, session_arg, session_lang
 from app.refresh import every
-from app.web.alarms import current_user
+from app.web.access import Forbidden, allowed, require
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.auth import WebAuth
 
 STATE_LABEL = {
     AlarmState.UNACKNOWLEDGED: "Unacknowledged", AlarmState.ACKNOWLEDGED: "Acknowledged",
@@ -126,11 +128,14 @@ def cascades_html(runtime: Runtime, lang: str, tz: str) -> str:
 class AlarmConsole:
     """One session's console: the table, the actions, the journal and the load."""
 
-    def __init__(self, runtime: Runtime, lang: str) -> None:
+    def __init__(self, runtime: Runtime, lang: str, auth: WebAuth) -> None:
         self.runtime = runtime
         self.lang = lang
+        self.auth = auth
         self.tz = runtime.loaded.config.server.timezone
-        self.editing = runtime.loaded.config.server.editing
+        identity = auth.page_identity()
+        self.editing = allowed(identity, "alarms:ack")
+        self.audit_category = None if allowed(identity, "audit:read") else "!audit"  # logins: admins only
         self.table = pn.widgets.Tabulator(console_frame(runtime, lang, site=session_arg("site") or ""),
                                           selectable="checkbox", disabled=True,
                                           show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
@@ -178,39 +183,42 @@ class AlarmConsole:
         frame = self.table.value
         return [frame.iloc[i]["id"] for i in self.table.selection if i < len(frame)]
 
-    def _allowed(self) -> bool:
-        if not self.editing:
-            self.say(t("Read-only server: editing is disabled", self.lang), error=True)
-        return self.editing
+    def _allowed(self, action: str = "alarms:ack") -> str | None:
+        """Return who acts when the session's user may do ``action`` now; else say why and return None."""
+        try:
+            return require(self.auth.page_identity(), action).label
+        except Forbidden as exc:
+            self.say(str(exc), error=True)
+            return None
 
     def on_ack(self) -> None:
         ids = self.selected_ids()
-        if not self._allowed() or not self._some(ids):
+        if (who := self._allowed()) is None or not self._some(ids):
             return
-        events = self.runtime.alarms.acknowledge(ids, current_user(None), self.comment.value.strip()[:2000])
+        events = self.runtime.alarms.acknowledge(ids, who, self.comment.value.strip()[:2000])
         self.comment.value = ""
         self.say(f"{t('Acknowledged', self.lang)}: {len(events)}")
         self.refresh(force=True)
 
     def on_shelve(self) -> None:
         ids = self.selected_ids()
-        if not self._allowed() or not self._some(ids):
+        if (who := self._allowed()) is None or not self._some(ids):
             return
         reason = self.comment.value.strip()[:2000]
         if not reason:
             self.say(t("Say why in the comment before shelving", self.lang), error=True)
             return
-        events = self.runtime.alarms.shelve(ids, SHELVE_CHOICES[self.shelve_for.value], current_user(None), reason)
+        events = self.runtime.alarms.shelve(ids, SHELVE_CHOICES[self.shelve_for.value], who, reason)
         self.comment.value = ""
         self.say(f"{t('Shelved', self.lang)}: {len(events)}")
         self.refresh(force=True)
 
     def on_maintenance(self) -> None:
         device = self.device.value.strip()
-        if not self._allowed() or not device:
+        if (who := self._allowed("devices:maintenance")) is None or not device:
             return
         on = device not in self.runtime.alarms.maintenance
-        self.runtime.alarms.set_maintenance(device, on, current_user(None), self.comment.value.strip()[:2000])
+        self.runtime.alarms.set_maintenance(device, on, who, self.comment.value.strip()[:2000])
         label = "Maintenance on" if on else "Maintenance off"
         self.say(f"{html.escape(device)}: {t(label, self.lang)}")
         self.refresh(force=True)
@@ -242,7 +250,8 @@ class AlarmConsole:
         end = now_ns()
         return {"start_ns": end - JOURNAL_RANGES[self.f_range.value] * 10**9, "end_ns": None,
                 "site": self.f_site.value or None, "device": self.f_device.value.strip() or None,
-                "rule": self.f_rule.value or None, "severity": self.f_severity.value or None}
+                "rule": self.f_rule.value or None, "severity": self.f_severity.value or None,
+                "category": self.audit_category}
 
     def refresh_journal(self) -> None:
         journal = self.runtime.journal
@@ -271,9 +280,9 @@ class AlarmConsole:
                 self.journal]
 
 
-def alarms_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+def alarms_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's alarm console."""
     lang = session_lang()
-    console = AlarmConsole(runtime, lang)
+    console = AlarmConsole(runtime, lang, auth)
     every(console.refresh, 1000)
-    return page(runtime, "/alarms", t("Alarms", lang), *console.view(), lang=lang)
+    return page(runtime, "/alarms", t("Alarms", lang), *console.view(), lang=lang, identity=auth.page_identity())

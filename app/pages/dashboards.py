@@ -1,8 +1,9 @@
 """Dashboards: the list, one dashboard live, and its editor.
 
-The editor is shown only when the server allows editing (``server.editing``;
-on in ``vigie demo``, off by default in ``vigie serve``), and every action
-that writes checks that again on the server side. Edits work on a copy of
+The editor is shown only to a user whose role may edit layouts (analyst or
+admin), and every action that writes checks the session's login again on
+the server side (a forged websocket message reaches the same check). Saves,
+deletes and restores go to the audit log with the difference. Edits work on a copy of
 the layout: drag and resize on the grid, add a widget from the palette,
 configure one through a form generated from its parameters, remove it; then
 save (the previous version is kept), save as, undo, restore, delete.
@@ -27,16 +28,15 @@ from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec, unique_id
 from app.dashboard.view import WidgetContext
 from app.i18n import t
 from app.pages.shell import page, session_arg, session_lang
+from app.web.access import Forbidden, allowed, require
+from app.web.audit import audit
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.auth import WebAuth
 
 
 DELETE_CONFIRM_MS = 5000  # how long an armed Delete waits for its second click
-
-
-class EditingDisabled(PermissionError):
-    """The server is read-only."""
 
 
 def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
@@ -66,12 +66,13 @@ def spec_form(spec: WidgetSpec, series_options: list[str]) -> pn.Param:
 class DashboardEditor:
     """One session's dashboard page: the live grid and, when allowed, the editor."""
 
-    def __init__(self, runtime: Runtime, layouts: LayoutStore, name: str, lang: str) -> None:
+    def __init__(self, runtime: Runtime, layouts: LayoutStore, name: str, lang: str, auth: WebAuth) -> None:
         self.runtime = runtime
         self.layouts = layouts
         self.name = name
         self.lang = lang
-        self.editing_allowed = bool(runtime.loaded.config.server.editing)
+        self.auth = auth
+        self.editing_allowed = allowed(auth.page_identity(), "layouts:edit")
         self._disarm: Any = None  # the pending timeout that takes back an armed Delete
         self._delete_prompt = ""
         self.dashboard: Dashboard | None = None
@@ -111,9 +112,18 @@ class DashboardEditor:
     def _rerender(self, spec: LayoutSpec) -> None:
         self._render(LoadedLayout(self.name, spec, []), editable=True)
 
-    def _check(self) -> None:
-        if not self.editing_allowed:
-            raise EditingDisabled(t("Read-only server: editing is disabled", self.lang))
+    def _check(self) -> str:
+        """Check, now, that the session's user may edit layouts (raise Forbidden); return how to name them."""
+        return require(self.auth.page_identity(), "layouts:edit").label
+
+    def _audit(self, kind: str, who: str, name: str, before: Any = None, after: Any = None) -> None:
+        audit(self.runtime.journal, kind, who, f"layouts/{name}.yaml", before=before, after=after)
+
+    def _file_spec(self, name: str) -> dict | None:
+        try:
+            return self.layouts.load(name).spec.to_spec()
+        except (LayoutNameError, FileNotFoundError):
+            return None
 
     def _say(self, text: str, ok: bool = True) -> None:
         color = "#2e7d32" if ok else "#c62828"
@@ -160,7 +170,7 @@ class DashboardEditor:
     def _guard(self, action, *args) -> None:
         try:
             action(*args)
-        except (EditingDisabled, LayoutNameError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        except (Forbidden, LayoutNameError, FileExistsError, FileNotFoundError, ValueError) as exc:
             self._say(str(exc), ok=False)
 
     def _refresh_versions(self) -> None:
@@ -181,25 +191,30 @@ class DashboardEditor:
     # -- actions (each checks the server allows editing) ---------------------
     def save(self) -> None:
         """Write the layout as the grid shows it now."""
-        self._check()
+        who = self._check()
         spec = self._working()
+        before = self._file_spec(self.name)
         self.layouts.save(self.name, spec)
+        self._audit("layout_saved", who, self.name, before, spec.to_spec())
         self._refresh_versions()
         self._say(t("Saved", self.lang) + f": layouts/{self.name}.yaml")
 
     def save_as(self, new_name: str) -> None:
         """Save a copy under a new name."""
-        self._check()
+        who = self._check()
         new_name = slugify(new_name or "")
         if self.layouts.exists(new_name):
             raise FileExistsError(f"a layout named {new_name!r} exists already")
         self.layouts.save(new_name, self._working())
+        self._audit("layout_saved", who, new_name, None, self._working().to_spec())
         self._say(t("Saved", self.lang) + f": layouts/{new_name}.yaml")
 
     def undo(self) -> None:
         """Go back to the version before the last save."""
-        self._check()
+        who = self._check()
+        before = self._file_spec(self.name)
         if self.layouts.undo(self.name):
+            self._audit("layout_undone", who, self.name, before, self._file_spec(self.name))
             self.reload()
             self._refresh_versions()
             self._say(t("Undone", self.lang) + f": layouts/{self.name}.yaml")
@@ -208,16 +223,18 @@ class DashboardEditor:
 
     def restore(self, version_id: str | None) -> None:
         """Make a previous version current."""
-        self._check()
+        who = self._check()
         if version_id:
+            before = self._file_spec(self.name)
             self.layouts.restore(self.name, version_id)
+            self._audit("layout_restored", who, self.name, before, self._file_spec(self.name))
             self.reload()
             self._refresh_versions()
             self._say(t("Restored", self.lang) + f": layouts/{self.name}.yaml ({version_id})")
 
     def delete(self) -> None:
         """Delete, after a second click on the same button."""
-        self._check()
+        who = self._check()
         armed = "✔ " + t("Delete", self.lang) + "?"
         if self.delete_button.label != armed:
             self.delete_button.label = armed
@@ -229,7 +246,9 @@ class DashboardEditor:
             return
         self._cancel_disarm()
         self.delete_button.label = t("Delete", self.lang)
+        before = self._file_spec(self.name)
         self.layouts.delete(self.name)
+        self._audit("layout_deleted", who, self.name, before, None)
         self._say(f"layouts/{self.name}.yaml " + t("deleted", self.lang))
         self.grid_holder[:] = [pn.pane.HTML("<a href='/dashboards'>← " + t("Dashboards", self.lang) + "</a>")]
 
@@ -291,26 +310,28 @@ class DashboardEditor:
         self._rerender(spec)
 
 
-def dashboard_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.BootstrapTemplate:
+def dashboard_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's dashboard page (``/dashboard?name=...``)."""
     lang = session_lang()
     name = session_arg("name") or ""
+    identity = auth.page_identity()
     try:
-        editor = DashboardEditor(runtime, layouts, name, lang)
+        editor = DashboardEditor(runtime, layouts, name, lang, auth)
     except (LayoutNameError, FileNotFoundError) as exc:
         return page(runtime, "/dashboards", t("Dashboards", lang),
                     pn.pane.Alert(html.escape(str(exc)), alert_type="danger"),
-                    lang=lang)
+                    lang=lang, identity=identity)
     title = editor.loaded.spec.title
     pn.state.on_session_destroyed(lambda _ctx: editor.dashboard.stop() if editor.dashboard else None)
     heading = pn.pane.HTML(f"<h2>{html.escape(title)}</h2>", sizing_mode="stretch_width")
     return page(runtime, "/dashboards", title, heading, editor.panel,
-                lang=lang, busy_indicator=False)
+                lang=lang, busy_indicator=False, identity=identity)
 
 
-def dashboards_list_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.BootstrapTemplate:
-    """Build the list of dashboards, with "generate dashboard"."""
+def dashboards_list_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
+    """Build the list of dashboards, with "generate dashboard" for those who may edit layouts."""
     lang = session_lang()
+    identity = auth.page_identity()
     items = []
     for name in layouts.names():
         loaded = layouts.load(name)
@@ -318,7 +339,7 @@ def dashboards_list_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.
                      f"{html.escape(loaded.spec.title)}</a> <small>layouts/{html.escape(name)}.yaml</small></li>")
     listing = pn.pane.HTML("<ul>" + "".join(items) + "</ul>", sizing_mode="stretch_width")
     body: list[pn.viewable.Viewable] = [pn.pane.Markdown(f"## {t('Dashboards', lang)}"), listing]
-    if runtime.loaded.config.server.editing:
+    if allowed(identity, "layouts:edit"):
         devices = sorted({k.split("/", 1)[0] for k in runtime.live.keys()})
         sites = sorted({v.tags["site"] for v in runtime.live.latest() if "site" in v.tags})
         target = pn.widgets.Select(label="", options=[f"device:{d}" for d in devices] + [f"site:{s}" for s in sites],
@@ -327,15 +348,21 @@ def dashboards_list_page(runtime: Runtime, layouts: LayoutStore) -> pn.template.
         result = pn.pane.HTML("")
 
         def generate(_event) -> None:
-            if not runtime.loaded.config.server.editing or not target.value:
+            try:
+                who = require(auth.page_identity(), "layouts:edit").label
+            except Forbidden as exc:
+                result.object = html.escape(str(exc))
+                return
+            if not target.value:
                 return
             kind, _, what = target.value.partition(":")
             spec = generate_for_device(runtime.live, what) if kind == "device" else generate_for_site(
                 runtime.live, what)
             name = slugify(f"{kind}-{what}")
             layouts.save(name, spec)
+            audit(runtime.journal, "layout_generated", who, f"layouts/{name}.yaml", after=spec.to_spec())
             result.object = f"<a href='/dashboard?name={name}'>layouts/{name}.yaml</a>"
 
         go.on_click(generate)
         body.append(pn.Row(target, go, result))
-    return page(runtime, "/dashboards", t("Dashboards", lang), *body, lang=lang)
+    return page(runtime, "/dashboards", t("Dashboards", lang), *body, lang=lang, identity=identity)

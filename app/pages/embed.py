@@ -19,20 +19,26 @@ import tornado.web
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.layouts import LayoutNameError, LayoutStore
 from app.pages.dashboards import widget_context
-from app.pages.light_embed import LightViews, serve_light
+from app.pages.light_embed import LightViews, refuse_embed, serve_light
 from app.pages.shell import session_arg, session_lang
+from app.web.auth import EMBED_ARG
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.auth import WebAuth
 
 
-def embed_page(runtime: Runtime, layouts: LayoutStore) -> pn.viewable.Viewable:
-    """Build one embed session."""
+def embed_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.viewable.Viewable:
+    """Build one embed session: only the layout (or the one widget) its link names."""
     lang = session_lang()
     name = session_arg("layout") or ""
     widget = session_arg("widget")
+    identity = auth.page_identity()
+    if identity is None or (identity.kind == "embed" and (identity.layout != name or (
+            identity.widget is not None and identity.widget != widget))):
+        return pn.pane.HTML("<p class='vigie-embed-error'>This embed link is missing, revoked or expired.</p>")
     try:
         loaded = layouts.load(name)
     except (LayoutNameError, FileNotFoundError) as exc:
@@ -52,6 +58,9 @@ class EmbedRedirect(tornado.web.RequestHandler):
     def get(self, layout: str, widget: str | None = None) -> None:
         from urllib.parse import urlencode
 
+        if self.settings["vigie_auth"].embed_request_identity(self, layout, widget) is None:
+            refuse_embed(self)
+            return
         if self.get_query_argument("mode", None) == "light" and self.light is not None:
             serve_light(self, self.light, layout, widget)
             return
@@ -67,6 +76,9 @@ class EmbedRedirect(tornado.web.RequestHandler):
         lang = self.get_query_argument("lang", None)
         if lang:
             args["lang"] = lang
+        token = self.get_query_argument(EMBED_ARG, None)
+        if token:
+            args[EMBED_ARG] = token
         self.redirect(f"/embed-app?{urlencode(args)}")
 
 

@@ -27,6 +27,7 @@ from app.pages.shell import page, session_arg, session_lang
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.auth import WebAuth
 
 BUCKETS = 800
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400,
@@ -153,11 +154,11 @@ class HistoryExplorer:
         return out
 
 
-def history_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+def history_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's history page."""
     lang = session_lang()
     explorer = HistoryExplorer(runtime, lang)
     if session_arg("series"):
         pn.state.onload(explorer.query)
     return page(runtime, "/history", t("History", lang), pn.pane.Markdown(f"## {t('History', lang)}"),
-                explorer.panel, lang=lang)
+                explorer.panel, lang=lang, identity=auth.page_identity())

@@ -96,6 +96,9 @@ class FragmentHandler(tornado.web.RequestHandler):
         return None
 
     def get(self, layout: str, widget: str) -> None:
+        if self.settings["vigie_auth"].embed_request_identity(self, layout, widget) is None:
+            refuse_embed(self)
+            return
         lang = negotiate(self.request.headers.get("Accept-Language"), self.get_query_argument("lang", None))
         status, body = self.views.fragment(layout, widget, lang)
         self.set_status(status)
@@ -105,9 +108,19 @@ class FragmentHandler(tornado.web.RequestHandler):
         self.finish(body)
 
 
-def light_page(layout: str, widget: str, lang: str, period_s: float, first: str) -> str:
+def refuse_embed(handler: tornado.web.RequestHandler) -> None:
+    """Answer 401: the embed needs a login or a live embed link (the iframe shows this sentence)."""
+    handler.set_status(401)
+    handler.set_header("Content-Type", "text/plain; charset=utf-8")
+    handler.set_header("Cache-Control", "no-store")
+    handler.finish("This embed link is missing, revoked or expired: ask the Vigie administrator for a new one.")
+
+
+def light_page(layout: str, widget: str, lang: str, period_s: float, first: str, token: str | None = None) -> str:
     """Return the light embed's page: the first fragment and a script that fetches the next ones."""
     url = f"/api/v1/fragments/{quote(layout)}/{quote(widget)}?lang={quote(lang)}"
+    if token:
+        url += f"&t={quote(token)}"
     url_js = json.dumps(url).replace("<", "\\u003c")  # never a "</script>" inside the script
     return f"""<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -151,4 +164,4 @@ def serve_light(handler: tornado.web.RequestHandler, views: LightViews, layout: 
         handler.finish(first)
         return
     handler.set_header("Cache-Control", "no-store")
-    handler.finish(light_page(layout, widget, lang, period_s, first))
+    handler.finish(light_page(layout, widget, lang, period_s, first, handler.get_query_argument("t", None)))

@@ -25,6 +25,7 @@ from app.refresh import every
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.auth import WebAuth
 
 STALE_AFTER_S = 120
 NO_SITE = "—"  # devices whose readings carry no site tag
@@ -93,7 +94,7 @@ def overview_html(runtime: Runtime, lang: str) -> str:
     return "".join(tiles) or f"<p>{t('No data yet', lang)}</p>"
 
 
-def overview_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+def overview_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's overview page."""
     lang = session_lang()
     tiles = pn.pane.HTML(overview_html(runtime, lang), sizing_mode="stretch_width", css_classes=["vigie-overview"])
@@ -105,4 +106,4 @@ def overview_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
 
     every(refresh, 2000)
     return page(runtime, "/", t("Overview", lang), pn.pane.Markdown(f"## {t('Overview', lang)}"), tiles,
-                lang=lang)
+                lang=lang, identity=auth.page_identity())

@@ -18,9 +18,10 @@ from app.refresh import every
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.access import Identity
 
 NAV = [("/", "Overview"), ("/dashboards", "Dashboards"), ("/alarms", "Alarms"), ("/history", "History"),
-       ("/system", "System")]
+       ("/contacts", "Contacts"), ("/system", "System"), ("/access", "Access")]
 
 # Only for what the template itself renders: Panel panes live in shadow roots this stylesheet does not
 # reach, so widgets, tiles and notes carry their styles inline (app/dashboard/view.py, pages/overview.py).
@@ -81,8 +82,21 @@ class VigieTemplate(pn.template.BootstrapTemplate):
         self._render_variables["meta_name"] = html.escape(self.title)
 
 
+def user_html(identity: Identity | None, lang: str) -> str:
+    """Return who is logged in, their role and a "Log out" link (or a "Log in" link for a visitor)."""
+    style = "color:#cfe3f0;margin-left:1.2em;white-space:nowrap"
+    if identity is None or identity.kind != "user":
+        return f"<a href='/login' class='vigie-login' style='{style}'>{html.escape(t('Log in', lang))}</a>"
+    role = identity.role.name if identity.role is not None else ""
+    return (f"<span class='vigie-user' style='{style}'><b>{html.escape(identity.name)}</b> · "
+            f"<span class='vigie-role'>{html.escape(t(role, lang))}</span> · "
+            f"<a href='/logout' class='vigie-logout' style='color:#cfe3f0'>{html.escape(t('Log out', lang))}</a>"
+            "</span>")
+
+
 def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
-         lang: str | None = None, busy_indicator: bool = True) -> pn.template.BootstrapTemplate:
+         lang: str | None = None, busy_indicator: bool = True,
+         identity: Identity | None = None) -> pn.template.BootstrapTemplate:
     """Wrap page content in the shared template.
 
     ``busy_indicator=False`` for pages many people keep open (dashboards):
@@ -96,6 +110,7 @@ def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
         raw_css=[CSS], **extra,
     )
     template.header.append(pn.pane.HTML(nav_html(active, lang), sizing_mode="stretch_width", margin=0))
+    template.header.append(pn.pane.HTML(user_html(identity, lang), margin=0, align="center"))
     template.header.extend(AlarmBanner(runtime, lang).view())
     for item in body:
         template.main.append(item)

@@ -1,4 +1,8 @@
-"""The system page: ingest health per source, rejected inputs with reasons, the store."""
+"""The system page (admins): ingest health per source, rejected inputs with reasons, the store.
+
+It is the detailed health: broker names, last errors and previews of rejected
+payloads, so only a user whose role has ``health:detail`` sees it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ from app.i18n import fmt_number, fmt_time, t
 from app.pages.shell import page, session_lang
 from app.pages.status import latest_frame
 from app.refresh import every
+from app.web.access import Forbidden, allowed
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
+    from app.web.auth import WebAuth
 
 
 def sources_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
@@ -62,9 +68,14 @@ def store_html(runtime: Runtime) -> str:
         for k, v in rows) + "</table>")
 
 
-def system_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+def system_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's system page."""
     lang = session_lang()
+    identity = auth.page_identity()
+    if not allowed(identity, "health:detail"):
+        return page(runtime, "/system", t("System", lang),
+                    pn.pane.Alert(html.escape(str(Forbidden(identity, "health:detail"))), alert_type="warning"),
+                    lang=lang, identity=identity)
     sources = pn.widgets.Tabulator(sources_frame(runtime, lang), disabled=True, show_index=False,
                                    sizing_mode="stretch_width")
     dead = pn.pane.HTML(dead_letters_html(runtime, lang), sizing_mode="stretch_width")
@@ -84,4 +95,4 @@ def system_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
                 pn.pane.Markdown(f"## {t('Ingest sources', lang)}"), sources,
                 pn.pane.Markdown(f"## {t('Rejected inputs', lang)}"), dead,
                 pn.pane.Markdown(f"## {t('Store', lang)}"), store,
-                pn.pane.Markdown(f"## {t('Live series', lang)}"), series, lang=lang)
+                pn.pane.Markdown(f"## {t('Live series', lang)}"), series, lang=lang, identity=identity)

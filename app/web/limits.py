@@ -1,7 +1,7 @@
 """Limits before work: what a client sends is checked before it costs memory or time.
 
 :class:`LimitedBodyHandler` streams the request body: its ``authorize``
-hook (a token, the editing switch) runs before any body byte is read, a
+hook (a token, the caller's role) runs before any body byte is read, a
 ``Content-Length`` over the handler's limit is refused at once, and a
 chunked body is cut off with 413 as soon as it passes the limit. The
 parsers for documents from users have limits of their own: JSON nesting

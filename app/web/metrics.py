@@ -48,6 +48,8 @@ from app.alarms.rules import SEVERITIES
 from app.ingest.base import ConnectionState
 from app.model import AlarmState
 from app.store.writer import WRITE_BUCKETS_S
+from app.web.access import allowed
+from app.web.auth import is_local
 
 if TYPE_CHECKING:
     from app.notify.cascade import Notifier
@@ -263,7 +265,20 @@ def build_registry(runtime: Runtime, gate: PageGate | None = None, lag: LoopLag 
 
 
 class MetricsHandler(tornado.web.RequestHandler):
-    """``GET /metrics``: the Prometheus text exposition (no secrets: counts, states, source names)."""
+    """``GET /metrics``: the Prometheus text exposition (no secrets: counts, states, source names).
+
+    For a client on this machine (a local agent), an admin, or an API token with the ``metrics`` scope
+    (Prometheus's ``authorization: {credentials: vgt_...}``); anyone else gets 401/403.
+    """
+
+    def prepare(self) -> None:
+        if is_local(self.request):
+            return
+        identity, _ = self.settings["vigie_auth"].request_identity(self)
+        if not allowed(identity, "metrics:read"):
+            self.set_status(401 if identity is None else 403)
+            self.set_header("WWW-Authenticate", 'Bearer realm="vigie"')
+            self.finish({"error": "metrics need an API token with the metrics scope"})
 
     def initialize(self, runtime: Runtime, gate: PageGate | None = None, lag: LoopLag | None = None) -> None:
         self.runtime = runtime

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hmac
 import html
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import tornado.web
 
 from app.web.alarms import _AlarmHandler
+from app.web.openapi import Op
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -64,6 +65,17 @@ class ReplyHandler(_AlarmHandler):
     ``ack_url`` a voice call carried) or ``{"from": "+33...", "text": "OK"}`` (an SMS reply).
     """
 
+    actions: ClassVar[dict[str, str]] = {"POST": "alarms:ack"}
+    api: ClassVar[dict[str, Op]] = {"POST": Op(
+        "A gateway says a person answered: {ack_token} (a voice call's link) or {from, text} (an SMS reply); "
+        "with the gateway's own token (escalation.reply_token_env)", public=True, also=(401,),
+        body={"type": "object", "properties": {"ack_token": {"type": "string"}, "from": {"type": "string"},
+                                               "text": {"type": "string"}}})}
+
+    def check_access(self) -> bool:
+        """The gateway's own token (checked in :meth:`post`), not a user's: it acts for the contact who replied."""
+        return True
+
     def post(self) -> None:
         expected = self.runtime.loaded.secret(self.runtime.loaded.config.escalation.reply_token_env)
         given = self.request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -95,6 +107,10 @@ class ReplyHandler(_AlarmHandler):
 class PolicyTestHandler(_AlarmHandler):
     """``POST /api/v1/notify/policies/<name>/test``: send a test message to a policy's step 1."""
 
+    actions: ClassVar[dict[str, str]] = {"POST": "notify:edit"}
+    api: ClassVar[dict[str, Op]] = {"POST": Op("Send a test message to a policy's first step", ok=202,
+                                               body={"type": "object"})}
+
     def post(self, name: str) -> None:
         if self.body() is None:
             return
@@ -106,6 +122,8 @@ class PolicyTestHandler(_AlarmHandler):
 
 class CascadesHandler(_AlarmHandler):
     """``GET /api/v1/notify/cascades``: escalations in progress (``?alarm_id=`` for one alarm's)."""
+
+    api: ClassVar[dict[str, Op]] = {"GET": Op("Escalations in progress (?alarm_id= for one alarm's)")}
 
     def get(self) -> None:
         self.answer(200, {"cascades": self.runtime.notifier.cascade_view(self.get_argument("alarm_id", None))})
