@@ -40,6 +40,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.directory}: OK — store {cfg.store.engine}, {len(cfg.mqtt)} MQTT broker(s) "
           f"({sum(len(m.subscriptions) for m in cfg.mqtt)} subscriptions), {len(cfg.opcua)} OPC-UA server(s) "
           f"({sum(len(o.nodes) for o in cfg.opcua)} nodes)")
+    count, sentence = loaded.layouts_report()
+    print(sentence if count else f"warning: {sentence}")
     return 0
 
 
@@ -82,7 +84,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         extras.append(PumpStationServer(host=url.hostname or "127.0.0.1", port=url.port or 4840))
     sims = Simulators(mqtt.host, mqtt.port, period_s=args.period, seed="vigie-demo")
     extras.append(_SimulatorActor(sims))
-    extras.append(_SimulatorActor(WebcamSimulator(mqtt.host, mqtt.port, sims.dams[:1], period_s=5 * args.period)))
+    extras.append(_SimulatorActor(WebcamSimulator(mqtt.host, mqtt.port, sims.dams[:1], period_s=5 * args.period,
+                                                     tz=cfg.server.timezone)))
 
     async def main() -> None:
         runtime = Runtime(loaded, base_dir=Path(args.data_root))

@@ -433,6 +433,21 @@ class LoadedConfig:
             return path
         return (self.directory.parent if self.directory else Path.cwd()) / path
 
+    def layouts_report(self) -> tuple[int, str]:
+        """Return how many layouts the layouts directory holds, and a sentence saying where (and what to do).
+
+        A config directory copied elsewhere (as users do to start their own) finds no layouts beside its new
+        parent: that must be said, not shown as an empty list of dashboards.
+        """
+        where = self.layouts_dir()
+        count = len(list(where.glob("*.yaml"))) if where.is_dir() else 0
+        if count:
+            return count, f"{count} layout(s) in {where}"
+        origin = "absolute" if Path(self.config.server.layouts_dir).is_absolute() else \
+            f"relative to {self.directory.parent if self.directory else Path.cwd()}"
+        return 0, (f"no layouts in {where} (server.layouts_dir {self.config.server.layouts_dir!r}, {origin}): "
+                   "the dashboards list will be empty; copy a layouts/ directory there or set server.layouts_dir")
+
     def secret(self, env_name: str | None) -> str | None:
         """Return the value of a secret variable (checked at load time)."""
         return _secret(env_name, self.env)

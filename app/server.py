@@ -119,6 +119,8 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     gate = PageGate(max_builds=spec.max_concurrent_page_builds, max_sessions=spec.max_sessions)
     lag = LoopLag()
     layouts = LayoutStore(runtime.loaded.layouts_dir())
+    count, sentence = runtime.loaded.layouts_report()
+    (log.info if count else log.warning)(sentence)
     auth = WebAuth(runtime.accounts, runtime.secret, anonymous_read=spec.anonymous_read,
                    cookie_secure=spec.cookie_secure, session_s=spec.session_hours * 3600)
     light = LightViews(runtime, layouts)
@@ -141,6 +143,9 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         "/contacts": _page(contacts_page, runtime, auth),
         "/embed-app": _page(embed_page, runtime, layouts, auth),
     }
+    # Every page loads the scripts of every widget kind: a widget added in the editor (a table's Tabulator on
+    # a dashboard that had none) otherwise finds its component missing, and the whole grid goes blank.
+    pn.extension("tabulator")
     server = pn.serve(
         pages,
         port=port,

@@ -228,6 +228,19 @@ def test_history_range_query_renders(page, vigie, mosquitto):
     assert page.locator(".vigie-from input").input_value().startswith(start[:16].replace("T", " "))
 
 
+def test_history_says_why_it_has_nothing_to_show(page, vigie, mosquitto):
+    """An unknown series gets a "did you mean", a known one with no data in the range says so: no 1970 axis."""
+    send(mosquitto, 1.0)
+    page.goto(f"{vigie.base}/history?series=bt-1/levle&range=1h")
+    message = page.locator(".vigie-history-empty")
+    playwright_api.expect(message).to_contain_text("Unknown series: bt-1/levle. Did you mean bt-1/level?",
+                                                   timeout=20_000)
+    assert page.locator(".bk-Canvas").count() == 0  # no plot at all
+    page.goto(f"{vigie.base}/history?series=bt-1/level&start=2001-01-01T00:00:00Z&end=2001-01-02T00:00:00Z")
+    playwright_api.expect(page.locator(".vigie-history-empty")).to_contain_text("No data for bt-1/level between",
+                                                                                timeout=20_000)
+
+
 HISTORY_BAND_JS = """() => {
     for (const doc of Bokeh.documents) {
         for (const m of doc.all_models) {
@@ -544,6 +557,49 @@ def test_add_and_configure_a_widget_through_its_form_then_save(page, vigie):
     saved = yaml.safe_load((vigie.layouts / "bt.yaml").read_text())
     widget = next(w for w in saved["widgets"] if w["type"] == "markdown" and w["id"] != "note")
     assert widget["title"] == "Added by the editor" and widget["text"] == "fresh **text**"
+
+
+def test_every_widget_kind_can_be_added_from_the_editor(page, vigie, mosquitto):
+    """Each kind's form is its spec class's; a kind with a required field is added once the field is filled."""
+    send(mosquitto, 1.0)  # a series to pick
+    (vigie.layouts / "kinds.yaml").write_text("title: Kinds\nwidgets:\n"
+                                               "- {type: markdown, id: first, x: 0, y: 0, w: 4, h: 2, text: hi}\n")
+    page.goto(f"{vigie.base}/dashboard?name=kinds")
+    page.locator(".grid-stack-item").first.wait_for(timeout=20_000)
+    page.get_by_role("button", name="Edit").click()
+    picker = page.locator(".vigie-kind select")
+    picker.wait_for(timeout=10_000)
+    kinds = [o for o in picker.locator("option").all_inner_texts() if o]
+    assert {"value", "webcam", "timeseries", "markdown", "map", "alarms", "table", "status_grid"} <= set(kinds)
+    form = page.locator(".vigie-editor-form")
+    for n, kind in enumerate(kinds, start=2):
+        picker.select_option(kind)
+        page.get_by_role("button", name="Add widget").click()
+        playwright_api.expect(form.locator("b").first).to_contain_text(kind, timeout=10_000)  # this kind's form
+        required = {"value": "Series", "webcam": "Camera"}.get(kind)
+        if required:  # OK before the field is filled: said, and nothing added
+            page.locator(".vigie-apply button").click()
+            playwright_api.expect(page.locator(".vigie-message")).to_contain_text("missing (required)",
+                                                                                  timeout=5_000)
+            field = form.locator(".bk-input-group", has=page.locator("label", has_text=required)).locator("input")
+            if kind == "value":  # the series picker: type, then pick the suggestion
+                field.press_sequentially("bt-1/lev", delay=20)
+                page.locator(".bk-menu div", has_text="bt-1/level").first.click()
+            else:
+                field.fill("cam-1")
+                field.press("Enter")
+        page.locator(".vigie-apply button").click()
+        try:
+            playwright_api.expect(page.locator(".grid-stack-item")).to_have_count(n, timeout=10_000)
+        except AssertionError:
+            raise AssertionError(f"{kind}: {page.locator('.vigie-message').inner_text()}") from None
+    page.get_by_role("button", name="Save", exact=True).click()
+    playwright_api.expect(page.locator(".vigie-message")).to_contain_text("Saved", timeout=5_000)
+    saved = yaml.safe_load((vigie.layouts / "kinds.yaml").read_text())
+    assert sorted(w["type"] for w in saved["widgets"][1:]) == sorted(kinds)
+    assert next(w for w in saved["widgets"] if w["type"] == "value")["series"] == "bt-1/level"
+    page.reload()
+    playwright_api.expect(page.locator(".grid-stack-item")).to_have_count(len(kinds) + 1, timeout=20_000)
 
 
 EDITED = """title: Editor actions

@@ -90,6 +90,17 @@ def test_check_config_command_exit_codes(tmp_path):
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
+    shipped = len(list((ROOT / "layouts").glob("*.yaml")))
+    assert f"{shipped} layout(s) in {ROOT / 'layouts'}" in ok.stdout
+    # A copy of config/ elsewhere finds no layouts beside its new parent: said, with where it looked.
+    copy = tmp_path / "mine" / "config"
+    copy.mkdir(parents=True)
+    for f in (ROOT / "config").glob("*.yaml"):
+        (copy / f.name).write_text(f.read_text())
+    moved = subprocess.run([sys.executable, "-m", "app.cli", "check-config", str(copy)], capture_output=True, text=True)
+    assert moved.returncode == 0, moved.stderr
+    assert f"warning: no layouts in {tmp_path / 'mine' / 'layouts'}" in moved.stdout
+    assert "server.layouts_dir" in moved.stdout
     write(tmp_path, "a.yaml", "store:\n  engnie: embedded\n")
     bad = subprocess.run([sys.executable, "-m", "app.cli", "check-config", str(tmp_path)],
                          capture_output=True, text=True)

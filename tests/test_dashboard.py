@@ -342,3 +342,45 @@ async def test_times_are_shown_and_read_in_the_servers_time_zone(tmp_path):
 
     view = AlarmsSpec(id="a").view(WidgetContext(LiveCache(), lang="fr", tz="Europe/Paris", alarms=Engine()))
     assert view._rows[0][0] == "25/11/2026 11:00:00" and "25/11/2026 11:00:00" in view.html.object
+
+
+HAND_EDITED = """# The dams of the north valley (owned by the water directorate)
+title: Nord
+owner: ops-team          # a key Vigie does not know
+refresh_ms: 1000
+widgets:
+  # levels first
+  - {type: value, id: lvl, x: 0, y: 0, w: 3, h: 2, series: dam-1/level, gauge_min: 0}
+  - {type: markdown, id: note, x: 3, y: 0, w: 3, h: 2, text: "hello"}   # a note
+  - {type: sparkline, id: odd, x: 6, y: 0, w: 3, h: 2}
+"""
+
+
+def test_saving_a_moved_widget_changes_only_its_position_in_the_file(tmp_path):
+    """Comments, order, quoting, unknown keys, explicit defaults and a widget that does not load all stay."""
+    import difflib
+
+    from app.dashboard.layouts import LayoutStore
+    from app.dashboard.widgets.markdown import MarkdownSpec
+
+    (tmp_path / "nord.yaml").write_text(HAND_EDITED)
+    store = LayoutStore(tmp_path)
+    loaded = store.load("nord")
+    assert loaded.spec.refresh_ms == 1000  # the unknown key did not reset the good ones
+    spec = loaded.spec
+    next(w for w in spec.widgets if w.id == "note").x = 4
+    store.save("nord", spec)
+    saved = (tmp_path / "nord.yaml").read_text()
+    changed = [line for line in difflib.unified_diff(HAND_EDITED.splitlines(), saved.splitlines(), lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == ['-  - {type: markdown, id: note, x: 3, y: 0, w: 3, h: 2, text: "hello"}   # a note',
+                       '+  - {type: markdown, id: note, x: 4, y: 0, w: 3, h: 2, text: "hello"}   # a note']
+    # A widget added and one removed: only those lines change; the previous version stays restorable.
+    spec = store.load("nord").spec
+    spec.widgets = [w for w in spec.widgets if w.id != "lvl"] + [MarkdownSpec(id="new", x=0, y=2, w=3, h=2,
+                                                                               text="added")]
+    store.save("nord", spec)
+    text = (tmp_path / "nord.yaml").read_text()
+    assert "id: lvl" not in text and "id: new" in text and "# a note" in text and "owner: ops-team" in text
+    assert "sparkline" in text and text.startswith("# The dams of the north valley")
+    assert len(store.versions("nord")) == 2

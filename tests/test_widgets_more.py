@@ -504,3 +504,15 @@ def test_value_gauge_draws_the_value_arc_in_its_state_colour_with_threshold_tick
     with pytest.raises(SpecError, match="gauge_max: must be greater than gauge_min"):
         ValueSpec.from_spec({"type": "value", "id": "g", "series": "a/b", "display": "gauge",
                              "gauge_min": 10, "gauge_max": 10})
+
+
+def test_the_webcam_stamp_and_the_caption_tell_the_same_local_time():
+    """The demo camera stamped its pictures in UTC while the caption spoke Europe/Paris."""
+    from app.i18n import fmt_time
+
+    dam = Dam("vallon-nord", "dam-1", random.Random(1))
+    t = 1_796_300_000 * 10**9  # a December afternoon: Paris is UTC+1
+    stamp = DamCamera(dam, tz="Europe/Paris").stamp(t)
+    clock = stamp.split()[1]
+    assert stamp.endswith("CET") and clock in fmt_time(t, "fr", "Europe/Paris")
+    assert clock not in fmt_time(t, "fr", "UTC")

@@ -14,18 +14,17 @@ journal records who changed what.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from app.alarms.rules import AlarmRule
 from app.spec import SpecError
+from app.yaml_roundtrip import dump, load_map, update_in_place
 
 if TYPE_CHECKING:
     from app.alarms.engine import AlarmEngine
@@ -38,13 +37,6 @@ class RuleError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{w}: {m}" if w else m for w, m in problems))
         self.problems = problems
-
-
-def _yaml() -> YAML:
-    y = YAML()  # round trip
-    y.preserve_quotes = True
-    y.width = 120
-    return y
 
 
 def _plain(node: Any) -> Any:
@@ -64,8 +56,7 @@ class RuleEditor:
     def _load(self) -> CommentedMap:
         if not self.path.exists():
             return CommentedMap()
-        doc = _yaml().load(self.path.read_text(encoding="utf-8"))
-        return doc if isinstance(doc, CommentedMap) else CommentedMap()
+        return load_map(self.path.read_text(encoding="utf-8")) or CommentedMap()
 
     def _rules(self, doc: CommentedMap) -> CommentedSeq:
         alarms = doc.get("alarms")
@@ -88,26 +79,10 @@ class RuleEditor:
             history.mkdir(parents=True, exist_ok=True)
             shutil.copy2(self.path, history / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-"
                                               f"{time.time_ns() % 10**9:09d}.yaml")
-        out = io.StringIO()
-        y = _yaml()
-        y.indent(**self._indent())
-        y.dump(doc, out)
+        text = dump(doc, self.path.read_text(encoding="utf-8") if self.path.exists() else "")
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(out.getvalue(), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(self.path)
-
-    def _indent(self) -> dict[str, int]:
-        """Return the file's block indentation (ruamel cannot read it back): mapping, sequence, dash offset."""
-        text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
-        lines = text.splitlines()
-        for i, line in enumerate(lines[:-1]):
-            stripped = line.lstrip()
-            if stripped.endswith(":") and not stripped.startswith(("#", "-")):
-                nxt = next((n for n in lines[i + 1:] if n.strip() and not n.lstrip().startswith("#")), "")
-                if nxt.lstrip().startswith("- "):
-                    offset = max(0, len(nxt) - len(nxt.lstrip()) - (len(line) - len(stripped)))
-                    return {"mapping": 2, "sequence": offset + 2, "offset": offset}
-        return {"mapping": 2, "sequence": 4, "offset": 2}
 
     def versions(self) -> list[Path]:
         """Return the kept previous versions, newest first."""
@@ -153,7 +128,7 @@ class RuleEditor:
                 item.fa.set_flow_style()  # like the file's one-line rules
             rules.append(item)
         else:
-            _update_in_place(rules[index], written)
+            update_in_place(rules[index], written)
         self._write(doc)
         self.engine.set_rules(new_rules, user)
         self._note("rule_saved" if before else "rule_added", user, rule.name, before, written)
@@ -199,13 +174,3 @@ class RuleEditor:
         if self.journal is not None:
             self.journal.note(kind, user=user, rule=name, comment=json.dumps({"before": before, "after": after},
                                                                              default=str, sort_keys=True))
-
-
-def _update_in_place(item: CommentedMap, clean: dict[str, Any]) -> None:
-    """Make a rule's mapping say ``clean`` touching only the keys that changed (comments and order kept)."""
-    for key in [k for k in item if k not in clean]:
-        del item[key]
-    for key, value in clean.items():
-        if item.get(key) != value:
-            item[key] = value
-

@@ -1,10 +1,14 @@
 """The ``layouts/`` directory: dashboards as YAML files, with every saved version kept.
 
-``layouts/<name>.yaml`` is the current version. Each save first copies the
-file it replaces to ``layouts/.history/<name>/<UTC timestamp>.yaml``, so undo
-is "restore the newest history entry" and any version can be restored.
-Deleting moves the file into the history too: nothing is ever lost by a
-click. Names are slugs, so no name can reach outside the directory.
+``layouts/<name>.yaml`` is the current version. A save changes only what
+changed in the file (ruamel.yaml's round trip: comments, key order, keys
+Vigie does not know, values written out though they equal the default, and
+widgets that do not load all stay), so a layout kept in git shows the
+user's change and nothing else. Each save first copies the file it replaces
+to ``layouts/.history/<name>/<UTC timestamp>.yaml``, so undo is "restore
+the newest history entry" and any version can be restored. Deleting
+moves the file into the history too: nothing is ever lost by a click.
+Names are slugs, so no name can reach outside the directory.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.dashboard.spec import LayoutSpec, LoadedLayout, load_layout
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec, load_layout
+from app.spec import Spec, SpecError
+from app.yaml_roundtrip import dump, load_map, update_in_place
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # with fullmatch: "x\n" is not a name
 
@@ -94,9 +102,9 @@ class LayoutStore:
             shutil.copy2(current, history / f"{stamp}.yaml")
 
     def save(self, name: str, spec: LayoutSpec) -> Path:
-        """Write a layout atomically, keeping the version it replaces."""
+        """Write a layout atomically, keeping the version it replaces; only what changed changes in the file."""
         path = self._path(name)
-        text = spec.to_yaml()
+        text = merged_text(path.read_text(encoding="utf-8"), spec) if path.is_file() else spec.to_yaml()
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             return path  # nothing changed: no new version
         self._keep(name)
@@ -146,3 +154,59 @@ class LayoutStore:
         """Delete a layout (its last version stays in the history)."""
         self._keep(name)
         self._path(name).unlink()
+
+
+def _defaults(cls: type[Spec]) -> dict:
+    return {k: cls.param[k].default for k in cls.keys()}
+
+
+def merged_text(old_text: str, spec: LayoutSpec) -> str:
+    """Return the file text that says ``spec``, changed from ``old_text`` only where the layout changed.
+
+    Widgets are matched by id: a kept widget's mapping is updated in place,
+    a new one is added (as a one-line mapping, like the shipped layouts'), a
+    removed one goes. A widget the file has but that did not load (an
+    unknown kind, a bad key) is not in ``spec``: it is kept, for its author
+    to fix. A file that is not a YAML mapping is written anew.
+    """
+    doc = load_map(old_text)
+    if doc is None:
+        return spec.to_yaml()
+    clean = spec.to_spec()
+    new_widgets = clean.pop("widgets", [])
+    update_in_place(doc, {**clean, **({"widgets": doc["widgets"]} if "widgets" in doc else {})},
+                    defaults=_defaults(LayoutSpec))
+    old = doc.get("widgets")
+    old_items = [w for w in old if isinstance(w, CommentedMap)] if isinstance(old, CommentedSeq) else []
+    by_id = {w.get("id"): w for w in old_items}
+    broken = []
+    for w in old_items:
+        try:
+            WidgetSpec.from_spec(dict(w))
+        except SpecError:
+            broken.append(w)
+    widgets = CommentedSeq()
+    for item in new_widgets:
+        kind = WidgetSpec.kinds()[item["type"]]
+        mapping = by_id.get(item["id"])
+        if mapping is None or mapping.get("type") != item["type"]:
+            mapping = CommentedMap(item)
+            mapping.fa.set_flow_style()
+        else:
+            update_in_place(mapping, item, defaults=_defaults(kind))
+        widgets.append(mapping)
+    new_ids = {w["id"] for w in new_widgets}
+    widgets.extend(w for w in broken if w.get("id") not in new_ids)
+    if isinstance(old, CommentedSeq) and [id(w) for w in old] == [id(w) for w in widgets]:
+        pass  # the same widgets in the same order: the sequence (and its comments) stays as it is
+    elif isinstance(old, CommentedSeq):
+        # ruamel keeps an item's end-of-line comment by its index: move each with its widget.
+        notes = {id(w): old.ca.items[i] for i, w in enumerate(old) if i in old.ca.items}
+        old[:] = list(widgets)
+        old.ca.items.clear()
+        for i, w in enumerate(old):
+            if id(w) in notes:
+                old.ca.items[i] = notes[id(w)]
+    else:
+        doc["widgets"] = widgets
+    return dump(doc, old_text)

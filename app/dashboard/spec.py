@@ -124,7 +124,13 @@ def parse_layout(name: str, text: str, source: str = "") -> LoadedLayout:
         spec = LayoutSpec.from_spec(data)
     except SpecError as exc:
         problems += [f"{source}: {p}" for p in exc.problems]
-        spec = LayoutSpec(title=str(data.get("title", name)))
+        # Keep every good top-level key: an unknown or bad one must not reset the others (a save would
+        # then write their defaults over what the file says).
+        bad = {p.path[0] for p in exc.problems if p.path}
+        try:
+            spec = LayoutSpec.from_spec({k: v for k, v in data.items() if k not in bad})
+        except SpecError:
+            spec = LayoutSpec(title=str(data.get("title", name)))
     if not isinstance(raw_widgets, list):
         problems.append(f"{source}: widgets: expected a list")
         raw_widgets = []

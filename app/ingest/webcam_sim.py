@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 from PIL import Image, ImageDraw, ImageFont
@@ -50,10 +51,12 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 class DamCamera:
     """Draws the picture a camera facing a dam would take, from the dam model's state."""
 
-    def __init__(self, dam: Dam, width: int = 320, height: int = 200, seed: int | str | None = None) -> None:
+    def __init__(self, dam: Dam, width: int = 320, height: int = 200, seed: int | str | None = None,
+                 tz: str = "UTC") -> None:
         if width < 80 or height < 60:
             raise ValueError(f"frame {width}x{height} is too small (at least 80x60)")
         self.dam = dam
+        self.zone = ZoneInfo(tz)  # the site's time zone: the stamp agrees with the caption and the pages
         self.width = width
         self.height = height
         self.name = f"{dam.device}-cam"
@@ -103,8 +106,13 @@ class DamCamera:
         img.save(buf, format="PNG", optimize=False, compress_level=6)
         return buf.getvalue()
 
+    def stamp(self, time_ns: int) -> str:
+        """Return the date and time a frame shows, in the camera's time zone (as the widget's caption does)."""
+        local = datetime.fromtimestamp(time_ns / 1e9, tz=UTC).astimezone(self.zone)
+        return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or str(self.zone))
+
     def _overlay(self, draw: ImageDraw.ImageDraw, time_ns: int) -> None:
-        stamp = datetime.fromtimestamp(time_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        stamp = self.stamp(time_ns)
         lines = (f"{self.name}  {self.dam.level:.2f} m", stamp)
         pad, y = 4, 4
         for text in lines:
@@ -127,9 +135,9 @@ class WebcamSimulator(SimulatedPublisher):
     client_prefix = "vigie-cam"
 
     def __init__(self, host: str, port: int, dams: list[Dam], period_s: float = 5.0, *, width: int = 320,
-                 height: int = 200, seed: int | str | None = None) -> None:
+                 height: int = 200, seed: int | str | None = None, tz: str = "UTC") -> None:
         super().__init__(host, port, period_s)
-        self.cameras = [DamCamera(d, width, height, seed) for d in dams]
+        self.cameras = [DamCamera(d, width, height, seed, tz) for d in dams]
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()

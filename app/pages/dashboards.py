@@ -55,7 +55,15 @@ def spec_form(spec: WidgetSpec, series_options: list[str]) -> pn.Param:
     widgets: dict[str, Any] = {}
     series_param = spec.param["series"] if "series" in spec.param else None
     if isinstance(series_param, param.List):
-        widgets["series"] = {"type": pn.widgets.MultiChoice, "options": series_options, "search_option_limit": 50}
+        # A picker offers only its options and silently drops any other value: the widget's own series (a
+        # table's "*" or "dam-*/level" patterns) must be among them, and a pattern kind gets the usual ones.
+        options = list(dict.fromkeys([*spec.series, *series_options]))
+        if "pattern" in (series_param.doc or "").lower():
+            devices = sorted({k.split("/", 1)[0] for k in series_options})
+            metrics = sorted({k.split("/", 1)[1] for k in series_options if "/" in k})
+            options = list(dict.fromkeys([*spec.series, "*", *(f"{d}/*" for d in devices),
+                                          *(f"*/{m}" for m in metrics), *series_options]))
+        widgets["series"] = {"type": pn.widgets.MultiChoice, "options": options, "search_option_limit": 50}
     elif series_param is not None:
         widgets["series"] = {"type": pn.widgets.AutocompleteInput, "options": series_options,
                              "case_sensitive": False, "search_strategy": "includes", "min_characters": 1}
@@ -266,39 +274,44 @@ class DashboardEditor:
         self._disarm = None
 
     def add_widget(self, kind: str) -> None:
-        """Add a widget of a kind below the others and open its form."""
+        """Open the form of a new widget of a kind; it joins the grid, below the others, on OK.
+
+        Kinds with a required field (a value tile's series, a webcam's camera) cannot be drawn before it
+        is filled: the new widget is a draft until its form is valid.
+        """
         self._check()
         spec = self._working()
         y = max([w.y + w.h for w in spec.widgets] + [0])
-        widget = WidgetSpec.kinds()[kind](id=unique_id(kind, {w.id for w in spec.widgets}), title=kind,
-                                          x=0, y=y, w=6, h=3)
-        spec.widgets = [*spec.widgets, widget]
-        self._rerender(spec)
-        self.configure(widget.id)
+        draft = WidgetSpec.kinds()[kind](id=unique_id(kind, {w.id for w in spec.widgets}), title=kind,
+                                         x=0, y=y, w=6, h=3)
+        self.configure(draft.id, draft=draft)
 
-    def configure(self, widget_id: str | None) -> None:
-        """Show the form of one widget; Apply re-renders the grid with it."""
+    def configure(self, widget_id: str | None, draft: WidgetSpec | None = None) -> None:
+        """Show the form of one widget (or of a new one, ``draft``); OK re-renders the grid with it."""
         self._check()
-        spec = self._working()
-        widget = spec.widget(widget_id or "")
+        widget = draft if draft is not None else self._working().widget(widget_id or "")
         if widget is None:
             return
-        clone = type(widget).from_spec(widget.to_spec())
+        # A draft is in no layout yet: its form edits it directly. A placed widget is edited on a copy.
+        clone = draft if draft is not None else type(widget).from_spec(widget.to_spec())
         form = spec_form(clone, self.runtime.live.keys())
         apply = pn.widgets.Button(label="OK", color="primary", width=80, css_classes=["vigie-apply"])
 
         def on_apply(_event) -> None:
-            self._guard(self._apply, widget.id, clone)
+            self._guard(self._apply, widget.id, clone, draft is not None)
 
         apply.on_click(on_apply)
         self.side[:] = [pn.pane.HTML(f"<b>{html.escape(widget.id)}</b>"), form, apply]
         self.side.visible = True
 
-    def _apply(self, widget_id: str, clone: WidgetSpec) -> None:
+    def _apply(self, widget_id: str, clone: WidgetSpec, new: bool = False) -> None:
         self._check()
         checked = type(clone).from_spec(clone.to_spec())  # validates (raises SpecError, a ValueError)
         spec = self._working()
-        spec.widgets = [checked if w.id == widget_id else w for w in spec.widgets]
+        if new:
+            spec.widgets = [*spec.widgets, checked]
+        else:
+            spec.widgets = [checked if w.id == widget_id else w for w in spec.widgets]
         self.side.visible = False
         self._rerender(spec)
 

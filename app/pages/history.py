@@ -7,6 +7,7 @@ points. The CSV export is exactly what the plot shows.
 
 from __future__ import annotations
 
+import difflib
 import html
 import io
 import time
@@ -21,7 +22,7 @@ import pandas as pd
 import panel as pn
 
 from app.dashboard.time_axis import localize_time_axis
-from app.i18n import t
+from app.i18n import fmt_time, t
 from app.model import Envelope, datetime_to_ns, series_problem
 from app.pages.shell import page, session_arg, session_lang
 
@@ -139,11 +140,26 @@ class HistoryExplorer:
         env = await self.runtime.store.envelope(key, start, end, BUCKETS)
         elapsed = (time.perf_counter() - t0) * 1000
         self.env = env
+        if not len(env):  # no empty axis starting in 1970: say what is wrong
+            self.plot.object = None
+            self.info.object = f"<span class='vigie-history-empty' style='color:#c62828'>" \
+                               f"{html.escape(self.nothing_to_show(key, start, end))}</span>"
+            return
         ring = self.runtime.live.get(key)
         self.plot.object = envelope_plot(env, ring.unit if ring else "", self.lang, self.tz)
         self.download.filename = f"{key.replace('/', '_')}_{label}.csv"
         self.info.object = (f"<span data-buckets='{len(env)}'>{len(env)} {t('buckets of', self.lang)} "
                             f"{env.bucket_ns / 1e9:g} s · {elapsed:.0f} ms</span>")
+
+    def nothing_to_show(self, key: str, start: int, end: int) -> str:
+        """Return why a query found nothing: a series no device reported (and a close one), or a quiet range."""
+        known = self.runtime.live.keys()
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f" {t('Did you mean', self.lang)} {close[0]}?" if close else ""
+            return f"{t('Unknown series', self.lang)}: {key}.{hint}"
+        return (f"{t('No data for', self.lang)} {key} {t('between', self.lang)} "
+                f"{fmt_time(start, self.lang, self.tz)} {t('and', self.lang)} {fmt_time(end, self.lang, self.tz)}.")
 
     def csv(self) -> io.StringIO:
         """Return the shown envelope as CSV."""

@@ -95,4 +95,6 @@ def system_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplat
                 pn.pane.Markdown(f"## {t('Ingest sources', lang)}"), sources,
                 pn.pane.Markdown(f"## {t('Rejected inputs', lang)}"), dead,
                 pn.pane.Markdown(f"## {t('Store', lang)}"), store,
+                pn.pane.HTML(f"<p class='vigie-layouts-report'>{html.escape(runtime.loaded.layouts_report()[1])}</p>",
+                             sizing_mode="stretch_width"),
                 pn.pane.Markdown(f"## {t('Live series', lang)}"), series, lang=lang, identity=identity)
