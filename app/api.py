@@ -27,6 +27,7 @@ from app.web.limits import MAX_ERRORS, MAX_PROBLEM_CHARS, LimitedBodyHandler, lo
 from app.web.openapi import Op
 
 if TYPE_CHECKING:
+    from app.dashboard.layouts import LayoutStore
     from app.runtime import Runtime
 
 
@@ -179,9 +180,27 @@ class CameraFrameHandler(JsonHandler):
     ``latest`` is not cached, for portals that show a camera without a widget.
     """
 
-    def initialize(self, runtime: Runtime) -> None:
-        super().initialize(runtime)
+    def initialize(self, runtime: Runtime, layouts: LayoutStore | None = None) -> None:
+        super().initialize(runtime, layouts)
         self.cameras = runtime.cameras
+
+    def check_access(self) -> bool:
+        """A login or token as for any read, or an embed link whose layout (or widget) shows this camera."""
+        token = self.get_query_argument("t", None)
+        if token and self.layouts is not None and not self.request.headers.get("Authorization"):
+            link = self.auth.accounts.embed_link(token)
+            camera = self.path_args[0] if self.path_args else ""
+            if link is not None and self._shows(link.layout, link.widget, camera):
+                return True
+        return super().check_access()
+
+    def _shows(self, layout: str, widget: str | None, camera: str) -> bool:
+        assert self.layouts is not None
+        try:
+            spec = self.layouts.load(layout).spec
+        except (LayoutNameError, FileNotFoundError):
+            return False
+        return any(getattr(w, "camera", None) == camera for w in spec.widgets if widget in (None, w.id))
 
     def compute_etag(self) -> str | None:
         """No hash of every picture served: a frame's URL names it, and ``latest`` is not cached."""
@@ -203,7 +222,7 @@ class CameraFrameHandler(JsonHandler):
         data, content_type = frame
         self.set_header("Content-Type", content_type)
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Cache-Control", "no-store" if time_ns is None else "public, max-age=31536000, immutable")
+        self.set_header("Cache-Control", "no-store" if time_ns is None else "private, max-age=31536000, immutable")
         self.finish(data)
 
 

@@ -35,7 +35,7 @@ from app.pages.light_embed import LightViews
 from app.pages.overview import overview_page
 from app.pages.system import system_page
 from app.runtime import Runtime
-from app.web import routes
+from app.web import quiet_sockets, routes
 from app.web.access import allowed
 from app.web.auth import WebAuth, is_local
 from app.web.metrics import LoopLag, MetricsHandler
@@ -146,6 +146,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     # Every page loads the scripts of every widget kind: a widget added in the editor (a table's Tabulator on
     # a dashboard that had none) otherwise finds its component missing, and the whole grid goes blank.
     pn.extension("tabulator")
+    quiet_sockets.install()  # a closed tab's pending writes: no "never retrieved" traceback
     server = pn.serve(
         pages,
         port=port,

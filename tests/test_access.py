@@ -100,12 +100,15 @@ def test_failed_logins_slow_down_per_name_and_address():
 
 # -- a real server ----------------------------------------------------------------------------------------
 LAYOUT = "title: Access\nwidgets:\n- {type: value, id: v, x: 0, y: 0, w: 3, h: 2, series: ac-1/level}\n"
+CAMERA = ("title: Camera\nwidgets:\n- {type: webcam, id: cam, x: 0, y: 0, w: 3, h: 2, camera: cam-1}\n"
+          "- {type: value, id: v, x: 3, y: 0, w: 3, h: 2, series: ac-1/level}\n")
+JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")
 
 
 @pytest.fixture(scope="module")
 def vigie(tmp_path_factory, mosquitto):
     server = VigieServer(tmp_path_factory.mktemp("access"), mosquitto.port, anonymous_read=False,
-                         layouts={"acc": LAYOUT}, server_options={"max_sessions": 50})
+                         layouts={"acc": LAYOUT, "cam": CAMERA}, server_options={"max_sessions": 50})
     server.start()
     yield server
     server.stop()
@@ -306,3 +309,22 @@ def test_no_secret_reaches_an_answer_a_page_or_the_log(vigie):
     for secret in secrets:
         assert secret not in log and secret not in everything
     assert not re.search(r"vgt_[0-9a-f]{12}_\S{20,}", log)
+
+
+def test_an_embed_link_opens_the_frames_of_the_cameras_its_layout_shows(vigie):
+    conn = http.client.HTTPConnection("127.0.0.1", vigie.port, timeout=30)
+    conn.request("POST", "/api/v1/cameras/cam-1", body=JPEG, headers={**vigie.headers(), "Content-Type": "image/jpeg"})
+    r = conn.getresponse()
+    assert r.status == 200, r.read()
+    r.read()
+    conn.close()
+    assert call(vigie, "GET", "/api/v1/cameras/cam-1/latest")[0] == 401
+    def token(layout: str, widget: str | None) -> str:
+        doc = call(vigie, "POST", "/api/v1/embeds", {"layout": layout, "widget": widget, "days": 1},
+                   vigie.headers())[1]
+        return urllib.parse.parse_qs(urllib.parse.urlsplit(doc["url"]).query)["t"][0]
+    assert call(vigie, "GET", f"/api/v1/cameras/cam-1/latest?t={token('cam', None)}")[0] == 200
+    assert call(vigie, "GET", f"/api/v1/cameras/cam-1/latest?t={token('cam', 'cam')}")[0] == 200
+    assert call(vigie, "GET", f"/api/v1/cameras/cam-1/latest?t={token('cam', 'v')}")[0] == 401  # not this widget
+    assert call(vigie, "GET", f"/api/v1/cameras/cam-1/latest?t={token('acc', None)}")[0] == 401  # no camera there
+    assert call(vigie, "GET", "/api/v1/cameras/cam-1/latest", headers=vigie.headers("viewer"))[0] == 200

@@ -318,7 +318,7 @@ def test_embed_in_iframe_of_another_origin_renders_and_streams(page, vigie, port
     number = frame.locator(".vigie-number")
     number.wait_for(timeout=20_000)
     send(mosquitto, 77.25)
-    playwright_api.expect(number).to_have_text("77.25", timeout=3_000)
+    playwright_api.expect(number).to_have_text("77.25", timeout=10_000)  # a refused websocket never updates
     assert frame.locator(".vigie-nav").count() == 0  # no navigation chrome
     # The dashboard page itself refuses to be framed by the portal: the browser blocks it.
     wait_until(lambda: any(f.url.startswith("chrome-error") for f in page.frames), timeout=10,
@@ -674,7 +674,11 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
 
 
 def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, requests_seen):
-    """Sessions clean up after themselves: closed tabs stop being woken, and their dashboards are released."""
+    """Sessions clean up after themselves: closed tabs stop being woken, and their dashboards are released.
+
+    Twenty tabs close while readings keep arriving (updates on their way to them): the log holds no
+    traceback (Panel's unawaited writes to a closed socket logged "Task exception was never retrieved").
+    """
     server = VigieServer(tmp_path, mosquitto.port, layouts={"bt": LAYOUT}, idle_session_s=2)
     server.start()
 
@@ -685,14 +689,28 @@ def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, reques
         baseline = listeners()
         context = browser.new_context(viewport={"width": 1200, "height": 800})
         context.on("request", lambda r: requests_seen.append(r.url))
-        for _ in range(3):  # open three tabs, then close them all
+        for _ in range(20):  # open twenty tabs, then close them all
             tab = context.new_page()
             tab.goto(f"{server.base}/dashboard?name=bt")
             tab.locator(".grid-stack-item", has_text="hello note").wait_for(timeout=20_000)
-        wait_until(lambda: listeners() == baseline + 3, timeout=10, what="three dashboards listening")
-        context.close()
-        wait_until(lambda: listeners() == baseline, timeout=15, what="the closed tabs' dashboards released")
-        assert " ERROR app." not in server.log.read_text()
+        wait_until(lambda: listeners() == baseline + 20, timeout=20, what="twenty dashboards listening")
+        flowing = threading.Event()
+
+        def keep_sending() -> None:
+            while not flowing.is_set():
+                send(mosquitto, time.time() % 100)
+                flowing.wait(0.02)
+
+        sender = threading.Thread(target=keep_sending, daemon=True)
+        sender.start()
+        try:
+            context.close()
+            wait_until(lambda: listeners() == baseline, timeout=20, what="the closed tabs' dashboards released")
+        finally:
+            flowing.set()
+            sender.join(5)
+        log = server.log.read_text()
+        assert " ERROR app." not in log and "Traceback" not in log and "never retrieved" not in log, log[-3000:]
     finally:
         server.stop()
 

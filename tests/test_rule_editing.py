@@ -106,7 +106,7 @@ def test_a_rule_edited_over_http_judges_the_next_reading(tmp_path, mosquitto):
         status, answer = call(server, "GET", "/api/v1/alarms/rules")
         nothing = next(r for r in answer["rules"] if r["spec"]["name"] == "battery")
         assert nothing["matched"] == 0  # a rule whose target matches no series is shown as such
-        events = call(server, "GET", "/api/v1/alarms/journal?category=config&rule=flood")[1]["events"]
+        events = call(server, "GET", "/api/v1/alarms/journal?category=audit&rule=flood")[1]["events"]
         assert [(e["kind"], e["rule"], e["user"]) for e in events] == [("rule_saved", "flood", "admin (token)")]
         assert '"h": 60' in events[0]["comment"] and '"h": 50' in events[0]["comment"]  # before and after
     finally:

@@ -172,5 +172,6 @@ class RuleEditor:
 
     def _note(self, kind: str, user: str, name: str, before: Any, after: Any) -> None:
         if self.journal is not None:
-            self.journal.note(kind, user=user, rule=name, comment=json.dumps({"before": before, "after": after},
-                                                                             default=str, sort_keys=True))
+            # Category audit: a rule change is in the admins' audit log with the layouts, users and tokens.
+            self.journal.note(kind, user=user, rule=name, key=f"rule {name}", category="audit",
+                              comment=json.dumps({"before": before, "after": after}, default=str, sort_keys=True))

@@ -9,13 +9,16 @@ origins may frame it is the server's ``frame_ancestors`` setting
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 import panel as pn
 import tornado.web
 
+from app.api import camera_frame_url
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.layouts import LayoutNameError, LayoutStore
 from app.pages.dashboards import widget_context
@@ -43,7 +46,13 @@ def embed_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.view
         loaded = layouts.load(name)
     except (LayoutNameError, FileNotFoundError) as exc:
         return pn.pane.HTML(f"<p class='vigie-embed-error'>{html.escape(str(exc))}</p>")
-    dashboard = Dashboard(loaded, widget_context(runtime, lang), editable=False, only=widget, pulse=runtime.pulse)
+    ctx = widget_context(runtime, lang)
+    token = session_arg(EMBED_ARG)
+    if identity.kind == "embed" and token:
+        # The portal's iframe sends no cookie: a webcam's frames carry the embed link, as the page did.
+        ctx = dataclasses.replace(ctx, image_url=lambda camera, time_ns: f"{camera_frame_url(camera, time_ns)}?"
+                                                                           f"{urlencode({EMBED_ARG: token})}")
+    dashboard = Dashboard(loaded, ctx, editable=False, only=widget, pulse=runtime.pulse)
     dashboard.start()
     pn.state.on_session_destroyed(lambda _ctx: dashboard.stop())
     return pn.Column(dashboard.grid, sizing_mode="stretch_both", margin=0, css_classes=["vigie-embed"])
