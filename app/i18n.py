@@ -105,6 +105,8 @@ _FR: dict[str, str] = {
     "What it is for": "À quoi il sert",
     "Token created": "Jeton créé",
     "Embed link created": "Lien d'intégration créé",
+    "Embed link": "Lien d'intégration",
+    "a year; revoke it on the Access page": "un an ; à révoquer sur la page Accès",
     "shown once: copy it now": "affiché une seule fois : copiez-le maintenant",
     "Label": "Libellé",
     "Expires": "Expire",

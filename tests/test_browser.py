@@ -476,6 +476,28 @@ def test_an_admin_manages_users_tokens_and_embed_links_on_the_access_page(page, 
     playwright_api.expect(page.locator(".tabulator", has_text="embed_created").first).to_be_visible(timeout=5_000)
 
 
+def test_an_admin_makes_an_embed_link_on_the_layout_page(page, vigie, browser):
+    page.goto(f"{vigie.base}/dashboard?name=bt")
+    page.locator(".grid-stack-item").first.wait_for(timeout=20_000)
+    page.get_by_role("button", name="Edit").click()
+    page.get_by_role("button", name="Embed link").click()
+    url = page.locator(".vigie-embed-url")
+    playwright_api.expect(url).to_contain_text("/embed/bt?t=", timeout=5_000)
+    with urllib.request.urlopen(vigie.base + url.inner_text(), timeout=20) as r:  # no cookie: the link alone
+        assert r.status == 200 and urlparse(r.url).path == "/embed-app"
+    analyst = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    vigie.login(analyst, "analyst")
+    try:
+        pg = analyst.new_page()
+        pg.goto(f"{vigie.base}/dashboard?name=bt")
+        pg.locator(".grid-stack-item").first.wait_for(timeout=20_000)
+        pg.get_by_role("button", name="Edit").click()
+        playwright_api.expect(pg.get_by_role("button", name="Save", exact=True)).to_be_visible(timeout=5_000)
+        assert pg.get_by_role("button", name="Embed link").count() == 0  # embed links are the admin's
+    finally:
+        analyst.close()
+
+
 def alarms_of(vigie: VigieServer) -> list[dict]:
     req = urllib.request.Request(f"{vigie.base}/api/v1/alarms", headers=vigie.headers("viewer"))
     with urllib.request.urlopen(req, timeout=10) as r:

@@ -29,6 +29,7 @@ from app.dashboard.view import WidgetContext
 from app.i18n import t
 from app.pages.shell import page, session_arg, session_lang
 from app.web.access import Forbidden, allowed, require
+from app.web.access_api import embed_urls
 from app.web.audit import audit
 
 if TYPE_CHECKING:
@@ -164,11 +165,18 @@ class DashboardEditor:
         self.add_button.on_click(lambda e: self._guard(self.add_widget, self.kind_select.value))
         self.configure_button.on_click(lambda e: self._guard(self.configure, self.widget_select.value))
         self.remove_button.on_click(lambda e: self._guard(self.remove_widget, self.widget_select.value))
+        extra: list[Any] = []
+        if allowed(self.auth.page_identity(), "users:manage"):  # an admin makes the portal's embed link here
+            self.embed_button = pn.widgets.Button(label=t("Embed link", lang), width=120,
+                                                  css_classes=["vigie-embed-link"])
+            self.embed_button.on_click(lambda e: self._guard(self.make_embed))
+            extra.append(self.embed_button)
         self._refresh_versions()
         # Only "Edit" until edit mode: an operator watching the dashboard sees no Delete next to it.
         self.edit_controls = [self.save_button, self.save_as_name, self.save_as_button, self.undo_button,
                               self.versions, self.restore_button, self.delete_button, self.kind_select,
-                              self.add_button, self.widget_select, self.configure_button, self.remove_button]
+                              self.add_button, self.widget_select, self.configure_button, self.remove_button,
+                              *extra]
         for control in self.edit_controls:
             control.visible = False
         # Wraps on narrow screens: a row wider than the window widened the whole page, grid included.
@@ -272,6 +280,16 @@ class DashboardEditor:
             with contextlib.suppress(ValueError):  # it may have run already
                 pn.state.curdoc.remove_timeout_callback(self._disarm)
         self._disarm = None
+
+    def make_embed(self) -> None:
+        """Make a signed, read-only embed link to this layout for a portal (a year; revoked on the Access page)."""
+        who = require(self.auth.page_identity(), "users:manage").name
+        link, token = self.runtime.accounts.create_embed(self.name, None, days=365, created_by=who)
+        audit(self.runtime.journal, "embed_created", who, f"embed {link.id} of {link.layout}")
+        url = embed_urls(link, token)["url"]
+        self.message.object = (f"<span style='color:#2e7d32'>{html.escape(t('Embed link created', self.lang))} "
+                               f"({html.escape(t('a year; revoke it on the Access page', self.lang))}):</span> "
+                               f"<code class='vigie-embed-url' style='user-select:all'>{html.escape(url)}</code>")
 
     def add_widget(self, kind: str) -> None:
         """Open the form of a new widget of a kind; it joins the grid, below the others, on OK.
