@@ -37,7 +37,7 @@ from app.pages.system import system_page
 from app.runtime import Runtime
 from app.web import quiet_sockets, routes
 from app.web.access import allowed
-from app.web.auth import WebAuth, is_local
+from app.web.auth import WebAuth
 from app.web.metrics import LoopLag, MetricsHandler
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,7 @@ class HealthHandler(tornado.web.RequestHandler):
         self.gate = gate
 
     def detailed(self) -> bool:
-        if is_local(self.request):
-            return True
-        identity, _ = self.settings["vigie_auth"].request_identity(self)
-        return allowed(identity, "health:detail")
+        return self.settings["vigie_auth"].probe_or_allowed(self, "health:detail")[0]
 
     def get(self) -> None:
         doc = self.runtime.health()

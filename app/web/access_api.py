@@ -77,8 +77,6 @@ class EmbedsQuery(PageQuery):
 
     layout = param.String(default=None, allow_None=True)
 
-MAX_BODY = 16_000
-MAX_LIST = 1000
 
 
 class _AccessHandler(JsonHandler):
@@ -91,10 +89,8 @@ class _AccessHandler(JsonHandler):
         chunk = self.page(items)
         if chunk is None:
             return
-        window = self.query_spec(PageQuery)
-        assert window is not None
-        end = window.offset + len(chunk)
-        self.answer(200, {"items": chunk, "total": len(items), "offset": window.offset,
+        end = self.window.offset + len(chunk)
+        self.answer(200, {"items": chunk, "total": len(items), "offset": self.window.offset,
                           "next_offset": end if end < len(items) else None})
 
 

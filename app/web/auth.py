@@ -31,7 +31,7 @@ import tornado.web
 from bokeh.server.auth_provider import AuthProvider
 from bokeh.util.token import check_token_signature, get_token_payload
 
-from app.web.access import ANONYMOUS, Identity
+from app.web.access import ANONYMOUS, Identity, allowed
 from app.web.accounts import AccountStore
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,16 @@ class WebAuth:
         if identity is not None:
             return identity
         return self.accounts.embed_identity(handler.get_query_argument(EMBED_ARG, None), layout, widget)
+
+    def probe_or_allowed(self, handler: tornado.web.RequestHandler, action: str) -> tuple[bool, Identity | None]:
+        """Return whether a client on this machine or a caller allowed ``action`` asks, and the caller if known.
+
+        The operator's own probes (``/health`` detail, a local Prometheus agent on ``/metrics``) need no login.
+        """
+        if is_local(handler.request):
+            return True, None
+        identity, _ = self.request_identity(handler)
+        return allowed(identity, action), identity
 
     def page_identity(self) -> Identity | None:
         """Return who the current Panel session belongs to (called while a page builds or acts)."""

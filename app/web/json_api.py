@@ -48,6 +48,7 @@ class JsonHandler(tornado.web.RequestHandler):
 
     actions: ClassVar[dict[str, str]] = {"GET": "view", "HEAD": "view"}
     identity: Identity | None = None
+    window: PageQuery | None = None  # the page :meth:`page` answered, for handlers that describe it
 
     def initialize(self, runtime: Runtime, layouts: LayoutStore | None = None) -> None:
         self.runtime = runtime
@@ -138,7 +139,7 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def page(self, items: list[Any]) -> list[Any] | None:
         """Return one page of a list (``?limit=&offset=``), with ``X-Total-Count`` and a ``Link`` to the next."""
-        window = self.query_spec(PageQuery)
+        window = self.window = self.query_spec(PageQuery)
         if window is None:
             return None
         total = len(items)

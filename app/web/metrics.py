@@ -48,8 +48,6 @@ from app.alarms.rules import SEVERITIES
 from app.ingest.base import ConnectionState
 from app.model import AlarmState
 from app.store.writer import WRITE_BUCKETS_S
-from app.web.access import allowed
-from app.web.auth import is_local
 
 if TYPE_CHECKING:
     from app.notify.cascade import Notifier
@@ -272,10 +270,8 @@ class MetricsHandler(tornado.web.RequestHandler):
     """
 
     def prepare(self) -> None:
-        if is_local(self.request):
-            return
-        identity, _ = self.settings["vigie_auth"].request_identity(self)
-        if not allowed(identity, "metrics:read"):
+        ok, identity = self.settings["vigie_auth"].probe_or_allowed(self, "metrics:read")
+        if not ok:
             self.set_status(401 if identity is None else 403)
             self.set_header("WWW-Authenticate", 'Bearer realm="vigie"')
             self.finish({"error": "metrics need an API token with the metrics scope"})
