@@ -37,9 +37,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config directory; exit non-zero with every problem."""
     loaded = _load_or_exit(Path(args.directory))
     cfg = loaded.config
-    print(f"{args.directory}: OK — store {cfg.store.engine}, {len(cfg.mqtt)} MQTT broker(s) "
-          f"({sum(len(m.subscriptions) for m in cfg.mqtt)} subscriptions), {len(cfg.opcua)} OPC-UA server(s) "
-          f"({sum(len(o.nodes) for o in cfg.opcua)} nodes)")
+    sources = cfg.sources()
+    print(f"{args.directory}: OK — store {cfg.store.engine}, {len(sources)} source(s)")
+    for spec in sources:
+        print(f"  {spec.name}: {spec.summary()}")
     count, sentence = loaded.layouts_report()
     print(sentence if count else f"warning: {sentence}")
     return 0
@@ -65,10 +66,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the zero-install demo: embedded broker, simulated PLC and sensors, embedded store."""
-    from app.ingest.broker import EmbeddedBroker
-    from app.ingest.plc_sim import PumpStationServer
-    from app.ingest.simulate import Simulators
-    from app.ingest.webcam_sim import WebcamSimulator
+    from app.demo.broker import EmbeddedBroker
+    from app.demo.plc_sim import PumpStationServer
+    from app.demo.simulate import Simulators
+    from app.demo.webcam_sim import WebcamSimulator
     from app.runtime import Runtime
     from app.server import run_server
 

@@ -22,8 +22,7 @@ import yaml
 
 from app.alarms.grammar import ExpressionError
 from app.alarms.rules import AlarmRule, CompositeRule
-from app.ingest.decoders import Decoder
-from app.ingest.topics import TemplateError, TopicTemplate
+from app.ingest.source_spec import SourceSpec, source_kinds
 from app.notify.specs import ContactsSection, EscalationSection, cross_problems
 from app.spec import Problem, Spec, SpecError, did_you_mean
 
@@ -162,72 +161,6 @@ class HttpIngestSpec(Spec):
     timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
 
 
-class FieldSpec(Spec):
-    """How one JSON field becomes a metric."""
-
-    metric = param.String(default=None, allow_None=True, doc="Metric name (default: the field name).")
-    unit = param.String(default="")
-
-
-class SubscriptionSpec(Spec):
-    """A topic template and how its payloads are decoded."""
-
-    topic = param.String(default=None, allow_None=True, doc="Template: site/{site}/device/{device}/telemetry")
-    decoder = param.Selector(default="json", objects=["json", "number", "line_protocol", "image"],
-                             doc="image: binary JPEG/PNG for the camera named by {device}.")
-    qos = param.Integer(default=1, bounds=(0, 2))
-    timestamp_field = param.String(default="ts", allow_None=True, doc="JSON: field holding the time (null: arrival).")
-    timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
-    fields = param.Dict(default={}, doc="JSON: field -> {metric, unit} (or null to drop it).")
-    other_fields = param.Selector(default="keep", objects=["keep", "drop"])
-    device_field = param.String(default=None, allow_None=True, doc="JSON: field naming the device.")
-    quality_field = param.String(default=None, allow_None=True)
-    metric = param.String(default=None, allow_None=True, doc="number: metric when the topic has no {metric}.")
-    unit = param.String(default="", doc="number: unit of the value.")
-    units = param.Dict(default={}, doc="line_protocol: metric -> unit.")
-    precision = param.Selector(default="ns", objects=["s", "ms", "us", "ns"], doc="line_protocol timestamps.")
-    max_bytes = param.Integer(default=65536, bounds=(1, None))
-    max_future_s = param.Number(default=300.0, bounds=(0, None))
-
-    def validate(self) -> list[tuple[tuple, str]]:
-        problems: list[tuple[tuple, str]] = []
-        if not self.topic:
-            return [(("topic",), "missing (required)")]
-        try:
-            TopicTemplate.parse(self.topic)
-        except TemplateError as exc:
-            problems.append((("topic",), str(exc)))
-        for name, spec in (self.fields or {}).items():
-            if spec is not None and not isinstance(spec, dict):
-                problems.append((("fields", name), "expected {metric: ..., unit: ...} or null"))
-            elif isinstance(spec, dict):
-                try:
-                    FieldSpec.from_spec(spec)
-                except SpecError as exc:
-                    problems.extend((("fields", name, *p.path), p.message) for p in exc.problems)
-        return problems
-
-    def build_decoder(self, cameras: Any = None) -> Decoder:
-        """Create the decoder this subscription describes (``image`` needs the camera store)."""
-        from app.ingest.decoders import FieldMap
-
-        common = {"max_bytes": self.max_bytes, "max_future_s": self.max_future_s}
-        if self.decoder == "image":
-            import app.ingest.image  # noqa: F401  (registers the decoder)
-
-            return Decoder.create("image", cameras=cameras, max_bytes=max(self.max_bytes, 5_000_000),
-                                  max_future_s=self.max_future_s)
-        if self.decoder == "json":
-            fields = {k: (FieldMap(v.get("metric"), v.get("unit", "")) if v is not None else None)
-                      for k, v in self.fields.items()}
-            return Decoder.create("json", timestamp_field=self.timestamp_field, timestamp_unit=self.timestamp_unit,
-                                  fields=fields, other_fields=self.other_fields, device_field=self.device_field,
-                                  quality_field=self.quality_field, **common)
-        if self.decoder == "number":
-            return Decoder.create("number", metric=self.metric, unit=self.unit, **common)
-        return Decoder.create("line_protocol", precision=self.precision, units=self.units, **common)
-
-
 class AlarmsSection(Spec):
     """Alarm rules: each a ``type:`` of :mod:`app.alarms.rules` (threshold when the type is left out)."""
 
@@ -273,123 +206,12 @@ class MapSpecConfig(Spec):
                             doc="XYZ tile URL ({z}/{x}/{y}); none by default, so maps work offline.")
 
 
-def _missing_files(spec: Spec, keys: tuple[str, ...]) -> list[tuple[tuple, str]]:
-    """Report the given file keys whose file does not exist (Vigie opens them from its working directory)."""
-    return [((k,), f"file not found: {getattr(spec, k)} (a relative path is taken from the directory Vigie runs in)")
-            for k in keys if getattr(spec, k) and not Path(getattr(spec, k)).is_file()]
-
-
-class TlsSpec(Spec):
-    """TLS to a broker."""
-
-    ca_file = param.String(default=None, allow_None=True)
-    cert_file = param.String(default=None, allow_None=True)
-    key_file = param.String(default=None, allow_None=True)
-    insecure = param.Boolean(default=False, doc="Skip certificate verification (testing only).")
-
-    def validate(self) -> list[tuple[tuple, str]]:
-        problems = _missing_files(self, ("ca_file", "cert_file", "key_file"))
-        if bool(self.cert_file) != bool(self.key_file):
-            problems.append(((), "a client certificate needs both cert_file and key_file"))
-        return problems
-
-
-class MqttSpec(Spec):
-    """One MQTT broker and its subscriptions."""
-
-    name = param.String(default="mqtt")
-    host = param.String(default="127.0.0.1")
-    port = param.Integer(default=1883, bounds=(1, 65535))
-    tls = param.ClassSelector(class_=TlsSpec, default=None, allow_None=True)
-    username_env = param.String(default=None, allow_None=True)
-    password_env = param.String(default=None, allow_None=True)
-    client_id = param.String(default=None, allow_None=True, doc="Stable id ({hostname} is replaced).")
-    protocol = param.Selector(default="5", objects=["5", "3.1.1"])
-    shared_group = param.String(default=None, allow_None=True, doc="MQTT 5 shared subscription group.")
-    session_expiry_s = param.Integer(default=7 * 24 * 3600, bounds=(0, None))
-    keepalive_s = param.Integer(default=30, bounds=(5, 3600))
-    expected_interval_s = param.Number(default=None, allow_None=True, bounds=(1, None), doc=(
-        "How often this broker's series report: a no-data rule without its own timeout_s raises after this."))
-    ack = param.Selector(default="durable", objects=["durable", "on_arrival"], doc=(
-        "When to acknowledge a QoS 1 message: once its readings are stored or spooled (durable: a crash "
-        "loses nothing), or on arrival (cheaper; what is in flight at a crash is lost)."))
-    receive_maximum = param.Integer(default=1000, bounds=(1, 65535), doc=(
-        "Unacknowledged messages the broker may send (MQTT 5 Receive Maximum). With 3.1.1, set it to "
-        "the broker's max_inflight_messages: the writer flushes when half of it waits for an ack."))
-    subscriptions = param.List(default=[], item_type=SubscriptionSpec)
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [k for k in cls.param]  # ``name`` is a real key here
-
-
-class NodeSpec(Spec):
-    """One OPC-UA variable."""
-
-    node_id = param.String(default=None, allow_None=True, doc="e.g. ns=2;i=5 or ns=2;s=Pump1.Speed")
-    browse_path = param.String(default=None, allow_None=True, doc="e.g. 0:Objects/2:PumpStation/2:Flow")
-    device = param.String(default=None, allow_None=True)
-    metric = param.String(default=None, allow_None=True)
-    unit = param.String(default="")
-    tags = param.Dict(default={})
-
-    def validate(self) -> list[tuple[tuple, str]]:
-        problems: list[tuple[tuple, str]] = []
-        if bool(self.node_id) == bool(self.browse_path):
-            problems.append(((), "give exactly one of node_id or browse_path"))
-        for key in ("device", "metric"):
-            if not getattr(self, key):
-                problems.append(((key,), "missing (required)"))
-        return problems
-
-
-class OpcUaSpec(Spec):
-    """One OPC-UA server and the nodes to subscribe to."""
-
-    name = param.String(default="opcua")
-    url = param.String(default=None, allow_None=True, doc="opc.tcp://host:4840/path")
-    expected_interval_s = param.Number(default=None, allow_None=True, bounds=(1, None), doc=(
-        "How often this server's series report: a no-data rule without its own timeout_s raises after this."))
-    security_policy = param.Selector(default=None, objects=[None, "Basic256Sha256", "Aes128Sha256RsaOaep",
-                                                             "Aes256Sha256RsaPss"])
-    security_mode = param.Selector(default="SignAndEncrypt", objects=["Sign", "SignAndEncrypt"])
-    certificate = param.String(default=None, allow_None=True)
-    private_key = param.String(default=None, allow_None=True)
-    server_certificate = param.String(default=None, allow_None=True)
-    username_env = param.String(default=None, allow_None=True)
-    password_env = param.String(default=None, allow_None=True)
-    sampling_interval_ms = param.Number(default=500.0, bounds=(0, None))
-    publishing_interval_ms = param.Number(default=500.0, bounds=(10, None))
-    deadband = param.Number(default=None, allow_None=True, bounds=(0, None), doc="Absolute deadband.")
-    queue_size = param.Integer(default=10, bounds=(1, 10_000),
-                               doc="Values the server keeps per item between publishes (raise for fast signals).")
-    timeout_s = param.Number(default=4.0, bounds=(0.1, 300), doc="Request timeout (connect, read, disconnect).")
-    reconnect_max_delay_s = param.Number(default=5.0, bounds=(0.1, 3600),
-                                         doc="Longest wait between reconnection attempts (the wait doubles to it).")
-    nodes = param.List(default=[], item_type=NodeSpec)
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [k for k in cls.param]
-
-    def validate(self) -> list[tuple[tuple, str]]:
-        problems: list[tuple[tuple, str]] = [] if self.url else [(("url",), "missing (required)")]
-        if self.security_policy:
-            problems += [((k,), f"required with security_policy {self.security_policy}")
-                         for k in ("certificate", "private_key") if not getattr(self, k)]
-        elif self.certificate or self.private_key:
-            problems.append((("security_policy",), "certificate / private_key given but no security_policy"))
-        return problems + _missing_files(self, ("certificate", "private_key", "server_certificate"))
-
-
 class VigieConfig(Spec):
-    """The whole configuration."""
+    """The whole configuration; each source kind adds its section (a list) from the registry, below."""
 
     server = param.ClassSelector(class_=ServerSpec, default=None, allow_None=True)
     store = param.ClassSelector(class_=StoreSpec, default=None, allow_None=True)
     http = param.ClassSelector(class_=HttpIngestSpec, default=None, allow_None=True)
-    mqtt = param.List(default=[], item_type=MqttSpec)
-    opcua = param.List(default=[], item_type=OpcUaSpec)
     cameras = param.ClassSelector(class_=CamerasSpec, default=None, allow_None=True)
     alarms = param.ClassSelector(class_=AlarmsSection, default=None, allow_None=True)
     map = param.ClassSelector(class_=MapSpecConfig, default=None, allow_None=True)
@@ -409,6 +231,14 @@ class VigieConfig(Spec):
 
     def validate(self) -> list[tuple[tuple, str]]:
         return cross_problems(self.contacts, self.escalation, self.alarms.rules)
+
+    def sources(self) -> list[SourceSpec]:
+        """Return every configured source, of every kind."""
+        return [spec for kind in source_kinds() for spec in getattr(self, kind)]
+
+
+for _section, _kind in source_kinds().items():
+    VigieConfig.param.add_parameter(_section, param.List(default=[], item_type=_kind, doc=_kind.__doc__))
 
 
 @dataclass

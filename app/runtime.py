@@ -21,11 +21,11 @@ from app.alarms.journal import Journal
 from app.alarms.mqtt_events import AlarmTopicPublisher
 from app.alarms.rule_file import RuleEditor
 from app.cameras import CameraStore
-from app.config import LoadedConfig, MqttSpec, OpcUaSpec, StoreSpec
+from app.config import LoadedConfig, StoreSpec
 from app.hub import Hub
 from app.ingest.base import Source
-from app.ingest.mqtt import MqttSource, MqttSubscription, TlsOptions
-from app.ingest.topics import TopicTemplate
+from app.ingest.mqtt_spec import MqttSpec
+from app.ingest.source_spec import BuildContext
 from app.live import LiveCache
 from app.model import Reading
 from app.notify.cascade import Notifier
@@ -61,45 +61,12 @@ def build_store(spec: StoreSpec, loaded: LoadedConfig, base: Path) -> StoreEngin
     )
 
 
-def build_mqtt(spec: MqttSpec, hub: Hub, loaded: LoadedConfig, cameras: CameraStore | None = None) -> MqttSource:
-    """Create an MQTT source from its spec."""
-    subs = [MqttSubscription(TopicTemplate.parse(s.topic), s.build_decoder(cameras), s.qos)
-            for s in spec.subscriptions]
-    tls = None
-    if spec.tls is not None:
-        tls = TlsOptions(spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file, spec.tls.insecure)
-    return MqttSource(
-        spec.name, hub, host=spec.host, port=spec.port, subscriptions=subs, client_id=spec.client_id,
-        username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env), tls=tls,
-        protocol=spec.protocol, shared_group=spec.shared_group, session_expiry_s=spec.session_expiry_s,
-        keepalive_s=spec.keepalive_s, ack=spec.ack, receive_maximum=spec.receive_maximum,
-    )
-
-
-def build_opcua(spec: OpcUaSpec, hub: Hub, loaded: LoadedConfig) -> Source:
-    """Create an OPC-UA source from its spec."""
-    from app.ingest.opcua import OpcUaNode, OpcUaSource
-
-    nodes = [OpcUaNode(node_id=n.node_id, browse_path=n.browse_path, device=n.device, metric=n.metric,
-                       unit=n.unit, tags=dict(n.tags)) for n in spec.nodes]
-    return OpcUaSource(
-        spec.name, hub, url=spec.url, nodes=nodes, security_policy=spec.security_policy,
-        security_mode=spec.security_mode, certificate=spec.certificate, private_key=spec.private_key,
-        server_certificate=spec.server_certificate, username=loaded.secret(spec.username_env),
-        password=loaded.secret(spec.password_env), sampling_interval_ms=spec.sampling_interval_ms,
-        publishing_interval_ms=spec.publishing_interval_ms, deadband=spec.deadband,
-        queue_size=spec.queue_size, timeout_s=spec.timeout_s, reconnect_max_delay_s=spec.reconnect_max_delay_s,
-    )
-
-
 def build_alarm_topic(prefix: str | None, brokers: list[MqttSpec], loaded: LoadedConfig) -> AlarmTopicPublisher | None:
     """Create the publisher of alarm states on the first broker, when a topic prefix is configured."""
     if not prefix or not brokers:
         return None
     spec = brokers[0]
-    tls = None
-    if spec.tls is not None:
-        tls = TlsOptions(spec.tls.ca_file, spec.tls.cert_file, spec.tls.key_file, spec.tls.insecure)
+    tls = spec.tls.options() if spec.tls is not None else None
     client_id = (spec.client_id or f"vigie-{spec.name}").replace("{hostname}", socket.gethostname()) + "-alarms"
     return AlarmTopicPublisher(prefix, host=spec.host, port=spec.port, client_id=client_id,
                                username=loaded.secret(spec.username_env), password=loaded.secret(spec.password_env),
@@ -120,7 +87,7 @@ class Runtime:
         rules = list(cfg.alarms.rules)
         # Always there, rules or not: the rule editor can add the first rule to a running server.
         self.alarms = AlarmEngine(rules)
-        self.alarms.source_intervals = {s.name: s.expected_interval_s for s in (*cfg.mqtt, *cfg.opcua)
+        self.alarms.source_intervals = {s.name: s.expected_interval_s for s in cfg.sources()
                                         if s.expected_interval_s}
         self.alarm_clock = AlarmClock(self.alarms, cfg.alarms.tick_s)
         self.journal = Journal(base / cfg.alarms.journal_file, retention_days=cfg.alarms.journal_days)
@@ -139,8 +106,8 @@ class Runtime:
             flush_interval=cfg.store.flush_interval_s,
         )
         self.hub = Hub(alarms=self.alarms, live=self.live, store=self.writer)  # alarms first: nothing delays them
-        self.sources: list[Source] = [build_mqtt(m, self.hub, loaded, self.cameras) for m in cfg.mqtt]
-        self.sources += [build_opcua(o, self.hub, loaded) for o in cfg.opcua]
+        context = BuildContext(self.hub, loaded.secret, self.cameras)
+        self.sources: list[Source] = [spec.build(context) for spec in cfg.sources()]
         for source in self.sources:
             self._watch_source(source)
         self.extra_sources: dict[str, Any] = {}  # e.g. the HTTP ingest API, registered by the server

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import param
@@ -200,3 +201,9 @@ def _reword(p: param.Parameter, value: Any, exc: Exception) -> str:
         if isinstance(p, kind):
             return f"expected {text}, got {_type_name(value)} {value!r}"
     return str(exc)
+
+
+def missing_files(spec: Spec, keys: tuple[str, ...]) -> list[tuple[tuple, str]]:
+    """Report the given file keys whose file does not exist (Vigie opens them from its working directory)."""
+    return [((k,), f"file not found: {getattr(spec, k)} (a relative path is taken from the directory Vigie runs in)")
+            for k in keys if getattr(spec, k) and not Path(getattr(spec, k)).is_file()]

@@ -1,4 +1,4 @@
-"""Racing a piece of long-running work against a stop request.
+"""Long-running work: racing it against a stop request, and backing off between attempts.
 
 Every actor (ingest sources, simulators) runs its work until it ends by
 itself or ``stop()`` is called; both tasks are then cancelled and awaited,
@@ -33,3 +33,22 @@ def raise_failure(task: asyncio.Task) -> None:
     """Re-raise the exception a finished task ended with, if any."""
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
+
+
+class Backoff:
+    """Capped exponential back-off for reconnect loops."""
+
+    def __init__(self, initial: float = 0.2, cap: float = 10.0) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.current = initial
+
+    def next(self) -> float:
+        """Return the delay to wait now, and grow it for next time."""
+        delay = self.current
+        self.current = min(self.cap, self.current * 2)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the initial delay after a success."""
+        self.current = self.initial

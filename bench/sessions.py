@@ -373,8 +373,8 @@ def simulate(host: str, port: int, period: float) -> None:
     """Run the demo's simulators (dams, trucks, server, webcam) alone, against an MQTT broker."""
     import asyncio
 
-    from app.ingest.simulate import Simulators
-    from app.ingest.webcam_sim import WebcamSimulator
+    from app.demo.simulate import Simulators
+    from app.demo.webcam_sim import WebcamSimulator
 
     async def main() -> None:
         sims = Simulators(host, port, period_s=period, seed="vigie-demo")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, load_config
+from app.config import ConfigError, VigieConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,3 +133,19 @@ async def test_the_docker_image_default_config_serves_healthy(tmp_path):
         assert runtime.health()["status"] == "ok"
     finally:
         await runtime.stop()
+
+
+def test_every_source_kind_is_a_config_section_built_by_its_own_spec(tmp_path):
+    """One registry: a kind declared beside its source is a config section, checked and built from there."""
+    from app.ingest.source_spec import SourceSpec, source_kinds
+
+    kinds = source_kinds()
+    assert {"mqtt", "opcua"} <= set(kinds)
+    assert all(issubclass(k, SourceSpec) and section in VigieConfig.keys() for section, k in kinds.items())
+    (tmp_path / "sources.yaml").write_text(
+        "mqtt:\n  - name: plant\n    subscriptions: [{topic: 'p/{device}/{metric}', decoder: number}]\n"
+        "opcua:\n  - name: plc\n    url: opc.tcp://127.0.0.1:4840\n    nodes: [{node_id: 'ns=2;i=5'}]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    assert [(p.where, p.message) for p in err.value.problems] == [
+        ("opcua[0].nodes[0].device", "missing (required)"), ("opcua[0].nodes[0].metric", "missing (required)")]

@@ -273,7 +273,7 @@ async def test_opcua_values_reach_the_store_with_quality_and_source_timestamps(t
     """StatusCode -> quality and SourceTimestamp -> time must survive the whole path into the store."""
     from datetime import UTC, datetime, timedelta
 
-    from app.ingest.plc_sim import PumpStationServer
+    from app.demo.plc_sim import PumpStationServer
 
     plc = PumpStationServer(port=free_port(), period_s=0.2, seed=3)
     await plc.start()
@@ -310,7 +310,7 @@ async def test_opcua_values_reach_the_store_with_quality_and_source_timestamps(t
 
 PLC_SCRIPT = """
 import asyncio, sys
-from app.ingest.plc_sim import PumpStationServer
+from app.demo.plc_sim import PumpStationServer
 
 async def main():
     await PumpStationServer(port=int(sys.argv[1]), period_s=0.1, seed=1).start()

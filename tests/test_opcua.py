@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from app.demo.plc_sim import DEFAULT_NODES, PumpStationServer
 from app.hub import Hub
 from app.ingest.opcua import OpcUaNode, OpcUaSource
-from app.ingest.plc_sim import DEFAULT_NODES, PumpStationServer
 from app.model import Reading
 from tests.helpers import until
 from tests.servers import free_port

@@ -183,8 +183,8 @@ def run_notebook_cell(lines: list[str]) -> list[dict]:
 
 
 async def test_camera_upload_over_http(served):
-    from app.ingest.simulate import Simulators
-    from app.ingest.webcam_sim import DamCamera
+    from app.demo.simulate import Simulators
+    from app.demo.webcam_sim import DamCamera
 
     runtime, base = served
     png = DamCamera(Simulators("127.0.0.1", 1, seed="t").dams[0]).render()

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 import pytest
 
-from app.ingest.broker import EmbeddedBroker
-from app.ingest.simulate import BATTERY_EVERY, CITY_CENTRE, Dam, IiotServer, Simulators, Tracker, _rng
+from app.demo.broker import EmbeddedBroker
+from app.demo.simulate import BATTERY_EVERY, CITY_CENTRE, Dam, IiotServer, Simulators, Tracker, _rng
 from tests.helpers import until
 from tests.servers import free_port
 

@@ -27,14 +27,14 @@ from app.dashboard.widgets.map import MapSpec, mercator
 from app.dashboard.widgets.status_grid import STATE_COLORS, StatusGridSpec
 from app.dashboard.widgets.table import TableSpec
 from app.dashboard.widgets.webcam import WebcamSpec
+from app.demo.simulate import Dam
+from app.demo.webcam_sim import TEMPLATE, DamCamera, WebcamSimulator
 from app.hub import Hub
 from app.ingest.deadletters import DeadLetters
 from app.ingest.decoders import Context, Decoder
 from app.ingest.image import ImageDecoder
 from app.ingest.mqtt import MqttSource, MqttSubscription
-from app.ingest.simulate import Dam
 from app.ingest.topics import TopicTemplate
-from app.ingest.webcam_sim import TEMPLATE, DamCamera, WebcamSimulator
 from app.live import LiveCache
 from app.model import Reading, now_ns
 from app.spec import SpecError

@@ -19,9 +19,9 @@ from typing import Any
 
 import aiomqtt
 
-from app.ingest.base import Backoff
 from app.ingest.mqtt import TlsOptions, tls_context
 from app.model import AlarmEvent
+from app.tasks import Backoff
 
 log = logging.getLogger(__name__)
 

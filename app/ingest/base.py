@@ -154,21 +154,3 @@ class Source:
             "last_error_ns": self.last_error_ns,
         }
 
-
-class Backoff:
-    """Capped exponential back-off for reconnect loops."""
-
-    def __init__(self, initial: float = 0.2, cap: float = 10.0) -> None:
-        self.initial = initial
-        self.cap = cap
-        self.current = initial
-
-    def next(self) -> float:
-        """Return the delay to wait now, and grow it for next time."""
-        delay = self.current
-        self.current = min(self.cap, self.current * 2)
-        return delay
-
-    def reset(self) -> None:
-        """Start again from the initial delay after a success."""
-        self.current = self.initial

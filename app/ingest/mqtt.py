@@ -49,11 +49,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from app.hub import Hub
-from app.ingest.base import Backoff, ConnectionState, Source
+from app.ingest.base import ConnectionState, Source
 from app.ingest.decoders import Context, Decoder
 from app.ingest.topics import TopicTemplate
 from app.model import Reading, now_ns
-from app.tasks import raise_failure, until_stopped
+from app.tasks import Backoff, raise_failure, until_stopped
 
 log = logging.getLogger(__name__)
 

@@ -56,9 +56,9 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.crypto import security_policies
 
 from app.hub import Hub
-from app.ingest.base import Backoff, ConnectionState, Source
+from app.ingest.base import ConnectionState, Source
 from app.model import Quality, Reading, datetime_to_ns, now_ns
-from app.tasks import until_stopped
+from app.tasks import Backoff, until_stopped
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from app.ingest.base import Backoff
 from app.ingest.deadletters import DeadLetters
 from app.model import Reading
 from app.store.base import ReadingsRefused, StoreEngine, StoreUnavailable
 from app.store.rejected import RejectedLog
 from app.store.spool import Spool
+from app.tasks import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 from PIL import Image, ImageDraw, ImageFont
 
-from app.ingest.publisher import SimulatedPublisher
-from app.ingest.simulate import Dam
+from app.demo.publisher import SimulatedPublisher
+from app.demo.simulate import Dam
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class WebcamSimulator(SimulatedPublisher):
 
     The dams are the demo simulators' own (``Simulators.dams``), read and never
     stepped here, so the pictures follow the telemetry. ``run()`` reconnects
-    with back-off like :class:`app.ingest.simulate.Simulators`; frames due
+    with back-off like :class:`app.demo.simulate.Simulators`; frames due
     while the broker is away are not sent later (an old picture is worthless).
     """
 

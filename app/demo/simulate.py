@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from app.ingest.publisher import SimulatedPublisher
+from app.demo.publisher import SimulatedPublisher
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import uuid
 
 import aiomqtt
 
-from app.ingest.base import Backoff
-from app.tasks import raise_failure, until_stopped
+from app.tasks import Backoff, raise_failure, until_stopped
 
 log = logging.getLogger(__name__)
 
