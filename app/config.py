@@ -25,6 +25,7 @@ from app.alarms.rules import AlarmRule, CompositeRule
 from app.ingest.source_spec import SourceSpec, source_kinds
 from app.notify.specs import ContactsSection, EscalationSection, cross_problems
 from app.spec import Problem, Spec, SpecError, did_you_mean
+from app.web.oidc_spec import OidcSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,8 @@ class ServerSpec(Spec):
     cookie_secure = param.Selector(default="auto", objects=["auto", "always"],
                                    doc="The login cookie's Secure flag: auto (when the request came over HTTPS) "
                                        "or always (behind a TLS-terminating proxy).")
+    oidc = param.ClassSelector(class_=OidcSpec, default=None, allow_None=True,
+                               doc="Log in through an OpenID Connect identity provider (docs/access.md).")
     frame_ancestors = param.List(default=[], item_type=str,
                                  doc="Origins allowed to frame /embed pages (Content-Security-Policy).")
     layouts_dir = param.String(default="layouts",

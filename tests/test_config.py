@@ -149,3 +149,17 @@ def test_every_source_kind_is_a_config_section_built_by_its_own_spec(tmp_path):
         load_config(tmp_path, env={})
     assert [(p.where, p.message) for p in err.value.problems] == [
         ("opcua[0].nodes[0].device", "missing (required)"), ("opcua[0].nodes[0].metric", "missing (required)")]
+
+
+def test_single_sign_on_config_says_what_is_wrong(tmp_path):
+    (tmp_path / "vigie.yaml").write_text(
+        "server:\n  oidc:\n    issuer: http://sso.example.org/realms/city\n"
+        "    role_map: {operators: operater}\n    scopes: [profile]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    found = {(p.where, p.message) for p in err.value.problems}
+    assert found == {
+        ("server.oidc.client_id", "missing (required)"),
+        ("server.oidc.issuer", "must be an https:// URL (plain http only on the loopback, for tests)"),
+        ("server.oidc.scopes", "must include openid"),
+        ("server.oidc.role_map.operators", "unknown role 'operater' (one of viewer, operator, analyst, admin)")}

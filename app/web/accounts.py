@@ -57,6 +57,9 @@ def _now() -> int:
     return time.time_ns()
 
 
+EXTERNAL_PREFIX = "!external:"  # the hash column of a user who logs in through an identity provider
+
+
 class AccountError(ValueError):
     """A change that cannot be made (unknown user, weak password, bad scope): the message says why."""
 
@@ -181,6 +184,36 @@ class AccountStore:
             self._db().execute("INSERT INTO users VALUES (?, ?, ?, ?, 0)", (name, role.name, hash_, user.created_ns))
             self.users[name] = (user, hash_)
         return user
+
+    def external_login(self, name: str, role: Role, issuer: str) -> User:
+        """Return the user an identity provider vouched for, created or given their current role.
+
+        Their row has no password (a marker no password matches), so they can only log in through the
+        provider. A local account of the same name is never taken over: that is refused.
+        """
+        problem = name_problem(name, "user name")
+        if problem:
+            raise AccountError(problem)
+        marker = f"{EXTERNAL_PREFIX}{issuer}"
+        with self._lock:
+            entry = self.users.get(name)
+            if entry is None:
+                user = User(name, role, _now())
+                self._db().execute("INSERT INTO users VALUES (?, ?, ?, ?, 0)", (name, role.name, marker,
+                                                                                user.created_ns))
+                self.users[name] = (user, marker)
+                return user
+            user, hash_ = entry
+            if hash_ != marker:
+                raise AccountError(f"a local account named {name!r} exists: an administrator must rename or "
+                                   "delete it before single sign-on can use that name")
+            if user.disabled:
+                raise AccountError(f"the account {name!r} is disabled in Vigie")
+            if user.role is not role:
+                self._db().execute("UPDATE users SET role = ? WHERE name = ?", (role.name, name))
+                user = User(name, role, user.created_ns, user.disabled)
+                self.users[name] = (user, hash_)
+            return user
 
     def _known(self, name: str) -> tuple[User, str]:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import tornado.web
@@ -90,16 +91,21 @@ button{{margin-top:1.2em;padding:.55em 1.4em;background:#0b3d5c;color:#fff;borde
  autocomplete="username" autofocus required maxlength="200">
 <label for="password">{password_label}</label><input type="password" id="password" name="password"
  autocomplete="current-password" required maxlength="1024">
-<button type="submit" id="login">{button}</button></form></main></body></html>"""
+<button type="submit" id="login">{button}</button></form>{sso}</main></body></html>"""
+SSO = """<p style="margin-top:1.5em;border-top:1px solid #ddd;padding-top:1em"><a id="login-sso" href="{href}"
+ style="display:inline-block;padding:.55em 1.4em;border:1px solid #0b3d5c;border-radius:4px;color:#0b3d5c;
+ text-decoration:none">{label}</a></p>"""
 
 
 class LoginHandler(tornado.web.RequestHandler):
     """``GET /login``: the form; ``POST /login``: check, start a session, go back to ``next``."""
 
-    def initialize(self, auth: WebAuth, journal: Journal, throttle: LoginThrottle) -> None:
+    def initialize(self, auth: WebAuth, journal: Journal, throttle: LoginThrottle,
+                   sso_label: str | None = None) -> None:
         self.auth = auth
         self.journal = journal
         self.throttle = throttle
+        self.sso_label = sso_label  # set when single sign-on is configured (app.web.oidc)
 
     def lang(self) -> str:
         chosen = self.get_cookie(LANG_COOKIE)
@@ -110,10 +116,13 @@ class LoginHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        next_url = local_next(self.get_argument("next", "/")[:2000])
+        sso = SSO.format(href=html.escape("/login/oidc?" + urllib.parse.urlencode({"next": next_url}), quote=True),
+                         label=html.escape(self.sso_label)) if self.sso_label else ""
         box = f"<p class='note {'error' if error else 'info'}' id='login-note'>{html.escape(note)}</p>" if note else ""
         self.finish(PAGE.format(lang=lang, title=html.escape(t("Log in", lang)), note=box,
                                 xsrf=self.xsrf_form_html(),
-                                next=html.escape(local_next(self.get_argument("next", "/")[:2000]), quote=True),
+                                next=html.escape(next_url, quote=True), sso=sso,
                                 user_label=html.escape(t("User name", lang)),
                                 password_label=html.escape(t("Password", lang)),
                                 username=html.escape(username[:200], quote=True),

@@ -50,6 +50,7 @@ from app.web.alarms import (
 )
 from app.web.login import LoginHandler, LoginThrottle, LogoutHandler
 from app.web.notify import AckLinkHandler, CascadesHandler, PolicyTestHandler, ReplyHandler
+from app.web.oidc import OidcCallbackHandler, OidcClient, OidcLoginHandler
 from app.web.openapi import document
 
 if TYPE_CHECKING:
@@ -81,8 +82,10 @@ def table(runtime: Runtime, layouts: LayoutStore, auth: WebAuth, http_source: Ht
     """Return every route (the health and metrics handlers are added by the server, which owns them)."""
     api = {"runtime": runtime, "layouts": layouts}
     rt = {"runtime": runtime}
+    oidc = oidc_client(runtime)
     routes = [
-        Route("/login", LoginHandler, {"auth": auth, "journal": runtime.journal, "throttle": LoginThrottle()}),
+        Route("/login", LoginHandler, {"auth": auth, "journal": runtime.journal, "throttle": LoginThrottle(),
+                                       "sso_label": oidc.spec.label if oidc else None}),
         Route("/logout", LogoutHandler, {"auth": auth, "journal": runtime.journal}),
         Route("/lang/{code}", LanguageHandler, patterns={"code": "[a-z]+"}),
         Route("/ack/{token}", AckLinkHandler, rt, {"token": "[A-Za-z0-9_.=-]+"}),
@@ -118,9 +121,21 @@ def table(runtime: Runtime, layouts: LayoutStore, auth: WebAuth, http_source: Ht
         Route("/embed/{layout}/?", EmbedRedirect, {"light": light}),
         Route("/embed/{layout}/{widget}/?", EmbedRedirect, {"light": light}),
     ]
+    if oidc is not None:
+        routes += [Route("/login/oidc", OidcLoginHandler, {"client": oidc}),
+                   Route("/login/oidc/callback", OidcCallbackHandler,
+                         {"auth": auth, "journal": runtime.journal, "client": oidc})]
     doc = {"routes": routes}
     routes += [Route("/api/v1/openapi.json", OpenApiHandler, doc), Route("/api/v1/docs", ApiReferenceHandler, doc)]
     return routes
+
+
+def oidc_client(runtime: Runtime) -> OidcClient | None:
+    """Return the single sign-on client when ``server.oidc`` is configured."""
+    spec = runtime.loaded.config.server.oidc
+    if spec is None:
+        return None
+    return OidcClient(spec, runtime.loaded.secret(spec.client_secret_env), runtime.secret)
 
 
 class OpenApiHandler(tornado.web.RequestHandler):
