@@ -33,6 +33,7 @@ from app.pages.embed import embed_page, guard_embed_app
 from app.pages.history import history_page
 from app.pages.light_embed import LightViews
 from app.pages.overview import overview_page
+from app.pages.services import PageServices
 from app.pages.system import system_page
 from app.runtime import Runtime
 from app.web import quiet_sockets, routes
@@ -120,7 +121,8 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     (log.info if count else log.warning)(sentence)
     auth = WebAuth(runtime.accounts, runtime.secret, anonymous_read=spec.anonymous_read,
                    cookie_secure=spec.cookie_secure, session_s=spec.session_hours * 3600)
-    light = LightViews(runtime, layouts)
+    services = PageServices.of(runtime)  # what pages may use: not the runtime itself
+    light = LightViews(services, layouts)
     patterns = [
         (r"/health", HealthHandler, {"runtime": runtime, "gate": gate}),
         (r"/metrics", MetricsHandler, {"runtime": runtime, "gate": gate, "lag": lag}),
@@ -129,16 +131,16 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     port = spec.port if port is None else port
     origins = [f"localhost:{port}", f"127.0.0.1:{port}", *spec.allow_websocket_origin]
     pages = {
-        "/": _page(overview_page, runtime, auth),
-        "/dashboards": _page(dashboards_list_page, runtime, layouts, auth),
-        "/dashboard": _page(dashboard_page, runtime, layouts, auth),
-        "/alarms": _page(alarms_page, runtime, auth),
-        "/alarm-rules": _page(alarm_rules_page, runtime, auth),
-        "/history": _page(history_page, runtime, auth),
-        "/system": _page(system_page, runtime, auth),
-        "/access": _page(access_page, runtime, layouts, auth),
-        "/contacts": _page(contacts_page, runtime, auth),
-        "/embed-app": _page(embed_page, runtime, layouts, auth),
+        "/": _page(overview_page, services, auth),
+        "/dashboards": _page(dashboards_list_page, services, layouts, auth),
+        "/dashboard": _page(dashboard_page, services, layouts, auth),
+        "/alarms": _page(alarms_page, services, auth),
+        "/alarm-rules": _page(alarm_rules_page, services, auth),
+        "/history": _page(history_page, services, auth),
+        "/system": _page(system_page, services, auth),
+        "/access": _page(access_page, services, layouts, auth),
+        "/contacts": _page(contacts_page, services, auth),
+        "/embed-app": _page(embed_page, services, layouts, auth),
     }
     # Every page loads the scripts of every widget kind: a widget added in the editor (a table's Tabulator on
     # a dashboard that had none) otherwise finds its component missing, and the whole grid goes blank.

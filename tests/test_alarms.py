@@ -13,6 +13,7 @@ from app.alarms.rules import ThresholdRule
 from app.config import ConfigError, load_config
 from app.dashboard.alarm_style import coloured_limits
 from app.model import Reading
+from app.pages.services import PageServices
 from app.runtime import Runtime
 from tests.helpers import publish, until
 
@@ -71,7 +72,7 @@ def test_alarms_of_devices_with_no_site_reach_the_overview(tmp_path):
     reading = Reading("srv-9", "temp", NOW, 35.0)  # no site tag
     runtime.alarms.accept([reading])
     runtime.live.accept([Reading("srv-9", "temp", time.time_ns(), 35.0, quality="bad")])
-    [row] = site_states(runtime)
+    [row] = site_states(PageServices.of(runtime))
     assert row["site"] == NO_SITE and row["worst_alarm"]["rule"] == "hot"
     assert row["state"] == "bad"  # a warning does not hide the worse state of the site
 
@@ -170,7 +171,7 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
         health = runtime.health()["alarms"]
         assert (health["rules"], health["active"], health["raised_total"]) == (2, 2, 2)
 
-        ctx = widget_context(runtime, "fr")
+        ctx = widget_context(PageServices.of(runtime), "fr")
         tile = ValueSpec(id="t", series="dam-1/water_level").view(ctx)
         assert "data-state='alarm'" in tile.render() and "data-unack='1'" in tile.render()
         calm = ValueSpec(id="c", series="dam-2/water_level").view(ctx)
@@ -186,9 +187,9 @@ async def test_a_published_reading_raises_an_alarm_that_every_view_shows(tmp_pat
         chart = TimeSeriesSpec(id="ch", series=["dam-1/water_level"]).view(ctx)
         spans = [r.location for r in chart.figure.center if isinstance(r, Span)]
         assert sorted(spans) == [12.0, 14.0]  # the rules' limits, drawn
-        [site] = [row for row in site_states(runtime) if row["site"] == "vallon"]
+        [site] = [row for row in site_states(PageServices.of(runtime)) if row["site"] == "vallon"]
         assert site["state"] == "alarm" and site["worst_alarm"]["severity"] == "critical"
-        assert "data-state='alarm'" in overview_html(runtime, "fr")
+        assert "data-state='alarm'" in overview_html(PageServices.of(runtime), "fr")
 
         await publish(mosquitto.host, mosquitto.port, [("al/vallon/dam-1", json.dumps({"ts": now_ms + 2,
                                                                                       "level": 13.0}))])
@@ -226,9 +227,9 @@ def test_the_overview_counts_alarms_names_silent_devices_and_links_to_the_sites_
     old = Reading("gauge-3", "rain", now - 3600 * 10**9, 0.0, tags={"site": "vallon"})  # silent for an hour
     runtime.alarms.accept(fresh)
     runtime.live.accept([old, *fresh])
-    [row] = site_states(runtime)
+    [row] = site_states(PageServices.of(runtime))
     assert (row["state"], row["active"], row["unacknowledged"], row["silent"]) == ("alarm", 1, 1, ["gauge-3"])
-    text = overview_html(runtime, "en")
+    text = overview_html(PageServices.of(runtime), "en")
     assert "data-unack='1'" in text and "gauge-3" in text and "href='/alarms?site=vallon'" in text
     runtime.alarms.acknowledge(["flood|dam-1/water_level"], "ana")
-    assert "data-unack='0'" in overview_html(runtime, "en")  # acknowledged: no longer outlined
+    assert "data-unack='0'" in overview_html(PageServices.of(runtime), "en")  # acknowledged: no longer outlined

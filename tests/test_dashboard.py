@@ -22,6 +22,7 @@ from app.dashboard.widgets.timeseries import TimeSeriesSpec
 from app.dashboard.widgets.value import ValueSpec
 from app.live import LiveCache
 from app.model import Reading
+from app.pages.services import PageServices
 from app.store.embedded import EmbeddedStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,7 +176,7 @@ async def test_history_explorer_queries_reduced_range_and_exports_what_it_shows(
               for i in range(730)]
     await runtime.store.write(points)
     runtime.live.accept(points[-1:])
-    explorer = HistoryExplorer(runtime, "en")
+    explorer = HistoryExplorer(PageServices.of(runtime), "en")
     explorer.series.value = "dam-1/water_level"
     explorer.range.value = "1y"
     await explorer.query()
@@ -325,7 +326,7 @@ async def test_times_are_shown_and_read_in_the_servers_time_zone(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "v.yaml").write_text("server: {timezone: Europe/Paris}\n")
     runtime = Runtime(load_config(tmp_path / "config", env={}), base_dir=tmp_path)
-    explorer = HistoryExplorer(runtime, "fr")
+    explorer = HistoryExplorer(PageServices.of(runtime), "fr")
     assert explorer.start.label == "Du (Europe/Paris)"
     explorer.range.value = "custom"
     explorer.start.value, explorer.end.value = datetime(2026, 11, 25, 13, 0), datetime(2026, 7, 1, 14, 0)

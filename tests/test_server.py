@@ -101,18 +101,20 @@ async def test_health_page_and_ingest_api(served):
     assert alarms["transitions"][0]["event"] == "raised" and alarms["rules"] == 1
 
     # What the system page shows of it: per source, the rejected inputs with their reasons, every series.
+    from app.pages.services import PageServices
     from app.pages.status import latest_frame
     from app.pages.system import dead_letters_html, sources_frame, store_html
 
-    frame = sources_frame(runtime, "fr")
+    services = PageServices.of(runtime)
+    frame = sources_frame(services, "fr")
     http_row = frame[frame["source"] == "http"].iloc[0]
     assert http_row["Entrées rejetées"] == 2 and http_row["état"] == t("connected", "fr")
-    dead = dead_letters_html(runtime, "fr")
+    dead = dead_letters_html(services, "fr")
     assert "<th>raison</th>" in dead and "item 1" in dead and "line 2" in dead and "hot" in dead
-    series = latest_frame(runtime).set_index("series")
+    series = latest_frame(services).set_index("series")
     assert series.loc["api-1/temp", "value"] == 22.5 and series.loc["api-1/temp", "unit"] == "°C"
     assert series.loc["api-1/temp", "quality"] == "good" and series.loc["api-1/temp", "age_s"] < 60
-    assert "store.queue_depth" in store_html(runtime) and "live.series" in store_html(runtime)
+    assert "store.queue_depth" in store_html(services) and "live.series" in store_html(services)
 
     status, page = await asyncio.to_thread(http, "GET", base + "/", None, None)
     assert status == 200 and "Vigie" in page

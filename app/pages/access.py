@@ -24,20 +24,20 @@ from app.web.accounts import AccountError
 from app.web.audit import audit
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 
 class AccessView:
     """One session's Access page."""
 
-    def __init__(self, runtime: Runtime, layouts: LayoutStore, auth: WebAuth, lang: str) -> None:
-        self.runtime = runtime
-        self.accounts = runtime.accounts
+    def __init__(self, services: PageServices, layouts: LayoutStore, auth: WebAuth, lang: str) -> None:
+        self.services = services
+        self.accounts = services.accounts
         self.layouts = layouts
         self.auth = auth
         self.lang = lang
-        self.tz = runtime.loaded.config.server.timezone
+        self.tz = services.timezone
         identity = auth.page_identity()
         self.admin = allowed(identity, "users:manage")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vigie-access-status"])
@@ -116,7 +116,7 @@ class AccessView:
                                            ("expired" if e.expires_ns < time.time_ns() else "live")}
                                           for e in links])
         self.e_revoke_id.options = [e.id for e in links if e.revoked_ns is None]
-        rows = self.runtime.journal.query(category="audit", limit=500)
+        rows = self.services.journal.query(category="audit", limit=500)
         self.audit.value = pd.DataFrame([{t("Time", self.lang): fmt_time(r["time_ns"], self.lang, self.tz),
                                           "kind": r["kind"], t("By", self.lang): r["user"], "what": r["key"],
                                           t("Comment", self.lang): (r["comment"] or "")[:400]} for r in rows])
@@ -143,7 +143,7 @@ class AccessView:
         days = self.t_days.value
         token, text = self.accounts.create_token(who, self.t_label.value.strip() or "page", list(self.t_scopes.value),
                                                  time.time_ns() + int(days * 86400e9) if days else None)
-        audit(self.runtime.journal, "token_created", who, f"token {token.id} of {who}",
+        audit(self.services.journal, "token_created", who, f"token {token.id} of {who}",
               detail=f"scopes {','.join(token.scopes)}")
         self.say(f"{t('Token created', self.lang)}: {token.id}", secret=text)
 
@@ -153,14 +153,14 @@ class AccessView:
         if token is None or (token.user != who and not allowed(self.auth.page_identity(), "users:manage")):
             raise AccountError("pick one of your tokens")
         self.accounts.revoke_token(token.id)
-        audit(self.runtime.journal, "token_revoked", who, f"token {token.id} of {token.user}")
+        audit(self.services.journal, "token_revoked", who, f"token {token.id} of {token.user}")
         self.say(f"{t('Revoked', self.lang)}: {token.id}")
 
     def add_user(self) -> None:
         who = self._who("users:manage")
         user = self.accounts.add_user(self.u_name.value.strip(), self.u_role.value, self.u_password.value)
         self.u_password.value = ""
-        audit(self.runtime.journal, "user_added", who, f"user {user.name}", after={"role": user.role.name})
+        audit(self.services.journal, "user_added", who, f"user {user.name}", after={"role": user.role.name})
         self.say(f"{t('Added', self.lang)}: {user.name} ({user.role.name})")
 
     def set_role(self) -> None:
@@ -168,7 +168,7 @@ class AccessView:
         name = self.u_pick.value or ""
         before = next((u.role.name for u in self.accounts.user_list() if u.name == name), None)
         user = self.accounts.set_role(name, self.u_role.value)
-        audit(self.runtime.journal, "user_changed", who, f"user {name}", before={"role": before},
+        audit(self.services.journal, "user_changed", who, f"user {name}", before={"role": before},
               after={"role": user.role.name})
         self.say(f"{name}: {user.role.name}")
 
@@ -179,7 +179,7 @@ class AccessView:
         if current is None:
             raise AccountError("pick a user")
         user = self.accounts.set_disabled(name, not current.disabled)
-        audit(self.runtime.journal, "user_changed", who, f"user {name}", before={"disabled": current.disabled},
+        audit(self.services.journal, "user_changed", who, f"user {name}", before={"disabled": current.disabled},
               after={"disabled": user.disabled})
         self.say(f"{name}: {'disabled' if user.disabled else 'active'}")
 
@@ -187,14 +187,14 @@ class AccessView:
         who = self._who("users:manage")
         link, token = self.accounts.create_embed(self.e_layout.value or "", self.e_widget.value or None,
                                                  days=float(self.e_days.value), created_by=who)
-        audit(self.runtime.journal, "embed_created", who, f"embed {link.id} of {link.layout}")
+        audit(self.services.journal, "embed_created", who, f"embed {link.id} of {link.layout}")
         urls = embed_urls(link, token)
         self.say(f"{t('Embed link created', self.lang)}: {link.id}", secret=" ".join(urls.values()))
 
     def revoke_embed(self) -> None:
         who = self._who("users:manage")
         link = self.accounts.revoke_embed(self.e_revoke_id.value or "")
-        audit(self.runtime.journal, "embed_revoked", who, f"embed {link.id} of {link.layout}")
+        audit(self.services.journal, "embed_revoked", who, f"embed {link.id} of {link.layout}")
         self.say(f"{t('Revoked', self.lang)}: {link.id}")
 
     def view(self) -> list[Any]:
@@ -214,8 +214,8 @@ class AccessView:
         return body
 
 
-def access_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def access_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's Access page."""
     lang = session_lang()
-    view = AccessView(runtime, layouts, auth, lang)
-    return page(runtime, "/access", t("Access", lang), *view.view(), lang=lang, identity=auth.page_identity())
+    view = AccessView(services, layouts, auth, lang)
+    return page(services, "/access", t("Access", lang), *view.view(), lang=lang, identity=auth.page_identity())

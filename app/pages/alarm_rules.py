@@ -30,7 +30,7 @@ from app.web.access import Forbidden, allowed, require
 from app.web.alarms import rule_action
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 RANGES = {"1 d": 86400, "7 d": 7 * 86400, "30 d": 30 * 86400, "1 y": 365 * 86400}
@@ -40,13 +40,13 @@ NEW = "+ new rule"
 class RuleEditorView:
     """One session's editor."""
 
-    def __init__(self, runtime: Runtime, lang: str, auth: WebAuth) -> None:
-        self.runtime = runtime
+    def __init__(self, services: PageServices, lang: str, auth: WebAuth) -> None:
+        self.services = services
         self.lang = lang
         self.auth = auth
-        self.tz = runtime.loaded.config.server.timezone
+        self.tz = services.timezone
         self.editing = allowed(auth.page_identity(), "rules:edit")
-        names = [r.name for r in runtime.alarms.rules]
+        names = [r.name for r in services.alarms.rules]
         chosen = session_arg("rule")
         self.pick = pn.widgets.Select(label=t("Rule", lang), options=[*names, NEW],
                                       value=chosen if chosen in names else (names[0] if names else NEW), width=260)
@@ -73,7 +73,7 @@ class RuleEditorView:
     def load(self) -> None:
         """Make a draft of the picked rule (a copy: the live rule is never edited in place)."""
         self._armed_delete = False
-        rule = next((r for r in self.runtime.alarms.rules if r.name == self.pick.value), None)
+        rule = next((r for r in self.services.alarms.rules if r.name == self.pick.value), None)
         if rule is None:
             self.original = None
             self.draft = rule_from_spec({"type": self.kind.value, "name": "", "series": "*/*"}) \
@@ -89,7 +89,7 @@ class RuleEditorView:
         keys = [k for k in type(self.draft).keys()]
         self.form.objects = [pn.Param(self.draft, parameters=keys, widgets=widgets, show_name=False,
                                       sizing_mode="stretch_width", name="rule-form")]
-        matched = self.runtime.alarms.matched_series(rule) if rule is not None else []
+        matched = self.services.alarms.matched_series(rule) if rule is not None else []
         self.matched.object = (f"<span class='vigie-rule-matched'>{t('Series watched', self.lang)}: "
                                f"{len(matched)} {html.escape(', '.join(matched[:8]))}"
                                f"{' …' if len(matched) > 8 else ''}</span>" if rule is not None else "")
@@ -109,7 +109,7 @@ class RuleEditorView:
     def _who(self, new_mode: str | None, replaces: str | None) -> str | None:
         """Return who acts when the session's user may make this change now; else say why and return None."""
         try:  # checked here, on the server, at the click: a hidden button is not a check
-            return require(self.auth.page_identity(), rule_action(self.runtime.alarms, new_mode, replaces)).label
+            return require(self.auth.page_identity(), rule_action(self.services.alarms, new_mode, replaces)).label
         except Forbidden as exc:
             self.say(html.escape(str(exc)), error=True)
             return None
@@ -119,15 +119,15 @@ class RuleEditorView:
         if (who := self._who(str(spec.get("mode", "enabled")), self.original)) is None:
             return
         try:
-            rule = self.runtime.rule_editor.save(spec, user=who, replaces=self.original)
+            rule = self.services.rule_editor.save(spec, user=who, replaces=self.original)
         except RuleError as exc:
             self.say("<br>".join(f"<b>{html.escape(w)}</b>: {html.escape(m)}" for w, m in exc.problems), error=True)
             return
-        names = [r.name for r in self.runtime.alarms.rules]
+        names = [r.name for r in self.services.alarms.rules]
         self.pick.options = [*names, NEW]
         self.pick.value = rule.name
         self.load()
-        self.say(html.escape(f"{t('Saved', self.lang)}: {rule.name} → {self.runtime.rule_editor.path.name}"))
+        self.say(html.escape(f"{t('Saved', self.lang)}: {rule.name} → {self.services.rule_editor.path.name}"))
 
     def on_delete(self) -> None:
         if self.original is None or (who := self._who(None, self.original)) is None:
@@ -137,11 +137,11 @@ class RuleEditorView:
             self.say(html.escape(t("Click Delete again to delete the rule", self.lang)), error=True)
             return
         try:
-            self.runtime.rule_editor.delete(self.original, user=who)
+            self.services.rule_editor.delete(self.original, user=who)
         except (KeyError, RuleError) as exc:
             self.say(html.escape(str(exc)), error=True)
             return
-        names = [r.name for r in self.runtime.alarms.rules]
+        names = [r.name for r in self.services.alarms.rules]
         self.pick.options = [*names, NEW]
         self.pick.value = names[0] if names else NEW
         self.load()
@@ -156,7 +156,7 @@ class RuleEditorView:
         end = now_ns()
         start = end - RANGES[self.range.value] * 10**9
         self.result.object = f"<i>{t('Replaying history…', self.lang)}</i>"
-        result = await backtest_on_history(rule, self.runtime.store, start, end, max_series=8)
+        result = await backtest_on_history(rule, self.services.store, start, end, max_series=8)
         summary = result["summary"]
         rows = "".join(
             f"<tr><td>{html.escape(e.key)}</td><td>{fmt_time(e.start_ns, self.lang, self.tz)}</td>"
@@ -190,9 +190,9 @@ class RuleEditorView:
                 pn.Row(self.range, self.test), self.result, self.plot]
 
 
-def alarm_rules_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def alarm_rules_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's rule editor."""
     lang = session_lang()
-    editor = RuleEditorView(runtime, lang, auth)
-    return page(runtime, "/alarms", t("Alarm rules", lang), *editor.view(), lang=lang,
+    editor = RuleEditorView(services, lang, auth)
+    return page(services, "/alarms", t("Alarm rules", lang), *editor.view(), lang=lang,
                 identity=auth.page_identity())

@@ -30,7 +30,7 @@ from app.refresh import every
 from app.web.access import Forbidden, allowed, require
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 STATE_LABEL = {
@@ -45,20 +45,20 @@ SHELVE_CHOICES = {"15 min": 900, "1 h": 3600, "8 h": 8 * 3600, "24 h": 86400}
 JOURNAL_RANGES = {"1 h": 3600, "24 h": 86400, "7 d": 7 * 86400, "30 d": 30 * 86400}
 
 
-def console_rows(runtime: Runtime, shadow: bool = False) -> list[dict[str, Any]]:
+def console_rows(services: PageServices, shadow: bool = False) -> list[dict[str, Any]]:
     """Return the alarms to show, unacknowledged first, then by severity, then oldest first.
 
     ``shadow``: the alarms of rules in shadow mode instead (what they would have raised, live; never notified).
     """
-    engine = runtime.alarms
+    engine = services.alarms
     rows = [a.as_dict() for a in engine.alarms(include_shadow=True) if (a.rule.mode == "shadow") == shadow]
     return sorted(rows, key=lambda a: (STATE_ORDER.index(AlarmState(a["state"])),
                                        SEVERITY_ORDER.get(a["severity"], 9), a["time_ns"]))
 
 
-def console_frame(runtime: Runtime, lang: str, shadow: bool = False, site: str = "") -> pd.DataFrame:
+def console_frame(services: PageServices, lang: str, shadow: bool = False, site: str = "") -> pd.DataFrame:
     """Return the console's table: one row per alarm (of one site when given), its id kept for the actions."""
-    tz = runtime.loaded.config.server.timezone
+    tz = services.timezone
     rows = [{
         "id": a["alarm_id"],
         t("State", lang): t(STATE_LABEL.get(AlarmState(a["state"]), a["state"]), lang),
@@ -70,7 +70,7 @@ def console_frame(runtime: Runtime, lang: str, shadow: bool = False, site: str =
         t("Value", lang): "" if a["value"] is None else f"{fmt_number(a['value'], lang)} {a['unit']}".strip(),
         t("Present", lang): "●" if a["active"] else "",
         t("Comment", lang): " · ".join(x for x in (a.get("acked_by"), a.get("comment"), a.get("reason")) if x),
-    } for a in console_rows(runtime, shadow) if not site or a.get("site") == site]
+    } for a in console_rows(services, shadow) if not site or a.get("site") == site]
     columns = ["id", *(t(c, lang) for c in ("State", "Severity", "Since", "Site", "Series", "Message", "Value",
                                             "Present", "Comment"))]
     return pd.DataFrame(rows, columns=columns)
@@ -100,9 +100,9 @@ def load_html(figures: dict[str, Any], lang: str) -> str:
             f"<b>{t('Chattering', lang)}</b>: {chatter}<br><b>{t('Stale', lang)}</b>: {stale}</div>")
 
 
-def cascades_html(runtime: Runtime, lang: str, tz: str) -> str:
+def cascades_html(services: PageServices, lang: str, tz: str) -> str:
     """Return the escalations in progress: each one's alarms, who was told (when, how), who is next and when."""
-    views = runtime.notifier.cascade_view()
+    views = services.notifier.cascade_view()
     if not views:
         return f"<p class='vigie-cascades-none'>{t('No escalation in progress', lang)}</p>"
     e = html.escape
@@ -128,15 +128,15 @@ def cascades_html(runtime: Runtime, lang: str, tz: str) -> str:
 class AlarmConsole:
     """One session's console: the table, the actions, the journal and the load."""
 
-    def __init__(self, runtime: Runtime, lang: str, auth: WebAuth) -> None:
-        self.runtime = runtime
+    def __init__(self, services: PageServices, lang: str, auth: WebAuth) -> None:
+        self.services = services
         self.lang = lang
         self.auth = auth
-        self.tz = runtime.loaded.config.server.timezone
+        self.tz = services.timezone
         identity = auth.page_identity()
         self.editing = allowed(identity, "alarms:ack")
         self.audit_category = None if allowed(identity, "audit:read") else "!audit"  # logins: admins only
-        self.table = pn.widgets.Tabulator(console_frame(runtime, lang, site=session_arg("site") or ""),
+        self.table = pn.widgets.Tabulator(console_frame(services, lang, site=session_arg("site") or ""),
                                           selectable="checkbox", disabled=True,
                                           show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
                                           height=360, name="alarm-console")
@@ -155,13 +155,13 @@ class AlarmConsole:
             button.on_click(lambda _e, act=action: act())
         self._version = -1
         # The journal: filters, table, CSV link.
-        sites = sorted({a.get("site") or "" for a in runtime.alarms.active()} - {""})
+        sites = sorted({a.get("site") or "" for a in services.alarms.active()} - {""})
         wanted = session_arg("site") or ""  # the overview's link to a site's alarms
         self.f_site = pn.widgets.Select(label=t("Site", lang), options=sorted({"", wanted, *sites}), value=wanted,
                                         width=140)
         self.f_device = pn.widgets.TextInput(label=t("Device", lang), width=140, value=session_arg("device") or "")
         self.f_rule = pn.widgets.Select(label=t("Rule", lang), options=["", *(r.name for r in (
-            runtime.alarms.rules))], width=180)
+            services.alarms.rules))], width=180)
         self.f_severity = pn.widgets.Select(label=t("Severity", lang), options=["", "low", "medium", "high",
                                                                                "critical"], width=110)
         self.f_range = pn.widgets.Select(label=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
@@ -170,7 +170,7 @@ class AlarmConsole:
                                             pagination="local", page_size=50)
         self.csv = pn.pane.HTML("", name="journal-csv")
         self.load = pn.pane.HTML("", sizing_mode="stretch_width", name="alarm-load")
-        self.cascades = pn.pane.HTML(cascades_html(runtime, lang, self.tz), sizing_mode="stretch_width",
+        self.cascades = pn.pane.HTML(cascades_html(services, lang, self.tz), sizing_mode="stretch_width",
                                      name="alarm-cascades")
         self._cascades_text = self.cascades.object
         for w in (self.f_device, self.f_rule, self.f_severity, self.f_range):
@@ -195,7 +195,7 @@ class AlarmConsole:
         ids = self.selected_ids()
         if (who := self._allowed()) is None or not self._some(ids):
             return
-        events = self.runtime.alarms.acknowledge(ids, who, self.comment.value.strip()[:2000])
+        events = self.services.alarms.acknowledge(ids, who, self.comment.value.strip()[:2000])
         self.comment.value = ""
         self.say(f"{t('Acknowledged', self.lang)}: {len(events)}")
         self.refresh(force=True)
@@ -208,7 +208,7 @@ class AlarmConsole:
         if not reason:
             self.say(t("Say why in the comment before shelving", self.lang), error=True)
             return
-        events = self.runtime.alarms.shelve(ids, SHELVE_CHOICES[self.shelve_for.value], who, reason)
+        events = self.services.alarms.shelve(ids, SHELVE_CHOICES[self.shelve_for.value], who, reason)
         self.comment.value = ""
         self.say(f"{t('Shelved', self.lang)}: {len(events)}")
         self.refresh(force=True)
@@ -217,8 +217,8 @@ class AlarmConsole:
         device = self.device.value.strip()
         if (who := self._allowed("devices:maintenance")) is None or not device:
             return
-        on = device not in self.runtime.alarms.maintenance
-        self.runtime.alarms.set_maintenance(device, on, who, self.comment.value.strip()[:2000])
+        on = device not in self.services.alarms.maintenance
+        self.services.alarms.set_maintenance(device, on, who, self.comment.value.strip()[:2000])
         label = "Maintenance on" if on else "Maintenance off"
         self.say(f"{html.escape(device)}: {t(label, self.lang)}")
         self.refresh(force=True)
@@ -234,16 +234,16 @@ class AlarmConsole:
 
     # -- refresh -----------------------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
-        engine = self.runtime.alarms
+        engine = self.services.alarms
         version = engine.version if engine is not None else 0
-        text = cascades_html(self.runtime, self.lang, self.tz)  # steps move on with time, not only with events
+        text = cascades_html(self.services, self.lang, self.tz)  # steps move on with time, not only with events
         if text != self._cascades_text:
             self._cascades_text = self.cascades.object = text
         if version == self._version and not force:
             return
         self._version = version
         with pn.io.hold():
-            self.table.value = console_frame(self.runtime, self.lang, self.shadow.value, self.f_site.value)
+            self.table.value = console_frame(self.services, self.lang, self.shadow.value, self.f_site.value)
             self.refresh_journal()
 
     def journal_filters(self) -> dict[str, Any]:
@@ -254,7 +254,7 @@ class AlarmConsole:
                 "category": self.audit_category}
 
     def refresh_journal(self) -> None:
-        journal = self.runtime.journal
+        journal = self.services.journal
         filters = self.journal_filters()
         rows = journal.query(limit=2000, **filters)
         self.journal.value = journal_frame(rows, self.lang, self.tz)
@@ -264,7 +264,7 @@ class AlarmConsole:
                            f"{html.escape(urllib.parse.urlencode(query))}' download>{t('Export CSV', self.lang)}</a>")
         end = now_ns()
         day = journal.query(start_ns=end - 86400 * 10**9, kind="raised", limit=100_000)
-        shown = self.runtime.alarms.active()
+        shown = self.services.alarms.active()
         self.load.object = load_html(alarm_load(day, shown, end - 86400 * 10**9, end), self.lang)
 
     def view(self) -> list[Any]:
@@ -280,9 +280,9 @@ class AlarmConsole:
                 self.journal]
 
 
-def alarms_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def alarms_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's alarm console."""
     lang = session_lang()
-    console = AlarmConsole(runtime, lang, auth)
+    console = AlarmConsole(services, lang, auth)
     every(console.refresh, 1000)
-    return page(runtime, "/alarms", t("Alarms", lang), *console.view(), lang=lang, identity=auth.page_identity())
+    return page(services, "/alarms", t("Alarms", lang), *console.view(), lang=lang, identity=auth.page_identity())

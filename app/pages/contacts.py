@@ -21,7 +21,7 @@ from app.pages.shell import page, session_lang
 from app.web.access import Forbidden, allowed, require
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 SCHEDULE_HOURS = 7 * 24  # the rota shown ahead
@@ -39,9 +39,9 @@ def _table(head: list[str], rows: list[list[Any]], css: str) -> str:
             + "</tr>" + "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows) + "</table>")
 
 
-def people_html(runtime: Runtime, lang: str) -> str:
+def people_html(services: PageServices, lang: str) -> str:
     """Return the contacts (their apprise URLs by scheme only: a URL may carry a token) and the teams."""
-    contacts = runtime.notifier.contacts
+    contacts = services.notifier.contacts
     people = [[c.name, c.language, c.mail or "", c.phone or "",
                ", ".join(sorted({u.split(":", 1)[0] for u in c.apprise})) + (" +env" if c.apprise_env else "")]
               for c in contacts.people]
@@ -52,10 +52,10 @@ def people_html(runtime: Runtime, lang: str) -> str:
             + _table([t("Name", lang), t("Members", lang)], teams, "vigie-teams"))
 
 
-def on_call_html(runtime: Runtime, lang: str, now: datetime | None = None) -> str:
+def on_call_html(services: PageServices, lang: str, now: datetime | None = None) -> str:
     """Return who is on call now, and each change of duty over the next week."""
-    notifier = runtime.notifier
-    tz = runtime.loaded.config.server.timezone
+    notifier = services.notifier
+    tz = services.timezone
     now = now or datetime.now(UTC)
     current = on_call(notifier.contacts, now, notifier.tz)
     rows: list[list[Any]] = []
@@ -72,9 +72,9 @@ def on_call_html(runtime: Runtime, lang: str, now: datetime | None = None) -> st
     return head + _table([t("From", lang), t("On call", lang)], rows[:50], "vigie-rota")
 
 
-def policies_html(runtime: Runtime, lang: str) -> str:
+def policies_html(services: PageServices, lang: str) -> str:
     """Return each policy with its steps, resolved as the rota names them now."""
-    notifier = runtime.notifier
+    notifier = services.notifier
     now = datetime.now(UTC)
     parts = []
     for policy in notifier.policies.values():
@@ -91,15 +91,15 @@ def policies_html(runtime: Runtime, lang: str) -> str:
 class ContactsView:
     """One session's Contacts page."""
 
-    def __init__(self, runtime: Runtime, auth: WebAuth, lang: str) -> None:
-        self.runtime = runtime
+    def __init__(self, services: PageServices, auth: WebAuth, lang: str) -> None:
+        self.services = services
         self.auth = auth
         self.lang = lang
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vigie-contacts-status"])
-        self.policy = pn.widgets.Select(options=list(runtime.notifier.policies), width=220)
+        self.policy = pn.widgets.Select(options=list(services.notifier.policies), width=220)
         self.test = pn.widgets.Button(label=t("Send a test to step 1", lang),
                                       disabled=not allowed(auth.page_identity(), "notify:edit") or not
-                                      runtime.notifier.policies)
+                                      services.notifier.policies)
         self.test.on_click(lambda _e: self.send_test())
 
     def send_test(self) -> None:
@@ -109,9 +109,9 @@ class ContactsView:
             self.status.object = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
             return
         name = self.policy.value
-        if name not in self.runtime.notifier.policies:
+        if name not in self.services.notifier.policies:
             return
-        sent = self.runtime.notifier.send_test(name)
+        sent = self.services.notifier.send_test(name)
         who = ", ".join(f"{s['contact']} ({'/'.join(s['channels'])})" for s in sent) or t("nobody", self.lang)
         self.status.object = (f"<span style='color:#2e7d32'>{html.escape(t('Test sent', self.lang))}: "
                               f"{html.escape(who)}</span>")
@@ -119,16 +119,16 @@ class ContactsView:
     def view(self) -> list[Any]:
         lang = self.lang
         return [pn.pane.Markdown(f"## {t('Contacts', lang)}"),
-                pn.pane.HTML(people_html(self.runtime, lang), sizing_mode="stretch_width"),
+                pn.pane.HTML(people_html(self.services, lang), sizing_mode="stretch_width"),
                 pn.pane.Markdown(f"### {t('On call', lang)}"),
-                pn.pane.HTML(on_call_html(self.runtime, lang), sizing_mode="stretch_width"),
+                pn.pane.HTML(on_call_html(self.services, lang), sizing_mode="stretch_width"),
                 pn.pane.Markdown(f"### {t('Escalation policies', lang)}"),
-                pn.pane.HTML(policies_html(self.runtime, lang), sizing_mode="stretch_width"),
+                pn.pane.HTML(policies_html(self.services, lang), sizing_mode="stretch_width"),
                 pn.Row(self.policy, self.test), self.status]
 
 
-def contacts_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def contacts_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's Contacts page."""
     lang = session_lang()
-    view = ContactsView(runtime, auth, lang)
-    return page(runtime, "/contacts", t("Contacts", lang), *view.view(), lang=lang, identity=auth.page_identity())
+    view = ContactsView(services, auth, lang)
+    return page(services, "/contacts", t("Contacts", lang), *view.view(), lang=lang, identity=auth.page_identity())

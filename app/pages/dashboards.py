@@ -33,22 +33,22 @@ from app.web.access_api import embed_urls
 from app.web.audit import audit
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 
 DELETE_CONFIRM_MS = 5000  # how long an armed Delete waits for its second click
 
 
-def widget_context(runtime: Runtime, lang: str) -> WidgetContext:
-    """Return what widgets of this runtime may read."""
-    return WidgetContext(live=runtime.live, store=runtime.store, lang=lang, tz=runtime.loaded.config.server.timezone,
-                         cameras=runtime.cameras,
-                         alarms=runtime.alarms if runtime.alarms.rules else None,
-                         limits=coloured_limits(runtime.alarms) if runtime.alarms.rules else None,
-                         tile_url=runtime.loaded.config.map.tile_url,
+def widget_context(services: PageServices, lang: str) -> WidgetContext:
+    """Return what widgets of this services may read."""
+    return WidgetContext(live=services.live, store=services.store, lang=lang, tz=services.timezone,
+                         cameras=services.cameras,
+                         alarms=services.alarms if services.alarms.rules else None,
+                         limits=coloured_limits(services.alarms) if services.alarms.rules else None,
+                         tile_url=services.tile_url,
                          image_url=camera_frame_url,
-                         extra={"catalogue": set(runtime.live.keys())})
+                         extra={"catalogue": set(services.live.keys())})
 
 
 def spec_form(spec: WidgetSpec, series_options: list[str]) -> pn.Param:
@@ -75,8 +75,8 @@ def spec_form(spec: WidgetSpec, series_options: list[str]) -> pn.Param:
 class DashboardEditor:
     """One session's dashboard page: the live grid and, when allowed, the editor."""
 
-    def __init__(self, runtime: Runtime, layouts: LayoutStore, name: str, lang: str, auth: WebAuth) -> None:
-        self.runtime = runtime
+    def __init__(self, services: PageServices, layouts: LayoutStore, name: str, lang: str, auth: WebAuth) -> None:
+        self.services = services
         self.layouts = layouts
         self.name = name
         self.lang = lang
@@ -104,8 +104,8 @@ class DashboardEditor:
         if self.dashboard is not None:
             self.dashboard.stop()
         self.loaded = loaded
-        self.dashboard = Dashboard(loaded, widget_context(self.runtime, self.lang), editable=editable,
-                                   pulse=self.runtime.pulse)
+        self.dashboard = Dashboard(loaded, widget_context(self.services, self.lang), editable=editable,
+                                   pulse=self.services.pulse)
         self.dashboard.start()
         self.grid_holder[:] = [self.dashboard.grid]
         problems = loaded.problems + self.dashboard.unknown_series()
@@ -126,7 +126,7 @@ class DashboardEditor:
         return require(self.auth.page_identity(), "layouts:edit").label
 
     def _audit(self, kind: str, who: str, name: str, before: Any = None, after: Any = None) -> None:
-        audit(self.runtime.journal, kind, who, f"layouts/{name}.yaml", before=before, after=after)
+        audit(self.services.journal, kind, who, f"layouts/{name}.yaml", before=before, after=after)
 
     def _file_spec(self, name: str) -> dict | None:
         try:
@@ -284,8 +284,8 @@ class DashboardEditor:
     def make_embed(self) -> None:
         """Make a signed, read-only embed link to this layout for a portal (a year; revoked on the Access page)."""
         who = require(self.auth.page_identity(), "users:manage").name
-        link, token = self.runtime.accounts.create_embed(self.name, None, days=365, created_by=who)
-        audit(self.runtime.journal, "embed_created", who, f"embed {link.id} of {link.layout}")
+        link, token = self.services.accounts.create_embed(self.name, None, days=365, created_by=who)
+        audit(self.services.journal, "embed_created", who, f"embed {link.id} of {link.layout}")
         url = embed_urls(link, token)["url"]
         self.message.object = (f"<span style='color:#2e7d32'>{html.escape(t('Embed link created', self.lang))} "
                                f"({html.escape(t('a year; revoke it on the Access page', self.lang))}):</span> "
@@ -312,7 +312,7 @@ class DashboardEditor:
             return
         # A draft is in no layout yet: its form edits it directly. A placed widget is edited on a copy.
         clone = draft if draft is not None else type(widget).from_spec(widget.to_spec())
-        form = spec_form(clone, self.runtime.live.keys())
+        form = spec_form(clone, self.services.live.keys())
         apply = pn.widgets.Button(label="OK", color="primary", width=80, css_classes=["vigie-apply"])
 
         def on_apply(_event) -> None:
@@ -341,25 +341,25 @@ class DashboardEditor:
         self._rerender(spec)
 
 
-def dashboard_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def dashboard_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's dashboard page (``/dashboard?name=...``)."""
     lang = session_lang()
     name = session_arg("name") or ""
     identity = auth.page_identity()
     try:
-        editor = DashboardEditor(runtime, layouts, name, lang, auth)
+        editor = DashboardEditor(services, layouts, name, lang, auth)
     except (LayoutNameError, FileNotFoundError) as exc:
-        return page(runtime, "/dashboards", t("Dashboards", lang),
+        return page(services, "/dashboards", t("Dashboards", lang),
                     pn.pane.Alert(html.escape(str(exc)), alert_type="danger"),
                     lang=lang, identity=identity)
     title = editor.loaded.spec.title
     pn.state.on_session_destroyed(lambda _ctx: editor.dashboard.stop() if editor.dashboard else None)
     heading = pn.pane.HTML(f"<h2>{html.escape(title)}</h2>", sizing_mode="stretch_width")
-    return page(runtime, "/dashboards", title, heading, editor.panel,
+    return page(services, "/dashboards", title, heading, editor.panel,
                 lang=lang, busy_indicator=False, identity=identity)
 
 
-def dashboards_list_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def dashboards_list_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build the list of dashboards, with "generate dashboard" for those who may edit layouts."""
     lang = session_lang()
     identity = auth.page_identity()
@@ -371,8 +371,8 @@ def dashboards_list_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) 
     listing = pn.pane.HTML("<ul>" + "".join(items) + "</ul>", sizing_mode="stretch_width")
     body: list[pn.viewable.Viewable] = [pn.pane.Markdown(f"## {t('Dashboards', lang)}"), listing]
     if allowed(identity, "layouts:edit"):
-        devices = sorted({k.split("/", 1)[0] for k in runtime.live.keys()})
-        sites = sorted({v.tags["site"] for v in runtime.live.latest() if "site" in v.tags})
+        devices = sorted({k.split("/", 1)[0] for k in services.live.keys()})
+        sites = sorted({v.tags["site"] for v in services.live.latest() if "site" in v.tags})
         target = pn.widgets.Select(label="", options=[f"device:{d}" for d in devices] + [f"site:{s}" for s in sites],
                                    width=240)
         go = pn.widgets.Button(label=t("Generate dashboard", lang), width=200)
@@ -387,13 +387,13 @@ def dashboards_list_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) 
             if not target.value:
                 return
             kind, _, what = target.value.partition(":")
-            spec = generate_for_device(runtime.live, what) if kind == "device" else generate_for_site(
-                runtime.live, what)
+            spec = generate_for_device(services.live, what) if kind == "device" else generate_for_site(
+                services.live, what)
             name = slugify(f"{kind}-{what}")
             layouts.save(name, spec)
-            audit(runtime.journal, "layout_generated", who, f"layouts/{name}.yaml", after=spec.to_spec())
+            audit(services.journal, "layout_generated", who, f"layouts/{name}.yaml", after=spec.to_spec())
             result.object = f"<a href='/dashboard?name={name}'>layouts/{name}.yaml</a>"
 
         go.on_click(generate)
         body.append(pn.Row(target, go, result))
-    return page(runtime, "/dashboards", t("Dashboards", lang), *body, lang=lang, identity=identity)
+    return page(services, "/dashboards", t("Dashboards", lang), *body, lang=lang, identity=identity)

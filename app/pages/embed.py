@@ -29,11 +29,11 @@ from app.web.auth import EMBED_ARG
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 
-def embed_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.viewable.Viewable:
+def embed_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) -> pn.viewable.Viewable:
     """Build one embed session: only the layout (or the one widget) its link names."""
     lang = session_lang()
     name = session_arg("layout") or ""
@@ -46,13 +46,13 @@ def embed_page(runtime: Runtime, layouts: LayoutStore, auth: WebAuth) -> pn.view
         loaded = layouts.load(name)
     except (LayoutNameError, FileNotFoundError) as exc:
         return pn.pane.HTML(f"<p class='vigie-embed-error'>{html.escape(str(exc))}</p>")
-    ctx = widget_context(runtime, lang)
+    ctx = widget_context(services, lang)
     token = session_arg(EMBED_ARG)
     if identity.kind == "embed" and token:
         # The portal's iframe sends no cookie: a webcam's frames carry the embed link, as the page did.
         ctx = dataclasses.replace(ctx, image_url=lambda camera, time_ns: f"{camera_frame_url(camera, time_ns)}?"
                                                                            f"{urlencode({EMBED_ARG: token})}")
-    dashboard = Dashboard(loaded, ctx, editable=False, only=widget, pulse=runtime.pulse)
+    dashboard = Dashboard(loaded, ctx, editable=False, only=widget, pulse=services.pulse)
     dashboard.start()
     pn.state.on_session_destroyed(lambda _ctx: dashboard.stop())
     return pn.Column(dashboard.grid, sizing_mode="stretch_both", margin=0, css_classes=["vigie-embed"])

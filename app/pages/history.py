@@ -27,7 +27,7 @@ from app.model import Envelope, datetime_to_ns, series_problem
 from app.pages.shell import page, session_arg, session_lang
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 BUCKETS = 800
@@ -72,15 +72,15 @@ def envelope_plot(env: Envelope, unit: str = "", lang: str = "en", tz: str = "UT
 class HistoryExplorer:
     """One session's explorer: series, range, plot, CSV."""
 
-    def __init__(self, runtime: Runtime, lang: str) -> None:
-        self.runtime = runtime
+    def __init__(self, services: PageServices, lang: str) -> None:
+        self.services = services
         self.lang = lang
-        keys = runtime.live.keys()
+        keys = services.live.keys()
         self.series = pn.widgets.AutocompleteInput(label=t("Series", lang), options=keys,
                                                    value=session_arg("series") or (keys[0] if keys else ""),
                                                    case_sensitive=False, search_strategy="includes",
                                                    min_characters=1, width=320, restrict=False)
-        self.tz = runtime.loaded.config.server.timezone
+        self.tz = services.timezone
         zone = self.zone = ZoneInfo(self.tz)
         start, end = _time_arg("start", zone), _time_arg("end", zone)
         custom = start is not None and end is not None and start < end
@@ -137,7 +137,7 @@ class HistoryExplorer:
             self.info.object = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
             return
         t0 = time.perf_counter()
-        env = await self.runtime.store.envelope(key, start, end, BUCKETS)
+        env = await self.services.store.envelope(key, start, end, BUCKETS)
         elapsed = (time.perf_counter() - t0) * 1000
         self.env = env
         if not len(env):  # no empty axis starting in 1970: say what is wrong
@@ -145,7 +145,7 @@ class HistoryExplorer:
             self.info.object = f"<span class='vigie-history-empty' style='color:#c62828'>" \
                                f"{html.escape(self.nothing_to_show(key, start, end))}</span>"
             return
-        ring = self.runtime.live.get(key)
+        ring = self.services.live.get(key)
         self.plot.object = envelope_plot(env, ring.unit if ring else "", self.lang, self.tz)
         self.download.filename = f"{key.replace('/', '_')}_{label}.csv"
         self.info.object = (f"<span data-buckets='{len(env)}'>{len(env)} {t('buckets of', self.lang)} "
@@ -153,7 +153,7 @@ class HistoryExplorer:
 
     def nothing_to_show(self, key: str, start: int, end: int) -> str:
         """Return why a query found nothing: a series no device reported (and a close one), or a quiet range."""
-        known = self.runtime.live.keys()
+        known = self.services.live.keys()
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f" {t('Did you mean', self.lang)} {close[0]}?" if close else ""
@@ -170,11 +170,11 @@ class HistoryExplorer:
         return out
 
 
-def history_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def history_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's history page."""
     lang = session_lang()
-    explorer = HistoryExplorer(runtime, lang)
+    explorer = HistoryExplorer(services, lang)
     if session_arg("series"):
         pn.state.onload(explorer.query)
-    return page(runtime, "/history", t("History", lang), pn.pane.Markdown(f"## {t('History', lang)}"),
+    return page(services, "/history", t("History", lang), pn.pane.Markdown(f"## {t('History', lang)}"),
                 explorer.panel, lang=lang, identity=auth.page_identity())

@@ -30,7 +30,7 @@ from app.dashboard.view import WidgetContext
 from app.i18n import negotiate
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
 
 LIGHT_KINDS = ("value", "status_grid")
 DEFAULT_PERIOD_S = 2.0
@@ -41,8 +41,8 @@ RENDER_TTL_S = 0.5
 class LightViews:
     """One headless view per (layout, widget, language), refreshed when a fragment is asked for."""
 
-    def __init__(self, runtime: Runtime, layouts: LayoutStore) -> None:
-        self.runtime = runtime
+    def __init__(self, services: PageServices, layouts: LayoutStore) -> None:
+        self.services = services
         self.layouts = layouts
         self._views: dict[tuple[str, str, str], tuple[int, Any]] = {}
         self._rendered: dict[tuple[str, str, str], tuple[int, float, str]] = {}  # (mtime, when, HTML)
@@ -70,7 +70,7 @@ class LightViews:
             if spec.spec_type not in LIGHT_KINDS:
                 return 400, html.escape(f"widget {widget!r} is a {spec.spec_type}: light embeds show "
                                         f"{' and '.join(LIGHT_KINDS)} widgets; use /embed/{layout}/{widget}")
-            ctx = WidgetContext(live=self.runtime.live, lang=lang, alarms=self.runtime.alarms)
+            ctx = WidgetContext(live=self.services.live, lang=lang, alarms=self.services.alarms)
             if len(self._views) > 500:  # many edits or languages: start again
                 self._views.clear()
                 self._rendered.clear()

@@ -24,7 +24,7 @@ from app.pages.shell import page, session_lang
 from app.refresh import every
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 STALE_AFTER_S = 120
@@ -36,14 +36,14 @@ COLORS = {"ok": "#2e7d32", "bad": "#c62828", "stale": "#757575", "alarm": "#c628
 RANK = {"ok": 0, "stale": 1, "warning": 2, "bad": 3, "alarm": 4}  # a site shows the worst of its states
 
 
-def site_states(runtime: Runtime) -> list[dict]:
+def site_states(services: PageServices) -> list[dict]:
     """Return one row per site: state, devices, last reading age, worst alarm."""
     now = time.time_ns()
     sites: dict[str, list] = defaultdict(list)
-    for v in runtime.live.latest():
+    for v in services.live.latest():
         sites[v.tags.get("site", NO_SITE)].append(v)
     rows = []
-    alarms = getattr(runtime, "alarms", None)
+    alarms = getattr(services, "alarms", None)
     shown = alarms.alarms() if alarms is not None else []
     for site, values in sorted(sites.items()):
         newest = max(v.time_ns for v in values)
@@ -71,10 +71,10 @@ def site_states(runtime: Runtime) -> list[dict]:
     return rows
 
 
-def overview_html(runtime: Runtime, lang: str) -> str:
+def overview_html(services: PageServices, lang: str) -> str:
     """Return the site tiles."""
     tiles = []
-    for row in site_states(runtime):
+    for row in site_states(services):
         worst = html.escape(row["worst_alarm"]["message"]) if row["worst_alarm"] else t("no alarm", lang)
         name = row["site"] if row["site"] != NO_SITE else t("(no site)", lang)
         unack = row["unacknowledged"]
@@ -94,16 +94,16 @@ def overview_html(runtime: Runtime, lang: str) -> str:
     return "".join(tiles) or f"<p>{t('No data yet', lang)}</p>"
 
 
-def overview_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def overview_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's overview page."""
     lang = session_lang()
-    tiles = pn.pane.HTML(overview_html(runtime, lang), sizing_mode="stretch_width", css_classes=["vigie-overview"])
+    tiles = pn.pane.HTML(overview_html(services, lang), sizing_mode="stretch_width", css_classes=["vigie-overview"])
 
     def refresh() -> None:
-        text = overview_html(runtime, lang)
+        text = overview_html(services, lang)
         if text != tiles.object:
             tiles.object = text
 
     every(refresh, 2000)
-    return page(runtime, "/", t("Overview", lang), pn.pane.Markdown(f"## {t('Overview', lang)}"), tiles,
+    return page(services, "/", t("Overview", lang), pn.pane.Markdown(f"## {t('Overview', lang)}"), tiles,
                 lang=lang, identity=auth.page_identity())

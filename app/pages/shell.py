@@ -17,7 +17,7 @@ from app.pages.language import COOKIE
 from app.refresh import every
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.access import Identity
 
 NAV = [("/", "Overview"), ("/dashboards", "Dashboards"), ("/alarms", "Alarms"), ("/history", "History"),
@@ -94,7 +94,7 @@ def user_html(identity: Identity | None, lang: str) -> str:
             "</span>")
 
 
-def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
+def page(services: PageServices, active: str, title: str, *body: pn.viewable.Viewable,
          lang: str | None = None, busy_indicator: bool = True,
          identity: Identity | None = None) -> pn.template.BootstrapTemplate:
     """Wrap page content in the shared template.
@@ -111,7 +111,7 @@ def page(runtime: Runtime, active: str, title: str, *body: pn.viewable.Viewable,
     )
     template.header.append(pn.pane.HTML(nav_html(active, lang), sizing_mode="stretch_width", margin=0))
     template.header.append(pn.pane.HTML(user_html(identity, lang), margin=0, align="center"))
-    template.header.extend(AlarmBanner(runtime, lang).view())
+    template.header.extend(AlarmBanner(services, lang).view())
     for item in body:
         template.main.append(item)
     return template
@@ -144,8 +144,8 @@ BEEP = _beep_wav()
 class AlarmBanner:
     """The count of unacknowledged alarms on every page, a link to the console, and an optional sound."""
 
-    def __init__(self, runtime: Runtime, lang: str) -> None:
-        self.engine = runtime.alarms
+    def __init__(self, services: PageServices, lang: str) -> None:
+        self.engine = services.alarms
         self.lang = lang
         self.count = -1
         self.version = -1

@@ -16,14 +16,14 @@ import panel as pn
 from app.refresh import every
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
 
 REFRESH_MS = 1000
 
 _COLUMNS = ["series", "device", "metric", "value", "unit", "age_s", "quality", "tags"]
 
 
-def latest_frame(runtime: Runtime) -> pd.DataFrame:
+def latest_frame(services: PageServices) -> pd.DataFrame:
     """Return the live cache's latest values as a table."""
     now = time.time_ns()
     rows = [
@@ -37,14 +37,14 @@ def latest_frame(runtime: Runtime) -> pd.DataFrame:
             "quality": str(v.quality),
             "tags": ", ".join(f"{k}={t}" for k, t in sorted(v.tags.items())),
         }
-        for v in runtime.live.latest()
+        for v in services.live.latest()
     ]
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
-def health_markdown(runtime: Runtime) -> str:
+def health_markdown(services: PageServices) -> str:
     """Return a short text summary of ingest and store health."""
-    h = runtime.health()
+    h = services.health()
     lines = [f"**Status:** {h['status']}  ·  **store:** {h['store']['engine']['engine']} "
              f"({'up' if h['store']['available'] else 'DOWN'}, queue {h['store']['queue_depth']}, "
              f"spool {h['store']['spool_readings']})"]
@@ -54,18 +54,18 @@ def health_markdown(runtime: Runtime) -> str:
     return "\n".join(lines)
 
 
-def status_page(runtime: Runtime) -> pn.template.BootstrapTemplate:
+def status_page(services: PageServices) -> pn.template.BootstrapTemplate:
     """Build one session's status page."""
     table = pn.widgets.Tabulator(
-        latest_frame(runtime), disabled=True, show_index=False, sizing_mode="stretch_width",
+        latest_frame(services), disabled=True, show_index=False, sizing_mode="stretch_width",
         height=600, pagination=None, name="latest",
     )
-    health = pn.pane.Markdown(health_markdown(runtime), sizing_mode="stretch_width")
+    health = pn.pane.Markdown(health_markdown(services), sizing_mode="stretch_width")
 
     def refresh() -> None:
         with pn.io.hold():
-            table.value = latest_frame(runtime)
-            health.object = health_markdown(runtime)
+            table.value = latest_frame(services)
+            health.object = health_markdown(services)
 
     every(refresh, REFRESH_MS)
     template = pn.template.BootstrapTemplate(title="Vigie", header_background="#0b3d5c")

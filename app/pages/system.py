@@ -19,14 +19,14 @@ from app.refresh import every
 from app.web.access import Forbidden, allowed
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
 
-def sources_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
+def sources_frame(services: PageServices, lang: str) -> pd.DataFrame:
     """Return one row per source."""
     rows = []
-    for name, s in runtime.health()["sources"].items():
+    for name, s in services.health()["sources"].items():
         rows.append({t("source", lang): name, t("type", lang): s["type"], t("state", lang): t(s["state"], lang),
                      t("readings/s", lang): fmt_number(s["readings_per_s"], lang, 1),
                      t("total", lang): s["readings_total"], t("Rejected inputs", lang): s["dead_letters"]["total"],
@@ -34,12 +34,12 @@ def sources_frame(runtime: Runtime, lang: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def dead_letters_html(runtime: Runtime, lang: str) -> str:
+def dead_letters_html(services: PageServices, lang: str) -> str:
     """Return the recent rejected inputs of every source, and the readings the store refused, as an HTML table."""
     rows = []
-    tz = runtime.loaded.config.server.timezone
-    for source in [*runtime.sources, runtime.writer]:
-        for d in list(source.dead.recent)[-20:]:
+    tz = services.timezone
+    for dead in services.dead_letters():
+        for d in list(dead.recent)[-20:]:
             rows.append(f"<tr><td>{fmt_time(d.time_ns, lang, tz)}</td><td>{html.escape(d.source)}</td>"
                         f"<td>{html.escape(d.where)}</td><td>{html.escape(d.kind)}</td>"
                         f"<td>{html.escape(d.reason)}</td><td><code>{html.escape(d.preview)}</code></td></tr>")
@@ -59,42 +59,42 @@ def _flatten(doc: dict, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
-def store_html(runtime: Runtime) -> str:
+def store_html(services: PageServices) -> str:
     """Return the store writer's state, and what the live side holds (series, open dashboards)."""
-    health = runtime.health()
+    health = services.health()
     rows = _flatten({"store": health["store"], "live": health["live"]})
     return ("<table class='vigie-store' style='font-size:.9em'>" + "".join(
         f"<tr><td style='padding-right:1.5em'><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>"
         for k, v in rows) + "</table>")
 
 
-def system_page(runtime: Runtime, auth: WebAuth) -> pn.template.BootstrapTemplate:
+def system_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapTemplate:
     """Build one session's system page."""
     lang = session_lang()
     identity = auth.page_identity()
     if not allowed(identity, "health:detail"):
-        return page(runtime, "/system", t("System", lang),
+        return page(services, "/system", t("System", lang),
                     pn.pane.Alert(html.escape(str(Forbidden(identity, "health:detail"))), alert_type="warning"),
                     lang=lang, identity=identity)
-    sources = pn.widgets.Tabulator(sources_frame(runtime, lang), disabled=True, show_index=False,
+    sources = pn.widgets.Tabulator(sources_frame(services, lang), disabled=True, show_index=False,
                                    sizing_mode="stretch_width")
-    dead = pn.pane.HTML(dead_letters_html(runtime, lang), sizing_mode="stretch_width")
-    store = pn.pane.HTML(store_html(runtime), sizing_mode="stretch_width")
-    series = pn.widgets.Tabulator(latest_frame(runtime), disabled=True, show_index=False,
+    dead = pn.pane.HTML(dead_letters_html(services, lang), sizing_mode="stretch_width")
+    store = pn.pane.HTML(store_html(services), sizing_mode="stretch_width")
+    series = pn.widgets.Tabulator(latest_frame(services), disabled=True, show_index=False,
                                   sizing_mode="stretch_width", height=400, name="latest")
 
     def refresh() -> None:
         with pn.io.hold():
-            sources.value = sources_frame(runtime, lang)
-            dead.object = dead_letters_html(runtime, lang)
-            store.object = store_html(runtime)
-            series.value = latest_frame(runtime)
+            sources.value = sources_frame(services, lang)
+            dead.object = dead_letters_html(services, lang)
+            store.object = store_html(services)
+            series.value = latest_frame(services)
 
     every(refresh, 2000)
-    return page(runtime, "/system", t("System", lang),
+    return page(services, "/system", t("System", lang),
                 pn.pane.Markdown(f"## {t('Ingest sources', lang)}"), sources,
                 pn.pane.Markdown(f"## {t('Rejected inputs', lang)}"), dead,
                 pn.pane.Markdown(f"## {t('Store', lang)}"), store,
-                pn.pane.HTML(f"<p class='vigie-layouts-report'>{html.escape(runtime.loaded.layouts_report()[1])}</p>",
+                pn.pane.HTML(f"<p class='vigie-layouts-report'>{html.escape(services.layouts_report()[1])}</p>",
                              sizing_mode="stretch_width"),
                 pn.pane.Markdown(f"## {t('Live series', lang)}"), series, lang=lang, identity=identity)
