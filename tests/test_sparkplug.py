@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 import aiomqtt
@@ -332,3 +333,33 @@ def test_config_section_and_its_checks(tmp_path):
     text = str(err.value)
     assert "sparkplug[0].device_template" in text and "cannot hold '/'" in text
     assert "node_template: unknown field(s) site" in text and "sparkplug[0].groups[0]" in text
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("### Sparkplug B edge nodes\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    (tmp_path / "v.yaml").write_text(block.replace("/etc/vigie/ca.pem", str(ca)))
+    [spec] = load_config(tmp_path, env={"MQTT_USER": "u", "MQTT_PASSWORD": "p"}).config.sparkplug
+    assert (spec.groups, spec.host_id, spec.port) == (["plant-a", "plant-b"], "vigie", 8883)
+
+
+async def test_with_a_host_id_vigie_says_online_and_offline_in_its_retained_state(mosquitto, request):
+    group = group_of(request)
+    host_id = f"vigie-{group}"
+    source = source_for(mosquitto, group, Collector(), host_id=host_id)
+
+    async def state() -> dict:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.subscribe(f"spBv1.0/STATE/{host_id}", qos=1)
+            async for m in client.messages:  # retained: delivered on subscription
+                return json.loads(m.payload)
+        return {}
+
+    async with running(source):
+        online = await asyncio.wait_for(state(), 5)
+        assert online["online"] is True and abs(online["timestamp"] - now_ms()) < 60_000
+    assert (await asyncio.wait_for(state(), 5))["online"] is False
