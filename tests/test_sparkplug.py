@@ -363,3 +363,18 @@ async def test_with_a_host_id_vigie_says_online_and_offline_in_its_retained_stat
         online = await asyncio.wait_for(state(), 5)
         assert online["online"] is True and abs(online["timestamp"] - now_ms()) < 60_000
     assert (await asyncio.wait_for(state(), 5))["online"] is False
+
+
+def test_what_is_not_a_sparkplug_payload_is_dead_lettered_with_its_reason():
+    source = SparkplugSource("spb", Hub(), host="127.0.0.1", max_bytes=1000)
+    edge = EdgeNode("g", "n")
+    out: list = []
+    for topic, payload in [("spBv1.0/g/NCMD/n", b""), ("spBv1.0/g/NDATA/n/extra", b""), ("other/g/NDATA/n", b""),
+                           ("spBv1.0/g/NDATA/n", b"\xff\xff\xff"), ("spBv1.0/g/NDATA/n", b"\x0a" * 2000),
+                           edge.nbirth([("Uptime", 1, T.UInt32, 1)]),
+                           edge.ndata([("Uptim", None, T.UInt32, 2), (None, 1, T.Double, 0.5)])]:
+        source.handle_message(topic, payload, time.time_ns(), out)
+    assert dict(source.dead.counts) == {"not_sparkplug": 3, "invalid_protobuf": 1, "oversized": 1,
+                                        "unknown_metric": 1}
+    assert [(r.metric, r.value) for r in out] == [("Uptime", 0.5)]  # NBIRTH's 1 was published at the birth
+    assert source._rebirths == {("g", "n"): "unknown metric 'Uptim' in spBv1.0/g/NDATA/n"}

@@ -15,7 +15,8 @@ metrics its birth declared (name, alias, datatype, unit). With them:
   alarm engine, so a no-data alarm that only counted the death's silence
   ends quietly).
 - NDATA / DDATA: aliases are resolved to the birth's names. An unknown alias
-  is a dead letter (``unknown_alias``) and a rebirth request.
+  (or name) is a dead letter (``unknown_alias``, ``unknown_metric``) and a
+  rebirth request.
 - NDEATH / DDEATH: each series of the node (and all its devices) or the
   device gets one reading with quality ``bad`` and its last value, which
   live pages show as bad quality; their alarms are suppressed
@@ -434,7 +435,10 @@ class SparkplugSource(Source):
                 info = member.by_name.get(m.name)
                 if info is None:
                     if not birth and m.name != "bdSeq" and not m.name.startswith("Node Control/"):
-                        self.dead.add(topic, "unknown_metric", f"metric {m.name!r} is not in the birth", repr(m)[:120])
+                        self.dead.add(topic, "unknown_metric", f"metric {m.name!r} is not in the birth: "
+                                      "rebirth requested", repr(m)[:120])
+                        if node is not None:
+                            self._request_rebirth((node.group, node.node), f"unknown metric {m.name!r} in {topic}")
                     continue
             else:
                 info = member.by_alias.get(m.alias) if m.HasField("alias") else None
