@@ -246,11 +246,12 @@ async def test_an_ndeath_from_an_older_session_is_ignored_and_the_current_one_ki
         assert source.health()["devices_online"] == 0
 
 
-async def test_a_sequence_gap_asks_the_node_for_a_rebirth_and_255_wraps_to_0(mosquitto, request):
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_sequence_gap_asks_the_node_for_a_rebirth_and_255_wraps_to_0(mosquitto, request, protocol):
     group = group_of(request)
     collector = Collector()
     edge = EdgeNode(group, "plc-1")
-    async with running(source_for(mosquitto, group, collector)) as source, \
+    async with running(source_for(mosquitto, group, collector, protocol=protocol)) as source, \
             node_commands(mosquitto, group) as commands:
         await publish(mosquitto.host, mosquitto.port, [
             edge.nbirth([("Uptime", 1, T.UInt32, 1)], seq=254),
