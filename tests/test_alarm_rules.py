@@ -182,8 +182,11 @@ def test_a_device_its_source_reports_dead_is_suppressed_alone_and_other_holds_ou
         ("gauge-3", "unacknowledged", "")}  # the source is up: the live gauge's silence is an alarm
     # Back: gauge-1's silence clock starts again (its death was no sensor fault); gauge-2 stays in maintenance.
     engine.inhibit_device("gauge-1", False)
-    engine.inhibit_device("gauge-2", False)
-    assert {(r["device"], r["state"]) for r in engine.active()} >= {("gauge-2", "suppressed")}
+    engine.set_maintenance("gauge-2", False, "ann")  # maintenance over, the gauge still dead: held
+    assert [r["state"] for r in engine.active() if r["device"] == "gauge-2"] == ["suppressed"]
+    engine.set_maintenance("gauge-2", True, "ann", "new battery")
+    engine.inhibit_device("gauge-2", False)  # reborn, still in maintenance: held
+    assert [r["state"] for r in engine.active() if r["device"] == "gauge-2"] == ["suppressed"]
     engine.accept([Reading("gauge-1", "rain", T0 + 121 * S, 1.0, source="spb")])
     clock.t_ns = T0 + 150 * S
     engine.tick()

@@ -303,7 +303,7 @@ class AlarmEngine:
                      category="operator", time_ns=now)
         events = []
         for alarm in self._alarms.values():
-            if alarm.device != device:
+            if alarm.device != device or (not on and device in self.inhibited_devices):  # still dead: held
                 continue
             event = (alarm.hold(AlarmState.SUPPRESSED, now, user, reason or f"{device} in maintenance") if on
                      else alarm.release(AlarmState.SUPPRESSED, now, "unsuppressed", "maintenance ended", user))
