@@ -125,7 +125,8 @@ class Runtime:
         self._watch_source(source)
 
     def _watch_source(self, source: Source) -> None:
-        """Suppress a source's alarms while it is disconnected (one outage, not twenty sensor alarms)."""
+        """Suppress a source's alarms while it is disconnected (one outage, not twenty sensor alarms),
+        and a device's while its source reports it dead (a Sparkplug DDEATH / NDEATH)."""
         engine = self.alarms
 
         def follow(src: Source, state: str, error: str | None) -> None:
@@ -135,7 +136,11 @@ class Runtime:
             elif state == "connected":
                 engine.inhibit_source(src.name, False)
 
+        def follow_device(src: Source, device: str, online: bool, reason: str | None) -> None:
+            engine.inhibit_device(device, not online, reason or "")
+
         source.state_listeners.append(follow)
+        source.device_listeners.append(follow_device)
 
     @staticmethod
     def _watch(task: asyncio.Task) -> None:

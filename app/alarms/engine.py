@@ -9,7 +9,9 @@ it (:mod:`app.alarms.lifecycle`, the ISA-18.2 states). A clock of its own
 brings: silence (no-data rules), the end of an on/off-delay, a shelve that
 expires. Operators act through :meth:`acknowledge`, :meth:`shelve`,
 :meth:`set_maintenance`; a source that disconnects suppresses its series'
-alarms (:meth:`inhibit_source`) instead of raising twenty of them.
+alarms (:meth:`inhibit_source`) instead of raising twenty of them, and so
+does a device its source reports dead (:meth:`inhibit_device`, e.g. a
+Sparkplug DDEATH or NDEATH) while the source itself stays connected.
 
 Every change is an :class:`~app.model.AlarmEvent` handed to the
 subscribers in order (the journal, the pages' version counter, the MQTT
@@ -62,6 +64,7 @@ class AlarmEngine:
         self._series: dict[str, tuple[str | None, str]] = {}  # key -> (site, source), for new alarms and inhibition
         self.maintenance: dict[str, dict[str, Any]] = {}  # device -> {user, reason, since_ns}
         self.inhibited: dict[str, str] = {}  # source -> reason
+        self.inhibited_devices: dict[str, str] = {}  # device reported dead by its source -> reason
         self.raised_total = 0
         self.event_counts: Counter[str] = Counter()  # events by kind, for /metrics (one increment per event)
         self.version = 0  # grows with every event: a cheap "anything changed?" for pages
@@ -229,6 +232,8 @@ class AlarmEngine:
             alarm.hold(AlarmState.SUPPRESSED, now, "", f"{device} in maintenance")
         elif source in self.inhibited:
             alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited[source])
+        elif device in self.inhibited_devices:
+            alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited_devices[device])
         return alarm
 
     def _emit(self, event: AlarmEvent | None) -> None:
@@ -298,7 +303,7 @@ class AlarmEngine:
                      category="operator", time_ns=now)
         events = []
         for alarm in self._alarms.values():
-            if alarm.device != device:
+            if alarm.device != device or (not on and device in self.inhibited_devices):  # still dead: held
                 continue
             event = (alarm.hold(AlarmState.SUPPRESSED, now, user, reason or f"{device} in maintenance") if on
                      else alarm.release(AlarmState.SUPPRESSED, now, "unsuppressed", "maintenance ended", user))
@@ -317,7 +322,8 @@ class AlarmEngine:
         elif self.inhibited.pop(source, None) is None:
             return
         for (_rule, key), alarm in list(self._alarms.items()):
-            if self._series.get(key, (None, ""))[1] != source or alarm.device in self.maintenance:
+            if (self._series.get(key, (None, ""))[1] != source or alarm.device in self.maintenance
+                    or alarm.device in self.inhibited_devices):
                 continue
             if down:
                 self._emit(alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited[source]))
@@ -326,6 +332,32 @@ class AlarmEngine:
         if not down:  # silence during the outage is not the sensors' fault: start their clocks again
             for ident, state in self._states.items():
                 if self._series.get(ident[1], (None, ""))[1] == source and state.last_ns:
+                    state.last_ns = max(state.last_ns, now)
+
+    def inhibit_device(self, device: str, down: bool, reason: str = "") -> None:
+        """Suppress a device's alarms while its source reports it dead; release them when it is back.
+
+        The source stays connected (so :meth:`inhibit_source` does not apply):
+        a Sparkplug edge node or device that died, seen through a live broker.
+        A device also in maintenance, or whose source is down, stays suppressed.
+        """
+        now = self.clock()
+        if down:
+            if device in self.inhibited_devices:
+                return
+            self.inhibited_devices[device] = reason or f"{device} reported dead by its source"
+        elif self.inhibited_devices.pop(device, None) is None:
+            return
+        for (_rule, key), alarm in list(self._alarms.items()):
+            if alarm.device != device or device in self.maintenance:
+                continue
+            if down:
+                self._emit(alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited_devices[device]))
+            elif self._series.get(key, (None, ""))[1] not in self.inhibited:
+                self._emit(alarm.release(AlarmState.SUPPRESSED, now, "unsuppressed", f"{device} back"))
+        if not down:  # its silence while dead is not a sensor fault: start the no-data clocks again
+            for ident, state in self._states.items():
+                if ident[1].partition("/")[0] == device and state.last_ns:
                     state.last_ns = max(state.last_ns, now)
 
     # -- kept across restarts ----------------------------------------------------------------------------
@@ -418,7 +450,8 @@ class AlarmEngine:
             by_state[str(a.state)] = by_state.get(str(a.state), 0) + 1
         return {"rules": len(self.rules), "active": sum(by_state.values()), "by_state": by_state,
                 "unacknowledged": self.unacknowledged(), "raised_total": self.raised_total,
-                "maintenance": sorted(self.maintenance), "inhibited_sources": sorted(self.inhibited)}
+                "maintenance": sorted(self.maintenance), "inhibited_sources": sorted(self.inhibited),
+                "inhibited_devices": sorted(self.inhibited_devices)}
 
 
 class AlarmClock:

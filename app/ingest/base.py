@@ -76,6 +76,9 @@ class Source:
         self.meter = RateMeter()
         self.screen = ReadingScreen()
         self.state_listeners: list[Callable[[Source, str, str | None], None]] = []  # e.g. alarm inhibition
+        # Devices the source itself reports dead or back while it stays connected (Sparkplug deaths):
+        # listener(source, device, online, reason), e.g. the alarm engine's per-device inhibition.
+        self.device_listeners: list[Callable[[Source, str, bool, str | None], None]] = []
         self.state = ConnectionState.STARTING
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
@@ -120,6 +123,14 @@ class Source:
                     listener(self, state, error)
                 except Exception:
                     log.exception("source state listener %r failed", listener)
+
+    def set_device_online(self, device: str, online: bool, reason: str | None = None) -> None:
+        """Tell the device listeners that one of this source's devices died or came back."""
+        for listener in self.device_listeners:
+            try:
+                listener(self, device, online, reason)
+            except Exception:
+                log.exception("device state listener %r failed", listener)
 
     async def run(self) -> None:
         """Ingest until stopped."""

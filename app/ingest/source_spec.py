@@ -57,6 +57,6 @@ class SourceSpec(Spec):
 
 def source_kinds() -> dict[str, type[SourceSpec]]:
     """Return every source kind by its config section, importing the modules that declare them."""
-    from app.ingest import mqtt_spec, opcua_spec  # noqa: F401  (each registers its kind)
+    from app.ingest import mqtt_spec, opcua_spec, sparkplug_spec  # noqa: F401  (each registers its kind)
 
     return {k: v for k, v in SourceSpec.kinds().items() if issubclass(v, SourceSpec)}  # type: ignore[misc]
