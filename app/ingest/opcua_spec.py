@@ -56,6 +56,11 @@ class OpcUaSpec(SourceSpec):
     timeout_s = param.Number(default=4.0, bounds=(0.1, 300), doc="Request timeout (connect, read, disconnect).")
     reconnect_max_delay_s = param.Number(default=5.0, bounds=(0.1, 3600),
                                          doc="Longest wait between reconnection attempts (the wait doubles to it).")
+    auth_retry_max_delay_s = param.Number(default=60.0, bounds=(0.1, 86400), doc=(
+        "Longest wait between attempts while the server refuses the user, password or certificate."))
+    application_uri = param.String(default=None, allow_None=True, doc=(
+        "The client's application URI; servers check it against the certificate's (default: the certificate's "
+        "URI, else urn:vigie:client)."))
     nodes = param.List(default=[], item_type=NodeSpec)
 
     def validate(self) -> list[tuple[tuple, str]]:
@@ -79,6 +84,7 @@ class OpcUaSpec(SourceSpec):
             password=ctx.secret(self.password_env), sampling_interval_ms=self.sampling_interval_ms,
             publishing_interval_ms=self.publishing_interval_ms, deadband=self.deadband,
             queue_size=self.queue_size, timeout_s=self.timeout_s, reconnect_max_delay_s=self.reconnect_max_delay_s,
+            auth_retry_max_delay_s=self.auth_retry_max_delay_s, application_uri=self.application_uri,
         )
 
     def summary(self) -> str:
