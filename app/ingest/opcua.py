@@ -57,7 +57,8 @@ from asyncua.crypto import security_policies
 
 from app.hub import Hub
 from app.ingest.base import ConnectionState, Source
-from app.model import Quality, Reading, datetime_to_ns, now_ns
+from app.ingest.opcua_browse import BrowseSelection, Template, browse
+from app.model import Quality, Reading, datetime_to_ns, name_problem, now_ns
 from app.tasks import Backoff, until_stopped
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,22 @@ class _Item:
     node: OpcUaNode
     where: str
     node_id: ua.NodeId | None = None
+    selection: BrowseSelection | None = None
+    """The browse selection that found it (None: an explicit node)."""
+    browse_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A node resolved on the server, as ``OpcUaSource.preview`` reports it."""
+
+    group: str
+    """``"nodes"`` (the explicit list) or the browse selection's label."""
+    node_id: str
+    device: str
+    metric: str
+    address: str
+    """How it was found: the configured NodeId, or its browse path from the Root folder."""
 
 
 def _redact(url: str) -> str:
@@ -238,6 +255,7 @@ class OpcUaSource(Source):
         *,
         url: str,
         nodes: list[OpcUaNode],
+        browse: list[BrowseSelection] | None = None,
         security_policy: str | None = None,
         security_mode: str = "SignAndEncrypt",
         certificate: str | None = None,
@@ -268,6 +286,13 @@ class OpcUaSource(Source):
             raise ValueError(f"OPC-UA security_mode must be Sign or SignAndEncrypt, not {security_mode!r}")
         self.url = url
         self.nodes = list(nodes)
+        self.selections = list(browse or [])
+        if not self.nodes and not self.selections:
+            raise ValueError(f"OPC-UA source {name}: give nodes, browse selections, or both")
+        self.browsed = 0
+        """Variables the browse selections found at the last connect."""
+        self.browse_skipped: dict[str, list[str]] = {}
+        """Per selection label, the variables it found but skipped (not numbers), at the last connect."""
         self.security_policy = security_policy
         self.security_mode = security_mode
         self.certificate = certificate
@@ -303,8 +328,8 @@ class OpcUaSource(Source):
         self._last_publish = 0.0
         self._stale_after_s = 30.0
         self._lost: str | None = None
-        self._last_values: list[float | None] = [None] * len(self.nodes)
-        """Each node's last value (by client handle, the node's index), kept across sessions."""
+        self._last_values: dict[tuple[str, str], float] = {}
+        """Each series' last value (by device and metric), kept across sessions (browsed handles change)."""
 
     # -- connection loop ----------------------------------------------
     async def run(self) -> None:
@@ -448,6 +473,23 @@ class OpcUaSource(Source):
             self._application_uri = self._configured_uri or cert_uri or DEFAULT_APPLICATION_URI
         return self._application_uri
 
+    async def preview(self) -> list[Resolved]:
+        """Connect once, resolve the nodes and browse the selections, disconnect (``vigie check-config --browse``).
+
+        Raises what connecting raises; the nodes that could not be resolved
+        are in ``node_errors`` afterwards.
+        """
+        quiet_asyncua_logs()
+        client = await self._client()
+        try:
+            await client.connect()
+            self.node_errors = {}
+            items = await self._resolve(client)
+        finally:
+            await self._close(client)
+        return [Resolved(i.selection.label if i.selection else "nodes", i.node_id.to_string(), i.node.device,
+                         i.node.metric, i.browse_path or i.node.label) for i in items if i.node_id is not None]
+
     async def _close(self, client: Client) -> None:
         """Disconnect within the timeout; drop the socket if the server does not answer."""
         try:
@@ -506,7 +548,52 @@ class OpcUaSource(Source):
                     item.node_id = result.Targets[0].TargetId
                 else:
                     self.node_errors[item.node.label] = f"browse path not found ({_status_text(result.StatusCode)})"
+        if self.selections:
+            items += await self._browse(client, items)
         return items
+
+    async def _browse(self, client: Client, explicit: list[_Item]) -> list[_Item]:
+        """Return an item per variable the browse selections find, named by their templates.
+
+        A name that a template cannot make (an index past the path, a name a
+        store cannot hold) or a series already taken (by an explicit node or
+        an earlier selection) is recorded in ``node_errors`` and skipped.
+        """
+        roots = await client.uaclient.translate_browsepaths_to_nodeids([_browse_path(s.root)
+                                                                          for s in self.selections])
+        taken = {(i.node.device, i.node.metric): i.node.label for i in explicit}
+        self.browse_skipped = {}
+        out: list[_Item] = []
+        for selection, root in zip(self.selections, roots, strict=True):
+            if not (root.StatusCode.is_good() and root.Targets):
+                self.node_errors[selection.label] = f"root not found ({_status_text(root.StatusCode)})"
+                continue
+            found, skipped = await browse(client, selection, root.Targets[0].TargetId, _CHUNK)
+            self.browse_skipped[selection.label] = skipped
+            for reason in skipped:
+                log.debug("opcua %s: %s: skipped %s", self.name, selection.label, reason)
+            device, metric = Template(selection.device), Template(selection.metric)
+            for b in found:
+                try:
+                    names = device.render(b.path), metric.render(b.path)
+                except IndexError as exc:
+                    self.node_errors[b.browse_path] = f"{selection.label}: {exc}"
+                    continue
+                problem = name_problem(names[0], "device") or name_problem(names[1], "metric")
+                if problem:
+                    self.node_errors[b.browse_path] = f"{selection.label}: {problem}"
+                    continue
+                if names in taken:
+                    self.node_errors[b.browse_path] = (f"{selection.label}: {names[0]}/{names[1]} is already "
+                                                       f"the series of {taken[names]}")
+                    continue
+                taken[names] = b.browse_path
+                node = OpcUaNode(node_id=b.node_id.to_string(), device=names[0], metric=names[1],
+                                 unit=selection.unit, tags=dict(selection.tags))
+                out.append(_Item(node, f"{names[0]}/{names[1]} ({b.browse_path})", b.node_id, selection,
+                                 b.browse_path))
+        self.browsed = len(out)
+        return out
 
     async def _subscribe(self, client: Client) -> None:
         """Resolve the nodes, create the subscription and its monitored items."""
@@ -624,7 +711,7 @@ class OpcUaSource(Source):
             # A server nulls the value of a Bad DataValue (OPC-UA Part 4, 7.7.1). The
             # reading keeps the node's last value, so the quality change reaches the
             # store, live view and alarms; with no value known yet it is dead-lettered.
-            last = self._last_values[handle]
+            last = self._last_values.get((item.node.device, item.node.metric))
             if last is None or status.is_good():
                 self.dead.add(item.where, "no_value", f"no value (status {_status_text(status)})")
                 return
@@ -640,7 +727,7 @@ class OpcUaSource(Source):
         if not math.isfinite(value):
             self.dead.add(item.where, "not_finite", f"value is {value}", repr(raw))
             return
-        self._last_values[handle] = value
+        self._last_values[(item.node.device, item.node.metric)] = value
         time_ns = _time_ns(dv.SourceTimestamp) or _time_ns(dv.ServerTimestamp) or received
         node = item.node
         out.append(Reading(node.device, node.metric, time_ns, value, _quality(status), node.unit, self.name,
@@ -652,7 +739,8 @@ class OpcUaSource(Source):
         h = super().health()
         h.update(
             url=_redact(self.url),
-            nodes=len(self.nodes),
+            nodes=len(self._last_items) if self._last_items else len(self.nodes),
+            browsed_nodes=self.browsed,
             subscribed_nodes=self.subscribed,
             node_errors=dict(self.node_errors),
             server_queue_overflows=self.server_overflows,
