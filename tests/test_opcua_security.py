@@ -142,6 +142,10 @@ async def test_an_untrusted_client_certificate_is_refused_and_health_says_so(tmp
         assert "BadCertificate" in source.last_error or "certificate" in source.last_error.lower(), source.last_error
         health = runtime.health()
         assert health["status"] == "degraded" and health["sources"]["bad"]["subscribed_nodes"] == 0
+        # Named as what it is: a refusal a person must fix, retried slowly.
+        assert health["sources"]["bad"]["error_kind"] == "auth"
+        assert source.last_error.startswith("authentication refused by the server: BadCertificateUntrusted")
+        assert health["sources"]["bad"]["retry_delay_s"] >= 5
         assert not runtime._source_tasks[0].done()  # it keeps retrying; it did not crash
     finally:
         await runtime.stop()

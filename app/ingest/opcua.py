@@ -37,6 +37,21 @@ replayed: the new subscription starts from the current values. After a
 server restart nothing could be; after a mere network cut the server's
 queue could be recovered with TransferSubscriptions/Republish, which this
 source does not attempt.
+
+What an operator sees of an outage: one WARNING when the connection is
+lost (or the first attempt fails), with the reason; the retries at DEBUG;
+one INFO when it is back, with the outage's length. asyncua's own client
+messages (connects, disconnects, a warning per failed retry, its publish
+loop's traceback) restate the same events and are demoted to DEBUG
+(``quiet_asyncua_logs``). A server that refuses the user, the password or
+the certificate is a different matter, one a person must fix: it is named
+as such ("authentication refused by the server: ...", ``error_kind: auth``
+in health) and retried on a slower back-off. ``last_error`` is cleared by
+a successful connection and kept as ``previous_error``.
+
+Nodes come from the explicit list (NodeIds or browse paths) and from browse
+selections (``opcua_browse.py``), browsed again at every connect so the
+variables added to the server since the last one are subscribed too.
 """
 
 from __future__ import annotations
