@@ -180,6 +180,9 @@ async def test_template_errors_duplicates_and_a_missing_root_are_reported_per_no
         BrowseSelection(root=f"{b}2", recursive=False, include=("Temp",), device="Line1", metric="{path[0]}_t"),
         BrowseSelection(root="0:Objects/2:Nowhere", device="{name}"),
         BrowseSelection(root=f"{b}1", recursive=False, include=("Pressure",), device="x/{name}"),  # no / in names
+        # Everything below Objects but the plant: nothing, as the Server object's variables (namespace 0) are
+        # standard diagnostics, not data.
+        BrowseSelection(root="0:Objects", exclude=("Plant",), device="{path[1]}", metric="{name}"),
     ]
     source = OpcUaSource("plant", Hub(), url=plant.endpoint, nodes=[], browse=selections, reconnect_max_delay_s=0.2)
     task = await run_source(source)

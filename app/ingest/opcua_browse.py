@@ -18,7 +18,9 @@ series whose device and metric come from templates over its browse path:
 A pattern (shell-style: ``*``, ``?``, ``[abc]``, case-sensitive) without
 ``/`` is matched against a name; one with ``/`` against the path below the
 root (``Line1/Boiler*/Temp``). An ``exclude`` matching a folder's name
-skips the folder and everything in it. Objects and folders are walked
+skips the folder and everything in it. The standard nodes of namespace 0
+(the ``Server`` object and its diagnostics) are never walked, so a root of
+``0:Objects`` sees only the server's own variables. Objects and folders are walked
 into; variables are leaves (their own components are not). Variables whose data type is known
 not to be a number (text, dates, byte strings, structures...) or whose value
 is an array are skipped: Vigie stores numbers and Booleans.
@@ -220,7 +222,7 @@ async def browse(client: Any, selection: BrowseSelection, root: ua.NodeId, chunk
                 if ref.ReferenceTypeId == _HAS_PROPERTY:
                     continue
                 node_id = ua.NodeId(ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType)
-                if node_id in seen:
+                if node_id in seen or node_id.NamespaceIndex == 0:  # the standard nodes (Server...): not data
                     continue
                 seen.add(node_id)
                 if len(seen) > limit:
