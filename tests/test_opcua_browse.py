@@ -266,3 +266,28 @@ async def test_check_config_browse_prints_what_each_selection_resolves_to(plant:
     ):
         assert line in text.splitlines(), (line, text)
     assert "opcua nobody" in text and "  cannot connect: " in text, text
+
+
+def test_browse_selections_are_checked_when_the_config_loads(tmp_path: Path) -> None:
+    """A template that cannot work is a config problem with its file, line and key, not a surprise at connect."""
+    from app.config import ConfigError, load_config
+
+    (tmp_path / "vigie.yaml").write_text(textwrap.dedent("""\
+        opcua:
+          - url: opc.tcp://127.0.0.1:4840/
+            browse:
+              - {root: "0:Objects/2:Plant", device: "{path[-2]}", metric: "{nmae}"}
+              - {root: "0:Objects/2:Plant", device: "{name}", recursive: maybe}
+              - {device: "{name}"}
+              - {root: "0:Objects/2:Plant", metric: "{name|camel}"}
+          - url: opc.tcp://127.0.0.1:4841/
+        """))
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    text = str(err.value)
+    assert "opcua[0].browse[0].metric: unknown field {nmae}" in text, text
+    assert "opcua[0].browse[1].recursive:" in text, text
+    assert "opcua[0].browse[2].root: missing (required)" in text, text
+    assert "opcua[0].browse[3].device: missing (required)" in text, text
+    assert "opcua[0].browse[3].metric: unknown filter |camel" in text, text
+    assert "opcua[1].nodes: give nodes, browse selections, or both" in text, text
