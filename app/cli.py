@@ -1,4 +1,4 @@
-"""The ``vigie`` command: ``demo``, ``serve``, ``check-config``, and ``user`` / ``token`` to manage access."""
+"""The ``vigie`` command: ``demo``, ``serve``, ``check-config``, ``user`` / ``token`` (access), ``opcua-cert``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,100 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  {spec.name}: {spec.summary()}")
     count, sentence = loaded.layouts_report()
     print(sentence if count else f"warning: {sentence}")
+    if args.browse:
+        return check_opcua_browse(loaded)
+    return 0
+
+
+def check_opcua_browse(loaded: LoadedConfig) -> int:
+    """Connect to each configured OPC-UA server; print what its nodes and browse selections resolve to.
+
+    One line per variable: ``node id -> device/metric  (browse path)``, then
+    what could not be resolved or was skipped. Returns 1 when a server cannot
+    be reached or a node or selection does not resolve, else 0.
+    """
+    from app.hub import Hub
+    from app.ingest.opcua import OpcUaSource, _describe, _redact
+    from app.ingest.source_spec import BuildContext
+
+    specs = loaded.config.opcua
+    if not specs:
+        print("no OPC-UA server configured: nothing to browse")
+        return 0
+
+    async def check(spec) -> bool:
+        source: OpcUaSource = spec.build(BuildContext(Hub(), loaded.secret))  # type: ignore[assignment]
+        print(f"opcua {spec.name} ({_redact(source.url)}):")
+        try:
+            resolved = await source.preview()
+        except Exception as exc:
+            print(f"  cannot connect: {_describe(exc)}")
+            return False
+        groups = [("nodes", f"nodes: {len(source.nodes)} configured")] if source.nodes else []
+        groups += [(s.label, f"{s.label} (include {', '.join(s.include)}"
+                    + (f"; exclude {', '.join(s.exclude)}" if s.exclude else "")
+                    + ("" if s.recursive else "; not recursive") + f"; device {s.device!r}, metric {s.metric!r})")
+                   for s in source.selections]
+        for group, title in groups:
+            rows = [r for r in resolved if r.group == group]
+            print(f"  {title}: {len(rows)} variable(s)")
+            for r in rows:
+                address = f"  ({r.address})" if r.address != r.node_id else ""
+                print(f"    {r.node_id} -> {r.device}/{r.metric}{address}")
+            for reason in source.browse_skipped.get(group, []):
+                print(f"    skipped {reason}")
+        for label, reason in source.node_errors.items():
+            print(f"  ! {label}: {reason}")
+        return not source.node_errors
+
+    async def check_all() -> list[bool]:
+        return [await check(spec) for spec in specs]
+
+    return 0 if all(asyncio.run(check_all())) else 1
+
+
+def cmd_opcua_cert(args: argparse.Namespace) -> int:
+    """Make the OPC-UA client certificate (DER) and private key (PEM) for the application URI Vigie presents."""
+    import socket
+
+    from asyncua.crypto.cert_gen import generate_self_signed_app_certificate
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    host = socket.gethostname()
+    uri = args.application_uri or f"urn:{host}:vigie"
+    hostnames = args.hostname or [host]
+    out = Path(args.out)
+    cert_path, key_path = out / f"{args.name}.der", out / f"{args.name}-key.pem"
+    existing = [str(p) for p in (cert_path, key_path) if p.exists()]
+    if existing and not args.force:
+        print(f"vigie opcua-cert: {', '.join(existing)} already exist(s); --force replaces them (the server must "
+              "then trust the new certificate)", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=args.key_size)
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+    names += [x509.DNSName(h) for h in hostnames]
+    # The OPC-UA profile of an application instance certificate (OPC 10000-6, 6.2.2), as asyncua makes it:
+    # the application URI as the first URI SubjectAltName, the host names, and the client's key usages.
+    cert = generate_self_signed_app_certificate(key, args.common_name or f"Vigie ({host})",
+                                                {"organizationName": "Vigie"}, names,
+                                                [ExtendedKeyUsageOID.CLIENT_AUTH], days=args.days)
+    key_path.touch(mode=0o600, exist_ok=True)
+    key_path.chmod(0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()  # what OPC-UA servers display in trust lists
+    print(f"certificate: {cert_path}\nprivate key: {key_path} (keep it secret; mode 600)\n"
+          f"application URI: {uri}\nhost names: {', '.join(hostnames)}\n"
+          f"valid until: {cert.not_valid_after_utc:%Y-%m-%d}\nSHA-1 thumbprint: {thumbprint}\n"
+          "Trust the certificate on the server (copy the .der into its trusted folder, or accept it in its "
+          "rejected list), then in the opcua section:\n"
+          f"  certificate: {cert_path.resolve()}\n  private_key: {key_path.resolve()}\n"
+          f"  application_uri: {uri}")
     return 0
 
 
@@ -236,7 +330,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check-config", help="validate a config directory")
     check.add_argument("directory")
+    check.add_argument("--browse", action="store_true",
+                       help="also connect to each OPC-UA server and print what its nodes and browse selections "
+                            "resolve to (node id -> device/metric)")
     check.set_defaults(func=cmd_check_config)
+    cert = sub.add_parser("opcua-cert", help="make the OPC-UA client certificate and private key")
+    cert.add_argument("--out", default=".", help="directory to write NAME.der and NAME-key.pem in (default: .)")
+    cert.add_argument("--name", default="vigie-client", help="file name stem (default vigie-client)")
+    cert.add_argument("--application-uri", default=None,
+                      help="the client's application URI, put in the certificate (default urn:HOSTNAME:vigie); "
+                           "the same as the config's application_uri, if set")
+    cert.add_argument("--hostname", action="append", default=[],
+                      help="a DNS name of this machine for the certificate; repeat for several (default: hostname)")
+    cert.add_argument("--common-name", default=None, help="the subject's CN (default 'Vigie (HOSTNAME)')")
+    cert.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    cert.add_argument("--key-size", type=int, default=2048, choices=[2048, 3072, 4096], help="RSA key size")
+    cert.add_argument("--force", action="store_true", help="replace existing files")
+    cert.set_defaults(func=cmd_opcua_cert)
     user = sub.add_parser("user", help="manage users (roles: viewer, operator, analyst, admin)")
     user.add_argument("action", choices=["add", "list", "passwd", "role", "disable", "enable", "delete"])
     user.add_argument("name", nargs="?")

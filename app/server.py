@@ -75,7 +75,36 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.set_status(200 if doc["status"] == "ok" else 503)
+        log_health_change(self.application.settings, doc)
         self.finish(json.dumps(doc if self.detailed() else {"status": doc["status"]}, default=str))
+
+
+def _degraded_because(doc: dict[str, Any]) -> str:
+    """Return what makes a health document degraded, in a few words (sources not connected, the store)."""
+    parts = [f"{name} {h['state']}" + (f" ({h['last_error']})" if h.get("last_error") else "")
+             for name, h in doc.get("sources", {}).items() if h["state"] not in ("connected", "stopped")]
+    store = doc.get("store") or {}
+    if store.get("available") is False:
+        parts.append("store unavailable" + (f" ({store['last_error']})" if store.get("last_error") else ""))
+    return "; ".join(parts) or "?"
+
+
+def log_health_change(settings: dict[str, Any], doc: dict[str, Any]) -> None:
+    """Log the health status when it changes between probes: WARNING when degraded, INFO when ok again.
+
+    A monitoring probe asks every few seconds; a 503 on each of them is the
+    same news, so the access log leaves /health out and this logs once per
+    change (the first probe's status counts as a change from "ok").
+    """
+    status = doc["status"]
+    previous = settings.get("vigie_health_status", "ok")
+    if status == previous:
+        return
+    settings["vigie_health_status"] = status
+    if status == "ok":
+        log.info("health: ok again (was %s)", previous)
+    else:
+        log.warning("health: %s: %s", status, _degraded_because(doc))
 
 
 def attach_http_source(runtime: Runtime) -> HttpSource:
@@ -197,7 +226,9 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
     elapsed_ms = 1000.0 * request.request_time()
     if status < 400 and elapsed_ms < 1000 and request.path.startswith(QUIET_PATHS):
         return
-    failed = status >= 500 and not (status == 503 and request.path == "/health")  # a degraded probe is a warning
+    if request.path == "/health" and status in (200, 503):
+        return  # a degraded or recovered health is logged once per change by log_health_change
+    failed = status >= 500
     log_method = access.info if status < 400 else access.error if failed else access.warning
     log_method("%d %s %.2fms", status, handler._request_summary(), elapsed_ms)
 

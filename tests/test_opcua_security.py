@@ -8,6 +8,9 @@ refused certificate must show in health rather than fail silently.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,12 +21,16 @@ from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from app.config import load_config
 from app.runtime import Runtime
 from tests.helpers import until
 from tests.servers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 async def make_cert(directory: Path, name: str, uri: str, use, key_dir: Path | None = None) -> tuple[Path, Path]:
@@ -39,10 +46,19 @@ async def secure_server(tmp_path) -> AsyncIterator[tuple[Server, str, ua.NodeId,
     certs = tmp_path / "certs"
     trusted = certs / "trusted"
     trusted.mkdir(parents=True)
-    server_cert, server_key = await make_cert(certs, "server", "urn:vigie:test:server",
-                                              ExtendedKeyUsageOID.SERVER_AUTH)
     client_cert, client_key = await make_cert(trusted, "client", "urn:vigie:test:client",
                                               ExtendedKeyUsageOID.CLIENT_AUTH, key_dir=certs)
+    server, endpoint, node_id = await start_secure_server(certs, trusted)
+    try:
+        yield server, endpoint, node_id, client_cert, client_key
+    finally:
+        await server.stop()
+
+
+async def start_secure_server(certs: Path, trusted: Path) -> tuple[Server, str, ua.NodeId]:
+    """Start a server offering only Basic256Sha256/SignAndEncrypt, trusting the certificates in ``trusted``."""
+    server_cert, server_key = await make_cert(certs, "server", "urn:vigie:test:server",
+                                              ExtendedKeyUsageOID.SERVER_AUTH)
     server = Server()
     await server.init()
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/secure/"
@@ -61,10 +77,7 @@ async def secure_server(tmp_path) -> AsyncIterator[tuple[Server, str, ua.NodeId,
     obj = await server.nodes.objects.add_object(ua.NodeId("Tank", idx), ua.QualifiedName("Tank", idx))
     var = await obj.add_variable(ua.NodeId("Tank.Level", idx), ua.QualifiedName("Level", idx), 1.0)
     await server.start()
-    try:
-        yield server, endpoint, var.nodeid, client_cert, client_key
-    finally:
-        await server.stop()
+    return server, endpoint, var.nodeid
 
 
 def config(tmp_path: Path, endpoint: str, cert: Path, key: Path, node_id: str, name: str = "sec") -> Path:
@@ -129,6 +142,62 @@ async def test_an_untrusted_client_certificate_is_refused_and_health_says_so(tmp
         assert "BadCertificate" in source.last_error or "certificate" in source.last_error.lower(), source.last_error
         health = runtime.health()
         assert health["status"] == "degraded" and health["sources"]["bad"]["subscribed_nodes"] == 0
+        # Named as what it is: a refusal a person must fix, retried slowly.
+        assert health["sources"]["bad"]["error_kind"] == "auth"
+        assert source.last_error.startswith("authentication refused by the server: BadCertificateUntrusted")
+        assert health["sources"]["bad"]["retry_delay_s"] >= 5
         assert not runtime._source_tasks[0].done()  # it keeps retrying; it did not crash
     finally:
         await runtime.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_a_certificate_made_by_vigie_opcua_cert_opens_a_signed_and_encrypted_session(tmp_path):
+    """``vigie opcua-cert`` (run as the operator would) makes a certificate a strict server accepts once trusted.
+
+    The server checks the application URI the client presents against the
+    certificate's, so the config gives none: Vigie takes the certificate's.
+    """
+    certs = tmp_path / "certs"
+    trusted = certs / "trusted"
+    trusted.mkdir(parents=True)
+    mine = tmp_path / "vigie-pki"
+    uri = "urn:vigie:test:made-by-cli"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "opcua-cert", "--out", str(mine), "--application-uri", uri,
+        "--hostname", "vigie.test", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    cert, key = mine / "vigie-client.der", mine / "vigie-client-key.pem"
+    assert f"application URI: {uri}" in out.decode() and f"certificate: {cert}" in out.decode()
+    assert key.stat().st_mode & 0o777 == 0o600
+    made = x509.load_der_x509_certificate(cert.read_bytes())
+    san = made.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [uri]
+    assert san.get_values_for_type(x509.DNSName) == ["vigie.test"]
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in made.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+
+    # Run again: the files exist, nothing is overwritten without --force.
+    again = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "opcua-cert", "--out", str(mine), cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(again.communicate(), 60)
+    assert again.returncode == 1 and b"--force" in err and cert.read_bytes() == made.public_bytes(Encoding.DER)
+
+    shutil.copy(cert, trusted / cert.name)  # the operator trusts it on the server
+    server, endpoint, node_id = await start_secure_server(certs, trusted)
+    try:
+        runtime = Runtime(load_config(config(tmp_path, endpoint, cert, key, node_id.to_string(), "cli"), env={}),
+                          base_dir=tmp_path)
+        await runtime.start()
+        try:
+            source = runtime.sources[0]
+            await until(lambda: source.state == "connected", timeout=15, what="secure session")
+            await server.write_attribute_value(node_id, ua.DataValue(ua.Variant(6.5, ua.VariantType.Double)))
+            await until(lambda: runtime.live.get("tank-1/level") and runtime.live.get("tank-1/level").latest()
+                        and runtime.live.get("tank-1/level").latest().value == 6.5, what="the value")
+            assert source._application_uri == uri and source.health()["last_error"] is None
+        finally:
+            await runtime.stop()
+    finally:
+        await server.stop()

@@ -82,6 +82,9 @@ class Source:
         self.state = ConnectionState.STARTING
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
+        self.previous_error: str | None = None
+        """The last error cleared by :meth:`clear_error` (a source that clears on reconnect), kept for health."""
+        self.previous_error_ns: int | None = None
         self._stopping = asyncio.Event()
 
     def publish(self, batch: Sequence[Reading]) -> None:
@@ -112,7 +115,7 @@ class Source:
         """Record a connection state change, logging transitions once."""
         changed = state != self.state
         if changed:
-            log.info("%s %s: %s%s", self.source_type, self.name, state, f" ({error})" if error else "")
+            self.log_state_change(state, error)
         self.state = state
         if error:
             self.last_error = error
@@ -131,6 +134,16 @@ class Source:
                 listener(self, device, online, reason)
             except Exception:
                 log.exception("device state listener %r failed", listener)
+
+    def log_state_change(self, state: str, error: str | None) -> None:
+        """Log a state transition at INFO (a source that logs its own outages overrides this)."""
+        log.info("%s %s: %s%s", self.source_type, self.name, state, f" ({error})" if error else "")
+
+    def clear_error(self) -> None:
+        """Move ``last_error`` (if any) to ``previous_error``, after a recovery: health shows no current error."""
+        if self.last_error is not None:
+            self.previous_error, self.previous_error_ns = self.last_error, self.last_error_ns
+        self.last_error = self.last_error_ns = None
 
     async def run(self) -> None:
         """Ingest until stopped."""
@@ -163,5 +176,7 @@ class Source:
             "dead_letters": self.dead.health(),
             "last_error": self.last_error,
             "last_error_ns": self.last_error_ns,
+            "previous_error": self.previous_error,
+            "previous_error_ns": self.previous_error_ns,
         }
 

@@ -37,6 +37,21 @@ replayed: the new subscription starts from the current values. After a
 server restart nothing could be; after a mere network cut the server's
 queue could be recovered with TransferSubscriptions/Republish, which this
 source does not attempt.
+
+What an operator sees of an outage: one WARNING when the connection is
+lost (or the first attempt fails), with the reason; the retries at DEBUG;
+one INFO when it is back, with the outage's length. asyncua's own client
+messages (connects, disconnects, a warning per failed retry, its publish
+loop's traceback) restate the same events and are demoted to DEBUG
+(``quiet_asyncua_logs``). A server that refuses the user, the password or
+the certificate is a different matter, one a person must fix: it is named
+as such ("authentication refused by the server: ...", ``error_kind: auth``
+in health) and retried on a slower back-off. ``last_error`` is cleared by
+a successful connection and kept as ``previous_error``.
+
+Nodes come from the explicit list (NodeIds or browse paths) and from browse
+selections (``opcua_browse.py``), browsed again at every connect so the
+variables added to the server since the last one are subscribed too.
 """
 
 from __future__ import annotations
@@ -57,13 +72,15 @@ from asyncua.crypto import security_policies
 
 from app.hub import Hub
 from app.ingest.base import ConnectionState, Source
-from app.model import Quality, Reading, datetime_to_ns, now_ns
+from app.ingest.opcua_browse import BrowseSelection, Template, browse
+from app.model import Quality, Reading, datetime_to_ns, name_problem, now_ns
 from app.tasks import Backoff, until_stopped
 
 log = logging.getLogger(__name__)
 
 SECURITY_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
 SECURITY_MODES = ("Sign", "SignAndEncrypt")
+DEFAULT_APPLICATION_URI = "urn:vigie:client"
 
 _MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 """Timestamps before this are treated as unset (OPC-UA's "no time" is 1601)."""
@@ -115,6 +132,22 @@ class _Item:
     node: OpcUaNode
     where: str
     node_id: ua.NodeId | None = None
+    selection: BrowseSelection | None = None
+    """The browse selection that found it (None: an explicit node)."""
+    browse_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A node resolved on the server, as ``OpcUaSource.preview`` reports it."""
+
+    group: str
+    """``"nodes"`` (the explicit list) or the browse selection's label."""
+    node_id: str
+    device: str
+    metric: str
+    address: str
+    """How it was found: the configured NodeId, or its browse path from the Root folder."""
 
 
 def _redact(url: str) -> str:
@@ -129,6 +162,52 @@ def _redact(url: str) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_AUTH_CODES = frozenset(
+    getattr(ua.StatusCodes, name) for name in dir(ua.StatusCodes)
+    if name.startswith(("BadCertificate", "BadIdentityToken", "BadSecurityMode", "BadSecurityPolicy"))
+    or name in ("BadSecurityChecksFailed", "BadUserAccessDenied", "BadUserSignatureInvalid",
+                "BadApplicationSignatureInvalid", "BadNoValidCertificates")
+)
+"""Status codes by which a server refuses who we are (user, password, certificate, security), not where we are."""
+
+
+def _auth_refusal(exc: BaseException | None) -> ua.UaStatusCodeError | None:
+    """Return the authentication or certificate refusal in ``exc`` or what caused it, if that is what it is."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ua.UaStatusCodeError) and exc.code in _AUTH_CODES:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _duration(seconds: float) -> str:
+    """Return a duration for a log line: ``"850 ms"``, ``"12.3 s"``, ``"4 min 05 s"``, ``"2 h 07 min"``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+async def certificate_uri(path: str) -> str | None:
+    """Return the first URI of a certificate's SubjectAltName (its application URI), if it has one."""
+    from asyncua.crypto import uacrypto
+    from cryptography import x509
+
+    cert = await uacrypto.load_certificate(path)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
 
 
 def _time_ns(dt: datetime | None) -> int | None:
@@ -191,6 +270,7 @@ class OpcUaSource(Source):
         *,
         url: str,
         nodes: list[OpcUaNode],
+        browse: list[BrowseSelection] | None = None,
         security_policy: str | None = None,
         security_mode: str = "SignAndEncrypt",
         certificate: str | None = None,
@@ -204,6 +284,8 @@ class OpcUaSource(Source):
         queue_size: int = 10,
         timeout_s: float = 4,
         reconnect_max_delay_s: float = 5,
+        auth_retry_max_delay_s: float = 60,
+        application_uri: str | None = None,
     ) -> None:
         super().__init__(name, hub)
         if not url:
@@ -219,6 +301,13 @@ class OpcUaSource(Source):
             raise ValueError(f"OPC-UA security_mode must be Sign or SignAndEncrypt, not {security_mode!r}")
         self.url = url
         self.nodes = list(nodes)
+        self.selections = list(browse or [])
+        if not self.nodes and not self.selections:
+            raise ValueError(f"OPC-UA source {name}: give nodes, browse selections, or both")
+        self.browsed = 0
+        """Variables the browse selections found at the last connect."""
+        self.browse_skipped: dict[str, list[str]] = {}
+        """Per selection label, the variables it found but skipped (not numbers), at the last connect."""
         self.security_policy = security_policy
         self.security_mode = security_mode
         self.certificate = certificate
@@ -232,16 +321,30 @@ class OpcUaSource(Source):
         self.queue_size = queue_size
         self.timeout_s = timeout_s
         self._backoff = Backoff(initial=0.2, cap=reconnect_max_delay_s)
+        self._auth_backoff = Backoff(initial=min(5.0, auth_retry_max_delay_s), cap=auth_retry_max_delay_s)
+        """A refused identity or certificate is retried slowly: a human must act, and servers may lock accounts."""
         self.subscribed = 0
         self.node_errors: dict[str, str] = {}
         self.server_overflows = 0
         self.connects = 0
+        self._configured_uri = application_uri
         self._application_uri: str | None = None
+        self.error_kind: str | None = None
+        """What ``last_error`` is about: ``"auth"`` (identity or certificate refused), ``"connection"``, ``"nodes"``."""
+        self.failed_attempts = 0
+        """Connection attempts failed in a row since the last success."""
+        self.retry_delay_s: float | None = None
+        self._down_since: float | None = None
+        self._down_since_ns: int | None = None
+        self._reported: str | None = None
+        """The error kind already logged at WARNING for the current outage (retries of the same kind: DEBUG)."""
+        self._was_connected = False
+        self._last_items: list[_Item] = []
         self._last_publish = 0.0
         self._stale_after_s = 30.0
         self._lost: str | None = None
-        self._last_values: list[float | None] = [None] * len(self.nodes)
-        """Each node's last value (by client handle, the node's index), kept across sessions."""
+        self._last_values: dict[tuple[str, str], float] = {}
+        """Each series' last value (by device and metric), kept across sessions (browsed handles change)."""
 
     # -- connection loop ----------------------------------------------
     async def run(self) -> None:
@@ -253,12 +356,87 @@ class OpcUaSource(Source):
                     break
                 exc = None if attempt.cancelled() else attempt.exception()
                 self.subscribed = 0
-                self.set_state(ConnectionState.DISCONNECTED, _describe(exc) if exc else "session ended")
-                if await self.sleep_or_stop(self._backoff.next()):
+                delay = self._failed(exc)
+                if await self.sleep_or_stop(delay):
                     break
         finally:
             self.subscribed = 0
+            self.retry_delay_s = None
             self.set_state(ConnectionState.STOPPED)
+
+    def _failed(self, exc: BaseException | None) -> float:
+        """Record a failed or ended session; log it once per outage (and per kind); return the wait before retrying.
+
+        The first failure of an outage is a WARNING with the reason; the
+        retries that fail the same way are DEBUG, so an outage of an hour is
+        two lines (this one and "connection back"), not thousands.
+        """
+        reason = _describe(exc) if exc else "session ended"
+        refusal = _auth_refusal(exc)
+        kind = "auth" if refusal is not None else "connection"
+        if refusal is not None:
+            reason = f"authentication refused by the server: {_status_text(ua.StatusCode(refusal.code))}"
+            if self._username:
+                reason += f" (user {self._username!r}"
+                reason += f", certificate {self.certificate})" if self.security_policy else ")"
+            elif self.security_policy:
+                reason += f" (certificate {self.certificate})"
+        backoff = self._auth_backoff if kind == "auth" else self._backoff
+        delay = backoff.next()
+        (self._backoff if kind == "auth" else self._auth_backoff).reset()
+        self.failed_attempts += 1
+        self.retry_delay_s = delay
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._down_since_ns = time.time_ns()
+        url = _redact(self.url)
+        if kind != self._reported:
+            self._reported = kind
+            if kind == "auth":
+                log.warning("opcua %s: %s at %s; retrying every %s at most until it is fixed", self.name, reason,
+                            url, _duration(backoff.cap))
+            elif self.state == ConnectionState.CONNECTED:
+                log.warning("opcua %s: connection to %s lost: %s", self.name, url, reason)
+            else:
+                log.warning("opcua %s: cannot connect to %s: %s; retrying", self.name, url, reason)
+        else:
+            log.debug("opcua %s: attempt %d failed: %s; next in %s", self.name, self.failed_attempts, reason,
+                      _duration(delay))
+        self.error_kind = kind
+        self.set_state(ConnectionState.DISCONNECTED, reason)
+        return delay
+
+    def _connected(self) -> None:
+        """Record a successful session: one INFO line (with the outage's length after one), errors cleared."""
+        total = len(self._last_items)
+        where = _redact(self.url)
+        if self._down_since is not None:
+            outage = _duration(time.monotonic() - self._down_since)
+            if self._was_connected:
+                log.info("opcua %s: connection to %s back after %s (%d failed attempt(s)); %d of %d node(s) "
+                         "subscribed", self.name, where, outage, self.failed_attempts, self.subscribed, total)
+            else:
+                log.info("opcua %s: connected to %s after %s of failed attempts (%d); %d of %d node(s) subscribed",
+                         self.name, where, outage, self.failed_attempts, self.subscribed, total)
+        else:
+            log.info("opcua %s: connected to %s; %d of %d node(s) subscribed", self.name, where, self.subscribed,
+                     total)
+        self._down_since = self._down_since_ns = None
+        self._reported = None
+        self._was_connected = True
+        self.failed_attempts = 0
+        self.retry_delay_s = None
+        self._backoff.reset()
+        self._auth_backoff.reset()
+        self.clear_error()
+        error = self._node_error_summary()
+        self.error_kind = "nodes" if error else None
+        self.set_state(ConnectionState.CONNECTED, error)
+
+    def log_state_change(self, state: str, error: str | None) -> None:
+        """Log only the stop: outages and recoveries are logged by ``_failed`` and ``_connected``."""
+        if state == ConnectionState.STOPPED:
+            log.info("opcua %s: stopped", self.name)
 
     async def _session(self) -> None:
         """One connection's life: connect, subscribe, watch; always close the client."""
@@ -268,9 +446,7 @@ class OpcUaSource(Source):
             await client.connect()
             await self._subscribe(client)
             self.connects += 1
-            self._backoff.reset()
-            error = self._node_error_summary()
-            self.set_state(ConnectionState.CONNECTED, error)
+            self._connected()
             await self._watch(client)
         finally:
             await self._close(client)
@@ -295,22 +471,39 @@ class OpcUaSource(Source):
         return client
 
     async def _app_uri(self) -> str:
-        """Return the application URI: the certificate's URI SAN, which servers check, or Vigie's own."""
-        if self._application_uri is None:
-            self._application_uri = "urn:vigie:client"
-            if self.certificate:
-                from asyncua.crypto import uacrypto
-                from cryptography import x509
+        """Return the application URI sent in CreateSession.
 
-                cert = await uacrypto.load_certificate(self.certificate)
-                try:
-                    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-                    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-                except x509.ExtensionNotFound:
-                    uris = []
-                if uris:
-                    self._application_uri = uris[0]
+        Servers check it against the URI in the client certificate's
+        SubjectAltName (OPC-UA Part 4, 5.6.2): the configured
+        ``application_uri``, else the certificate's URI, else Vigie's default.
+        A configured URI that differs from the certificate's is used as
+        given, with a warning (the server will most likely refuse it).
+        """
+        if self._application_uri is None:
+            cert_uri = await certificate_uri(self.certificate) if self.certificate else None
+            if self._configured_uri and cert_uri and cert_uri != self._configured_uri:
+                log.warning("opcua %s: application_uri %s differs from the certificate's URI %s: servers check "
+                            "that they match (make the certificate with vigie opcua-cert --application-uri)",
+                            self.name, self._configured_uri, cert_uri)
+            self._application_uri = self._configured_uri or cert_uri or DEFAULT_APPLICATION_URI
         return self._application_uri
+
+    async def preview(self) -> list[Resolved]:
+        """Connect once, resolve the nodes and browse the selections, disconnect (``vigie check-config --browse``).
+
+        Raises what connecting raises; the nodes that could not be resolved
+        are in ``node_errors`` afterwards.
+        """
+        quiet_asyncua_logs()
+        client = await self._client()
+        try:
+            await client.connect()
+            self.node_errors = {}
+            items = await self._resolve(client)
+        finally:
+            await self._close(client)
+        return [Resolved(i.selection.label if i.selection else "nodes", i.node_id.to_string(), i.node.device,
+                         i.node.metric, i.browse_path or i.node.label) for i in items if i.node_id is not None]
 
     async def _close(self, client: Client) -> None:
         """Disconnect within the timeout; drop the socket if the server does not answer."""
@@ -370,7 +563,52 @@ class OpcUaSource(Source):
                     item.node_id = result.Targets[0].TargetId
                 else:
                     self.node_errors[item.node.label] = f"browse path not found ({_status_text(result.StatusCode)})"
+        if self.selections:
+            items += await self._browse(client, items)
         return items
+
+    async def _browse(self, client: Client, explicit: list[_Item]) -> list[_Item]:
+        """Return an item per variable the browse selections find, named by their templates.
+
+        A name that a template cannot make (an index past the path, a name a
+        store cannot hold) or a series already taken (by an explicit node or
+        an earlier selection) is recorded in ``node_errors`` and skipped.
+        """
+        roots = await client.uaclient.translate_browsepaths_to_nodeids([_browse_path(s.root)
+                                                                          for s in self.selections])
+        taken = {(i.node.device, i.node.metric): i.node.label for i in explicit}
+        self.browse_skipped = {}
+        out: list[_Item] = []
+        for selection, root in zip(self.selections, roots, strict=True):
+            if not (root.StatusCode.is_good() and root.Targets):
+                self.node_errors[selection.label] = f"root not found ({_status_text(root.StatusCode)})"
+                continue
+            found, skipped = await browse(client, selection, root.Targets[0].TargetId, _CHUNK)
+            self.browse_skipped[selection.label] = skipped
+            for reason in skipped:
+                log.debug("opcua %s: %s: skipped %s", self.name, selection.label, reason)
+            device, metric = Template(selection.device), Template(selection.metric)
+            for b in found:
+                try:
+                    names = device.render(b.path), metric.render(b.path)
+                except IndexError as exc:
+                    self.node_errors[b.browse_path] = f"{selection.label}: {exc}"
+                    continue
+                problem = name_problem(names[0], "device") or name_problem(names[1], "metric")
+                if problem:
+                    self.node_errors[b.browse_path] = f"{selection.label}: {problem}"
+                    continue
+                if names in taken:
+                    self.node_errors[b.browse_path] = (f"{selection.label}: {names[0]}/{names[1]} is already "
+                                                       f"the series of {taken[names]}")
+                    continue
+                taken[names] = b.browse_path
+                node = OpcUaNode(node_id=b.node_id.to_string(), device=names[0], metric=names[1],
+                                 unit=selection.unit, tags=dict(selection.tags))
+                out.append(_Item(node, f"{names[0]}/{names[1]} ({b.browse_path})", b.node_id, selection,
+                                 b.browse_path))
+        self.browsed = len(out)
+        return out
 
     async def _subscribe(self, client: Client) -> None:
         """Resolve the nodes, create the subscription and its monitored items."""
@@ -378,6 +616,7 @@ class OpcUaSource(Source):
         self.subscribed = 0
         self._lost = None
         items = await self._resolve(client)
+        self._last_items = items
         keepalive = max(1, math.ceil(self.SUBSCRIPTION_KEEPALIVE_S * 1000 / max(self.publishing_interval_ms, 1)))
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=self.publishing_interval_ms,
@@ -487,7 +726,7 @@ class OpcUaSource(Source):
             # A server nulls the value of a Bad DataValue (OPC-UA Part 4, 7.7.1). The
             # reading keeps the node's last value, so the quality change reaches the
             # store, live view and alarms; with no value known yet it is dead-lettered.
-            last = self._last_values[handle]
+            last = self._last_values.get((item.node.device, item.node.metric))
             if last is None or status.is_good():
                 self.dead.add(item.where, "no_value", f"no value (status {_status_text(status)})")
                 return
@@ -503,7 +742,7 @@ class OpcUaSource(Source):
         if not math.isfinite(value):
             self.dead.add(item.where, "not_finite", f"value is {value}", repr(raw))
             return
-        self._last_values[handle] = value
+        self._last_values[(item.node.device, item.node.metric)] = value
         time_ns = _time_ns(dv.SourceTimestamp) or _time_ns(dv.ServerTimestamp) or received
         node = item.node
         out.append(Reading(node.device, node.metric, time_ns, value, _quality(status), node.unit, self.name,
@@ -515,40 +754,63 @@ class OpcUaSource(Source):
         h = super().health()
         h.update(
             url=_redact(self.url),
-            nodes=len(self.nodes),
+            nodes=len(self._last_items) if self._last_items else len(self.nodes),
+            browsed_nodes=self.browsed,
             subscribed_nodes=self.subscribed,
             node_errors=dict(self.node_errors),
             server_queue_overflows=self.server_overflows,
             connects=self.connects,
+            error_kind=self.error_kind if self.last_error else None,
+            failed_attempts=self.failed_attempts,
+            retry_delay_s=self.retry_delay_s,
+            disconnected_since_ns=self._down_since_ns,
         )
         return h
 
 
-class _ConnectionLossFilter(logging.Filter):
-    """Drop asyncua's "Publish iteration crashed" traceback when its cause is a lost connection.
+class _DemoteToDebug(logging.Filter):
+    """Turn an asyncua client record into a DEBUG one, kept only when asyncua's logger is enabled for DEBUG.
 
-    asyncua's publish loop logs it at ERROR, with a traceback, each time the
-    server goes away; this source reports the same event once, as a state change.
+    asyncua's client logs every connect and disconnect at INFO, warns at each
+    failed retry ("close_secure_channel was called but connection is
+    closed") and logs its publish loop's crash with a traceback at ERROR when
+    the server goes away. All of it restates what this source reports itself
+    (one WARNING when the connection is lost, one INFO when it is back, the
+    reason in health), so it is kept for ``asyncua`` at DEBUG only.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, ConnectionError | OSError | TimeoutError)
-                    and str(record.msg).startswith("Publish iteration crashed"))
+        if record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("asyncua").isEnabledFor(logging.DEBUG)
 
 
-_PUBLISH_LOOP_LOGGER = "asyncua.client.ua_session.UaSession"
+_CLIENT_LOGGERS = (
+    "asyncua.client.client",
+    "asyncua.client.ua_client",
+    "asyncua.client.ua_client.UASocketProtocol",
+    "asyncua.client.ua_client.UaClient",
+    "asyncua.client.ua_session",
+    "asyncua.client.ua_session.UaSession",
+    "asyncua.uaprotocol",
+)
+"""asyncua's client-side loggers (some are made per instance, so they are named here, not found)."""
+_DEMOTE = _DemoteToDebug()
 
 
 def quiet_asyncua_logs() -> None:
-    """Quiet asyncua, which logs tracebacks every second of an outage, unless someone chose its level.
+    """Keep asyncua's client messages at DEBUG; quiet its server's (the simulator's) unless someone chose a level.
 
-    This module logs its own state changes (``Source.set_state``) instead.
-    Idempotent; called at each connect (and by the PLC simulator at start).
+    A filter on a logger sees only that logger's own records, so it goes on
+    each client-side logger. Vigie's own lines (``app.ingest.opcua``) are
+    untouched. Idempotent; called at each connect (and by the PLC simulator).
     """
     logger = logging.getLogger("asyncua")
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.ERROR)
-    publish_logger = logging.getLogger(_PUBLISH_LOOP_LOGGER)
-    if not any(isinstance(f, _ConnectionLossFilter) for f in publish_logger.filters):
-        publish_logger.addFilter(_ConnectionLossFilter())
+    names = set(_CLIENT_LOGGERS) | {n for n in list(logging.root.manager.loggerDict)
+                                    if n.startswith("asyncua.client.")}
+    for name in names:
+        client_logger = logging.getLogger(name)
+        if _DEMOTE not in client_logger.filters:
+            client_logger.addFilter(_DEMOTE)

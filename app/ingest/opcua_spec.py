@@ -33,6 +33,36 @@ class NodeSpec(Spec):
         return problems
 
 
+class BrowseSpec(Spec):
+    """Variables chosen by browsing below a root, named by templates over their browse path (opcua_browse.py)."""
+
+    root = param.String(default=None, allow_None=True, doc="Browse path of the folder to walk, e.g. 0:Objects/2:Plant")
+    include = param.List(default=["*"], item_type=str, doc="Name patterns to keep (a pattern with / matches the "
+                                                           "path below the root).")
+    exclude = param.List(default=[], item_type=str, doc="Name patterns to skip (a matching folder is skipped whole).")
+    recursive = param.Boolean(default=True, doc="Walk sub-folders and objects (else the root's own variables only).")
+    max_depth = param.Integer(default=10, bounds=(1, 100))
+    device = param.String(default=None, allow_None=True, doc='e.g. "{path[-2]}": the variable\'s parent\'s name')
+    metric = param.String(default="{name}", doc='e.g. "{name|snake}"')
+    unit = param.String(default="")
+    tags = param.Dict(default={})
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        from app.ingest.opcua_browse import Template
+
+        problems: list[tuple[tuple, str]] = []
+        for key in ("root", "device"):
+            if not getattr(self, key):
+                problems.append(((key,), "missing (required)"))
+        for key in ("device", "metric"):
+            if getattr(self, key):
+                try:
+                    Template(getattr(self, key))
+                except ValueError as exc:
+                    problems.append(((key,), str(exc)))
+        return problems
+
+
 class OpcUaSpec(SourceSpec):
     """One OPC-UA server and the nodes to subscribe to (config section ``opcua``)."""
 
@@ -56,10 +86,19 @@ class OpcUaSpec(SourceSpec):
     timeout_s = param.Number(default=4.0, bounds=(0.1, 300), doc="Request timeout (connect, read, disconnect).")
     reconnect_max_delay_s = param.Number(default=5.0, bounds=(0.1, 3600),
                                          doc="Longest wait between reconnection attempts (the wait doubles to it).")
+    auth_retry_max_delay_s = param.Number(default=60.0, bounds=(0.1, 86400), doc=(
+        "Longest wait between attempts while the server refuses the user, password or certificate."))
+    application_uri = param.String(default=None, allow_None=True, doc=(
+        "The client's application URI; servers check it against the certificate's (default: the certificate's "
+        "URI, else urn:vigie:client)."))
     nodes = param.List(default=[], item_type=NodeSpec)
+    browse = param.List(default=[], item_type=BrowseSpec,
+                        doc="Variables chosen by browsing, beside or instead of nodes.")
 
     def validate(self) -> list[tuple[tuple, str]]:
         problems: list[tuple[tuple, str]] = [] if self.url else [(("url",), "missing (required)")]
+        if not self.nodes and not self.browse:
+            problems.append((("nodes",), "give nodes, browse selections, or both"))
         if self.security_policy:
             problems += [((k,), f"required with security_policy {self.security_policy}")
                          for k in ("certificate", "private_key") if not getattr(self, k)]
@@ -69,17 +108,23 @@ class OpcUaSpec(SourceSpec):
 
     def build(self, ctx: BuildContext) -> Source:
         from app.ingest.opcua import OpcUaNode, OpcUaSource
+        from app.ingest.opcua_browse import BrowseSelection
 
         nodes = [OpcUaNode(node_id=n.node_id, browse_path=n.browse_path, device=n.device, metric=n.metric,
                            unit=n.unit, tags=dict(n.tags)) for n in self.nodes]
+        selections = [BrowseSelection(root=b.root, device=b.device, metric=b.metric, include=tuple(b.include),
+                                      exclude=tuple(b.exclude), recursive=b.recursive, max_depth=b.max_depth,
+                                      unit=b.unit, tags=dict(b.tags)) for b in self.browse]
         return OpcUaSource(
-            self.name, ctx.hub, url=self.url, nodes=nodes, security_policy=self.security_policy,
+            self.name, ctx.hub, url=self.url, nodes=nodes, browse=selections, security_policy=self.security_policy,
             security_mode=self.security_mode, certificate=self.certificate, private_key=self.private_key,
             server_certificate=self.server_certificate, username=ctx.secret(self.username_env),
             password=ctx.secret(self.password_env), sampling_interval_ms=self.sampling_interval_ms,
             publishing_interval_ms=self.publishing_interval_ms, deadband=self.deadband,
             queue_size=self.queue_size, timeout_s=self.timeout_s, reconnect_max_delay_s=self.reconnect_max_delay_s,
+            auth_retry_max_delay_s=self.auth_retry_max_delay_s, application_uri=self.application_uri,
         )
 
     def summary(self) -> str:
-        return f"OPC-UA {self.url}, {len(self.nodes)} node(s)"
+        browse = f", {len(self.browse)} browse selection(s)" if self.browse else ""
+        return f"OPC-UA {self.url}, {len(self.nodes)} node(s){browse}"
