@@ -92,7 +92,7 @@ def attach_http_source(runtime: Runtime) -> HttpSource:
     source = HttpSource("http", runtime.hub, token=token, token_allows=token_allows if spec.enabled else None,
                         max_body_bytes=spec.max_body_bytes,
                         max_image_bytes=spec.max_image_bytes, max_json_depth=spec.max_json_depth,
-                        timestamp_unit=spec.timestamp_unit)
+                        timestamp_unit=spec.timestamp_unit, line_protocol=spec.line_protocol.options())
     runtime.add_source(source)
     return source
 
