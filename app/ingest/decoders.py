@@ -171,10 +171,10 @@ class Claims:
             if len(seen) == 1:
                 out.append(r)
                 continue
-            others = " and ".join(sorted(seen))
+            others = sorted(seen - {origin})
             dead.add(where, "series_collision",
-                     f"{origin} writes series {r.device}/{r.metric}, which {others} also write at the same "
-                     f"instant: neither is kept{hint}", raw)
+                     f"{origin} writes series {r.device}/{r.metric}, which {' and '.join(others)} also "
+                     f"write{'s' if len(others) == 1 else ''} at the same instant: none is kept{hint}", raw)
 
 
 _MISSING = object()
