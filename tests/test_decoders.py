@@ -430,3 +430,22 @@ def test_vigie_decode_prints_every_reading_and_dead_letter_of_a_sample(tmp_path)
     assert "'neuron' (plant)" in done.stderr
     done = vigie("--subscription", "neuron", "--topic", "other/topic", str(sample))
     assert done.returncode == 2 and "does not match the template 'neuron/{site}/upload'" in done.stderr
+
+
+def test_the_readme_decoder_examples_are_valid_subscriptions():
+    """Each subscription the README shows in its Decoders section passes the config checks as printed."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from app.ingest.mqtt_spec import SubscriptionSpec
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Decoders: what a payload becomes"):readme.index("### An OPC-UA server")]
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S) if b.lstrip().startswith("- topic:")]
+    assert len(blocks) == 4
+    for block in blocks:
+        (spec,) = yaml.safe_load(block)
+        sub = SubscriptionSpec.from_spec(spec)
+        sub.build_decoder()

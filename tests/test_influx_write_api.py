@@ -13,9 +13,11 @@ import asyncio
 import base64
 import gzip
 import json
+import re
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from influxdb_client import InfluxDBClient, Point, WriteOptions, WritePrecision
@@ -28,6 +30,7 @@ from app.server import run_server
 from tests.helpers import until
 from tests.servers import free_port
 
+README = Path(__file__).resolve().parent.parent / "README.md"
 TOKEN = "influx-compat-token"
 MAX_BODY = 200_000
 T0 = (time.time_ns() // 10**9 - 3600) * 10**9  # an hour ago, whole seconds
@@ -183,3 +186,18 @@ async def test_v1_write_gzip_credentials_and_limits(vigie):
         assert got[f"ws-{k}/weather.hum"] == [((T0 // 10**6 + i) * 10**6, 40.0 + i) for i in range(k, 300, 3)]
     assert got["ws-9/up.v"] == [(T0, 1.0), (T0 + 1, 2.0)]
     assert {s.key: s.tags for s in await runtime.store.series()}["ws-0/weather.temp"] == {"site": "north"}
+
+
+async def test_the_readme_influxdb_client_snippet_works_as_printed(vigie, monkeypatch):
+    """The README's Python example, run as printed (only the server's port differs)."""
+    runtime, base = vigie
+    readme = README.read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "InfluxDBClient" in block)
+    assert 'url="http://localhost:5006"' in snippet
+    monkeypatch.setenv("VIGIE_INGEST_TOKEN", TOKEN)
+    before = time.time_ns()
+    await asyncio.to_thread(exec, snippet.replace("http://localhost:5006", base), {})
+    got = await stored(runtime)
+    assert sorted(got) == ["b-1/boiler.pressure", "b-1/boiler.temp"]
+    (t, temp), = got["b-1/boiler.temp"]
+    assert temp == 81.5 and got["b-1/boiler.pressure"] == [(t, 2.1)] and before <= t <= time.time_ns()
