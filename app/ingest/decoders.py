@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -147,15 +147,18 @@ class Claims:
 
     Two readings of one payload for the same series at the same instant that come from different
     origins (two measurements, two tag sets, two fields) would overwrite one another in the store:
-    neither is kept, each is a ``series_collision`` dead letter naming both origins.
+    none is kept, each is a ``series_collision`` dead letter naming the others. An origin is any
+    value compared with ``==`` (the readings of one line share one object, so the common case costs
+    an identity test) and named by ``describe`` only when there is a collision to report.
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("describe", "items")
 
-    def __init__(self) -> None:
-        self.items: list[tuple[Reading, str, str, str]] = []
+    def __init__(self, describe: Callable[[Any], str] = str) -> None:
+        self.items: list[tuple[Reading, Any, str, str]] = []
+        self.describe = describe
 
-    def add(self, reading: Reading, origin: str, where: str, raw: str) -> None:
+    def add(self, reading: Reading, origin: Any, where: str, raw: str) -> None:
         self.items.append((reading, origin, where, raw))
 
     def flush(self, out: list[Reading], dead: DeadLetters, hint: str = "") -> None:
@@ -163,17 +166,33 @@ class Claims:
         if len(items) == 1:
             out.append(items[0][0])
             return
-        origins: dict[tuple[str, str, int], set[str]] = {}
+        first: dict[tuple[str, str, int], Any] = {}
+        collided: set[tuple[str, str, int]] = set()
         for r, origin, _where, _raw in items:
-            origins.setdefault((r.device, r.metric, r.time_ns), set()).add(origin)
+            key = (r.device, r.metric, r.time_ns)
+            seen = first.setdefault(key, origin)
+            if seen is not origin and seen != origin:
+                collided.add(key)
+        if not collided:
+            out.extend(item[0] for item in items)
+            return
+        origins: dict[tuple[str, str, int], list[str]] = {}
+        for r, origin, _where, _raw in items:
+            key = (r.device, r.metric, r.time_ns)
+            if key in collided:
+                names = origins.setdefault(key, [])
+                name = self.describe(origin)
+                if name not in names:
+                    names.append(name)
         for r, origin, where, raw in items:
-            seen = origins[(r.device, r.metric, r.time_ns)]
-            if len(seen) == 1:
+            key = (r.device, r.metric, r.time_ns)
+            if key not in collided:
                 out.append(r)
                 continue
-            others = sorted(seen - {origin})
+            name = self.describe(origin)
+            others = sorted(n for n in origins[key] if n != name)
             dead.add(where, "series_collision",
-                     f"{origin} writes series {r.device}/{r.metric}, which {' and '.join(others)} also "
+                     f"{name} writes series {r.device}/{r.metric}, which {' and '.join(others)} also "
                      f"write{'s' if len(others) == 1 else ''} at the same instant: none is kept{hint}", raw)
 
 
@@ -296,7 +315,7 @@ class JsonDecoder(Decoder):
             items = [doc]  # the message is the array of entries itself (LoRaWAN, Node-RED)
         else:
             items = doc if isinstance(doc, list) else [doc]
-        claims = Claims()
+        claims = Claims(_field_origin)
         try:
             for n, item in enumerate(items):
                 where = ctx.where if len(items) == 1 else f"{ctx.where} item {n}"
@@ -477,7 +496,7 @@ class JsonDecoder(Decoder):
         metric = (fmap.metric if fmap and fmap.metric else None) or key
         unit = (fmap.unit if fmap and fmap.unit else "") or unit or base.unit
         claims.add(Reading(base.device, metric, time_ns, value, quality, unit, ctx.source, base.tags),
-                   f"field {key!r}", where, text)
+                   key, where, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +508,16 @@ class _Base:
     quality: str
     unit: str
     tags: dict[str, str]
+
+
+def _field_origin(key: Any) -> str:
+    return f"field {key!r}"
+
+
+def _line_origin(origin: Any) -> str:
+    measurement, tags = origin
+    return f"measurement {measurement!r}" + (
+        f" tags {','.join(f'{k}={v}' for k, v in sorted(tags.items()))}" if tags else "")
 
 
 def _tag_text(raw: Any) -> str:
@@ -634,12 +663,13 @@ class LineProtocolDecoder(Decoder):
         self.template = MetricTemplate.parse(metric_template)
         self.measurement_tag = measurement_tag
         self.units = dict(units or {})
+        self._by_measurement: dict[str, tuple[str, str]] | None = None if self.template.tags else {}
         self._hint = (f" (metric_template {metric_template!r}: add the tag that tells them apart, "
                       + ("or {measurement}" if not self.template.keeps_measurement else "e.g. {measurement}.{cpu}."
                          "{field}") + ")")
 
     def decode_text(self, text: str, ctx: Context, out: list[Reading], dead: DeadLetters) -> None:
-        claims = Claims()
+        claims = Claims(_line_origin)
         try:
             for n, raw_line in enumerate(text.splitlines(), 1):
                 if not raw_line.strip() or raw_line.lstrip().startswith("#"):
@@ -661,10 +691,7 @@ class LineProtocolDecoder(Decoder):
         tags = dict(ctx.tags)
         device = ctx.device
         for k, v in line.tags.items():
-            if k in self.device_tags:
-                if device is None:
-                    device = v
-            else:
+            if k not in self.device_tags:
                 tags[k] = v
         if device is None:
             for k in self.device_tags:  # the first listed wins, whatever the line's order
@@ -677,9 +704,16 @@ class LineProtocolDecoder(Decoder):
             return
         if self.measurement_tag:
             tags[self.measurement_tag] = line.measurement
-        before, after = self.template.prefix(line.measurement, line.tags)
-        origin = f"measurement {line.measurement!r}" + (
-            f" tags {','.join(f'{k}={v}' for k, v in sorted(line.tags.items()))}" if line.tags else "")
+        if self._by_measurement is not None:  # the name depends on the measurement alone: computed once for each
+            names = self._by_measurement.get(line.measurement)
+            if names is None:
+                if len(self._by_measurement) > 10_000:
+                    self._by_measurement.clear()
+                names = self._by_measurement[line.measurement] = self.template.prefix(line.measurement, {})
+            before, after = names
+        else:
+            before, after = self.template.prefix(line.measurement, line.tags)
+        origin = (line.measurement, line.tags)  # compared (dicts: in any order) only when a series meets another
         numeric = False
         for key, raw_value in line.fields.items():
             if isinstance(raw_value, str):
