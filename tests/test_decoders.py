@@ -208,6 +208,10 @@ def test_line_protocol_keeps_the_measurement_and_refuses_collisions():
     assert collided == [("t line 1", "h1/usage_idle"), ("t line 1", "h1/usage_user"),
                         ("t line 2", "h1/usage_idle"), ("t line 2", "h1/usage_user"),
                         ("t line 3", "h1/used_percent"), ("t line 4", "h1/used_percent")]
+    # The device is the first of device_tags in the config's order, whatever the line's order.
+    d = Decoder.create("line_protocol", device_tags=["host", "device"])
+    out, dead = run(d, f"disk,device=sda1,host=h1 free=1 {T_NS}".encode(), device=None)
+    assert [(r.key, r.tags) for r in out] == [("h1/disk.free", {})] and not dead.recent
     # The same line twice is the same data (a resend), not a collision.
     line = f"mem,host=h1 used_percent=41.2 {T_NS}\n".encode()
     out, dead = run(Decoder.create("line_protocol"), line * 2, device=None)
@@ -326,7 +330,8 @@ def test_check_config_refuses_what_a_decoder_cannot_do(tmp_path):
               - {topic: 'f/{device}', fields: {a: {metric: x}, b: {metric: x}}}
               - {topic: 'g/{device}', decoder: line_protocol, metric_template: "{measurement}"}
               - {topic: 'h/{device}', timestamp_field: "meta..time", values: tags, entries: {}}
-              - {topic: 'i/{device}', decoder: line_protocol}
+              - {topic: 'i/{device}', decoder: line_protocol, name: dup}
+              - {topic: 'k/{device}', name: dup}
         """))
     try:
         load_config(cfg, env={})
@@ -349,6 +354,7 @@ def test_check_config_refuses_what_a_decoder_cannot_do(tmp_path):
         (f"{s}[6].metric_template", "metric template '{measurement}' has no {field}: every field of a line would be "
                                     "one series"),
         (f"{s}[7].timestamp_field", "'meta..time' is not a path (keys joined by dots: meta.time)"),
+        (f"{s}[9].name", "'dup' names an earlier subscription of this broker too"),
         *((f"{s}[{i}].metric_template", f"mqtt 'gw' subscription '{t}/{{device}}' ('{{measurement}}.{{field}}') and "
                                          "the HTTP line protocol endpoints ('{field}') can write the same series: a "
                                          "template without {measurement} merges different measurements' fields; put "
@@ -357,7 +363,7 @@ def test_check_config_refuses_what_a_decoder_cannot_do(tmp_path):
     # The command says so too, and fails.
     vigie = subprocess.run([sys.executable, "-m", "app.cli", "check-config", str(cfg)], capture_output=True,
                            text=True, timeout=60)
-    assert vigie.returncode == 2 and "11 problem(s)" in vigie.stderr and "tags_field and tag_keys" in vigie.stderr
+    assert vigie.returncode == 2 and "12 problem(s)" in vigie.stderr and "tags_field and tag_keys" in vigie.stderr
     # Two templates that both keep the measurement only meet on the same data: accepted.
     (cfg / "vigie.yaml").write_text("mqtt:\n  - subscriptions:\n      - {topic: 'i/{device}', decoder: line_protocol}\n"
                                     "      - {topic: 'j/{device}', decoder: line_protocol, "

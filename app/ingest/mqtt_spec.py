@@ -318,6 +318,11 @@ class MqttSpec(SourceSpec):
         "the broker's max_inflight_messages: the writer flushes when half of it waits for an ack."))
     subscriptions = param.List(default=[], item_type=SubscriptionSpec)
 
+    def validate(self) -> list[tuple[tuple, str]]:
+        return [(("subscriptions", i, "name"), f"{s.name!r} names an earlier subscription of this broker too")
+                for i, s in enumerate(self.subscriptions)
+                if s.name and any(o.name == s.name for o in self.subscriptions[:i])]
+
     def build(self, ctx: BuildContext) -> Source:
         from app.ingest.mqtt import MqttSource, MqttSubscription
         from app.ingest.topics import TopicTemplate
