@@ -330,8 +330,9 @@ def test_check_config_refuses_what_a_decoder_cannot_do(tmp_path):
               - {topic: 'f/{device}', fields: {a: {metric: x}, b: {metric: x}}}
               - {topic: 'g/{device}', decoder: line_protocol, metric_template: "{measurement}"}
               - {topic: 'h/{device}', timestamp_field: "meta..time", values: tags, entries: {}}
-              - {topic: 'i/{device}', decoder: line_protocol, name: dup}
+              - {topic: 'i/{device}', decoder: line_protocol}
               - {topic: 'k/{device}', name: dup}
+              - {topic: 'l/{device}', name: dup}
         """))
     try:
         load_config(cfg, env={})
@@ -354,7 +355,7 @@ def test_check_config_refuses_what_a_decoder_cannot_do(tmp_path):
         (f"{s}[6].metric_template", "metric template '{measurement}' has no {field}: every field of a line would be "
                                     "one series"),
         (f"{s}[7].timestamp_field", "'meta..time' is not a path (keys joined by dots: meta.time)"),
-        (f"{s}[9].name", "'dup' names an earlier subscription of this broker too"),
+        (f"{s}[10].name", "'dup' names an earlier subscription of this broker too"),
         *((f"{s}[{i}].metric_template", f"mqtt 'gw' subscription '{t}/{{device}}' ('{{measurement}}.{{field}}') and "
                                          "the HTTP line protocol endpoints ('{field}') can write the same series: a "
                                          "template without {measurement} merges different measurements' fields; put "
