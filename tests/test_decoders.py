@@ -106,14 +106,29 @@ json_values = st.recursive(
 )
 
 
+# Garbage in the places the options read: the values, entries, nested time, device, tags, errors.
+shaped = st.fixed_dictionaries({}, optional={k: json_values for k in ("ts", "v", "values", "meta", "tags", "err",
+                                                                      "node", "u")})
+entry = st.fixed_dictionaries({}, optional={k: json_values for k in ("name", "value", "q", "t", "e")})
+shaped_values = st.one_of(shaped, st.builds(lambda d, es: {**d, "v": es}, shaped, st.lists(entry, max_size=4)))
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(garbage=st.lists(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()), max_size=8),
-       decoder_type=st.sampled_from(["json", "number", "line_protocol"]))
+@given(garbage=st.lists(st.binary(max_size=200) | (json_values | shaped_values).map(lambda v: json.dumps(v).encode()),
+                        max_size=8),
+       decoder_type=st.sampled_from(["json", "number", "line_protocol", "entries", "nested"]))
 def test_no_exception_escapes_and_good_readings_survive(garbage, decoder_type):
-    decoder = Decoder.create(decoder_type)
-    good = {"json": b'{"ts": %d, "level": 1.25}' % (NOW // 10**6),
+    options = {"entries": {"values": "v", "entries": Entries(quality="q", timestamp="t", error="e"),
+                           "device_field": "node", "tags_field": "tags", "tag_keys": ["a"], "errors_field": "err"},
+               "nested": {"timestamp_field": "meta.ts", "values": "values", "device_field": "meta.dev",
+                          "quality_field": "meta.q", "unit_field": "u", "tag_fields": {"site": "meta.site"}}}
+    decoder = Decoder.create("json" if decoder_type in options else decoder_type, **options.get(decoder_type, {}))
+    ms = NOW // 10**6
+    good = {"json": b'{"ts": %d, "level": 1.25}' % ms,
             "number": b"1.25",
-            "line_protocol": b"m,device=d level=1.25 %d" % NOW}[decoder_type]
+            "line_protocol": b"m,device=d level=1.25 %d" % NOW,
+            "entries": b'{"ts": %d, "v": [{"name": "level", "value": 1.25}]}' % ms,
+            "nested": b'{"meta": {"ts": %d}, "values": {"level": 1.25}}' % ms}[decoder_type]
     stream = [p for g in garbage for p in (g, good)] or [good]
     out: list[Reading] = []
     dead = DeadLetters("s", quiet=True)
