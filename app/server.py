@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -179,8 +180,11 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
 
 
 QUIET_PATHS = ("/api/v1/fragments/", "/api/v1/cameras/", "/api/v1/readings", "/api/v1/write", "/api/v1/latest",
-               "/health", "/metrics", "/static/")
+               "/health", "/metrics", "/static/", "/write", "/api/v2/write")
 """Requests made often (light embeds, camera frames, ingest, probes and scrapes): logged only when they fail."""
+
+
+_PASSWORD_ARG = re.compile(r"([?&])p=[^&\s]*")
 
 
 def access_log(handler: tornado.web.RequestHandler) -> None:
@@ -197,7 +201,10 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
         return
     failed = status >= 500 and not (status == 503 and request.path == "/health")  # a degraded probe is a warning
     log_method = access.info if status < 400 else access.error if failed else access.warning
-    log_method("%d %s %.2fms", status, handler._request_summary(), elapsed_ms)
+    summary = handler._request_summary()
+    if "p=" in request.query:  # InfluxDB 1.x clients may send the ingest token as the p query argument
+        summary = _PASSWORD_ARG.sub(r"\1p=***", summary)
+    log_method("%d %s %.2fms", status, summary, elapsed_ms)
 
 
 async def run_server(runtime: Runtime, *, port: int | None = None, extras: Sequence[Actor] = (),

@@ -151,7 +151,7 @@ async def test_v2_refuses_a_wrong_token_and_a_partial_write_as_influxdb_does(vig
     assert (await stored(runtime)) == {"x/m.v": [(T0, 1.0)]}
 
 
-async def test_v1_write_gzip_credentials_and_limits(vigie):
+async def test_v1_write_gzip_credentials_and_limits(vigie, caplog):
     """/write as InfluxDB 1.x clients use it: gzip bodies, the token as password (basic auth or p), 401/400/413."""
     runtime, base = vigie
     lines = "".join(f"weather,host=ws-{i % 3},site=north temp={i / 2},hum={40 + i}i {T0 // 10**6 + i}\n"
@@ -171,6 +171,7 @@ async def test_v1_write_gzip_credentials_and_limits(vigie):
             post(f"{base}/write?db=t", gzip.compress(b"x" * (MAX_BODY + 1)), {**gz, "Authorization": f"Token {TOKEN}"}),
             post(f"{base}/write?db=t", b"not gzip", {**gz, "Authorization": f"Token {TOKEN}"}),
             post(f"{base}/write?db=t", b"x" * (MAX_BODY + 1), {"Authorization": f"Token {TOKEN}"}),
+            post(f"{base}/write?db=t&u=x&p={TOKEN}&precision=s", b"not line protocol"),
         ]
 
     answers = await asyncio.to_thread(calls)
@@ -180,6 +181,11 @@ async def test_v1_write_gzip_credentials_and_limits(vigie):
     assert answers[6] == (413, {"error": f"gzip body over the limit of {MAX_BODY} bytes once inflated"})
     assert answers[7][0] == 400 and answers[7][1]["error"].startswith("the body is not gzip")
     assert answers[8] == (413, {"error": f"body of {MAX_BODY + 1} bytes is over the limit of {MAX_BODY} bytes"})
+    assert answers[9][0] == 400 and answers[9][1]["error"].startswith("partial write: http /write line 1: ")
+    # The failure is in the access log, the token given as p is not.
+    logged = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
+    assert any("/write?db=t&u=x&p=***&precision=s" in line for line in logged), logged
+    assert TOKEN not in caplog.text
     got = await stored(runtime)
     for k in range(3):
         assert got[f"ws-{k}/weather.temp"] == [((T0 // 10**6 + i) * 10**6, i / 2) for i in range(k, 300, 3)]
