@@ -107,9 +107,12 @@ json_values = st.recursive(
 
 
 # Garbage in the places the options read: the values, entries, nested time, device, tags, errors.
-shaped = st.fixed_dictionaries({}, optional={k: json_values for k in ("ts", "v", "values", "meta", "tags", "err",
-                                                                      "node", "u")})
-entry = st.fixed_dictionaries({}, optional={k: json_values for k in ("name", "value", "q", "t", "e")})
+leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+small = leaf | st.lists(leaf, max_size=3) | st.dictionaries(st.sampled_from(["ts", "dev", "q", "site", "x"]) |
+                                                            st.text(max_size=4), leaf, max_size=3)
+shaped = st.fixed_dictionaries({}, optional={k: small for k in ("ts", "v", "values", "meta", "tags", "err", "node",
+                                                                "u")})
+entry = st.fixed_dictionaries({}, optional={k: leaf for k in ("name", "value", "q", "t", "e")})
 shaped_values = st.one_of(shaped, st.builds(lambda d, es: {**d, "v": es}, shaped, st.lists(entry, max_size=4)))
 
 
