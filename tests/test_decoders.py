@@ -474,3 +474,43 @@ def test_the_readme_decoder_examples_are_valid_subscriptions():
         (spec,) = yaml.safe_load(block)
         sub = SubscriptionSpec.from_spec(spec)
         sub.build_decoder()
+
+
+async def test_gateway_formats_through_a_real_broker_from_the_config(mosquitto, request):
+    """Neuron and LoRaWAN payloads published to Mosquitto, decoded by subscriptions built from a config section."""
+    import asyncio
+
+    from app.hub import Hub
+    from app.ingest.mqtt_spec import MqttSpec
+    from app.ingest.source_spec import BuildContext
+    from tests.helpers import Collector, publish, until
+
+    prefix = request.node.name
+    spec = MqttSpec.from_spec({"name": "gw", "host": mosquitto.host, "port": mosquitto.port,
+                               "client_id": f"{prefix}-c", "subscriptions": [
+        {"name": "neuron", "topic": prefix + "/neuron/{site}", "timestamp_field": "timestamp", "device_field": "node",
+         "tag_fields": {"group": "group"}, "values": "tags", "entries": {"quality": "q", "error": "error"}},
+        {"name": "lora", "topic": prefix + "/lora/{device}/up", "timestamp_field": None, "entries": {"unit": "unit"}},
+    ]})
+    collector = Collector()
+    source = spec.build(BuildContext(Hub(store=collector), secret=lambda name: None))
+    task = asyncio.create_task(source.run())
+    await until(lambda: source.state == "connected", what="MQTT connected")
+    ms = T_S * 1000
+    await publish(mosquitto.host, mosquitto.port, [
+        (f"{prefix}/neuron/north", json.dumps({"node": "plc-1", "group": "g1", "timestamp": ms, "tags": [
+            {"name": "level", "value": 3.25, "q": "good"}, {"name": "pump", "error": 2014}]})),
+        (f"{prefix}/lora/lht-1/up", json.dumps([{"name": "temperature", "value": 21.5, "unit": "°C"},
+                                                 {"name": "status", "value": "ok"}])),
+        (f"{prefix}/lora/lht-1/up", json.dumps([])),
+    ])
+    await until(lambda: len(collector.readings) + source.dead.total >= 5, what="every value accounted for")
+    assert [(r.key, r.value, r.unit, r.tags) for r in collector.readings] == [
+        ("plc-1/level", 3.25, "", {"site": "north", "group": "g1"}), ("lht-1/temperature", 21.5, "°C", {})]
+    assert collector.readings[0].time_ns == T_NS
+    assert [(d.where, d.kind, d.reason) for d in source.dead.recent] == [
+        (f"{prefix}/neuron/north", "device_error", "field 'pump': the gateway reports error int 2014"),
+        (f"{prefix}/lora/lht-1/up", "wrong_type", "field 'status' is str 'ok', not a number"),
+        (f"{prefix}/lora/lht-1/up", "no_readings", "nothing numeric in the message: no reading, nothing refused")]
+    await source.stop()
+    await asyncio.wait_for(task, 5)
