@@ -294,6 +294,112 @@ def cmd_token(args: argparse.Namespace) -> int:
         accounts.close()
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Print the readings and dead letters a sample payload gives under a configured subscription.
+
+    Exit 0 when every value became a reading, 1 when anything was refused (a dead letter), 2 when the
+    subscription or topic cannot be used.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from app.ingest.deadletters import DeadLetters
+    from app.ingest.decoders import Context
+    from app.ingest.topics import TopicTemplate
+    from app.model import Reading, ReadingScreen, now_ns
+
+    def fail(message: str) -> int:
+        print(f"vigie decode: {message}", file=sys.stderr)
+        return 2
+
+    loaded = _load_or_exit(Path(args.config))
+    cfg = loaded.config
+    payload = sys.stdin.buffer.read() if args.payload == "-" else Path(args.payload).read_bytes()
+    device = metric = None
+    tags: dict[str, str] = {}
+    if args.http:
+        precision = args.precision or "ns"
+        from app.ingest.http import HttpSource
+
+        source = HttpSource("http", None, token=None, max_body_bytes=cfg.http.max_body_bytes,  # type: ignore[arg-type]
+                            line_protocol=cfg.http.line_protocol.options())
+        decoder = source.lp_decoder(precision)
+        title = f"HTTP line protocol (/api/v1/write, /write, /api/v2/write), precision {precision}"
+        source_name, where = "http", "http"
+    else:
+        brokers = [m for m in cfg.mqtt if args.source in (None, m.name)]
+        if not brokers:
+            return fail(f"no mqtt source named {args.source!r}")
+        subs = [(m, s) for m in brokers for s in m.subscriptions]
+        if args.subscription:
+            found = [(m, s) for m, s in subs if args.subscription in (s.name, s.topic)]
+            if not found:
+                return fail(f"no subscription named or templated {args.subscription!r}; there are: "
+                            + ", ".join(f"{s.label!r} ({m.name})" for m, s in subs))
+            if len(found) > 1:
+                return fail(f"{len(found)} subscriptions are {args.subscription!r}: name the broker with --source")
+        elif args.topic:  # the first whose template matches, as a broker's messages are routed
+            found = [next(((m, s) for m, s in subs if TopicTemplate.parse(s.topic).match(args.topic) is not None),
+                          None)]
+            if found[0] is None:
+                return fail(f"no subscription's template matches the topic {args.topic!r}")
+        else:
+            return fail("give --subscription NAME_OR_TOPIC_TEMPLATE, --topic TOPIC, or --http")
+        broker, sub = found[0]  # type: ignore[misc]
+        if sub.decoder == "image":
+            return fail(f"{sub.label!r} takes pictures (decoder image): nothing to decode into readings")
+        template = TopicTemplate.parse(sub.topic)
+        topic = args.topic
+        if topic is None and not any(template.names):
+            topic = sub.topic
+        if topic is not None:
+            levels = template.match(topic)
+            if levels is None:
+                return fail(f"the topic {topic!r} does not match the template {sub.topic!r}")
+            device, metric = levels.pop("device", None), levels.pop("metric", None)
+            tags = levels
+        if args.precision and sub.decoder == "line_protocol":
+            sub.precision = args.precision
+        decoder = sub.build_decoder()
+        title = f"subscription {sub.label!r} of mqtt {broker.name!r} (decoder {sub.decoder})"
+        if topic is None:
+            title += ", no --topic: the template's levels ({device}...) are unknown"
+        source_name, where = broker.name, topic or sub.topic
+    dead = DeadLetters(source_name, keep=100_000, quiet=True)
+    out: list[Reading] = []
+    notes: list[str] = []
+    decoder.decode(payload, Context(source_name, where, now_ns(), device, metric, tags, notes), out, dead)
+    good, refused = ReadingScreen().split(out)
+    for r, reason in refused:  # what the source's edge check would refuse before the store
+        dead.add(f"{where} {r.device!a}/{r.metric!a}", "invalid_reading", reason, ascii(r)[:120])
+
+    def iso(ns: int) -> str:
+        return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 10**9:09d}Z"
+
+    if args.json:
+        print(json.dumps({
+            "readings": [{"series": r.key, "device": r.device, "metric": r.metric, "time_ns": r.time_ns,
+                          "time": iso(r.time_ns), "value": r.value, "quality": r.quality, "unit": r.unit,
+                          "tags": r.tags} for r in good],
+            "dead_letters": [{"where": d.where, "kind": d.kind, "reason": d.reason} for d in dead.recent],
+            "ignored": notes}, indent=1, ensure_ascii=False))
+    else:
+        print(title)
+        print(f"{len(good)} reading(s)")
+        for r in good:
+            extra = "".join((f"  unit {r.unit}" if r.unit else "",
+                             f"  tags {json.dumps(r.tags, ensure_ascii=False)}" if r.tags else ""))
+            print(f"  {r.key} = {r.value:g}  at {iso(r.time_ns)}  {r.quality}{extra}")
+        print(f"{len(dead.recent)} dead letter(s)")
+        for d in dead.recent:
+            print(f"  {d.where}: {d.kind}: {d.reason}")
+        if notes:
+            print(f"{len(notes)} ignored on purpose")
+            for n in notes:
+                print(f"  {n}")
+    return 1 if dead.recent else 0
+
+
 class _SimulatorActor:
     """Run the simulators as a task with a start/stop life."""
 
@@ -347,6 +453,18 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--key-size", type=int, default=2048, choices=[2048, 3072, 4096], help="RSA key size")
     cert.add_argument("--force", action="store_true", help="replace existing files")
     cert.set_defaults(func=cmd_opcua_cert)
+    decode = sub.add_parser("decode", help="show the readings and dead letters a sample payload gives")
+    decode.add_argument("payload", help="the payload's file, or - for standard input")
+    decode.add_argument("--config", required=True, help="config directory (*.yaml)")
+    decode.add_argument("--subscription", default=None,
+                        help="the subscription's name or topic template (default: the first matching --topic)")
+    decode.add_argument("--topic", default=None, help="the topic the payload arrives on ({device}, tags)")
+    decode.add_argument("--source", default=None, help="the mqtt source, when several have the subscription")
+    decode.add_argument("--http", action="store_true", help="decode as the HTTP line protocol endpoints would")
+    decode.add_argument("--precision", default=None, choices=["s", "ms", "us", "ns"],
+                        help="line protocol timestamps (default: the subscription's, ns over HTTP)")
+    decode.add_argument("--json", action="store_true", help="print JSON")
+    decode.set_defaults(func=cmd_decode)
     user = sub.add_parser("user", help="manage users (roles: viewer, operator, analyst, admin)")
     user.add_argument("action", choices=["add", "list", "passwd", "role", "disable", "enable", "delete"])
     user.add_argument("name", nargs="?")

@@ -22,6 +22,7 @@ import yaml
 
 from app.alarms.grammar import ExpressionError
 from app.alarms.rules import AlarmRule, CompositeRule
+from app.ingest.mqtt_spec import LineProtocolSpec, line_protocol_overlaps
 from app.ingest.source_spec import SourceSpec, source_kinds
 from app.notify.specs import ContactsSection, EscalationSection, cross_problems
 from app.spec import Problem, Spec, SpecError, did_you_mean
@@ -162,6 +163,13 @@ class HttpIngestSpec(Spec):
     max_json_depth = param.Integer(default=32, bounds=(3, 1000),
                                    doc="Deepest nesting of a JSON body (400 deeper: a reading needs 3).")
     timestamp_unit = param.Selector(default="ms", objects=["s", "ms", "us", "ns", "iso"])
+    line_protocol = param.ClassSelector(class_=LineProtocolSpec, default=None, allow_None=True, doc=(
+        "How /api/v1/write, /write and /api/v2/write name series: metric_template, measurement_tag, device_tags, "
+        "units."))
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.line_protocol = self.line_protocol or LineProtocolSpec()
 
 
 class AlarmsSection(Spec):
@@ -233,7 +241,17 @@ class VigieConfig(Spec):
         self.escalation = self.escalation or EscalationSection()
 
     def validate(self) -> list[tuple[tuple, str]]:
-        return cross_problems(self.contacts, self.escalation, self.alarms.rules)
+        return cross_problems(self.contacts, self.escalation, self.alarms.rules) + self._series_problems()
+
+    def _series_problems(self) -> list[tuple[tuple, str]]:
+        """Line protocol producers whose metric templates could write one series by accident."""
+        producers = [(("mqtt", i, "subscriptions", j), f"mqtt {m.name!r} subscription {s.label!r}", s.metric_template)
+                     for i, m in enumerate(getattr(self, "mqtt", [])) for j, s in enumerate(m.subscriptions)
+                     if s.decoder == "line_protocol"]
+        if self.http.enabled:
+            producers.insert(0, (("http", "line_protocol"), "the HTTP line protocol endpoints",
+                                 self.http.line_protocol.metric_template))
+        return line_protocol_overlaps(producers)
 
     def sources(self) -> list[SourceSpec]:
         """Return every configured source, of every kind."""

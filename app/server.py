@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -122,7 +123,7 @@ def attach_http_source(runtime: Runtime) -> HttpSource:
     source = HttpSource("http", runtime.hub, token=token, token_allows=token_allows if spec.enabled else None,
                         max_body_bytes=spec.max_body_bytes,
                         max_image_bytes=spec.max_image_bytes, max_json_depth=spec.max_json_depth,
-                        timestamp_unit=spec.timestamp_unit)
+                        timestamp_unit=spec.timestamp_unit, line_protocol=spec.line_protocol.options())
     runtime.add_source(source)
     return source
 
@@ -210,8 +211,11 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
 
 
 QUIET_PATHS = ("/api/v1/fragments/", "/api/v1/cameras/", "/api/v1/readings", "/api/v1/write", "/api/v1/latest",
-               "/health", "/metrics", "/static/")
+               "/health", "/metrics", "/static/", "/write", "/api/v2/write")
 """Requests made often (light embeds, camera frames, ingest, probes and scrapes): logged only when they fail."""
+
+
+_PASSWORD_ARG = re.compile(r"([?&])p=[^&\s]*")
 
 
 def access_log(handler: tornado.web.RequestHandler) -> None:
@@ -230,7 +234,10 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
         return  # a degraded or recovered health is logged once per change by log_health_change
     failed = status >= 500
     log_method = access.info if status < 400 else access.error if failed else access.warning
-    log_method("%d %s %.2fms", status, handler._request_summary(), elapsed_ms)
+    summary = handler._request_summary()
+    if "p=" in request.query:  # InfluxDB 1.x clients may send the ingest token as the p query argument
+        summary = _PASSWORD_ARG.sub(r"\1p=***", summary)
+    log_method("%d %s %.2fms", status, summary, elapsed_ms)
 
 
 async def run_server(runtime: Runtime, *, port: int | None = None, extras: Sequence[Actor] = (),

@@ -27,7 +27,8 @@ def subscriptions(prefix: str) -> list[MqttSubscription]:
             TopicTemplate.parse(prefix + "/site/{site}/device/{device}/value/{metric}"),
             Decoder.create("number", unit="V"),
         ),
-        MqttSubscription(TopicTemplate.parse(prefix + "/servers/{device}/metrics"), Decoder.create("line_protocol")),
+        MqttSubscription(TopicTemplate.parse(prefix + "/servers/{device}/metrics"),
+                         Decoder.create("line_protocol", metric_template="{field}")),  # the former naming
     ]
 
 

@@ -32,6 +32,7 @@ TOKEN = "openapi-ingest-token"
 LAYOUT = "title: API\nwidgets:\n- {type: value, id: dam-1-level, x: 0, y: 0, w: 3, h: 2, series: oa-1/level}\n"
 RULES = "alarms:\n  rules:\n    - {name: oa high, series: oa-*/level, h: 50, severity: high}\n"
 EXAMPLES = 25  # per operation: the whole run stays well under a minute
+INGEST = ("/api/v1/readings", "/api/v1/write", "/write", "/api/v2/write")  # the gateway token, or an ingest one
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_the_document_describes_the_api_and_has_a_reference_page(vigie):
     assert status == 200
     doc = json.loads(raw)
     assert doc["openapi"].startswith("3.")
-    for path in ("/api/v1/readings", "/api/v1/write", "/api/v1/devices", "/api/v1/latest", "/api/v1/envelope",
+    for path in (*INGEST, "/api/v1/devices", "/api/v1/latest", "/api/v1/envelope",
                  "/api/v1/layouts/{name}", "/api/v1/alarms", "/api/v1/alarms/acknowledge", "/api/v1/alarms/journal",
                  "/api/v1/tokens", "/api/v1/users", "/api/v1/embeds"):
         assert path in doc["paths"], path
@@ -101,7 +102,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(v
     tested = 0
     for result in schema.get_all_operations():
         operation = result.ok()
-        ingest = operation.path in ("/api/v1/readings", "/api/v1/write")
+        ingest = operation.path in INGEST
         headers = {"Authorization": f"Bearer {TOKEN if ingest else vigie.tokens['admin']}"}
 
         try:
@@ -136,7 +137,7 @@ def test_every_operation_refuses_a_missing_wrong_expired_or_narrow_token(vigie):
             for headers, expected in (({}, 401), ({"Authorization": "Bearer vgt_wrong_wrong"}, 401),
                                       ({"Authorization": f"Bearer {expiring}"}, 401),
                                       ({"Authorization": f"Bearer {narrow}"}, 403)):
-                if path in ("/api/v1/readings", "/api/v1/write") and expected == 403:
+                if path in INGEST and expected == 403:
                     expected = 401  # ingest takes the shared gateway token or an ingest-scoped one
                 status, answer = call(vigie, method.upper(), concrete, headers, body)
                 assert status == expected, (method, path, headers, status, answer[:200])

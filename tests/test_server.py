@@ -91,7 +91,7 @@ async def test_health_page_and_ingest_api(served):
 
     await runtime.writer.flush()
     assert await runtime.store.count("api-1/temp") == 2
-    assert await runtime.store.count("ws-1/hum") == 1
+    assert await runtime.store.count("ws-1/weather.hum") == 1  # {measurement}.{field}
     latest = {v.key: v for v in await runtime.store.latest()}
     assert latest["api-1/temp"].value == 22.5 and latest["api-1/temp"].unit == "°C"
     assert runtime.health()["sources"]["http"]["dead_letters"]["total"] == 2

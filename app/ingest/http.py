@@ -3,7 +3,12 @@
 ``POST /api/v1/readings`` takes a JSON array (or one object) of readings
 ``{"device", "metric", "value", "ts"?, "unit"?, "quality"?, "tags"?}``;
 ``POST /api/v1/write`` takes line protocol (``?precision=ns|us|ms|s``), the
-device from the ``device`` or ``host`` tag. Good readings are always kept:
+device from the ``device`` or ``host`` tag, the metric named by
+``http.line_protocol.metric_template`` (``{measurement}.{field}``). InfluxDB's
+own write API is spoken beside it, so Telegraf and influxdb-client write here
+unchanged: ``POST /write?db=&precision=`` (1.x) and ``POST
+/api/v2/write?org=&bucket=&precision=`` (2.x), with gzip bodies, 204 on
+success and InfluxDB's error bodies. Good readings are always kept:
 the answer is 200 when all were good, and 400 listing each bad item or line
 with its reason otherwise. Rejections also feed the source's dead letters.
 
@@ -17,9 +22,12 @@ twice is stored once.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import math
+import zlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -28,7 +36,14 @@ import param
 from app.cameras import check_camera
 from app.ingest.base import ConnectionState, Source
 from app.ingest.deadletters import DeadLetters
-from app.ingest.decoders import _UNIT_NS, MIN_TIME_NS, Context, LineProtocolDecoder, iso_to_ns, number_to_ns
+from app.ingest.decoders import (
+    _UNIT_NS,
+    MIN_TIME_NS,
+    Context,
+    LineProtocolDecoder,
+    iso_to_ns,
+    number_to_ns,
+)
 from app.model import Quality, Reading, now_ns
 from app.spec import Spec
 from app.web.limits import MAX_DEPTH, LimitedBodyHandler, load_json, short
@@ -47,7 +62,8 @@ class HttpSource(Source):
     def __init__(self, name: str, hub, *, token: str | None, token_allows: Callable[[str], bool] | None = None,
                  max_body_bytes: int = 10_000_000,
                  max_image_bytes: int = 5_000_000, max_json_depth: int = MAX_DEPTH,
-                 timestamp_unit: str = "ms", max_future_s: float = 300.0, durable_timeout_s: float = 30.0) -> None:
+                 timestamp_unit: str = "ms", max_future_s: float = 300.0, durable_timeout_s: float = 30.0,
+                 line_protocol: dict[str, Any] | None = None) -> None:
         super().__init__(name, hub)
         self.token = token
         self.token_allows = token_allows  # an API token with the ``ingest`` scope (app/web/accounts.py)
@@ -58,8 +74,9 @@ class HttpSource(Source):
         self.max_future_ns = int(max_future_s * 1e9)
         self.durable_timeout_s = durable_timeout_s
         self.state = ConnectionState.CONNECTED if self.enabled else ConnectionState.STOPPED
-        self._lp = {p: LineProtocolDecoder(precision=p, max_bytes=max_body_bytes, max_future_s=max_future_s)
-                    for p in _UNIT_NS}
+        self.max_future_s = max_future_s
+        self.line_protocol = dict(line_protocol or {})  # LineProtocolSpec.options(): metric_template, device_tags...
+        self._lp: dict[str, LineProtocolDecoder] = {}
 
     async def run(self) -> None:
         """Nothing to run: requests arrive through the web server. Wait for stop."""
@@ -75,10 +92,24 @@ class HttpSource(Source):
         """Check a ``Bearer`` token: the shared one (in constant time), else an API token with ``ingest``."""
         if not header or not header.startswith("Bearer "):
             return False
-        offered = header[7:].strip()
+        return self.token_ok(header[7:].strip())
+
+    def token_ok(self, offered: str) -> bool:
+        """Return whether ``offered`` is the shared ingest token (compared in constant time) or an ``ingest`` one."""
+        if not offered:
+            return False
         if self.token and hmac.compare_digest(offered.encode(), self.token.encode()):
             return True
         return self.token_allows is not None and self.token_allows(offered)
+
+    def lp_decoder(self, precision: str) -> LineProtocolDecoder:
+        """Return the line protocol decoder of a precision (s, ms, us, ns, and InfluxDB 1.x's m, h)."""
+        decoder = self._lp.get(precision)
+        if decoder is None:
+            decoder = self._lp[precision] = LineProtocolDecoder(
+                precision=precision, max_bytes=self.max_body_bytes, max_future_s=self.max_future_s,
+                **self.line_protocol)
+        return decoder
 
     def ticket(self) -> int | None:
         """Return the durability ticket of what was published so far (None without a store writer)."""
@@ -98,11 +129,12 @@ class HttpSource(Source):
         return True
 
     # -- line protocol ------------------------------------------------
-    def ingest_lines(self, body: bytes, precision: str) -> tuple[int, list[dict[str, Any]]]:
+    def ingest_lines(self, body: bytes, precision: str, where: str = "http /api/v1/write",
+                     ) -> tuple[int, list[dict[str, Any]]]:
         """Store the good lines; return (accepted, errors)."""
         dead = DeadLetters(self.name, keep=10_000, quiet=True)
         out: list[Reading] = []
-        self._lp[precision].decode(body, Context(self.name, "http /api/v1/write", now_ns()), out, dead)
+        self.lp_decoder(precision).decode(body, Context(self.name, where, now_ns()), out, dead)
         out = self.screened(out, dead)  # refused readings reach the caller's answer, not only the dead letters
         self.hand_over(out)
         return len(out), self._report(dead)
@@ -268,7 +300,8 @@ class LineProtocolHandler(_IngestHandler):
 
     actions: ClassVar[dict[str, str]] = {"POST": "ingest"}
     api: ClassVar[dict[str, Op]] = {"POST": Op(
-        "Send readings as InfluxDB line protocol (the device from the device or host tag)", query=LineQuery,
+        "Send readings as InfluxDB line protocol (the device from the device or host tag, the metric "
+        "{measurement}.{field} by default: http.line_protocol)", query=LineQuery,
         body={"type": "string"}, body_type="text/plain", also=(503,))}
 
     async def post(self) -> None:
@@ -277,6 +310,154 @@ class LineProtocolHandler(_IngestHandler):
             self._answer(400, {"error": f"precision must be one of {', '.join(_UNIT_NS)}"})
             return
         await self._durable_result(*self.source.ingest_lines(self.body, precision))
+
+
+_INFLUX_PRECISION = {"n": "ns", "ns": "ns", "u": "us", "us": "us", "µ": "us", "ms": "ms", "s": "s", "m": "m",
+                     "h": "h"}
+"""InfluxDB's precision names (1.x: n, u, ms, s, m, h; 2.x: ns, us, ms, s) to the decoder's."""
+_V2_CODES = {400: "invalid", 401: "unauthorized", 404: "not found", 413: "request too large", 503: "unavailable"}
+
+
+class InfluxV1Query(Spec):
+    """InfluxDB 1.x ``/write`` query: the database (required, as InfluxDB asks), precision, credentials."""
+
+    db = param.String(default=None, allow_None=True, doc="Database (required; not part of a series name).")
+    rp = param.String(default=None, allow_None=True, doc="Retention policy (ignored).")
+    precision = param.Selector(default="ns", objects=["n", "ns", "u", "us", "ms", "s", "m", "h"])
+    u = param.String(default=None, allow_None=True, doc="User name (ignored: the password is the token).")
+    p = param.String(default=None, allow_None=True, doc="The ingest token, as InfluxDB's password.")
+    required = ("db",)
+
+
+class InfluxV2Query(Spec):
+    """InfluxDB 2.x ``/api/v2/write`` query: org, bucket (required, as InfluxDB asks), precision."""
+
+    org = param.String(default=None, allow_None=True, doc="Organisation (not part of a series name).")
+    orgID = param.String(default=None, allow_None=True, doc="Organisation id (ignored).")
+    bucket = param.String(default=None, allow_None=True, doc="Bucket (required; not part of a series name).")
+    precision = param.Selector(default="ns", objects=["ns", "us", "ms", "s"])
+    required = ("bucket",)
+
+
+class _InfluxWriteHandler(_IngestHandler):
+    """InfluxDB's write API: the same source, token rules and answers after durability, InfluxDB's replies."""
+
+    version: ClassVar[int] = 1
+    target: ClassVar[str] = "db"
+
+    def _error(self, status: int, message: str) -> dict[str, Any]:
+        if self.version == 1:
+            return {"error": message}
+        return {"code": _V2_CODES.get(status, "internal error"), "message": message, "error": message}
+
+    def refuse(self, status: int, doc: dict[str, Any]) -> None:
+        super().refuse(status, self._error(status, str(doc.get("error", ""))))
+
+    def _answer(self, status: int, doc: dict[str, Any]) -> None:
+        if status >= 400:
+            doc = {**doc, **self._error(status, str(doc.get("error", "")))}
+            self.set_header("X-Influxdb-Error", str(doc.get("error", ""))[:200].encode("ascii", "replace").decode())
+        super()._answer(status, doc)
+
+    def offered_token(self) -> str | None:
+        """Return the token the client offers: ``Token``/``Bearer`` header, basic auth's or ``p``'s password."""
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() in ("token", "bearer"):
+            return value.strip()
+        if self.version == 1:
+            if scheme.lower() == "basic":
+                try:
+                    return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+                except (binascii.Error, UnicodeDecodeError):
+                    return None
+            return self.get_query_argument("p", None)
+        return None
+
+    def authorize(self) -> bool:
+        if not self.source.enabled:
+            self.refuse(404, {"error": "HTTP ingestion is disabled (no token configured)"})
+            return False
+        offered = self.offered_token()
+        if not offered or not self.source.token_ok(offered):
+            self.refuse(401, {"error": "authorization failed" if self.version == 1 else "unauthorized access"})
+            return False
+        return True
+
+    def _body(self) -> bytes | None:
+        """Return the body, gunzipped (and bounded) when it says it is gzip; answer and return None when not."""
+        body = self.body
+        encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding != "gzip":
+            self._answer(400, {"error": f"Content-Encoding {encoding!r} is not supported (gzip or identity)"})
+            return None
+        limit = self.source.max_body_bytes
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            self._answer(400, {"error": f"the body is not gzip: {exc}"})
+            return None
+        if len(out) > limit or inflater.unconsumed_tail:
+            self._answer(413, {"error": f"gzip body over the limit of {limit} bytes once inflated"})
+            return None
+        if not inflater.eof:
+            self._answer(400, {"error": "the gzip body is cut short"})
+            return None
+        return out
+
+    async def post(self) -> None:
+        target = self.get_query_argument(self.target, None)
+        if not target:
+            self._answer(400, {"error": "database is required" if self.version == 1 else "bucket is required"})
+            return
+        raw = self.get_query_argument("precision", "ns")
+        precision = _INFLUX_PRECISION.get(raw)
+        if precision is None or (self.version == 2 and raw not in ("ns", "us", "ms", "s")):
+            self._answer(400, {"error": f"invalid precision {raw!r}"})
+            return
+        body = self._body()
+        if body is None:
+            return
+        path = self.request.path
+        accepted, errors = self.source.ingest_lines(body, precision, where=f"http {path}")
+        if accepted and not await self.source.durable(self.source.ticket()):
+            self._answer(503, {"error": f"{accepted} point(s) accepted but not yet stored or spooled; send them again"})
+            return
+        if errors:
+            first = errors[0]
+            self._answer(400, {"error": f"partial write: {first['where']}: {first['reason']}"[:500]
+                                        + f" ({len(errors)} refused, {accepted} kept)",
+                               "accepted": accepted, "rejected": len(errors), "errors": errors[:MAX_ITEM_ERRORS]})
+            return
+        self.set_status(204)
+        self.finish()
+
+
+class InfluxV1WriteHandler(_InfluxWriteHandler):
+    """``POST /write``: InfluxDB 1.x's write API (``?db=&precision=``, ``u``/``p`` or basic auth, gzip)."""
+
+    version = 1
+    target = "db"
+    actions: ClassVar[dict[str, str]] = {"POST": "ingest"}
+    api: ClassVar[dict[str, Op]] = {"POST": Op(
+        "InfluxDB 1.x write API: line protocol as in /api/v1/write, the token as Authorization Token/Bearer, basic "
+        "auth's password or p; Content-Encoding gzip; 204 when every point is kept", query=InfluxV1Query,
+        body={"type": "string"}, body_type="text/plain", ok=204, also=(503,))}
+
+
+class InfluxV2WriteHandler(_InfluxWriteHandler):
+    """``POST /api/v2/write``: InfluxDB 2.x's write API (``?org=&bucket=&precision=``, ``Authorization: Token``)."""
+
+    version = 2
+    target = "bucket"
+    actions: ClassVar[dict[str, str]] = {"POST": "ingest"}
+    api: ClassVar[dict[str, Op]] = {"POST": Op(
+        "InfluxDB 2.x write API: line protocol as in /api/v1/write, the token as Authorization Token; "
+        "Content-Encoding gzip; 204 when every point is kept", query=InfluxV2Query,
+        body={"type": "string"}, body_type="text/plain", ok=204, also=(503,))}
 
 
 class CameraUploadHandler(_IngestHandler):

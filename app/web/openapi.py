@@ -134,6 +134,7 @@ _GROUP = re.compile(r"\{([a-z_]+)\}")
 def document(routes: list[Route], *, title: str = "Vigie", version: str = "1") -> dict[str, Any]:
     """Return the OpenAPI 3.0 document of the routes that have an ``api`` table."""
     paths: dict[str, Any] = {}
+    used_ids: set[str] = set()
     for route in routes:
         table: dict[str, Op] = getattr(route.handler, "api", {}) or {}
         if not table:
@@ -147,13 +148,19 @@ def document(routes: list[Route], *, title: str = "Vigie", version: str = "1") -
             types = (op.ok_type,) if isinstance(op.ok_type, str) else op.ok_type
             responses: dict[str, Any] = {str(op.ok): {"description": "done", "content": {
                 t: {"schema": op.ok_schema if t == "application/json" else {"type": "string"}} for t in types}}}
+            if op.ok == 204:
+                responses = {"204": {"description": "done (no body)"}}
             for code in (*COMMON, *op.also):
                 if code == 401 and op.public and 401 not in op.also:
                     continue
                 responses[str(code)] = {"description": COMMON.get(code, "see the summary"),
                                         "content": {"application/json": {"schema": ERROR}}}
+            operation_id = f"{method.lower()}_{_operation_id(route.path)}"
+            if operation_id in used_ids:  # /write beside /api/v1/write: outside /api/v1/, said so
+                operation_id = f"{method.lower()}_root_{_operation_id(route.path)}"
+            used_ids.add(operation_id)
             operation: dict[str, Any] = {
-                "summary": op.summary, "operationId": f"{method.lower()}_{_operation_id(route.path)}",
+                "summary": op.summary, "operationId": operation_id,
                 "tags": [route.path.split("/")[3] if route.path.startswith("/api/v1/") else "service"],
                 "responses": responses, "x-vigie-action": None if op.public else action,
             }

@@ -25,7 +25,13 @@ from app.api import (
     LayoutHandler,
     LayoutsHandler,
 )
-from app.ingest.http import CameraUploadHandler, LineProtocolHandler, ReadingsHandler
+from app.ingest.http import (
+    CameraUploadHandler,
+    InfluxV1WriteHandler,
+    InfluxV2WriteHandler,
+    LineProtocolHandler,
+    ReadingsHandler,
+)
 from app.pages.embed import EmbedRedirect
 from app.pages.language import LanguageHandler
 from app.pages.light_embed import FragmentHandler
@@ -91,6 +97,8 @@ def table(runtime: Runtime, layouts: LayoutStore, auth: WebAuth, http_source: Ht
         Route("/ack/{token}", AckLinkHandler, rt, {"token": "[A-Za-z0-9_.=-]+"}),
         Route("/api/v1/readings", ReadingsHandler, {"source": http_source}),
         Route("/api/v1/write", LineProtocolHandler, {"source": http_source}),
+        Route("/write", InfluxV1WriteHandler, {"source": http_source}),  # InfluxDB 1.x's write API
+        Route("/api/v2/write", InfluxV2WriteHandler, {"source": http_source}),  # InfluxDB 2.x's
         Route("/api/v1/cameras/{camera}", CameraUploadHandler, {"source": http_source, "cameras": runtime.cameras}),
         Route("/api/v1/cameras/{camera}/frames/{time_ns}", CameraFrameHandler, api, {"time_ns": "[0-9]+"}),
         Route("/api/v1/cameras/{camera}/latest", CameraFrameHandler, api),
