@@ -221,3 +221,52 @@ def test_a_cascade_round_trips_through_its_stored_form():
 
     back = Cascade.from_doc(json.loads(json.dumps(c.to_doc() | {"due": 1e18})))
     assert back.due == float("inf") and back.alarms == c.alarms and back.told == c.told
+
+
+async def test_an_alarm_that_worsens_starts_its_cascade_again_at_step_one(tmp_path):
+    """H then HH: the first step hears of the worse severity at once, not when the old cascade's timer says."""
+    write_config(tmp_path, """\
+server: {timezone: Europe/Paris}
+contacts:
+  people: [{name: ann, mail: a@x.org, language: en}, {name: ben, mail: b@x.org}]
+escalation:
+  group_window_s: 0
+  isolation: thread
+  policies:
+    - name: p
+      steps:
+        - {whom: [ann], channels: [fake], wait_s: 600}
+        - {whom: [ben], channels: [fake], wait_s: 600}
+""")
+    loaded = load_config(tmp_path, env={})
+    Fake.sent.clear()
+    now = [datetime(2026, 12, 1, 10, tzinfo=PARIS).timestamp()]
+    engine = AlarmEngine([ThresholdRule(name="r", series="*/level", h=1.0, hh=2.0, severity="medium",
+                                        policy="p")], clock=lambda: int(now[0] * 1e9))
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.open()
+    journal.attach(engine)
+    notifier = Notifier(loaded, engine, journal, tmp_path / "j.sqlite", clock=lambda: now[0], secret=b"k")
+    notifier.open()
+    notifier.attach()
+
+    async def advance(to: float) -> None:
+        now[0] = to
+        notifier.process(to)
+        while notifier._deliveries:
+            await asyncio.gather(*notifier._deliveries)
+
+    t0 = now[0]
+    engine.accept([Reading("a", "level", int(t0 * 1e9), 1.5)])
+    await advance(t0)
+    assert [n for n, _ in Fake.sent] == ["ann"] and "medium" in Fake.sent[0][1]
+    engine.accept([Reading("a", "level", int((t0 + 60) * 1e9), 2.5)])  # H -> HH: critical
+    await advance(t0 + 60)
+    assert [n for n, _ in Fake.sent] == ["ann", "ann"] and "critical" in Fake.sent[1][1]
+    [cascade] = notifier.cascades.values()
+    assert cascade.step == 1 and cascade.due == t0 + 660  # step 2 is a full wait after the new start
+    # Acknowledged: the restarted cascade stops like any other.
+    engine.acknowledge(["r|a/level"], "someone")
+    await advance(t0 + 70)
+    assert not notifier.cascades
+    journal.close()

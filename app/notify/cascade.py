@@ -244,12 +244,21 @@ class Notifier:
                 self._dispatch(c, now)
 
     def _route(self, e: AlarmEvent, now: float) -> None:
-        if e.kind == "raised" and e.state == AlarmState.UNACKNOWLEDGED and e.policy:
+        if e.kind in ("raised", "escalated") and e.state == AlarmState.UNACKNOWLEDGED and e.policy:
             if e.policy not in self.policies:
                 log.warning("alarm %s names unknown policy %s: nobody is notified", e.alarm_id, e.policy)
                 return
             if any(e.alarm_id in c.alarms for c in self.cascades.values()):
-                return
+                if e.kind == "raised":
+                    return
+                # Worse than when its cascade started (H -> HH): step 1 hears of it now, with the new severity
+                # (whose quiet rules may differ), instead of when the old cascade's timer says.
+                self._drop(e.alarm_id, f"escalated to {e.severity}: the escalation starts again", now)
+            else:
+                for group in self._groups.values():  # still grouping: tell the worse severity when it closes
+                    if e.alarm_id in group.alarms:
+                        group.alarms[e.alarm_id] = _facts(e)
+                        return
             key = (e.policy, e.site or e.device)
             group = self._groups.get(key)
             if group is None:
