@@ -653,7 +653,7 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
 
     remove_gone_and_save()
     assert len(list(history.glob("*.yaml"))) == 1  # the version before the save
-    page.get_by_role("button", name="Undo").click()
+    page.locator(".vigie-undo-save button").click()
     playwright_api.expect(message).to_contain_text("Undone", timeout=5_000)
     playwright_api.expect(removable).to_have_count(1, timeout=10_000)
     assert path.read_text() == EDITED and not list(history.glob("*.yaml"))
@@ -693,6 +693,38 @@ def test_editor_remove_save_undo_restore_save_as_and_delete(page, vigie):
     # error, and /health answers 503 at start: neither is ours.)
     log = vigie.log.read_text()
     assert f'File "{ROOT / "app"}' not in log and " ERROR app." not in log, log[-3000:]
+
+
+def test_editor_undoes_and_redoes_the_edits_of_the_session(page, vigie):
+    """Undo / Redo walk this session's edits; nothing reaches the file before Save."""
+    (vigie.layouts / "undo.yaml").write_text(EDITED)
+    path = vigie.layouts / "undo.yaml"
+    page.goto(f"{vigie.base}/dashboard?name=undo")
+    items = page.locator(".grid-stack-item")
+    playwright_api.expect(items).to_have_count(2, timeout=20_000)
+    page.get_by_role("button", name="Edit").click()
+    undo, redo = page.locator(".vigie-undo button"), page.locator(".vigie-redo button")
+    playwright_api.expect(undo).to_be_disabled(timeout=10_000)
+    playwright_api.expect(redo).to_be_disabled()
+    for wid, left in (("gone", 1), ("keep", 0)):
+        page.locator(".vigie-widget-select select").select_option(wid)
+        page.get_by_role("button", name="Remove").click()
+        playwright_api.expect(items).to_have_count(left, timeout=10_000)
+    undo.click()
+    playwright_api.expect(page.locator(".grid-stack-item", has_text="stays here")).to_have_count(1, timeout=10_000)
+    playwright_api.expect(items).to_have_count(1)
+    undo.click()
+    playwright_api.expect(items).to_have_count(2, timeout=10_000)
+    playwright_api.expect(undo).to_be_disabled(timeout=5_000)
+    redo.click()
+    playwright_api.expect(items).to_have_count(1, timeout=10_000)
+    playwright_api.expect(page.locator(".grid-stack-item", has_text="remove me")).to_have_count(0)
+    assert path.read_text() == EDITED  # edits stay in the session until Save
+    undo.click()
+    playwright_api.expect(items).to_have_count(2, timeout=10_000)
+    page.get_by_role("button", name="Save", exact=True).click()
+    playwright_api.expect(page.locator(".vigie-message")).to_contain_text("Saved", timeout=5_000)
+    assert [w["id"] for w in yaml.safe_load(path.read_text())["widgets"]] == ["keep", "gone"]
 
 
 def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, requests_seen):

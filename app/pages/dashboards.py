@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 
 DELETE_CONFIRM_MS = 5000  # how long an armed Delete waits for its second click
+UNDO_STEPS = 100  # edits of one session that Undo can take back
 
 
 def widget_context(services: PageServices, lang: str) -> WidgetContext:
@@ -84,6 +85,11 @@ class DashboardEditor:
         self.editing_allowed = allowed(auth.page_identity(), "layouts:edit")
         self._disarm: Any = None  # the pending timeout that takes back an armed Delete
         self._delete_prompt = ""
+        # This session's edits, each the whole working layout (a few kB): Undo / Redo walk them.
+        self._past: list[dict[str, Any]] = []
+        self._future: list[dict[str, Any]] = []
+        self._shown: dict[str, Any] | None = None  # the working layout as last recorded
+        self._settling = False  # the grid just drawn has not reported its state yet
         self.dashboard: Dashboard | None = None
         self.problems = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self.message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vigie-message"])
@@ -108,6 +114,11 @@ class DashboardEditor:
                                    pulse=self.services.pulse)
         self.dashboard.start()
         self.grid_holder[:] = [self.dashboard.grid]
+        # A drag or a resize is an edit too. The grid reports its state once as soon as it is drawn (GridStack
+        # may have packed it): that first report is where this render starts, not an edit.
+        self._settling = editable
+        if editable and isinstance(self.dashboard.grid, pn.GridStack):
+            self.dashboard.grid.param.watch(lambda _e: self._on_grid_state(), "state")
         problems = loaded.problems + self.dashboard.unknown_series()
         self.problems.object = "<br>".join(html.escape(p) for p in problems)
         self.problems.visible = bool(problems)
@@ -146,7 +157,11 @@ class DashboardEditor:
                                              disabled=True, css_classes=["vigie-save"])
         self.save_as_name = pn.widgets.TextInput(placeholder="new-name", width=140, css_classes=["vigie-save-as-name"])
         self.save_as_button = pn.widgets.Button(label=t("Save as", lang), width=110)
-        self.undo_button = pn.widgets.Button(label=t("Undo", lang), width=80)
+        self.undo_edit_button = pn.widgets.Button(label="↶ " + t("Undo", lang), width=90, disabled=True,
+                                                  css_classes=["vigie-undo"])
+        self.redo_button = pn.widgets.Button(label="↷ " + t("Redo", lang), width=90, disabled=True,
+                                             css_classes=["vigie-redo"])
+        self.undo_button = pn.widgets.Button(label=t("Undo save", lang), width=130, css_classes=["vigie-undo-save"])
         self.delete_button = pn.widgets.Button(label=t("Delete", lang), color="danger", width=90)
         self.versions = pn.widgets.Select(label="", options=[], width=220, css_classes=["vigie-versions"])
         self.restore_button = pn.widgets.Button(label=t("Restore", lang), width=90)
@@ -160,6 +175,8 @@ class DashboardEditor:
         self.save_button.on_click(lambda e: self._guard(self.save))
         self.save_as_button.on_click(lambda e: self._guard(self.save_as, self.save_as_name.value))
         self.undo_button.on_click(lambda e: self._guard(self.undo))
+        self.undo_edit_button.on_click(lambda e: self._guard(self.undo_edit))
+        self.redo_button.on_click(lambda e: self._guard(self.redo_edit))
         self.delete_button.on_click(lambda e: self._guard(self.delete))
         self.restore_button.on_click(lambda e: self._guard(self.restore, self.versions.value))
         self.add_button.on_click(lambda e: self._guard(self.add_widget, self.kind_select.value))
@@ -173,7 +190,8 @@ class DashboardEditor:
             extra.append(self.embed_button)
         self._refresh_versions()
         # Only "Edit" until edit mode: an operator watching the dashboard sees no Delete next to it.
-        self.edit_controls = [self.save_button, self.save_as_name, self.save_as_button, self.undo_button,
+        self.edit_controls = [self.undo_edit_button, self.redo_button, self.save_button, self.save_as_name,
+                              self.save_as_button, self.undo_button,
                               self.versions, self.restore_button, self.delete_button, self.kind_select,
                               self.add_button, self.widget_select, self.configure_button, self.remove_button,
                               *extra]
@@ -198,11 +216,67 @@ class DashboardEditor:
         if event.new:
             self._check()
             self._rerender(self._working())
+            self._forget_edits()
         else:
             self.reload()
         self.save_button.disabled = not event.new
         for control in self.edit_controls:
             control.visible = event.new
+
+    # -- this session's edits: undo / redo ---------------------------------
+    def _forget_edits(self) -> None:
+        """Start a new history from what the grid shows (entering edit mode, after a reload from the file)."""
+        self._past.clear()
+        self._future.clear()
+        self._shown = self._working().to_spec() if self.dashboard is not None else None
+        self._sync_undo_buttons()
+
+    def _on_grid_state(self) -> None:
+        if self._settling:
+            self._settling = False
+            if self._shown is not None:
+                self._shown = self._working().to_spec()
+            return
+        self._track()
+
+    def _track(self) -> None:
+        """Record the working layout as a step of the session's history when it changed since the last one."""
+        if self._shown is None or self.dashboard is None:
+            return
+        now = self._working().to_spec()
+        if now != self._shown:
+            self._past.append(self._shown)
+            del self._past[:-UNDO_STEPS]
+            self._future.clear()
+            self._shown = now
+        self._sync_undo_buttons()
+
+    def _sync_undo_buttons(self) -> None:
+        if self.toolbar is not None:
+            self.undo_edit_button.disabled = not self._past
+            self.redo_button.disabled = not self._future
+
+    def _step(self, back: bool) -> None:
+        self._check()
+        self._track()  # a move not yet recorded is the step taken back first
+        source, target = (self._past, self._future) if back else (self._future, self._past)
+        if not source or self._shown is None:
+            self._say(t("Nothing to undo" if back else "Nothing to redo", self.lang), ok=False)
+            return
+        target.append(self._shown)
+        self._shown = source.pop()
+        self._rerender(LayoutSpec.from_spec(self._shown))
+        self.side.visible = False  # a form open on a widget that the step removed would edit nothing
+        self._sync_undo_buttons()
+        self._say(t("Undone" if back else "Redone", self.lang), ok=True)
+
+    def undo_edit(self) -> None:
+        """Take back this session's last edit (a widget added, changed, removed, moved or resized)."""
+        self._step(back=True)
+
+    def redo_edit(self) -> None:
+        """Make again the edit Undo took back."""
+        self._step(back=False)
 
     # -- actions (each checks the server allows editing) ---------------------
     def save(self) -> None:
@@ -226,12 +300,13 @@ class DashboardEditor:
         self._say(t("Saved", self.lang) + f": layouts/{new_name}.yaml")
 
     def undo(self) -> None:
-        """Go back to the version before the last save."""
+        """Go back, in the file, to the version before the last save."""
         who = self._check()
         before = self._file_spec(self.name)
         if self.layouts.undo(self.name):
             self._audit("layout_undone", who, self.name, before, self._file_spec(self.name))
             self.reload()
+            self._forget_edits()
             self._refresh_versions()
             self._say(t("Undone", self.lang) + f": layouts/{self.name}.yaml")
         else:
@@ -245,6 +320,7 @@ class DashboardEditor:
             self.layouts.restore(self.name, version_id)
             self._audit("layout_restored", who, self.name, before, self._file_spec(self.name))
             self.reload()
+            self._forget_edits()
             self._refresh_versions()
             self._say(t("Restored", self.lang) + f": layouts/{self.name}.yaml ({version_id})")
 
@@ -325,6 +401,7 @@ class DashboardEditor:
     def _apply(self, widget_id: str, clone: WidgetSpec, new: bool = False) -> None:
         self._check()
         checked = type(clone).from_spec(clone.to_spec())  # validates (raises SpecError, a ValueError)
+        self._track()
         spec = self._working()
         if new:
             spec.widgets = [*spec.widgets, checked]
@@ -332,13 +409,16 @@ class DashboardEditor:
             spec.widgets = [checked if w.id == widget_id else w for w in spec.widgets]
         self.side.visible = False
         self._rerender(spec)
+        self._track()
 
     def remove_widget(self, widget_id: str | None) -> None:
         """Remove a widget from the working layout (saved on Save)."""
         self._check()
+        self._track()
         spec = self._working()
         spec.widgets = [w for w in spec.widgets if w.id != widget_id]
         self._rerender(spec)
+        self._track()
 
 
 def dashboard_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:
