@@ -74,6 +74,8 @@ class FakeOidcProvider:
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
 
     def jwks(self) -> dict[str, Any]:
+        if self.misbehave == "nokeys":
+            return {"keys": []}
         public = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
         return {"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]}
 

@@ -514,3 +514,13 @@ async def test_gateway_formats_through_a_real_broker_from_the_config(mosquitto, 
         (f"{prefix}/lora/lht-1/up", "no_readings", "nothing numeric in the message: no reading, nothing refused")]
     await source.stop()
     await asyncio.wait_for(task, 5)
+
+
+def test_a_mapped_dotted_field_inside_values_is_not_also_a_wrong_type():
+    """``values: data`` with ``env.temp`` mapped: the reading, and no dead letter for its parent ``env``."""
+    from app.ingest.decoders import FieldMap
+
+    d = Decoder.create("json", values="data", fields={"env.temp": FieldMap("t", "°C")}, timestamp_field=None)
+    out, dead = run(d, json.dumps({"data": {"env": {"temp": 1.5}, "rh": 40}}).encode())
+    assert [(r.metric, r.value, r.unit) for r in out] == [("t", 1.5, "°C"), ("rh", 40.0, "")]
+    assert not dead.recent

@@ -207,3 +207,14 @@ async def test_the_readme_influxdb_client_snippet_works_as_printed(vigie, monkey
     assert sorted(got) == ["b-1/boiler.pressure", "b-1/boiler.temp"]
     (t, temp), = got["b-1/boiler.temp"]
     assert temp == 81.5 and got["b-1/boiler.pressure"] == [(t, 2.1)] and before <= t <= time.time_ns()
+
+
+async def test_a_gzip_body_of_several_members_is_read_to_its_end(vigie):
+    """Concatenated gzip members are one stream (RFC 1952): every member's lines are stored, none dropped."""
+    runtime, base = vigie
+    body = gzip.compress(f"multi,host=gz-1 v=1 {T0}\n".encode()) + gzip.compress(f"multi,host=gz-1 v=2 {T0 + 1}\n"
+                                                                                 .encode())
+    answer = await asyncio.to_thread(post, f"{base}/write?db=t", body,
+                                     {"Content-Encoding": "gzip", "Authorization": f"Token {TOKEN}"})
+    assert answer == (204, None)
+    assert (await stored(runtime))["gz-1/multi.v"] == [(T0, 1.0), (T0 + 1, 2.0)]

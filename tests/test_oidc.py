@@ -154,3 +154,23 @@ def test_a_directory_user_has_no_password_and_a_disabled_one_stays_out(tmp_path)
     store.set_disabled("erin", True)
     with pytest.raises(AccountError, match="disabled"):
         store.external_login("erin", Role.operator, "https://sso.example.org")
+
+
+async def test_an_unusable_key_set_or_an_odd_groups_claim_is_a_refusal_not_a_crash():
+    from app.web.access import Role
+    from app.web.oidc import OidcClient, OidcRefused
+    from app.web.oidc_spec import OidcSpec
+
+    idp = FakeOidcProvider().start()
+    try:
+        idp.misbehave = "nokeys"
+        client = OidcClient(OidcSpec(issuer=idp.issuer, client_id="vigie", role_map={"ops": "operator"}),
+                            None, b"k" * 40)
+        with pytest.raises(OidcRefused, match="signing keys cannot be used"):
+            await client._key("k1")
+    finally:
+        idp.stop()
+    for odd in (5, True, {"ops": 1}, None):
+        with pytest.raises(OidcRefused, match="none of your groups"):
+            client.role_of({"groups": odd})
+    assert client.role_of({"groups": "staff ops"}) is Role.operator

@@ -291,3 +291,17 @@ def test_browse_selections_are_checked_when_the_config_loads(tmp_path: Path) -> 
     assert "opcua[0].browse[3].device: missing (required)" in text, text
     assert "opcua[0].browse[3].metric: unknown filter |camel" in text, text
     assert "opcua[1].nodes: give nodes, browse selections, or both" in text, text
+
+
+async def test_a_browse_cut_short_by_its_limit_still_keeps_only_numbers(plant: Plant) -> None:
+    """The node limit stops the walk, not the check: a text variable found before the stop is not subscribed."""
+    from asyncua import Client
+
+    from app.ingest.opcua_browse import browse
+
+    async with Client(plant.endpoint) as client:
+        root = await client.nodes.objects.get_child([f"{plant.idx}:Plant"])
+        found, skipped = await browse(client, TEMPS, root.nodeid, limit=13)
+    names = [b.path[-1] for b in found]
+    assert "stopped after 13 nodes" in skipped and names and "TempText" not in names
+    assert any("TempText: not a number" in s for s in skipped)

@@ -379,3 +379,39 @@ def test_what_is_not_a_sparkplug_payload_is_dead_lettered_with_its_reason():
                                         "unknown_metric": 1}
     assert [(r.metric, r.value) for r in out] == [("Uptime", 0.5)]  # NBIRTH's 1 was published at the birth
     assert source._rebirths == {("g", "n"): "unknown metric 'Uptim' in spBv1.0/g/NDATA/n"}
+
+
+async def test_vigie_online_state_repeats_its_will_timestamp():
+    """Sparkplug 3.0: the online STATE carries the will's timestamp, or nodes take the will for stale."""
+    source = SparkplugSource("spb", Hub(), host="127.0.0.1", host_id="vigie")
+    client = source._client()
+    will = json.loads(client._client._will_payload)
+    await asyncio.sleep(0.002)  # a later clock reading must not change it
+    assert json.loads(source._state_payload(True)) == {"online": True, "timestamp": will["timestamp"]}
+    assert will == {"online": False, "timestamp": will["timestamp"]}
+
+
+def test_made_up_node_ids_cost_neither_memory_nor_a_flood_of_rebirth_requests(monkeypatch):
+    import app.ingest.sparkplug as sparkplug
+
+    monkeypatch.setattr(sparkplug, "MAX_NODES", 50)
+    source = SparkplugSource("spb", Hub(), host="127.0.0.1", groups=["g"])
+    out: list = []
+    for i in range(500):
+        source.handle_message(f"spBv1.0/g/NDATA/junk-{i}", Payload().SerializeToString(), time.time_ns(), out)
+        source._rebirths.clear()  # as if sent
+    assert source.nodes == {} and len(source._unknown_rebirths) == 50
+    assert source.dead.counts["no_birth"] == 500 and out == []
+    for i in range(60):  # real births are followed, up to the cap
+        source.handle_message(f"spBv1.0/g/NBIRTH/n{i}", EdgeNode("g", f"n{i}").nbirth([("U", 1, T.UInt32, 1)])[1],
+                              time.time_ns(), out)
+    assert len(source.nodes) == 50 and source.dead.counts["too_many_nodes"] == 10
+
+
+def test_a_template_that_merges_devices_is_refused(tmp_path):
+    (tmp_path / "s.yaml").write_text("sparkplug:\n  - device_template: '{group}.{edge_node}'\n"
+                                     "    node_template: '{group}'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, env={})
+    text = str(err.value)
+    assert "device_template: must contain {device}" in text and "node_template: must contain {edge_node}" in text

@@ -304,6 +304,7 @@ class JsonDecoder(Decoder):
         # Keys of the message that say something about the values, not values themselves.
         self._skip = {k.split(".")[0] for k in (timestamp_field, device_field, quality_field, tags_field, unit_field,
                                                 errors_field, *self.tag_fields.values()) if k}
+        self._field_heads = {k.split(".")[0] for k in self.fields if "." in k}  # env of a mapped env.temp
 
     def decode_text(self, text: str, ctx: Context, out: list[Reading], dead: DeadLetters) -> None:
         try:
@@ -428,8 +429,8 @@ class JsonDecoder(Decoder):
         if not self.keep_others:
             return
         for key, raw in container.items():
-            if key in self.fields or (root and key in self._skip):
-                continue
+            if key in self.fields or key in self._field_heads or (root and key in self._skip):
+                continue  # a mapped dotted field's parent (env of env.temp) is not a value of its own
             if isinstance(raw, int | float):
                 self._emit(key, raw, None, base, base.time_ns, base.quality, "", ctx, where, claims, dead, text)
             elif not root:  # everything in a values object is meant to be a value

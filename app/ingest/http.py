@@ -394,19 +394,27 @@ class _InfluxWriteHandler(_IngestHandler):
             self._answer(400, {"error": f"Content-Encoding {encoding!r} is not supported (gzip or identity)"})
             return None
         limit = self.source.max_body_bytes
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            self._answer(400, {"error": f"the body is not gzip: {exc}"})
-            return None
-        if len(out) > limit or inflater.unconsumed_tail:
-            self._answer(413, {"error": f"gzip body over the limit of {limit} bytes once inflated"})
-            return None
-        if not inflater.eof:
-            self._answer(400, {"error": "the gzip body is cut short"})
-            return None
-        return out
+        parts: list[bytes] = []
+        size = 0
+        rest = body
+        while True:  # a gzip stream may hold several members, one after the other (RFC 1952): all count
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                out = inflater.decompress(rest, limit + 1 - size)
+            except zlib.error as exc:
+                self._answer(400, {"error": f"the body is not gzip: {exc}"})
+                return None
+            size += len(out)
+            if size > limit or inflater.unconsumed_tail:
+                self._answer(413, {"error": f"gzip body over the limit of {limit} bytes once inflated"})
+                return None
+            if not inflater.eof:
+                self._answer(400, {"error": "the gzip body is cut short"})
+                return None
+            parts.append(out)
+            rest = inflater.unused_data
+            if not rest.strip(b"\0"):  # what follows the last member may be zero padding
+                return b"".join(parts)
 
     async def post(self) -> None:
         target = self.get_query_argument(self.target, None)

@@ -159,8 +159,13 @@ _MASK = ua.NodeClass.Object.value | ua.NodeClass.Variable.value
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
 
 
-async def _browse_all(client: Any, nodes: list[ua.NodeId], chunk: int) -> list[list[ua.ReferenceDescription]]:
-    """Return the forward hierarchical references (objects and variables) of each node, following continuations."""
+async def _browse_all(client: Any, nodes: list[ua.NodeId], chunk: int,
+                      limit: int = 50_000) -> list[list[ua.ReferenceDescription]]:
+    """Return the forward hierarchical references (objects and variables) of each node, following continuations.
+
+    A node's continuations stop at ``limit`` references (a server that always answers with one more
+    continuation point must not make this loop forever), and the point is then released.
+    """
     out: list[list[ua.ReferenceDescription]] = []
     for start in range(0, len(nodes), chunk):
         descriptions = [ua.BrowseDescription(
@@ -171,11 +176,14 @@ async def _browse_all(client: Any, nodes: list[ua.NodeId], chunk: int) -> list[l
         for result in results:
             refs = list(result.References or [])
             point = result.ContinuationPoint
-            while point:
+            while point and len(refs) <= limit:
                 more = await client.uaclient.browse_next(ua.BrowseNextParameters(
                     ReleaseContinuationPoints=False, ContinuationPoints=[point]))
                 refs += more[0].References or []
                 point = more[0].ContinuationPoint
+            if point:
+                await client.uaclient.browse_next(ua.BrowseNextParameters(
+                    ReleaseContinuationPoints=True, ContinuationPoints=[point]))
             if not result.StatusCode.is_good():
                 refs = []
             out.append(refs)
@@ -215,9 +223,12 @@ async def browse(client: Any, selection: BrowseSelection, root: ua.NodeId, chunk
     depth = 0
     while frontier and depth < (selection.max_depth if selection.recursive else 1):
         depth += 1
-        refs_per_node = await _browse_all(client, [n for n, _, _ in frontier], chunk)
+        refs_per_node = await _browse_all(client, [n for n, _, _ in frontier], chunk, limit)
         next_frontier = []
+        full = False
         for (_node, path, qualified), refs in zip(frontier, refs_per_node, strict=True):
+            if full:
+                break
             for ref in refs:
                 if ref.ReferenceTypeId == _HAS_PROPERTY:
                     continue
@@ -225,9 +236,10 @@ async def browse(client: Any, selection: BrowseSelection, root: ua.NodeId, chunk
                 if node_id in seen or node_id.NamespaceIndex == 0:  # the standard nodes (Server...): not data
                     continue
                 seen.add(node_id)
-                if len(seen) > limit:
+                if len(seen) > limit:  # what was found so far still goes through the number check below
                     skipped.append(f"stopped after {limit} nodes")
-                    return sorted(found, key=lambda b: b.path), skipped
+                    full = True
+                    break
                 name = ref.BrowseName.Name or ""
                 child_path = [*path, name]
                 child_qualified = [*qualified, ref.BrowseName.to_string()]
@@ -238,7 +250,7 @@ async def browse(client: Any, selection: BrowseSelection, root: ua.NodeId, chunk
                     next_frontier.append((node_id, child_path, child_qualified))
                 elif selection.matches(selection.include, name, relpath):
                     found.append(Browsed(node_id, "/".join([base, *child_qualified]), child_path))
-        frontier = next_frontier
+        frontier = [] if full else next_frontier
     found.sort(key=lambda b: b.path)
     if found:
         keep = await _numeric(client, found, chunk)

@@ -98,6 +98,8 @@ _SIGNED_BITS = {1: 8, 2: 16, 3: 32, 4: 64}
 _NUMERIC = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
 _UNIT_KEYS = ("engUnit", "engUnits", "EngUnit", "unit", "units")
 MS = 1_000_000
+MAX_NODES = 10_000  # edge nodes followed by one source (junk node ids beyond are dead letters)
+MAX_DEVICES_PER_NODE = 10_000
 
 
 @dataclass(slots=True)
@@ -151,7 +153,7 @@ def parse_topic(topic: str) -> tuple[str, str, str, str | None] | None:
 def metric_value(m: Any, datatype: int) -> tuple[float | None, str | None, str | None]:
     """Return (value, skipped type, fault) of a metric: exactly one is not None."""
     if datatype not in _NUMERIC:
-        return None, DATATYPES.get(datatype, f"type {datatype}"), None
+        return None, DATATYPES.get(datatype, "unknown type"), None  # one key: made-up types cannot grow it
     if m.is_null:
         return None, "null", None
     which = m.WhichOneof("value")
@@ -239,6 +241,9 @@ class SparkplugSource(Source):
         self.host_id = host_id
         self.max_bytes = max_bytes
         self.nodes: dict[tuple[str, str], EdgeNode] = {}
+        self._state_ms = time.time_ns() // MS
+        # Rebirth requests to nodes not (yet) known: bounded, so junk topics cannot grow memory or traffic.
+        self._unknown_rebirths: dict[tuple[str, str], float] = {}
         self.rebirths_requested = 0
         self.sequence_gaps = 0
         self.stale_deaths_ignored = 0
@@ -257,10 +262,14 @@ class SparkplugSource(Source):
         return f"{NAMESPACE}/STATE/{self.host_id}"
 
     def _state_payload(self, online: bool) -> bytes:
-        return json.dumps({"online": online, "timestamp": time.time_ns() // MS}).encode()
+        # One timestamp per connection for the will, the online and the clean offline STATE (Sparkplug 3.0:
+        # the online message repeats the will's): a node that ignores STATE older than the last it saw then
+        # believes the will when Vigie's connection is lost, and stores and forwards meanwhile.
+        return json.dumps({"online": online, "timestamp": self._state_ms}).encode()
 
     def _client(self) -> aiomqtt.Client:
         kwargs: dict[str, Any] = {}
+        self._state_ms = time.time_ns() // MS
         if self.protocol == "5":  # a clean start whose session ends with the connection
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0
@@ -387,11 +396,22 @@ class SparkplugSource(Source):
         node.seq = seq
 
     def _request_rebirth(self, key: tuple[str, str], why: str) -> None:
-        """Ask an edge node for a rebirth with the next publish, at most once per ``rebirth_interval_s``."""
+        """Ask an edge node for a rebirth with the next publish, at most once per ``rebirth_interval_s``.
+
+        A node Vigie has no birth of is not remembered as a node (only the time of the request, among at
+        most :data:`MAX_NODES`): a stream of made-up node ids costs neither memory nor a flood of NCMDs.
+        """
+        now = time.monotonic()
         node = self.nodes.get(key)
         if node is None:
-            node = self.nodes[key] = EdgeNode(key[0], key[1], self._member(key[0], key[1], None))
-        now = time.monotonic()
+            last = self._unknown_rebirths.get(key)
+            if last is not None and now - last < self.rebirth_interval_s:
+                return
+            if last is None and len(self._unknown_rebirths) >= MAX_NODES:
+                return
+            self._unknown_rebirths[key] = now
+            self._rebirths[key] = why
+            return
         if node.rebirth_at is not None and now - node.rebirth_at < self.rebirth_interval_s:
             return
         node.rebirth_at = now
@@ -477,7 +497,12 @@ class SparkplugSource(Source):
         group, node_id = key
         node = self.nodes.get(key)
         if node is None:
+            if len(self.nodes) >= MAX_NODES:
+                self.dead.add(f"{NAMESPACE}/{group}/NBIRTH/{node_id}", "too_many_nodes",
+                              f"{MAX_NODES} edge nodes known already: this one is ignored")
+                return
             node = self.nodes[key] = EdgeNode(group, node_id, self._member(group, node_id, None))
+            self._unknown_rebirths.pop(key, None)
         topic = f"{NAMESPACE}/{group}/NBIRTH/{node_id}"
         bd_seq = next((m.long_value or m.int_value for m in p.metrics if m.name == "bdSeq"), None)
         if bd_seq is None:
@@ -495,6 +520,10 @@ class SparkplugSource(Source):
     def _device_birth(self, node: EdgeNode, device_id: str, p: Any, received: int, out: list[Reading]) -> None:
         member = node.devices.get(device_id)
         if member is None:
+            if len(node.devices) >= MAX_DEVICES_PER_NODE:
+                self.dead.add(f"{NAMESPACE}/{node.group}/DBIRTH/{node.node}/{device_id}", "too_many_devices",
+                              f"edge node {node.node} has {MAX_DEVICES_PER_NODE} devices already: ignored")
+                return
             member = node.devices[device_id] = self._member(node.group, node.node, device_id)
         self._flush(out)
         self._birth(member, p, f"{NAMESPACE}/{node.group}/DBIRTH/{node.node}/{device_id}", received, out)

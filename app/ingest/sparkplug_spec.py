@@ -62,6 +62,11 @@ class SparkplugSpec(SourceSpec):
             p = template_problem(getattr(self, key), allowed)
             if p:
                 problems.append(((key,), p))
+        for key, needed in (("device_template", ("{edge_node}", "{device}")), ("node_template", ("{edge_node}",))):
+            missing = [n for n in needed if n not in getattr(self, key)]
+            if missing:  # else two devices (or nodes) write the same series, and one death silences both
+                problems.append(((key,), f"must contain {' and '.join(missing)}: each Sparkplug "
+                                 f"{'device' if key == 'device_template' else 'edge node'} needs its own name"))
         if "/" in self.metric_separator:
             problems.append((("metric_separator",), "cannot hold '/' (the separator Vigie replaces)"))
         for i, g in enumerate(self.groups):

@@ -114,7 +114,10 @@ class OidcClient:
         for attempt in range(2):
             if self._jwks is None or (attempt and time.monotonic() - self._jwks_at > JWKS_REFRESH_S):
                 meta = await self.metadata()
-                self._jwks = jwt.PyJWKSet.from_dict(await self._get_json(meta["jwks_uri"]))
+                try:
+                    self._jwks = jwt.PyJWKSet.from_dict(await self._get_json(meta["jwks_uri"]))
+                except jwt.PyJWTError as exc:  # an empty or unusable key set
+                    raise OidcRefused(f"the provider's signing keys cannot be used: {exc}") from None
                 self._jwks_at = time.monotonic()
             keys = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
             if keys:
@@ -126,13 +129,13 @@ class OidcClient:
         base = self.spec.public_url.rstrip("/") if self.spec.public_url else f"{request.protocol}://{request.host}"
         return base + "/login/oidc/callback"
 
-    async def start(self, handler: tornado.web.RequestHandler, next_url: str) -> str:
+    async def start(self, handler: tornado.web.RequestHandler, next_url: str, secure: bool = False) -> str:
         """Set the state cookie; return the provider's authorization URL to send the browser to."""
         meta = await self.metadata()
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
         handler.set_cookie(STATE_COOKIE, self._state.dumps([state, nonce, verifier, next_url]),
                            path="/login/oidc", httponly=True, samesite="Lax",
-                           secure=handler.request.protocol == "https", expires_days=None)
+                           secure=secure or handler.request.protocol == "https", expires_days=None)
         query = {
             "response_type": "code", "client_id": self.spec.client_id,
             "redirect_uri": self.redirect_uri(handler.request),
@@ -205,6 +208,8 @@ class OidcClient:
         groups = _claim(claims, self.spec.roles_claim)
         if isinstance(groups, str):
             groups = groups.split()
+        elif not isinstance(groups, list):  # a number, true, an object: no group
+            groups = []
         roles = [Role.parse(self.spec.role_map[g]) for g in (groups or []) if isinstance(g, str)
                  and g in self.spec.role_map]
         if roles:
@@ -217,13 +222,15 @@ class OidcClient:
 class OidcLoginHandler(tornado.web.RequestHandler):
     """``GET /login/oidc``: send the browser to the identity provider."""
 
-    def initialize(self, client: OidcClient) -> None:
+    def initialize(self, client: OidcClient, cookie_secure: str = "auto") -> None:
         self.client = client
+        self.cookie_secure = cookie_secure  # server.cookie_secure: "always" behind a TLS-terminating proxy
 
     async def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         try:
-            url = await self.client.start(self, local_next(self.get_argument("next", "/")[:2000]))
+            url = await self.client.start(self, local_next(self.get_argument("next", "/")[:2000]),
+                                          secure=self.cookie_secure == "always")
         except OidcRefused as exc:
             log.warning("single sign-on cannot start: %s", exc)
             self.set_status(502)

@@ -130,7 +130,7 @@ def table(runtime: Runtime, layouts: LayoutStore, auth: WebAuth, http_source: Ht
         Route("/embed/{layout}/{widget}/?", EmbedRedirect, {"light": light}),
     ]
     if oidc is not None:
-        routes += [Route("/login/oidc", OidcLoginHandler, {"client": oidc}),
+        routes += [Route("/login/oidc", OidcLoginHandler, {"client": oidc, "cookie_secure": auth.cookie_secure}),
                    Route("/login/oidc/callback", OidcCallbackHandler,
                          {"auth": auth, "journal": runtime.journal, "client": oidc})]
     doc = {"routes": routes}
