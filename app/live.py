@@ -24,7 +24,7 @@ INITIAL_SIZE = 64
 class SeriesRing:
     """A fixed-capacity ring of (time_ns, value) for one series."""
 
-    __slots__ = ("capacity", "device", "metric", "quality", "seq", "tags", "times", "unit", "values")
+    __slots__ = ("capacity", "device", "metric", "quality", "seq", "source", "tags", "times", "unit", "values")
 
     def __init__(self, device: str, metric: str, capacity: int) -> None:
         self.device = device
@@ -39,6 +39,7 @@ class SeriesRing:
         self.unit = ""
         self.quality = "good"
         self.tags: dict[str, str] = {}
+        self.source = ""  # the source of the newest reading (its expected_interval_s says when it is silent)
 
     def append(self, r: Reading) -> None:
         """Add one reading (out-of-order readings are kept in arrival order)."""
@@ -53,6 +54,7 @@ class SeriesRing:
         self.unit = r.unit or self.unit
         self.quality = r.quality
         self.tags = r.tags
+        self.source = r.source
 
     def _grow(self) -> None:
         size = min(len(self.times) * 2, self.capacity)
@@ -74,6 +76,20 @@ class SeriesRing:
             keep = times >= start_ns
             return times[keep], values[keep]
         return times, values
+
+    def usual_interval_s(self, points: int = 16) -> float | None:
+        """Return the median gap between the last ``points`` readings (None under 3 readings).
+
+        How often the series usually reports: the overview calls a device
+        silent after a few of these without a reading.
+        """
+        n = min(self.seq, len(self.times), points)
+        if n < 3:
+            return None
+        idx = np.arange(self.seq - n, self.seq) % len(self.times)
+        gaps = np.diff(np.sort(self.times[idx]))
+        gaps = gaps[gaps > 0]
+        return float(np.median(gaps)) / 1e9 if len(gaps) else None
 
     def latest(self) -> LatestValue | None:
         """Return the newest point, or None when empty."""
