@@ -235,6 +235,9 @@ def test_a_silent_device_and_an_unacknowledged_alarm_on_the_map_and_in_the_list_
     expect(row).to_contain_text("Overview site")
     expect(page.locator(".vigie-site[data-site='plain']")).to_have_attribute("data-state", "ok")
     expect(page.locator(".vigie-unplaced")).to_contain_text("plain")  # listed, not on the map
+    site_map = page.locator(".vigie-site-map")
+    expect(site_map).to_be_visible(timeout=20_000)
+    assert site_map.bounding_box()["x"] < row.bounding_box()["x"], "the map beside the list, on its left"
     on_map = wait_until(lambda: page.evaluate(MAP_DATA_JS), timeout=20, what="the site on the map")
     assert on_map == ["#c62828", 1, 1, "ov-3"], on_map
 

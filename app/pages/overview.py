@@ -311,7 +311,8 @@ class SiteMap:
         fig.add_tools(TapTool(renderers=[dots], callback=OpenURL(url="@url", same_tab=True)))
         fig.toolbar.active_tap = fig.select_one(TapTool)
         self.figure = fig
-        self.pane = pn.pane.Bokeh(fig, sizing_mode="stretch_width", height=height, css_classes=["vigie-site-map"])
+        self.pane = pn.Column(pn.pane.Bokeh(fig, sizing_mode="stretch_width", height=height),
+                              sizing_mode="stretch_width", css_classes=["vigie-site-map"], margin=0)
 
     def data(self, rows: list[dict[str, Any]]) -> dict[str, list]:
         out: dict[str, list] = {c: [] for c in self.COLUMNS}
