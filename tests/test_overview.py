@@ -62,6 +62,19 @@ def test_a_device_is_silent_after_a_few_of_its_usual_intervals_never_before_the_
     assert row["age_s"] == pytest.approx(20.0)  # the freshest reading's age
 
 
+def test_the_usual_interval_is_the_median_gap_of_the_last_readings_across_the_rings_wrap():
+    from app.live import SeriesRing
+
+    ring = SeriesRing("d", "m", capacity=8)
+    assert ring.usual_interval_s() is None
+    t0 = time.time_ns()
+    for i, gap in enumerate([1, 1, 2, 2, 2, 9, 2, 2, 2, 2, 50]):  # 11 readings in 8 places: wrapped
+        t0 += gap * S
+        ring.append(Reading("d", "m", t0, float(i)))
+    assert ring.usual_interval_s() == 2.0  # one long gap does not make a sensor slow
+    assert ring.usual_interval_s() is ring.usual[1] and ring.usual[0] == ring.seq  # kept until the next reading
+
+
 def test_a_device_talking_on_one_series_is_not_silent_for_another_quieter_one(tmp_path):
     runtime = runtime_of(tmp_path)
     now = time.time_ns()

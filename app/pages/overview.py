@@ -9,7 +9,7 @@ click opens the site's dashboard (:func:`dashboard_link`), another its
 alarms on the console (``/alarms?site=...``).
 
 A device is silent when no reading came for longer than expected
-(:func:`silent_after_s`): a no-data rule watching its series says how long,
+(:class:`Silence`): a no-data rule watching its series says how long,
 else its source's ``expected_interval_s``, else a few of its usual
 intervals (``overview.silent_factor``, at least ``overview.silent_min_s``),
 else ``overview.silent_after_s``.
@@ -67,15 +67,59 @@ def _settings(services: PageServices) -> OverviewSection:
     return getattr(services, "overview", None) or OverviewSection()
 
 
-def explicit_silence_s(services: PageServices, ring: SeriesRing) -> float | None:
-    """Return how long a series may stay silent when something says so: a no-data rule, else its source."""
-    alarms = services.alarms
-    expected = alarms.source_intervals.get(ring.source) if alarms is not None else None
-    if alarms is not None and alarms.rules:
-        for rule in alarms.rules_for(f"{ring.device}/{ring.metric}", ring.tags):
-            if isinstance(rule, NoDataRule) and rule.mode != "disabled":
-                return NoDataRule.timeout(rule.v, _State(expected))
-    return expected
+class Silence:
+    """How long each series may stay silent, for one computation of the site states (see the module docstring).
+
+    What a no-data rule or a source says of a series is kept between
+    computations (until the rules or the sources' intervals change): most
+    series are asked about every second.
+    """
+
+    def __init__(self, services: PageServices) -> None:
+        cfg = _settings(services)
+        self.after_s, self.factor, self.min_s = cfg.silent_after_s, cfg.silent_factor, cfg.silent_min_s
+        alarms = self.alarms = services.alarms
+        intervals = dict(alarms.source_intervals) if alarms is not None else {}
+        rules = alarms.rules if alarms is not None else None
+        held = _EXPLICIT.get(id(alarms))
+        if held is None or held[0] is not alarms or held[1] is not rules or held[2] != intervals:
+            if len(_EXPLICIT) > 8:
+                _EXPLICIT.clear()
+            held = _EXPLICIT[id(alarms)] = (alarms, rules, intervals, {})
+        self.intervals, self.known = intervals, held[3]
+
+    def explicit_s(self, ring: SeriesRing) -> float | None:
+        """Return what a no-data rule watching the series, else its source, says (None: nothing)."""
+        ident = (ring.device, ring.metric, ring.source)
+        if ident in self.known:
+            return self.known[ident]
+        expected = self.intervals.get(ring.source)
+        value = expected
+        if self.alarms is not None and self.alarms.rules:
+            for rule in self.alarms.rules_for(f"{ring.device}/{ring.metric}", ring.tags):
+                if isinstance(rule, NoDataRule) and rule.mode != "disabled":
+                    value = NoDataRule.timeout(rule.v, _State(expected))
+                    break
+        self.known[ident] = value
+        return value
+
+    def after(self, ring: SeriesRing) -> float:
+        """Return how long the series may stay silent."""
+        explicit = self.explicit_s(ring)
+        if explicit:
+            return explicit
+        usual = ring.usual_interval_s()
+        return self.after_s if usual is None else max(self.min_s, self.factor * usual)
+
+    def device_silent(self, rings: list[SeriesRing], age_s: float) -> bool:
+        """Whether a device (its newest reading ``age_s`` old) is silent: past the shortest silence of its series."""
+        if age_s <= self.min_s:  # only a rule's or a source's shorter silence can be over (most devices: cheap)
+            explicit = [s for s in map(self.explicit_s, rings) if s]
+            return bool(explicit) and age_s > min(explicit)
+        return age_s > min(map(self.after, rings))
+
+
+_EXPLICIT: dict[int, tuple[Any, Any, dict[str, float], dict[tuple[str, str, str], float | None]]] = {}
 
 
 class _State:
@@ -85,28 +129,6 @@ class _State:
 
     def __init__(self, expected_s: float | None) -> None:
         self.expected_s = expected_s
-
-
-def silent_after_s(services: PageServices, ring: SeriesRing) -> float:
-    """Return how long a series may stay silent (see the module docstring)."""
-    explicit = explicit_silence_s(services, ring)
-    if explicit:
-        return explicit
-    cfg = _settings(services)
-    usual = ring.usual_interval_s()
-    if usual is None:
-        return cfg.silent_after_s
-    return max(cfg.silent_min_s, cfg.silent_factor * usual)
-
-
-def _device_silent(services: PageServices, rings: list[SeriesRing], age_s: float) -> bool:
-    """Whether a device (its newest reading ``age_s`` old) is silent: past the shortest silence of its series."""
-    cfg = _settings(services)
-    explicit = [s for s in (explicit_silence_s(services, r) for r in rings) if s]
-    if age_s <= cfg.silent_min_s:  # only an explicit, shorter silence can be over already (cheap: most devices)
-        return bool(explicit) and age_s > min(explicit)
-    limits = explicit + [silent_after_s(services, r) for r in rings if not explicit_silence_s(services, r)]
-    return age_s > min(limits)
 
 
 # -- site states --------------------------------------------------------------------------------------------
@@ -134,6 +156,7 @@ def compute_site_states(services: PageServices, now_ns: int | None = None) -> li
     for a in shown:
         by_site[a.site].append(a)
     configured = getattr(services, "sites", None) or {}
+    silence = Silence(services)
     rows = []
     for site in sorted(set(devices) | {s for s in by_site if s} | set(configured)):
         site_devices = devices.get(site, {})
@@ -143,7 +166,7 @@ def compute_site_states(services: PageServices, now_ns: int | None = None) -> li
         newest = max(newest_by_device.values(), default=None)
         age = None if newest is None else max(0.0, (now - newest) / 1e9)
         silent = {d for d, rings in site_devices.items()
-                  if _device_silent(services, rings, max(0.0, (now - newest_by_device[d]) / 1e9))}
+                  if silence.device_silent(rings, max(0.0, (now - newest_by_device[d]) / 1e9))}
         silent |= {a.device for a in mine if a.active and a.level == "silent"}  # no-data rules: their own verdict
         state = "stale" if silent or not site_devices else "ok"  # a configured site never heard from: not fine
         if any(_quality(r) == "bad" for rings in site_devices.values() for r in rings):
