@@ -235,7 +235,6 @@ _FR: dict[str, str] = {
     "Not on the map (no coordinates)": "Absents de la carte (sans coordonnées)",
     "Full screen": "Plein écran",
     "Log in first": "Connectez-vous d'abord",
-    "Wall": "Mur d'images",
     "Nothing to show: name layouts in the link (/wall?layouts=a,b) or in overview.wall_layouts":
         "Rien à afficher : nommez des tableaux dans le lien (/wall?layouts=a,b) ou dans overview.wall_layouts",
     "Generated from the site’s series: no layout names this site":

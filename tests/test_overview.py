@@ -283,12 +283,20 @@ def test_the_wall_rotates_between_layouts_without_navigation(browser, server):
     try:
         page.goto(f"{server.base}/wall?layouts=ov-board,second&every=2")
         title = page.locator(".vigie-wall-title")
-        expect(title).to_have_text("OV board", timeout=30_000)
-        expect(page.locator(".grid-stack-item", has_text="ov note")).to_have_count(1, timeout=20_000)
-        expect(title).to_have_text("Second board", timeout=20_000)
-        expect(page.locator(".grid-stack-item", has_text="second note")).to_have_count(1, timeout=20_000)
-        expect(page.locator(".vigie-wall-position")).to_have_text("2 / 2")
-        expect(title).to_have_text("OV board", timeout=20_000)  # and round again
+        ov_note, second_note = (page.locator(".grid-stack-item", has_text=text) for text in ("ov note", "second note"))
+
+        def shown() -> tuple[str, list[str], str]:
+            """The header's title, the notes visible, the position (a screen lasts 2 s: read them together)."""
+            return (title.inner_text(), [name for name, note in (("ov note", ov_note), ("second note", second_note))
+                                      if note.is_visible()],
+                    page.locator(".vigie-wall-position").inner_text())
+
+        wait_until(lambda: shown() == ("OV board", ["ov note"], "1 / 2"), 30, 0.1, "the first layout")
+        wait_until(lambda: shown() == ("Second board", ["second note"], "2 / 2"), 20, 0.1, "the second layout")
+        try:
+            wait_until(lambda: shown()[0] == "OV board", 20, 0.1, "the first layout again")  # and round again
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{server.log.read_text()[-4000:]}") from None
         assert page.locator(".vigie-nav").count() == 0 and page.locator(".vigie-edit").count() == 0
         page.goto(f"{server.base}/wall?layouts=overview&every=2")  # the site overview, in large type
         expect(page.locator(".vigie-site[data-site='ovsite']")).to_be_visible(timeout=30_000)

@@ -9,7 +9,7 @@ changes anything: a viewer's login or ``server.anonymous_read`` is enough.
 
 Every dashboard of the rotation is built once, when the page opens (off
 the event loop, like every page), and stays live; turning to the next one
-only swaps which grid the page shows.
+only changes which one is visible.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Wall:
         self.index = 0
         self.header = pn.pane.HTML("", sizing_mode="stretch_width", margin=0, css_classes=["vigie-wall-header"])
         self.banner = AlarmBanner(services, lang)
-        self.body = pn.Column(sizing_mode="stretch_width", margin=(8, 12), css_classes=["vigie-wall-body"])
+        self.body = pn.Column(*(view for _n, _t, view in self.screens), sizing_mode="stretch_width", margin=(8, 12),
+                              css_classes=["vigie-wall-body"])
         self.show(0)
         if len(self.screens) > 1:
             every(self.rotate, int(self.period * 1000))
@@ -95,17 +96,21 @@ class Wall:
                                          f"{html.escape(text)}<br>{html.escape('; '.join(self.problems))}</p>")]
             return
         self.index = index % len(self.screens)
-        name, title, view = self.screens[self.index]
+        name, title, _view = self.screens[self.index]
         position = f"{self.index + 1} / {len(self.screens)}" if len(self.screens) > 1 else ""
-        with pn.io.hold():
-            self.header.object = (
-                f"<div style='{HEADER_STYLE}'><span class='vigie-wall-title' data-layout='{html.escape(name)}' "
-                f"style='font-size:2.6em;font-weight:700;flex:1'>{html.escape(title)}</span>"
-                f"<span class='vigie-wall-position' style='font-size:1.6em;opacity:.8'>{position}</span>"
-                f"<button class='vigie-wall-fullscreen' title='{html.escape(t('Full screen', self.lang))}' "
-                f"onclick=\"{FULLSCREEN_JS}\" style='font-size:1.6em;background:none;color:#fff;border:1px solid "
-                f"#cfe3f0;border-radius:4px;cursor:pointer'>⛶</button></div>")
-            self.body[:] = [view]
+        # Every screen is in the page from the start, hidden but the one shown: turning is two visibility
+        # changes, where swapping the grids in and out made the browser build each again (seconds, under load).
+        # Not under pn.io.hold: changes made from a periodic callback inside it were sometimes never sent.
+        for i, (_name, _title, view) in enumerate(self.screens):
+            if view.visible != (i == self.index):
+                view.visible = i == self.index
+        self.header.object = (
+            f"<div style='{HEADER_STYLE}'><span class='vigie-wall-title' data-layout='{html.escape(name)}' "
+            f"style='font-size:2.6em;font-weight:700;flex:1'>{html.escape(title)}</span>"
+            f"<span class='vigie-wall-position' style='font-size:1.6em;opacity:.8'>{position}</span>"
+            f"<button class='vigie-wall-fullscreen' title='{html.escape(t('Full screen', self.lang))}' "
+            f"onclick=\"{FULLSCREEN_JS}\" style='font-size:1.6em;background:none;color:#fff;border:1px solid "
+            f"#cfe3f0;border-radius:4px;cursor:pointer'>⛶</button></div>")
 
     def rotate(self) -> None:
         """Turn to the next screen."""
