@@ -179,7 +179,8 @@ OV_CONFIG = (
     "sites:\n  ovsite: {lat: 45.19, lon: 5.72, title: Overview site}\n"
 )
 OV_BOARD = "title: OV board\nsite: ovsite\nwidgets:\n- {type: markdown, id: n, x: 0, y: 0, w: 4, h: 2, text: ov note}\n"
-SECOND = "title: Second board\nwidgets:\n- {type: markdown, id: n, x: 0, y: 0, w: 4, h: 2, text: second note}\n"
+SECOND = ("title: Second board\nwidgets:\n- {type: markdown, id: n, x: 0, y: 0, w: 4, h: 2, text: second note}\n"
+          "- {type: timeseries, id: c, x: 4, y: 0, w: 8, h: 4, title: Levels, series: [ov-1/level]}\n")
 
 MAP_DATA_JS = """() => {
     for (const doc of Bokeh.documents) {
@@ -293,6 +294,8 @@ def test_the_wall_rotates_between_layouts_without_navigation(browser, server):
 
         wait_until(lambda: shown() == ("OV board", ["ov note"], "1 / 2"), 30, 0.1, "the first layout")
         wait_until(lambda: shown() == ("Second board", ["second note"], "2 / 2"), 20, 0.1, "the second layout")
+        chart = page.locator(".vigie-widget-timeseries canvas").first  # hidden when the page opened: laid out now
+        wait_until(lambda: chart.is_visible() and chart.bounding_box()["width"] > 400, 20, 0.1, "the chart drawn")
         try:
             wait_until(lambda: shown()[0] == "OV board", 20, 0.1, "the first layout again")  # and round again
         except TimeoutError as exc:
