@@ -293,6 +293,8 @@ def test_the_wall_rotates_between_layouts_without_navigation(browser, server):
                     page.locator(".vigie-wall-position").inner_text())
 
         wait_until(lambda: shown() == ("OV board", ["ov note"], "1 / 2"), 30, 0.1, "the first layout")
+        size = ov_note.locator("p").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+        assert size >= 18, f"large type: {size}px"  # 12 px on the other pages
         wait_until(lambda: shown() == ("Second board", ["second note"], "2 / 2"), 20, 0.1, "the second layout")
         chart = page.locator(".vigie-widget-timeseries canvas").first  # hidden when the page opened: laid out now
         wait_until(lambda: chart.is_visible() and chart.bounding_box()["width"] > 400, 20, 0.1, "the chart drawn")

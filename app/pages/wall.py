@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 OVERVIEW = "overview"
 MAX_LAYOUTS = 20
+TEXT_SIZE = "18px"  # the wall's text, against the pages' 12 px (read from across the control room)
 HEADER_STYLE = ("display:flex;align-items:center;gap:1.2em;background:#0b3d5c;color:#fff;padding:10px 24px;"
                 "font-family:sans-serif;")
 FULLSCREEN_JS = ("document.fullscreenElement ? document.exitFullscreen() : "
@@ -81,8 +82,11 @@ class Wall:
         self.index = 0
         self.header = pn.pane.HTML("", sizing_mode="stretch_width", margin=0, css_classes=["vigie-wall-header"])
         self.banner = AlarmBanner(services, lang)
+        # Large type: every Bokeh/Panel element sizes its text from --bokeh-font-size (12px unless set), a
+        # custom property, inherited into their shadow roots; the widgets' own sizes are in em of it.
         self.body = pn.Column(*(view for _n, _t, view in self.screens), sizing_mode="stretch_width", margin=(8, 12),
-                              css_classes=["vigie-wall-body"])
+                              css_classes=["vigie-wall-body"],
+                              stylesheets=[f":host {{ --bokeh-font-size: {TEXT_SIZE}; font-size: {TEXT_SIZE}; }}"])
         self.show(0)
         if len(self.screens) > 1:
             every(self.rotate, int(self.period * 1000))
