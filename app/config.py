@@ -217,6 +217,37 @@ class MapSpecConfig(Spec):
                             doc="XYZ tile URL ({z}/{x}/{y}); none by default, so maps work offline.")
 
 
+class SiteSpec(Spec):
+    """One site of the ``sites`` section: where it is and what it is called (the overview's map and list)."""
+
+    lat = param.Number(default=None, allow_None=True, bounds=(-90, 90), doc="Latitude (degrees).")
+    lon = param.Number(default=None, allow_None=True, bounds=(-180, 180), doc="Longitude (degrees).")
+    title = param.String(default=None, allow_None=True, doc="Name shown (default: the site tag itself).")
+    dashboard = param.String(default=None, allow_None=True,
+                             doc="Layout opened by the site's dashboard link (default: a layout saying "
+                                 "site: <name>, else layouts/site-<name>.yaml, else one generated from its series).")
+
+    def validate(self) -> list[tuple[tuple, str]]:
+        if (self.lat is None) != (self.lon is None):
+            return [(("lon" if self.lon is None else "lat",), "give both lat and lon, or neither")]
+        return []
+
+
+class OverviewSection(Spec):
+    """The overview page (silent devices) and the wall display."""
+
+    silent_after_s = param.Number(default=300.0, bounds=(1, None),
+                                  doc="A device whose usual interval is not known yet (fewer than 3 readings) and "
+                                      "no no-data rule or expected_interval_s covers is silent after this.")
+    silent_factor = param.Number(default=3.0, bounds=(1, 1000),
+                                 doc="Else a device is silent after this many times its usual interval.")
+    silent_min_s = param.Number(default=30.0, bounds=(0, None),
+                                doc="...but never before this (a 1 s sensor late by a few seconds is not silent).")
+    wall_layouts = param.List(default=[], item_type=str,
+                              doc="Layouts /wall rotates through when its link names none (default: every layout).")
+    wall_every_s = param.Number(default=30.0, bounds=(1, 3600), doc="Seconds each layout stays on the wall.")
+
+
 class VigieConfig(Spec):
     """The whole configuration; each source kind adds its section (a list) from the registry, below."""
 
@@ -228,6 +259,8 @@ class VigieConfig(Spec):
     map = param.ClassSelector(class_=MapSpecConfig, default=None, allow_None=True)
     contacts = param.ClassSelector(class_=ContactsSection, default=None, allow_None=True)
     escalation = param.ClassSelector(class_=EscalationSection, default=None, allow_None=True)
+    overview = param.ClassSelector(class_=OverviewSection, default=None, allow_None=True)
+    sites = param.Dict(default={}, doc="Sites by their site tag: {lat, lon, title, dashboard} (the overview's map).")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -239,9 +272,20 @@ class VigieConfig(Spec):
         self.map = self.map or MapSpecConfig()
         self.contacts = self.contacts or ContactsSection()
         self.escalation = self.escalation or EscalationSection()
+        self.overview = self.overview or OverviewSection()
 
     def validate(self) -> list[tuple[tuple, str]]:
-        return cross_problems(self.contacts, self.escalation, self.alarms.rules) + self._series_problems()
+        problems = cross_problems(self.contacts, self.escalation, self.alarms.rules) + self._series_problems()
+        for name, entry in (self.sites or {}).items():
+            try:
+                SiteSpec.from_spec(entry, ("sites", name))
+            except SpecError as exc:
+                problems += [(p.path, p.message) for p in exc.problems]
+        return problems
+
+    def site_specs(self) -> dict[str, SiteSpec]:
+        """Return the ``sites`` section, each entry checked (by :meth:`validate`) and built."""
+        return {str(name): SiteSpec.from_spec(entry) for name, entry in (self.sites or {}).items()}
 
     def _series_problems(self) -> list[tuple[tuple, str]]:
         """Line protocol producers whose metric templates could write one series by accident."""

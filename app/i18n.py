@@ -233,6 +233,16 @@ _FR: dict[str, str] = {
     "unacknowledged": "non acquittées",
     "Shadow rules (what they would raise, never notified)":
         "Règles en observation (ce qu'elles déclencheraient, sans notification)",
+    "silent devices": "équipements muets",
+    "bad data": "données invalides",
+    "not on the map": "absent de la carte",
+    "Not on the map (no coordinates)": "Absents de la carte (sans coordonnées)",
+    "Full screen": "Plein écran",
+    "Log in first": "Connectez-vous d'abord",
+    "Nothing to show: name layouts in the link (/wall?layouts=a,b) or in overview.wall_layouts":
+        "Rien à afficher : nommez des tableaux dans le lien (/wall?layouts=a,b) ou dans overview.wall_layouts",
+    "Generated from the site’s series: no layout names this site":
+        "Généré à partir des séries du site : aucun tableau de bord ne nomme ce site",
 }
 
 

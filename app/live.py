@@ -11,6 +11,8 @@ since I last looked" without copying the whole ring.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +26,8 @@ INITIAL_SIZE = 64
 class SeriesRing:
     """A fixed-capacity ring of (time_ns, value) for one series."""
 
-    __slots__ = ("capacity", "device", "metric", "quality", "seq", "tags", "times", "unit", "values")
+    __slots__ = ("capacity", "device", "metric", "quality", "seq", "source", "tags", "times", "unit", "usual",
+                 "values")
 
     def __init__(self, device: str, metric: str, capacity: int) -> None:
         self.device = device
@@ -39,6 +42,8 @@ class SeriesRing:
         self.unit = ""
         self.quality = "good"
         self.tags: dict[str, str] = {}
+        self.source = ""  # the source of the newest reading (its expected_interval_s says when it is silent)
+        self.usual: tuple[int, float | None] | None = None  # (seq, usual interval) once asked
 
     def append(self, r: Reading) -> None:
         """Add one reading (out-of-order readings are kept in arrival order)."""
@@ -53,6 +58,7 @@ class SeriesRing:
         self.unit = r.unit or self.unit
         self.quality = r.quality
         self.tags = r.tags
+        self.source = r.source
 
     def _grow(self) -> None:
         size = min(len(self.times) * 2, self.capacity)
@@ -74,6 +80,29 @@ class SeriesRing:
             keep = times >= start_ns
             return times[keep], values[keep]
         return times, values
+
+    def usual_interval_s(self, points: int = 16) -> float | None:
+        """Return the median gap between the last ``points`` readings (None under 3 readings).
+
+        How often the series usually reports: the overview calls a device
+        silent after a few of these without a reading. Kept until the next
+        reading (a silent series, the one that matters, is not computed again).
+        """
+        cached = self.usual
+        if cached is not None and cached[0] == self.seq:
+            return cached[1]
+        size = len(self.times)
+        n = min(self.seq, size, points)
+        value = None
+        if n >= 3:
+            start = (self.seq - n) % size
+            raw = (self.times[start:start + n].tolist() if start + n <= size
+                   else self.times[start:].tolist() + self.times[:start + n - size].tolist())
+            raw.sort()
+            gaps = [b - a for a, b in itertools.pairwise(raw) if b > a]
+            value = statistics.median(gaps) / 1e9 if gaps else None
+        self.usual = (self.seq, value)
+        return value
 
     def latest(self) -> LatestValue | None:
         """Return the newest point, or None when empty."""

@@ -36,6 +36,7 @@ from app.pages.light_embed import LightViews
 from app.pages.overview import overview_page
 from app.pages.services import PageServices
 from app.pages.system import system_page
+from app.pages.wall import wall_page
 from app.runtime import Runtime
 from app.web import quiet_sockets, routes
 from app.web.access import allowed
@@ -161,7 +162,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     port = spec.port if port is None else port
     origins = [f"localhost:{port}", f"127.0.0.1:{port}", *spec.allow_websocket_origin]
     pages = {
-        "/": _page(overview_page, services, auth),
+        "/": _page(overview_page, services, layouts, auth),
         "/dashboards": _page(dashboards_list_page, services, layouts, auth),
         "/dashboard": _page(dashboard_page, services, layouts, auth),
         "/alarms": _page(alarms_page, services, auth),
@@ -171,6 +172,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
         "/access": _page(access_page, services, layouts, auth),
         "/contacts": _page(contacts_page, services, auth),
         "/embed-app": _page(embed_page, services, layouts, auth),
+        "/wall": _page(wall_page, services, layouts, auth),
     }
     # Every page loads the scripts of every widget kind: a widget added in the editor (a table's Tabulator on
     # a dashboard that had none) otherwise finds its component missing, and the whole grid goes blank.

@@ -102,13 +102,16 @@ def test_flood_dams_dashboard_renders_offline_and_updates_the_readme_screenshot(
         for path in ("/", "/dashboards", "/history", "/system", "/dashboard?name=servers"):
             page.goto(base + path)
             page.locator(".vigie-nav").first.wait_for(timeout=20_000)
-            if path == "/":  # the overview: one coloured tile per site, side by side
+            if path == "/":  # the overview: the sites on a map, and listed beside it, one coloured row each
                 tiles = page.locator(".vigie-site")
-                expect(tiles.nth(4)).to_be_visible(timeout=20_000)  # a tile per demo site
-                # The overview re-renders its tiles every few seconds: read both boxes from one render.
+                expect(tiles.nth(4)).to_be_visible(timeout=20_000)  # a row per demo site
+                # The overview re-renders its list every few seconds: read both boxes from one render.
                 boxes = wait_until(lambda t=tiles: (b := [t.nth(i).bounding_box() for i in range(2)]) and all(b) and b,
-                                   10, 0.1, "two laid-out tiles")
-                assert boxes[0]["width"] < 400 and abs(boxes[0]["y"] - boxes[1]["y"]) < 5, boxes
+                                   10, 0.1, "two laid-out rows")
+                assert abs(boxes[0]["x"] - boxes[1]["x"]) < 5 and boxes[1]["y"] > boxes[0]["y"], boxes
+                site_map = page.locator(".vigie-site-map")
+                expect(site_map).to_be_visible(timeout=20_000)  # the demo's sites have coordinates (config)
+                assert site_map.bounding_box()["x"] < boxes[0]["x"], "the map left of the list"
                 assert tiles.first.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
         page.goto(base + "/dashboard?name=flood-dams")
         expect(page.locator(".vigie-number")).to_have_count(6, timeout=20_000)  # five dams and the rain gauge

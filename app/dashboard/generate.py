@@ -47,4 +47,4 @@ def generate_for_site(live: LiveCache, site: str) -> LayoutSpec:
     for i, (metric, keys) in enumerate(sorted(by_metric.items())):
         widgets.append(TimeSeriesSpec(id=new_id(metric), title=metric, series=sorted(keys),
                                       x=(i % 2) * (GRID_COLUMNS // 2), y=(i // 2) * 4, w=GRID_COLUMNS // 2, h=4))
-    return LayoutSpec(title=site, description=f"Generated for site {site}", widgets=widgets)
+    return LayoutSpec(title=site, description=f"Generated for site {site}", site=site, widgets=widgets)

@@ -76,6 +76,9 @@ class LayoutSpec(Spec):
 
     title = param.String(default="Dashboard", doc="Title of the dashboard.")
     description = param.String(default="", doc="One line shown under the title.")
+    site = param.String(default=None, allow_None=True,
+                        doc="The site (its site tag) this dashboard shows: the overview's dashboard link of that "
+                            "site opens it.")
     row_height = param.Integer(default=80, bounds=(20, 400), doc="Height of one grid row in pixels.")
     refresh_ms = param.Integer(default=500, bounds=(250, 60_000),
                                doc="How often live widgets look for new data (ms).")

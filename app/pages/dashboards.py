@@ -426,6 +426,9 @@ def dashboard_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) 
     lang = session_lang()
     name = session_arg("name") or ""
     identity = auth.page_identity()
+    site = session_arg("site")
+    if not name and site:  # the overview's link for a site no layout is made for: one generated from its series
+        return generated_site_page(services, site, lang, identity)
     try:
         editor = DashboardEditor(services, layouts, name, lang, auth)
     except (LayoutNameError, FileNotFoundError) as exc:
@@ -437,6 +440,20 @@ def dashboard_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) 
     heading = pn.pane.HTML(f"<h2>{html.escape(title)}</h2>", sizing_mode="stretch_width")
     return page(services, "/dashboards", title, heading, editor.panel,
                 lang=lang, busy_indicator=False, identity=identity)
+
+
+def generated_site_page(services: PageServices, site: str, lang: str, identity: Any) -> pn.template.BootstrapTemplate:
+    """Return a site's dashboard generated from the series it has now (read-only; "Generate dashboard" saves one)."""
+    spec = generate_for_site(services.live, site)
+    dashboard = Dashboard(LoadedLayout(slugify(f"site-{site}"), spec, []), widget_context(services, lang),
+                          pulse=services.pulse)
+    dashboard.start()
+    pn.state.on_session_destroyed(lambda _ctx: dashboard.stop())
+    heading = pn.pane.HTML(f"<h2 class='vigie-generated-site'>{html.escape(spec.title)}</h2><small>"
+                           f"{html.escape(t('Generated from the site’s series: no layout names this site', lang))}"
+                           "</small>", sizing_mode="stretch_width")
+    return page(services, "/dashboards", spec.title, heading, dashboard.grid, lang=lang, busy_indicator=False,
+                identity=identity)
 
 
 def dashboards_list_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) -> pn.template.BootstrapTemplate:

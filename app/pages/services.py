@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from app.alarms.journal import Journal
     from app.alarms.rule_file import RuleEditor
     from app.cameras import CameraStore
+    from app.config import OverviewSection, SiteSpec
     from app.ingest.deadletters import DeadLetters
     from app.live import LiveCache
     from app.notify.cascade import Notifier
@@ -45,6 +46,8 @@ class PageServices:
     health: Callable[[], dict[str, Any]]  # the detailed health (the System page; admins only)
     dead_letters: Callable[[], list[DeadLetters]]  # every source's, and the store writer's
     layouts_report: Callable[[], tuple[int, str]]  # how many layouts, and where
+    sites: dict[str, SiteSpec]  # the config's sites: coordinates, titles, dashboards (the overview)
+    overview: OverviewSection  # when a device is silent; the wall display's defaults
 
     @classmethod
     def of(cls, runtime: Runtime) -> PageServices:
@@ -56,5 +59,5 @@ class PageServices:
             accounts=runtime.accounts, cameras=runtime.cameras, timezone=cfg.server.timezone,
             tile_url=cfg.map.tile_url, health=runtime.health,
             dead_letters=lambda: [part.dead for part in [*runtime.sources, runtime.writer]],
-            layouts_report=runtime.loaded.layouts_report,
+            layouts_report=runtime.loaded.layouts_report, sites=cfg.site_specs(), overview=cfg.overview,
         )

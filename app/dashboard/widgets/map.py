@@ -45,6 +45,23 @@ def bokeh_tile_url(url: str) -> str:
     return _TILE_VARS.sub(lambda m: "{" + m.group(1).upper() + "}", url)
 
 
+def base_figure(tile_url: str | None = None, attribution: str = "", min_height: int = 150) -> figure:
+    """Return an empty map: Web Mercator axes in degrees, the plain offline background, or the tiles given.
+
+    The map widget and the overview's site map share it.
+    """
+    fig = figure(x_axis_type="mercator", y_axis_type="mercator", match_aspect=True, sizing_mode="stretch_both",
+                 min_height=min_height, tools="pan,wheel_zoom,reset,save", active_scroll="wheel_zoom",
+                 toolbar_location="above", background_fill_color="#f4f6f8", border_fill_color="#ffffff")
+    fig.x_range.range_padding = fig.y_range.range_padding = 0.15
+    fig.x_range.default_span = fig.y_range.default_span = 2000.0  # metres, when one point alone
+    fig.grid.grid_line_color = "#dde3e8"
+    fig.axis.major_label_text_color = "#666666"
+    if tile_url:
+        fig.add_tile(WMTSTileSource(url=bokeh_tile_url(tile_url), attribution=html.escape(attribution)))
+    return fig
+
+
 class MapSpec(WidgetSpec):
     """Devices placed by their latitude and longitude series, with their recent trail."""
 
@@ -108,16 +125,7 @@ class MapView(WidgetView):
         self._devices: list[str] = []
         self.points = ColumnDataSource({"x": [], "y": [], "device": [], "lat": [], "lon": [], "label": []})
         self.trails = ColumnDataSource({"xs": [], "ys": [], "device": []})
-        fig = figure(x_axis_type="mercator", y_axis_type="mercator", match_aspect=True, sizing_mode="stretch_both",
-                     min_height=150, tools="pan,wheel_zoom,reset,save", active_scroll="wheel_zoom",
-                     toolbar_location="above", background_fill_color="#f4f6f8", border_fill_color="#ffffff")
-        fig.x_range.range_padding = fig.y_range.range_padding = 0.15
-        fig.x_range.default_span = fig.y_range.default_span = 2000.0  # metres, when one point alone
-        fig.grid.grid_line_color = "#dde3e8"
-        fig.axis.major_label_text_color = "#666666"
-        url = self.spec.tile_url or self.ctx.tile_url
-        if url:
-            fig.add_tile(WMTSTileSource(url=bokeh_tile_url(url), attribution=html.escape(self.spec.tile_attribution)))
+        fig = base_figure(self.spec.tile_url or self.ctx.tile_url, self.spec.tile_attribution)
         fig.multi_line("xs", "ys", source=self.trails, line_color=POINT_COLOR, line_alpha=0.3, line_width=2)
         dots = fig.scatter("x", "y", source=self.points, size=11, fill_color=POINT_COLOR, line_color="#ffffff",
                            line_width=2)
