@@ -210,7 +210,8 @@ def test_editor_shows_every_text_literally(page, vigie, watch):
         page.goto(f"{vigie.base}/dashboard?name=xss")
     shows(page, title(11))
     page.locator(".vigie-edit button, .vigie-edit").first.click()
-    expect(page.locator(".vigie-save").first).to_be_visible(timeout=10_000)
+    # Edit mode draws the whole grid again (twenty widgets): seconds on a busy 2-core machine.
+    expect(page.locator(".vigie-save").first).to_be_visible(timeout=30_000)
     shows(page, title(11), title(19))
     select = page.locator(".vigie-widget-select select")
     select.select_option("note")
