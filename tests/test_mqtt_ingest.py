@@ -37,11 +37,11 @@ async def running(source: MqttSource):
     return task
 
 
-async def test_json_number_and_line_protocol_payloads(mosquitto, request):
+async def test_json_number_and_line_protocol_payloads(mosquitto, request, mqtt_transport):
     prefix = request.node.name
     collector = Collector()
     source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c")
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c", transport=mqtt_transport)
     task = await running(source)
     ts_ms = int(time.time() * 1000) - 5000
     await publish(mosquitto.host, mosquitto.port, [
@@ -64,12 +64,12 @@ async def test_json_number_and_line_protocol_payloads(mosquitto, request):
     assert source.state == "stopped"
 
 
-async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, request, caplog):
+async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, request, caplog, mqtt_transport):
     caplog.set_level(logging.WARNING, logger="app.ingest.deadletters")
     prefix = request.node.name
     collector = Collector()
     source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c")
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c", transport=mqtt_transport)
     task = await running(source)
     now_ms = int(time.time() * 1000)
     tele = f"{prefix}/site/s/device/d/telemetry"
@@ -109,12 +109,12 @@ async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, requ
 
 
 @pytest.mark.slow
-async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosquitto, request):
+async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosquitto, request, mqtt_transport):
     prefix = "p"
     collector = Collector()
     source = MqttSource("t", Hub(store=collector), host=own_mosquitto.host, port=own_mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id="persistent-vigie",
-                        reconnect_max_delay_s=0.5)
+                        subscriptions=subscriptions(prefix), client_id=f"persistent-vigie-{mqtt_transport}",
+                        reconnect_max_delay_s=0.5, transport=mqtt_transport)
     task = await running(source)
     tele = f"{prefix}/site/s/device/d/telemetry"
     now_ms = int(time.time() * 1000)
@@ -130,8 +130,8 @@ async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosq
     await publish(own_mosquitto.host, own_mosquitto.port,
                   [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(20, 30)])
     source2 = MqttSource("t", Hub(store=collector), host=own_mosquitto.host, port=own_mosquitto.port,
-                         subscriptions=subscriptions(prefix), client_id="persistent-vigie",
-                         reconnect_max_delay_s=0.5)
+                         subscriptions=subscriptions(prefix), client_id=f"persistent-vigie-{mqtt_transport}",
+                         reconnect_max_delay_s=0.5, transport=mqtt_transport)
     task2 = await running(source2)
     await until(lambda: len(collector.readings) >= 30, what="30 readings")
     # Broker restarted under a connected source: it reconnects by itself.
@@ -144,17 +144,18 @@ async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosq
     await asyncio.wait_for(task2, 5)
 
 
-async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb, request):
+async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb, request, mqtt_transport):
     from app.store.influx import InfluxStore
     from app.store.writer import StoreWriter
 
     prefix = "exact"
-    store = InfluxStore(influxdb.url, database=influxdb.database, measurement="mqtt_exact")
+    store = InfluxStore(influxdb.url, database=influxdb.database, measurement=f"mqtt_exact_{mqtt_transport}")
     await store.open()
     writer = StoreWriter(store, batch_size=100, flush_interval=0.05)
     writer_task = asyncio.create_task(writer.run())
     source = MqttSource("plant", Hub(store=writer), host=mosquitto.host, port=mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id="exact-c")
+                        subscriptions=subscriptions(prefix), client_id=f"exact-c-{mqtt_transport}",
+                        transport=mqtt_transport)
     task = await running(source)
     ts_ms = int(time.time() * 1000) - 60_000
     await publish(mosquitto.host, mosquitto.port, [
@@ -163,7 +164,8 @@ async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb
         (f"{prefix}/servers/srv-1/metrics", f"system,rack=a cpu=12.5,mem=40i {(ts_ms + 7) * 10**6}"),
     ])
     await until(lambda: writer.written >= 5, what="5 points written")
-    rows = {(r["device"], r["metric"]): r for r in influxdb.points('SELECT * FROM "mqtt_exact" GROUP BY *')}
+    rows = {(r["device"], r["metric"]): r
+            for r in influxdb.points(f'SELECT * FROM "mqtt_exact_{mqtt_transport}" GROUP BY *')}
     assert set(rows) == {("dam-1", "water_level"), ("dam-1", "inflow"), ("gauge-1", "battery"),
                          ("srv-1", "cpu"), ("srv-1", "mem")}
     level = rows[("dam-1", "water_level")]

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 _ROUTE_CACHE_MAX = 200_000
 ACK_MODES = ("durable", "on_arrival")
+TRANSPORTS = ("aiomqtt", "gmqtt")
 
 
 class BatchQueue(asyncio.Queue):
@@ -153,6 +154,7 @@ class MqttSource(Source):
         max_inflight: int = 1000,
         ack: str = "durable",
         receive_maximum: int = 1000,
+        transport: str = "aiomqtt",
     ) -> None:
         super().__init__(name, hub)
         self.host = host
@@ -165,6 +167,11 @@ class MqttSource(Source):
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"MQTT protocol must be '5' or '3.1.1', not {protocol!r}")
         self.protocol = protocol
+        if transport not in TRANSPORTS:
+            raise ValueError(f"MQTT transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        self.transport = transport
+        if transport == "gmqtt" and any(s.qos > 1 for s in subscriptions):
+            raise ValueError("the gmqtt MQTT transport takes QoS 0 or 1 subscriptions, not QoS 2")
         self.shared_group = shared_group
         self.session_expiry_s = session_expiry_s
         self.keepalive_s = keepalive_s
@@ -183,6 +190,8 @@ class MqttSource(Source):
         self._backoff = Backoff(initial=0.2, cap=reconnect_max_delay_s)
         self._routes: dict[str, tuple[Decoder, str | None, str | None, dict[str, str]] | None] = {}
         self._queue: BatchQueue | None = None  # the current client's, for messages left at a stop
+        self._gmqtt: Any = None  # the current gmqtt connection (transport: gmqtt)
+        self._acks_batched = False
 
     # -- connection ---------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -219,20 +228,13 @@ class MqttSource(Source):
 
     async def run(self) -> None:
         """Connect, subscribe and ingest until stopped; reconnect with back-off."""
+        from app.ingest.mqtt_gmqtt import GmqttConnectError
+
+        connect = self._run_gmqtt if self.transport == "gmqtt" else self._run_aiomqtt
         while not self.stopping:
             try:
-                async with self._client() as client:
-                    self._start_acks(client)
-                    try:
-                        for sub in self.subscriptions:
-                            await client.subscribe(self.topic_filter(sub), qos=sub.qos)
-                        self.set_state(ConnectionState.CONNECTED)
-                        self._backoff.reset()
-                        await self._consume_until_stopped(client)
-                        await self._ack_before_leaving()
-                    finally:
-                        self._end_acks()
-            except aiomqtt.MqttError as exc:
+                await connect()
+            except (aiomqtt.MqttError, GmqttConnectError) as exc:
                 self._handle_left_over()
                 self.set_state(ConnectionState.DISCONNECTED, f"{exc}")
                 if await self.sleep_or_stop(self._backoff.next()):
@@ -241,14 +243,68 @@ class MqttSource(Source):
                 self._handle_left_over()
         self.set_state(ConnectionState.STOPPED)
 
+    async def _run_aiomqtt(self) -> None:
+        """One aiomqtt connection: subscribe, then ingest until stopped or disconnected."""
+        async with self._client() as client:
+            self._start_acks(client._client.ack if self.ack == "durable" else None)
+            try:
+                for sub in self.subscriptions:
+                    await client.subscribe(self.topic_filter(sub), qos=sub.qos)
+                self.set_state(ConnectionState.CONNECTED)
+                self._backoff.reset()
+                await self._consume_until_stopped(client)
+                await self._ack_before_leaving()
+            finally:
+                self._end_acks()
+
+    async def _run_gmqtt(self) -> None:
+        """One gmqtt connection: subscribe, then ingest until stopped or disconnected."""
+        from app.ingest.mqtt_gmqtt import GmqttConnection
+
+        conn = GmqttConnection(
+            host=self.host, port=self.port, client_id=self.client_id, username=self._username,
+            password=self._password, tls=tls_context(self.tls) if self.tls else None, protocol=self.protocol,
+            session_expiry_s=self.session_expiry_s, receive_maximum=self.receive_maximum,
+            keepalive_s=self.keepalive_s, on_batch=self._take_raw)
+        self._gmqtt = conn
+        # Before the CONNACK: a resumed session's messages arrive right behind it, and are handed over at once.
+        self._start_acks(conn.ack, batched=True)
+        try:
+            await conn.open()
+            for sub in self.subscriptions:
+                await conn.subscribe(self.topic_filter(sub), sub.qos)
+            self.set_state(ConnectionState.CONNECTED)
+            self._backoff.reset()
+            lost = await until_stopped(conn.wait_lost(), self._stopping, f"mqtt-link-{self.name}")
+            raise_failure(lost)
+            await self._ack_before_leaving()
+        finally:
+            self._end_acks()
+            await conn.close()
+
+    def _take_raw(self, batch: list[tuple[bytes, bytes, int, int]]) -> None:
+        """Handle a batch from the gmqtt transport: decode it, then acknowledge it (now or once durable)."""
+        self._decode([(topic.decode(errors="replace"), payload) for topic, payload, _, _ in batch])
+        acks = [(mid, qos) for _, _, mid, qos in batch if qos]
+        if self.ack == "durable":
+            self._ack_when_durable(acks)
+        elif acks and self._gmqtt is not None:
+            self._gmqtt.ack([mid for mid, _ in acks])
+
     def _handle_left_over(self) -> None:
         """Handle what the client received but nobody took: at a stop or a lost connection.
 
-        paho acknowledged these messages when they arrived, so the broker
-        will not deliver them again: dropping them would lose them.
+        With aiomqtt and ``ack: on_arrival``, paho acknowledged these messages
+        when they arrived, so the broker will not deliver them again: dropping
+        them would lose them. (Unacknowledged ones are delivered again.)
         """
         if self._queue is not None and self._queue.qsize():
             self.handle(self._queue.take_all())
+        if self._gmqtt is not None:
+            left = self._gmqtt.take_all()
+            self._gmqtt = None
+            if left:
+                self._decode([(topic.decode(errors="replace"), payload) for topic, payload, _, _ in left])
 
     def _new_queue(self, maxsize: int = 0) -> BatchQueue:
         """Make the client's message queue (aiomqtt's ``queue_type``) and keep it for :meth:`_handle_left_over`."""
@@ -263,14 +319,20 @@ class MqttSource(Source):
         async for queue in client.messages:
             batch = queue.take_all()  # type: ignore[attr-defined]
             self.handle(batch)
-            self._ack_when_durable(batch)
+            if self._acker is not None:
+                self._ack_when_durable([(m.mid, m.qos) for m in batch if m.qos])
 
     # -- acknowledgement ----------------------------------------------
-    def _start_acks(self, client: aiomqtt.Client) -> None:
-        """Acknowledge this connection's messages when durable (``ack: durable``)."""
-        if self.ack != "durable":
+    def _start_acks(self, acker: Callable[..., Any] | None, *, batched: bool = False) -> None:
+        """Acknowledge this connection's messages when durable (``ack: durable``).
+
+        ``acker`` sends PUBACKs: paho's ``ack(mid, qos)``, one call a message,
+        or with ``batched`` the gmqtt transport's ``ack(mids)``, one write for all.
+        """
+        if self.ack != "durable" or acker is None:
             return
-        self._acker = client._client
+        self._acker = acker
+        self._acks_batched = batched
         durability = self.hub.durability
         if durability is not None:
             self._unlisten = durability.add_durable_listener(self._on_durable)
@@ -281,15 +343,13 @@ class MqttSource(Source):
             self._unlisten()
             self._unlisten = None
         self._acker = None
+        self._acks_batched = False
         self._awaiting.clear()
         self._unacked = 0
 
-    def _ack_when_durable(self, messages: list[aiomqtt.Message]) -> None:
-        """Keep a consumed batch's message ids until its readings are durable; acknowledge then."""
-        if self._acker is None:
-            return
-        acks = [(m.mid, m.qos) for m in messages if m.qos]
-        if not acks:
+    def _ack_when_durable(self, acks: list[tuple[int, int]]) -> None:
+        """Keep a consumed batch's (message id, qos) until its readings are durable; acknowledge then."""
+        if self._acker is None or not acks:
             return
         durability = self.hub.durability
         if durability is None or durability.durable >= durability.accepted:
@@ -303,13 +363,24 @@ class MqttSource(Source):
     def _on_durable(self, durable: int) -> None:
         """Acknowledge every waiting batch whose readings are now durable (the writer's callback)."""
         awaiting = self._awaiting
+        if self._acks_batched:  # one write for every batch made durable
+            mids: list[int] = []
+            while awaiting and awaiting[0][0] <= durable:
+                acks = awaiting.popleft()[1]
+                self._unacked -= len(acks)
+                mids.extend(mid for mid, _ in acks)
+            self._acker(mids)
+            return
         while awaiting and awaiting[0][0] <= durable:
             acks = awaiting.popleft()[1]
             self._unacked -= len(acks)
             self._send_acks(acks)
 
     def _send_acks(self, acks: list[tuple[int, int]]) -> None:
-        ack = self._acker.ack
+        if self._acks_batched:
+            self._acker([mid for mid, _ in acks])
+            return
+        ack = self._acker
         for mid, qos in acks:
             ack(mid, qos)
 
@@ -322,7 +393,12 @@ class MqttSource(Source):
         if self._queue is not None and self._queue.qsize():
             batch = self._queue.take_all()
             self.handle(batch)
-            self._ack_when_durable(batch)
+            if self._acker is not None:
+                self._ack_when_durable([(m.mid, m.qos) for m in batch if m.qos])
+        if self._gmqtt is not None:
+            left = self._gmqtt.take_all()
+            if left:
+                self._take_raw(left)
         durability = self.hub.durability
         if not self._awaiting or durability is None:
             return
@@ -353,13 +429,16 @@ class MqttSource(Source):
         return route
 
     def handle(self, messages: list[aiomqtt.Message]) -> None:
-        """Decode a batch of messages and publish their readings as one batch."""
+        """Decode a batch of aiomqtt messages and publish their readings as one batch."""
+        self._decode([(m.topic.value, m.payload if isinstance(m.payload, bytes) else str(m.payload).encode())
+                      for m in messages])
+
+    def _decode(self, messages: list[tuple[str, bytes]]) -> None:
+        """Decode a batch of (topic, payload) and publish their readings as one batch."""
         out: list[Reading] = []
         received = now_ns()
-        for m in messages:
-            topic = m.topic.value
+        for topic, payload in messages:
             route = self._route(topic)
-            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
             if route is None:
                 self.dead.add(topic, "no_template", "topic matches no configured template", payload)
                 continue

@@ -116,6 +116,9 @@ class MqttSpec(SourceSpec):
     password_env = param.String(default=None, allow_None=True)
     client_id = param.String(default=None, allow_None=True, doc="Stable id ({hostname} is replaced).")
     protocol = param.Selector(default="5", objects=["5", "3.1.1"])
+    transport = param.Selector(default="aiomqtt", objects=["aiomqtt", "gmqtt"], doc=(
+        "The MQTT client library: aiomqtt (paho underneath) or gmqtt (about a third of the CPU per "
+        "message: see bench/README.md). Same guarantees with either."))
     shared_group = param.String(default=None, allow_None=True, doc="MQTT 5 shared subscription group.")
     session_expiry_s = param.Integer(default=7 * 24 * 3600, bounds=(0, None))
     keepalive_s = param.Integer(default=30, bounds=(5, 3600))
@@ -138,7 +141,7 @@ class MqttSpec(SourceSpec):
             username=ctx.secret(self.username_env), password=ctx.secret(self.password_env),
             tls=self.tls.options() if self.tls else None, protocol=self.protocol, shared_group=self.shared_group,
             session_expiry_s=self.session_expiry_s, keepalive_s=self.keepalive_s, ack=self.ack,
-            receive_maximum=self.receive_maximum,
+            receive_maximum=self.receive_maximum, transport=self.transport,
         )
 
     def summary(self) -> str:
