@@ -39,12 +39,14 @@ import asyncio
 import logging
 import socket
 import ssl
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import PUBACK
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -58,8 +60,29 @@ from app.tasks import Backoff, raise_failure, until_stopped
 log = logging.getLogger(__name__)
 
 _ROUTE_CACHE_MAX = 200_000
+_PUBACK = 0x4002_0000  # a PUBACK packet (type 4, remaining length 2) once the packet id is or-ed in
 ACK_MODES = ("durable", "on_arrival")
 TRANSPORTS = ("aiomqtt", "gmqtt")
+
+
+def paho_acker(client: Any) -> Callable[[list[tuple[int, int]]], None]:
+    """Return a function sending the PUBACKs of (message id, qos) pairs through a paho client, in one write.
+
+    paho's ``ack(mid, qos)`` queues one packet per message, and paho sends
+    each with a ``send`` of its own; QoS 1 PUBACKs are 4 bytes, so a batch's
+    are joined into one queued packet (paho's ``_packet_queue``, which
+    ``ack`` itself calls; aiomqtt 2.5 exposes no manual ack). QoS 2 goes
+    through ``ack`` (its PUBCOMP).
+    """
+    def ack(acks: list[tuple[int, int]]) -> None:
+        mids = [_PUBACK | mid for mid, qos in acks if qos == 1]
+        if mids:
+            client._packet_queue(PUBACK, struct.pack(f"!{len(mids)}I", *mids), 0, 0)
+        for mid, qos in acks:
+            if qos == 2:
+                client.ack(mid, qos)
+
+    return ack
 
 
 class BatchQueue(asyncio.Queue):
@@ -188,10 +211,9 @@ class MqttSource(Source):
         self._unacked = 0
         self._unlisten: Callable[[], None] | None = None
         self._backoff = Backoff(initial=0.2, cap=reconnect_max_delay_s)
-        self._routes: dict[str, tuple[Decoder, str | None, str | None, dict[str, str]] | None] = {}
+        self._routes: dict[str, tuple[Decoder, Context] | None] = {}
         self._queue: BatchQueue | None = None  # the current client's, for messages left at a stop
         self._gmqtt: Any = None  # the current gmqtt connection (transport: gmqtt)
-        self._acks_batched = False
 
     # -- connection ---------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -246,7 +268,7 @@ class MqttSource(Source):
     async def _run_aiomqtt(self) -> None:
         """One aiomqtt connection: subscribe, then ingest until stopped or disconnected."""
         async with self._client() as client:
-            self._start_acks(client._client.ack if self.ack == "durable" else None)
+            self._start_acks(paho_acker(client._client))
             try:
                 for sub in self.subscriptions:
                     await client.subscribe(self.topic_filter(sub), qos=sub.qos)
@@ -268,7 +290,7 @@ class MqttSource(Source):
             keepalive_s=self.keepalive_s, on_batch=self._take_raw)
         self._gmqtt = conn
         # Before the CONNACK: a resumed session's messages arrive right behind it, and are handed over at once.
-        self._start_acks(conn.ack, batched=True)
+        self._start_acks(conn.ack)
         try:
             await conn.open()
             for sub in self.subscriptions:
@@ -289,7 +311,7 @@ class MqttSource(Source):
         if self.ack == "durable":
             self._ack_when_durable(acks)
         elif acks and self._gmqtt is not None:
-            self._gmqtt.ack([mid for mid, _ in acks])
+            self._gmqtt.ack(acks)
 
     def _handle_left_over(self) -> None:
         """Handle what the client received but nobody took: at a stop or a lost connection.
@@ -323,16 +345,14 @@ class MqttSource(Source):
                 self._ack_when_durable([(m.mid, m.qos) for m in batch if m.qos])
 
     # -- acknowledgement ----------------------------------------------
-    def _start_acks(self, acker: Callable[..., Any] | None, *, batched: bool = False) -> None:
+    def _start_acks(self, acker: Callable[[list[tuple[int, int]]], None]) -> None:
         """Acknowledge this connection's messages when durable (``ack: durable``).
 
-        ``acker`` sends PUBACKs: paho's ``ack(mid, qos)``, one call a message,
-        or with ``batched`` the gmqtt transport's ``ack(mids)``, one write for all.
+        ``acker`` sends the PUBACKs of a list of (message id, qos), in one write.
         """
-        if self.ack != "durable" or acker is None:
+        if self.ack != "durable":
             return
         self._acker = acker
-        self._acks_batched = batched
         durability = self.hub.durability
         if durability is not None:
             self._unlisten = durability.add_durable_listener(self._on_durable)
@@ -343,7 +363,6 @@ class MqttSource(Source):
             self._unlisten()
             self._unlisten = None
         self._acker = None
-        self._acks_batched = False
         self._awaiting.clear()
         self._unacked = 0
 
@@ -363,26 +382,16 @@ class MqttSource(Source):
     def _on_durable(self, durable: int) -> None:
         """Acknowledge every waiting batch whose readings are now durable (the writer's callback)."""
         awaiting = self._awaiting
-        if self._acks_batched:  # one write for every batch made durable
-            mids: list[int] = []
-            while awaiting and awaiting[0][0] <= durable:
-                acks = awaiting.popleft()[1]
-                self._unacked -= len(acks)
-                mids.extend(mid for mid, _ in acks)
-            self._acker(mids)
+        if not awaiting or awaiting[0][0] > durable:
             return
-        while awaiting and awaiting[0][0] <= durable:
-            acks = awaiting.popleft()[1]
-            self._unacked -= len(acks)
-            self._send_acks(acks)
+        acks = awaiting.popleft()[1]
+        while awaiting and awaiting[0][0] <= durable:  # every batch made durable: one write for all
+            acks = acks + awaiting.popleft()[1]
+        self._unacked -= len(acks)
+        self._acker(acks)
 
     def _send_acks(self, acks: list[tuple[int, int]]) -> None:
-        if self._acks_batched:
-            self._acker([mid for mid, _ in acks])
-            return
-        ack = self._acker
-        for mid, qos in acks:
-            ack(mid, qos)
+        self._acker(acks)
 
     async def _ack_before_leaving(self, timeout: float = 5.0) -> None:
         """On stop: handle what is waiting, make it durable and acknowledge it before disconnecting.
@@ -410,7 +419,9 @@ class MqttSource(Source):
                         self.name, self._unacked)
 
     # -- decoding -----------------------------------------------------
-    def _route(self, topic: str) -> tuple[Decoder, str | None, str | None, dict[str, str]] | None:
+    def _route(self, topic: str) -> tuple[Decoder, Context] | None:
+        """Return the topic's decoder and its decoding context (cached per topic; decoders never change it,
+        only its ``received_ns`` is set per batch)."""
         try:
             return self._routes[topic]
         except KeyError:
@@ -421,7 +432,7 @@ class MqttSource(Source):
             if levels is not None:
                 device = levels.pop("device", None)
                 metric = levels.pop("metric", None)
-                route = (sub.decoder, device, metric, levels)
+                route = (sub.decoder, Context(self.name, topic, 0, device, metric, levels))
                 break
         if len(self._routes) > _ROUTE_CACHE_MAX:
             self._routes.clear()
@@ -442,8 +453,9 @@ class MqttSource(Source):
             if route is None:
                 self.dead.add(topic, "no_template", "topic matches no configured template", payload)
                 continue
-            decoder, device, metric, tags = route
-            decoder.decode(payload, Context(self.name, topic, received, device, metric, tags), out, self.dead)
+            decoder, ctx = route
+            ctx.received_ns = received
+            decoder.decode(payload, ctx, out, self.dead)
         self.publish(out)
 
     def health(self) -> dict[str, Any]:

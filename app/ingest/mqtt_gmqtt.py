@@ -217,9 +217,9 @@ class GmqttConnection:
         return batch
 
     # -- acknowledging ------------------------------------------------
-    def ack(self, mids: list[int]) -> None:
-        """Send the PUBACKs of these packet ids, all in one write."""
+    def ack(self, acks: list[tuple[int, int]]) -> None:
+        """Send the PUBACKs of these (packet id, qos), all in one write."""
         conn = self.client._connection
-        if not mids or conn is None or conn.is_closing():
+        if not acks or conn is None or conn.is_closing():
             return
-        conn.send_package(struct.pack(f"!{len(mids)}I", *[_PUBACK | m for m in mids]))
+        conn.send_package(struct.pack(f"!{len(acks)}I", *[_PUBACK | mid for mid, _ in acks]))
