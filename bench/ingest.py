@@ -148,7 +148,6 @@ def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: Infl
         "port": broker.port,
         "client_id": f"vigie-bench-{index}",
         "protocol": protocol,
-        "transport": transport,
         "ack": ack,
         "receive_maximum": receive_maximum,
         "subscriptions": [{
@@ -159,6 +158,8 @@ def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: Infl
             "fields": field_map,
         }],
     }
+    if transport != "aiomqtt":  # the default: left out, so that a build from before the key can run
+        mqtt["transport"] = transport
     if shared:
         mqtt["shared_group"] = "bench"
     if influx is not None:
@@ -197,9 +198,10 @@ class VigieProcess:
         """Start ``vigie serve``."""
         self.data_root.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "VIGIE_INGEST_TOKEN"}  # the HTTP API stays off
-        if self.command == VIGIE:  # this checkout, whatever the cwd (the data root)
+        if self.command == VIGIE or Path(self.command).is_dir():  # a checkout's code, whatever the cwd
+            code = ROOT if self.command == VIGIE else Path(self.command).resolve()
             command = [sys.executable, "-m", "app.cli"]
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(code), env.get("PYTHONPATH"))))
         elif os.sep in self.command:  # a path: it must not depend on the data root we run in
             command = [str(Path(self.command).resolve())]
         else:
@@ -645,7 +647,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=170.0, help="give up on a run after this many seconds")
     p.add_argument("--py-spy", metavar="FILE",
                    help="record the first Vigie process with py-spy (.svg flame graph, .json speedscope, else raw)")
-    p.add_argument("--vigie", default=str(VIGIE), help="the vigie executable to benchmark")
+    p.add_argument("--vigie", default=str(VIGIE),
+                   help="the vigie executable to benchmark, or a checkout's directory (run with this Python)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help=f"first wait up to SECONDS for other processes to use less than {QUIET_CORES} core")

@@ -182,3 +182,18 @@ async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb
     await writer.stop()
     await writer_task
     await store.close()
+
+
+def test_the_transport_key_is_checked_when_the_config_is_loaded(tmp_path):
+    from app.config import ConfigError, load_config
+
+    def load(mqtt: str):
+        (tmp_path / "vigie.yaml").write_text(f"mqtt:\n  - {mqtt}\n")
+        return load_config(tmp_path)
+
+    sub = "subscriptions: [{topic: 'a/{device}', qos: %d}]"
+    assert load("{transport: gmqtt, %s}" % (sub % 1)).config.mqtt[0].transport == "gmqtt"
+    with pytest.raises(ConfigError, match=r"mqtt\[0\].subscriptions\[0\].qos: QoS 2 is not offered"):
+        load("{transport: gmqtt, %s}" % (sub % 2))
+    with pytest.raises(ConfigError, match="transport"):
+        load("{transport: hbmqtt, %s}" % (sub % 1))

@@ -130,6 +130,10 @@ class MqttSpec(SourceSpec):
         "the broker's max_inflight_messages: the writer flushes when half of it waits for an ack."))
     subscriptions = param.List(default=[], item_type=SubscriptionSpec)
 
+    def validate(self) -> list[tuple[tuple, str]]:
+        return [(("subscriptions", i, "qos"), "QoS 2 is not offered with transport: gmqtt (use 0 or 1)")
+                for i, s in enumerate(self.subscriptions) if self.transport == "gmqtt" and s.qos > 1]
+
     def build(self, ctx: BuildContext) -> Source:
         from app.ingest.mqtt import MqttSource, MqttSubscription
         from app.ingest.topics import TopicTemplate
