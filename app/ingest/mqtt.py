@@ -206,6 +206,9 @@ class MqttSource(Source):
         self.ack = ack
         self.receive_maximum = receive_maximum
         self._flush_at = max(1, receive_maximum // 2)  # unacked messages that wake the writer
+        # Unacknowledged messages beyond which the gmqtt transport stops reading: a broker should never send
+        # more than its window, but Mosquitto 2.0.11 overran it (tens of thousands) while acks flowed.
+        self._pause_at = 4 * receive_maximum
         self._acker: Any = None  # the current connection's paho client, while acks are delayed
         self._awaiting: deque[tuple[int, list[tuple[int, int]]]] = deque()  # (ticket, [(mid, qos)]) oldest first
         self._unacked = 0
@@ -376,6 +379,8 @@ class MqttSource(Source):
             return
         self._awaiting.append((durability.accepted, acks))
         self._unacked += len(acks)
+        if self._unacked >= self._pause_at and self._gmqtt is not None:
+            self._gmqtt.pause_reading()  # the broker overran its window: stop reading until the store catches up
         if self._unacked >= self._flush_at:  # the broker's window is half used: write now
             durability.flush_soon()
 
@@ -389,6 +394,8 @@ class MqttSource(Source):
             acks = acks + awaiting.popleft()[1]
         self._unacked -= len(acks)
         self._acker(acks)
+        if self._gmqtt is not None and self._unacked < self._pause_at:
+            self._gmqtt.resume_reading()
 
     def _send_acks(self, acks: list[tuple[int, int]]) -> None:
         self._acker(acks)

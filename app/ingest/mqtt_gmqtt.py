@@ -106,6 +106,7 @@ class GmqttConnection:
         self._lost = asyncio.Event()
         self._failure: BaseException | None = None
         self._subacks: dict[int, asyncio.Future] = {}
+        self._paused = False
 
     # -- connection ---------------------------------------------------
     async def open(self) -> None:
@@ -210,11 +211,29 @@ class GmqttConnection:
         except Exception as exc:  # the consumer's failure ends the connection, as with aiomqtt
             self._failure = exc
             self._lost.set()
+        if self._paused:  # asyncio's stream reader resumes the transport when its own buffer drains
+            conn = self.client._connection
+            if conn is not None and not conn.is_closing():
+                conn._transport.pause_reading()
 
     def take_all(self) -> list[Raw]:
         """Take what was received but not handed over yet (at a stop or a lost connection)."""
         batch, self._batch = self._batch, []
         return batch
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the broker keeps what it has not sent): the store is behind."""
+        conn = self.client._connection
+        if not self._paused and conn is not None and not conn.is_closing():
+            self._paused = True
+            conn._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading`."""
+        conn = self.client._connection
+        if self._paused and conn is not None and not conn.is_closing():
+            self._paused = False
+            conn._transport.resume_reading()
 
     # -- acknowledging ------------------------------------------------
     def ack(self, acks: list[tuple[int, int]]) -> None:
