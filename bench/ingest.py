@@ -626,8 +626,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="Vigie's MQTT protocol version")
     p.add_argument("--transport", choices=("aiomqtt", "gmqtt"), default="aiomqtt",
                    help="the MQTT client library of Vigie's source (mqtt transport:)")
-    p.add_argument("--engine", choices=("embedded", "influx"), default="embedded",
-                   help="the store: the embedded DuckDB file, or an InfluxDB 1.x started for the run")
+    p.add_argument("--engine", choices=("embedded", "influx"), default="influx",
+                   help="the store: an InfluxDB 1.x started for the run, or the embedded DuckDB file")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="no warm-up (by default one message per device is stored before the measured flood)")
     p.add_argument("--no-rules", dest="rules", action="store_false",
