@@ -197,3 +197,33 @@ def test_the_transport_key_is_checked_when_the_config_is_loaded(tmp_path):
         load("{transport: gmqtt, %s}" % (sub % 2))
     with pytest.raises(ConfigError, match="transport"):
         load("{transport: hbmqtt, %s}" % (sub % 1))
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_mqtt5_properties_on_a_publish_do_not_reach_the_payload(mosquitto, request, mqtt_transport, protocol):
+    """A publisher's MQTT 5 properties (expiry, content type, user properties) are skipped, not decoded as payload."""
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    prefix = f"props-{mqtt_transport}-{protocol.replace('.', '')}"
+    collector = Collector()
+    source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c", transport=mqtt_transport,
+                        protocol=protocol)
+    task = await running(source)
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 3600
+    props.ContentType = "application/json"
+    props.UserProperty = [("plant", "north" * 40)]  # long enough for a two-byte properties length
+    ts_ms = int(time.time() * 1000) - 5000
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for i in range(3):
+            await client.publish(f"{prefix}/site/north/device/dam-{i}/telemetry",
+                                 json.dumps({"ts": ts_ms + i, "level": 10.0 + i}), qos=1, properties=props)
+    await until(lambda: len(collector.readings) >= 3, what="3 readings")
+    assert sorted((r.device, r.value, r.time_ns) for r in collector.readings) == [
+        (f"dam-{i}", 10.0 + i, (ts_ms + i) * 10**6) for i in range(3)]
+    assert source.dead.total == 0
+    await source.stop()
+    await asyncio.wait_for(task, 5)
