@@ -136,7 +136,7 @@ def embedded_count(data_dir: Path) -> int:
 # -- Vigie -------------------------------------------------------------------
 def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: InfluxDB | None, fields: int,
                  shared: bool, protocol: str, batch_size: int, flush_interval_s: float,
-                 ack: str = "durable", receive_maximum: int = 1000, transport: str = "aiomqtt",
+                 ack: str = "durable", receive_maximum: int = 1000, transport: str | None = "gmqtt",
                  rules: bool = True) -> None:
     """Write a Vigie config directory for process ``index``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: Infl
             "fields": field_map,
         }],
     }
-    if transport != "aiomqtt":  # the default: left out, so that a build from before the key can run
+    if transport is not None:  # None: left out, for a build from before the key (aiomqtt only)
         mqtt["transport"] = transport
     if shared:
         mqtt["shared_group"] = "bench"
@@ -384,7 +384,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             write_config(work / f"config-{i}", index=i, broker=broker, influx=influx, fields=args.fields,
                          shared=shared, protocol=args.protocol, batch_size=args.batch_size,
                          flush_interval_s=args.flush_interval, ack=args.ack, receive_maximum=args.receive_maximum,
-                         transport=args.transport, rules=args.rules)
+                         transport=None if args.transport == "aiomqtt" and args.vigie != VIGIE else args.transport,
+                         rules=args.rules)
             vigies.append(VigieProcess(i, work / f"config-{i}", work / f"vigie-{i}", free_port(),
                                        work / f"vigie-{i}.log", command=args.vigie))
         for v in vigies:
@@ -624,7 +625,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--publishers", type=int, default=2, help="publisher processes")
     p.add_argument("--shared", action="store_true", help="use the shared subscription even with one process")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="Vigie's MQTT protocol version")
-    p.add_argument("--transport", choices=("aiomqtt", "gmqtt"), default="aiomqtt",
+    p.add_argument("--transport", choices=("aiomqtt", "gmqtt"), default="gmqtt",
                    help="the MQTT client library of Vigie's source (mqtt transport:)")
     p.add_argument("--engine", choices=("embedded", "influx"), default="influx",
                    help="the store: an InfluxDB 1.x started for the run, or the embedded DuckDB file")

@@ -1,4 +1,11 @@
-"""MQTT ingest with aiomqtt: topic templates, decoders, persistent QoS 1 sessions.
+"""MQTT ingest: topic templates, decoders, persistent QoS 1 sessions, over gmqtt or aiomqtt.
+
+Two transports (``transport:``), one source: ``gmqtt`` (the default,
+app/ingest/mqtt_gmqtt.py: reads the socket in chunks, a quarter to a third
+of aiomqtt's CPU per message, bench/README.md) and ``aiomqtt`` (paho
+underneath). Decoding, routing, the durable acknowledgement bookkeeping,
+back-off and health are the source's, the same for both; what follows
+describes the aiomqtt path, and the gmqtt module says how it does the same.
 
 Why a batching queue: aiomqtt's ``client.messages`` iterator creates an
 asyncio task per message, which measured 2-3x costlier than the work itself
@@ -177,7 +184,7 @@ class MqttSource(Source):
         max_inflight: int = 1000,
         ack: str = "durable",
         receive_maximum: int = 1000,
-        transport: str = "aiomqtt",
+        transport: str = "gmqtt",
     ) -> None:
         super().__init__(name, hub)
         self.host = host
