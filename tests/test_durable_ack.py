@@ -109,8 +109,9 @@ async def test_without_a_spool_and_with_the_store_down_nothing_is_durable(tmp_pa
 
 
 # -- 2. MQTT: message ids belong to their connection -------------------------
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_a_dropped_connection_forgets_its_message_ids_and_the_broker_sends_them_again(tmp_path, own_mosquitto,
-                                                                                            mqtt_transport):
+                                                                                            mqtt_transport, protocol):
     """Unacknowledged at a disconnect: not acknowledged on the next connection, delivered again by the broker."""
     store = EmbeddedStore(tmp_path / "data")
     await store.open()
@@ -120,7 +121,7 @@ async def test_a_dropped_connection_forgets_its_message_ids_and_the_broker_sends
                                           fields={"level": FieldMap(unit="m")}))
     source = MqttSource("t", Hub(store=writer), host=own_mosquitto.host, port=own_mosquitto.port,
                         subscriptions=[sub], client_id=f"drop-{uuid.uuid4().hex[:6]}", reconnect_max_delay_s=0.5,
-                        transport=mqtt_transport)
+                        transport=mqtt_transport, protocol=protocol)
     task = asyncio.create_task(source.run())
     try:
         await until(lambda: source.state == "connected", what="connected")
