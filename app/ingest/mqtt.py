@@ -216,7 +216,7 @@ class MqttSource(Source):
         # Unacknowledged messages beyond which the gmqtt transport stops reading: a broker should never send
         # more than its window, but Mosquitto 2.0.11 overran it (tens of thousands) while acks flowed.
         self._pause_at = 4 * receive_maximum
-        self._acker: Any = None  # the current connection's paho client, while acks are delayed
+        self._acker: Any = None  # sends the current connection's PUBACKs ((mid, qos) list), while acks are delayed
         self._awaiting: deque[tuple[int, list[tuple[int, int]]]] = deque()  # (ticket, [(mid, qos)]) oldest first
         self._unacked = 0
         self._unlisten: Callable[[], None] | None = None
