@@ -9,8 +9,9 @@ every packet of a chunk in one go.
 
 How it is used (gmqtt 0.8): gmqtt has no manual-acknowledgement switch. Its
 PUBLISH handler either acknowledges on arrival (``optimistic_acknowledgement``)
-or after ``on_message`` returns, and does not give ``on_message`` the
-message id. So this module installs its own PUBLISH handler in the client's
+or, without it, once an ``async`` ``on_message`` has finished (a task per
+message; a plain function's messages are never acknowledged), and it never
+gives ``on_message`` the packet id. So this module installs its own PUBLISH handler in the client's
 packet-handler table (``_package_handler._handler_cache``): it parses the
 packet (topic, packet id, MQTT 5 properties skipped, payload), appends it to
 the current batch and, once per read chunk, schedules one ``call_soon`` that
@@ -25,7 +26,13 @@ pinned in pyproject.toml and tests/test_mqtt_ingest.py, tests/test_durable_ack.p
 check the behaviour (nothing acknowledged before it is durable, redelivery
 after a dropped connection).
 
-QoS 2 is not offered on this transport (refused when the source is made).
+Reading stops (:meth:`GmqttConnection.pause_reading`) while the source holds
+more than 4 x ``receive_maximum`` unacknowledged messages: Mosquitto 2.0.11
+was seen sending tens of thousands past its window once acknowledgements
+flowed, and a reader this fast would otherwise take them all into memory.
+
+QoS 2 is not offered on this transport (a config error; refused when the
+source is made).
 """
 
 from __future__ import annotations
