@@ -58,11 +58,12 @@ from bench.loadgen import Publishers, field_names  # noqa: E402
 from bench.measure import CLK_TCK, cpu_seconds, machine, machine_busy, machine_ticks, memory_mb, wait_quiet  # noqa: E402
 from tests.servers import InfluxDB, Mosquitto, free_port, wait_until  # noqa: E402
 
-VIGIE = ROOT / ".venv" / "bin" / "vigie"
+VIGIE = "python -m app.cli"  # this checkout's code, run by the interpreter running the benchmark
 SOURCE = "bench"
 QUIET_CORES = 0.2
 CONFIG_KEYS = ("devices", "messages", "fields", "processes", "publishers", "window", "batch_size", "flush_interval",
-               "backlog", "broker_inflight", "broker_queue", "protocol", "ack", "receive_maximum", "vigie")
+               "backlog", "broker_inflight", "broker_queue", "protocol", "transport", "engine", "rules", "warmup",
+               "ack", "receive_maximum", "vigie")
 UNITS = {"level": "m", "inflow": "m3/s", "outflow": "m3/s", "rainfall": "mm", "gate_opening": "%",
          "turbidity": "NTU", "temperature": "°C", "pressure": "bar", "flow_rate": "l/s", "battery": "V"}
 
@@ -115,10 +116,28 @@ def influx_count(influx: InfluxDB, measurement: str = "telemetry") -> int:
     return total
 
 
+def embedded_count(data_dir: Path) -> int:
+    """Return how many readings an embedded store holds (once its process has stopped)."""
+    import asyncio
+
+    from app.store.embedded import EmbeddedStore
+
+    async def count() -> int:
+        store = EmbeddedStore(data_dir)
+        await store.open()
+        try:
+            return await store.count()
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
+
+
 # -- Vigie -------------------------------------------------------------------
-def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: InfluxDB, fields: int,
+def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: InfluxDB | None, fields: int,
                  shared: bool, protocol: str, batch_size: int, flush_interval_s: float,
-                 ack: str = "durable", receive_maximum: int = 1000) -> None:
+                 ack: str = "durable", receive_maximum: int = 1000, transport: str | None = "gmqtt",
+                 rules: bool = True) -> None:
     """Write a Vigie config directory for process ``index``."""
     directory.mkdir(parents=True, exist_ok=True)
     field_map = {n: {"metric": "water_level" if n == "level" else n, "unit": UNITS.get(n, "")}
@@ -139,14 +158,25 @@ def write_config(directory: Path, *, index: int, broker: Mosquitto, influx: Infl
             "fields": field_map,
         }],
     }
+    if transport is not None:  # None: left out, for a build from before the key (aiomqtt only)
+        mqtt["transport"] = transport
     if shared:
         mqtt["shared_group"] = "bench"
-    doc = {
-        "server": {"address": "127.0.0.1"},
-        "store": {"engine": "influx", "url": influx.url, "database": influx.database, "measurement": "telemetry",
-                  "batch_size": batch_size, "flush_interval_s": flush_interval_s, "spool_dir": "spool"},
-        "mqtt": [mqtt],
-    }
+    if influx is not None:
+        store = {"engine": "influx", "url": influx.url, "database": influx.database, "measurement": "telemetry"}
+    else:
+        store = {"engine": "embedded", "data_dir": "data"}
+    store.update(batch_size=batch_size, flush_interval_s=flush_interval_s, spool_dir="spool")
+    doc: dict[str, Any] = {"server": {"address": "127.0.0.1"}, "store": store, "mqtt": [mqtt]}
+    if rules:
+        # Alarm evaluation on every reading: a threshold on each device's level (never crossed: the bench's
+        # values stay below 10) and a rate of change on the second field when there is one.
+        doc["alarms"] = {"journal_file": "alarms.sqlite", "rules": [
+            {"name": "level high", "series": "*/water_level", "h": 1000.0, "severity": "medium"}]}
+        if fields > 1:
+            doc["alarms"]["rules"].append({"type": "rate_of_change", "name": "inflow jump",
+                                           "series": "*/inflow", "rise": 1000.0, "window_s": 900,
+                                           "severity": "high"})
     # JSON is YAML: no dependency on how a YAML dumper quotes things.
     (directory / "vigie.yaml").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
@@ -167,13 +197,18 @@ class VigieProcess:
     def start(self) -> None:
         """Start ``vigie serve``."""
         self.data_root.mkdir(parents=True, exist_ok=True)
-        command = self.command
-        if os.sep in command:  # a path: it must not depend on the data root we run in
-            command = str(Path(command).resolve())
         env = {k: v for k, v in os.environ.items() if k != "VIGIE_INGEST_TOKEN"}  # the HTTP API stays off
+        if self.command == VIGIE or Path(self.command).is_dir():  # a checkout's code, whatever the cwd
+            code = ROOT if self.command == VIGIE else Path(self.command).resolve()
+            command = [sys.executable, "-m", "app.cli"]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(code), env.get("PYTHONPATH"))))
+        elif os.sep in self.command:  # a path: it must not depend on the data root we run in
+            command = [str(Path(self.command).resolve())]
+        else:
+            command = [self.command]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [command, "serve", "--config", str(self.config_dir), "--port", str(self.port),
+                [*command, "serve", "--config", str(self.config_dir), "--port", str(self.port),
                  "--data-root", str(self.data_root)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.data_root, env=env,
             )
@@ -305,7 +340,7 @@ def start_pyspy(pid: int, out: str, duration_s: int) -> subprocess.Popen | None:
     The format follows the file name: ``.svg`` a flame graph, ``.json``
     speedscope, anything else raw collapsed stacks (one line per stack).
     """
-    exe = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
         print("py-spy is not installed (.venv/bin/pip install py-spy); not profiling", file=sys.stderr)
         return None
@@ -333,19 +368,24 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     expected = args.messages * args.fields
     shared = args.processes > 1 or args.shared
     (work / "mosquitto").mkdir()
-    (work / "influxdb").mkdir()
     broker = BenchMosquitto(work / "mosquitto", inflight=args.broker_inflight, queued=args.broker_queue)
-    influx = InfluxDB(work / "influxdb")
+    influx = None
+    if args.engine == "influx":
+        (work / "influxdb").mkdir()
+        influx = InfluxDB(work / "influxdb")
     vigies: list[VigieProcess] = []
     pyspy = None
     result: dict[str, Any] = {}
     try:
         broker.start()
-        influx.start()
+        if influx is not None:
+            influx.start()
         for i in range(args.processes):
             write_config(work / f"config-{i}", index=i, broker=broker, influx=influx, fields=args.fields,
                          shared=shared, protocol=args.protocol, batch_size=args.batch_size,
-                         flush_interval_s=args.flush_interval, ack=args.ack, receive_maximum=args.receive_maximum)
+                         flush_interval_s=args.flush_interval, ack=args.ack, receive_maximum=args.receive_maximum,
+                         transport=None if args.transport == "aiomqtt" and args.vigie != VIGIE else args.transport,
+                         rules=args.rules)
             vigies.append(VigieProcess(i, work / f"config-{i}", work / f"vigie-{i}", free_port(),
                                        work / f"vigie-{i}.log", command=args.vigie))
         for v in vigies:
@@ -356,12 +396,25 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         base_ms = int(time.time() * 1000) - 3_600_000 - args.messages // args.devices - 1
         pub_kwargs = dict(publishers=args.publishers, devices=args.devices, messages=args.messages,
                           fields=args.fields, base_ms=base_ms, window=args.window)
-        server_cpu0 = {"mosquitto": cpu_seconds(broker.proc.pid), "influxd": cpu_seconds(influx.proc.pid)}
+        warm = 0
+        if args.warmup:
+            # One message per device first, outside the measured window: the series exist (a new series
+            # costs the embedded store milliseconds of its first write), as on a site already running.
+            warmup = Publishers(broker.host, broker.port, **(pub_kwargs | {"messages": args.devices,
+                                                                            "base_ms": base_ms - 10_000}))
+            warmup.start()
+            warmup.wait(timeout=args.timeout)
+            warm = args.devices * args.fields
+            wait_until(lambda: health_totals(vigies)[0] >= warm, timeout=args.timeout, interval=0.2,
+                       what="the warm-up readings written")
+        servers = {"mosquitto": broker} | ({"influxd": influx} if influx is not None else {})
+        server_cpu0 = {k: cpu_seconds(v.proc.pid) for k, v in servers.items()}
         load_before = machine_busy(1.0, interrupts=False)
+        load_avg_before = os.getloadavg()[0]
 
         def snapshot() -> tuple[float, float, float]:
             """Return machine busy CPU s, wall time, and the CPU s of our servers and Vigie processes."""
-            ours = cpu_seconds(broker.proc.pid) + cpu_seconds(influx.proc.pid)
+            ours = sum(cpu_seconds(v.proc.pid) for v in servers.values())
             ours += sum(cpu_seconds(v.pid) for v in vigies if v.proc is not None)
             me = resource.getrusage(resource.RUSAGE_SELF)
             ours += me.ru_utime + me.ru_stime  # this script's polling
@@ -386,7 +439,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if args.py_spy:
                 pyspy = start_pyspy(vigies[0].pid, args.py_spy, int(args.timeout))
             snap0, pub_cpu_in_window = snapshot(), 0.0
-            samples, t_last = watch(vigies, expected, None, stall_s=args.stall, timeout_s=args.timeout)
+            samples, t_last = watch(vigies, expected + warm, None, stall_s=args.stall, timeout_s=args.timeout)
             t0 = min(filter(None, (v.started_at() for v in vigies)), default=t_vigie_start)
         else:
             cpu0 = [cpu_seconds(v.pid) for v in vigies]
@@ -395,21 +448,25 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             snap0 = snapshot()
             publishers = Publishers(broker.host, broker.port, **pub_kwargs)
             publishers.start()
-            samples, t_last = watch(vigies, expected, publishers, stall_s=args.stall, timeout_s=args.timeout)
+            samples, t_last = watch(vigies, expected + warm, publishers, stall_s=args.stall,
+                                    timeout_s=args.timeout)
             pub_results = publishers.wait(timeout=args.timeout)
             pub_cpu_in_window = sum(r.cpu_s for r in pub_results)
             t0 = min(r.first_publish for r in pub_results)
         snap1 = snapshot()
         cpu1 = [cpu_seconds(v.pid) for v in vigies]
-        server_cpu = {"mosquitto": cpu_seconds(broker.proc.pid) - server_cpu0["mosquitto"],
-                      "influxd": cpu_seconds(influx.proc.pid) - server_cpu0["influxd"]}
+        server_cpu = {k: cpu_seconds(v.proc.pid) - server_cpu0[k] for k, v in servers.items()}
         stop_pyspy(pyspy)
         pyspy = None
         rss = [memory_mb(v.pid)[1] for v in vigies]
-        stored = settle_count(influx, expected)
+        if influx is not None:
+            stored = settle_count(influx, expected + warm)
         _, _, docs = health_totals(vigies)
         bstats = broker_stats(broker.host, broker.port)
         exit_codes = [v.stop() for v in vigies]
+        if influx is None:  # the embedded store's file is locked while Vigie runs: count once it has stopped
+            stored = sum(embedded_count(v.data_root / "data") for v in vigies)
+        stored -= warm
 
         errors = [r.error for r in pub_results if r.error]
         acked = sum(r.acked for r in pub_results)
@@ -426,7 +483,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "index": v.index,
                 "pid": v.pid if v.proc else None,
                 "readings_received": src.get("readings_total"),
-                "written": store.get("written_total"),
+                "written": (store.get("written_total") or 0) - warm // len(vigies),
                 "rejected": store.get("rejected_total"),
                 "dead_letters": (src.get("dead_letters") or {}).get("total"),
                 "dead_letters_by_kind": (src.get("dead_letters") or {}).get("by_kind"),
@@ -434,7 +491,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "spool_readings": store.get("spool_readings"),
                 "queue_depth_end": store.get("queue_depth"),
                 "cpu_s": round(c, 2),
-                "cpu_s_per_100k": round(c / max(1, store.get("written_total") or 0) * 100_000, 2),
+                "cpu_s_per_100k": round(c / max(1, (store.get("written_total") or 0) - warm // len(vigies))
+                                        * 100_000, 2),
                 "peak_rss_mb": round(r, 1),
                 "exit_code": exit_codes[v.index],
             })
@@ -445,7 +503,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         others = max(0.0, busy - ours) / wall
         result = {
             "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine(("aiomqtt", "paho-mqtt", "tornado", "panel"),
+            "machine": machine(("aiomqtt", "paho-mqtt", "gmqtt", "duckdb", "tornado", "panel"),
                                {"influxd": ["influxd", "version"]}),
             "config": {k: getattr(args, k) for k in CONFIG_KEYS} | {"shared_subscription": shared},
             "messages_published": acked,
@@ -462,7 +520,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "vigie_cpu_s": round(total_cpu, 2),
             "vigie_cpu_s_per_100k_readings": round(total_cpu / max(1, stored) * 100_000, 2),
             "mosquitto_cpu_s": round(server_cpu["mosquitto"], 2),
-            "influxd_cpu_s": round(server_cpu["influxd"], 2),
+            "influxd_cpu_s": round(server_cpu["influxd"], 2) if "influxd" in server_cpu else None,
+            "vigie_cpu_s_per_100k_messages": round(total_cpu / max(1, stored // args.fields) * 100_000, 2),
+            "mosquitto_cpu_s_per_100k_messages": round(server_cpu["mosquitto"] / max(1, acked) * 100_000, 2),
+            "e2e_messages_per_s": round(stored / args.fields / e2e_span) if e2e_span else None,
+            "loadavg_before": load_avg_before,
+            "loadavg_after": os.getloadavg()[0],
             "vigie_peak_queue_depth": max((s.queue for s in samples), default=0),
             "machine_cores": os.cpu_count(),
             "machine_busy_cores": round(busy / wall, 2),
@@ -486,7 +549,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if v.proc is not None:
                 with contextlib.suppress(Exception):
                     v.stop()
-        influx.stop()
+        if influx is not None:
+            influx.stop()
         broker.stop()
 
 
@@ -508,17 +572,23 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nVigie ingest benchmark, {r['date']}: {c['messages']:,} messages × {c['fields']} field(s) from "
           f"{c['devices']:,} devices, {c['publishers']} publisher(s), {c['processes']} Vigie process(es)"
           f"{' on a shared subscription' if c['shared_subscription'] else ''}; {mode}; MQTT {c['protocol']}, "
+          f"transport {c.get('transport', 'aiomqtt')}, store {c.get('engine', 'influx')}, "
+          f"alarm rules {'on' if c.get('rules', True) else 'off'}, "
           f"ack {c.get('ack', 'durable')}, receive_maximum {c.get('receive_maximum', '-')}")
     rows = [
         ("messages published (PUBACKed)", _n(r["messages_published"])),
         ("readings published", _n(r["readings_published"])),
-        ("readings stored (InfluxDB count)", _n(r["readings_stored"])),
+        ("readings stored (store's own count)", _n(r["readings_stored"])),
         ("readings lost", _n(r["readings_lost"])),
         ("end to end, s (first publish → last stored)", _n(r["e2e_seconds"])),
         ("end to end, readings/s", _n(r["e2e_readings_per_s"])),
+        ("end to end, messages/s", _n(r.get("e2e_messages_per_s"))),
         ("publisher rate, messages/s", _n(r["publish_messages_per_s"])),
         ("Vigie CPU s, all processes", _n(r["vigie_cpu_s"])),
         ("Vigie CPU s per 100k readings", _n(r["vigie_cpu_s_per_100k_readings"])),
+        ("Vigie CPU s per 100k messages", _n(r.get("vigie_cpu_s_per_100k_messages"))),
+        ("Mosquitto CPU s per 100k messages", _n(r.get("mosquitto_cpu_s_per_100k_messages"))),
+        ("load average (1 min) before / after", f"{r.get('loadavg_before', 0):.2f} / {r.get('loadavg_after', 0):.2f}"),
         ("Vigie peak writer queue (readings)", _n(r["vigie_peak_queue_depth"])),
         ("machine busy, cores (of which not ours)",
          f"{_n(r['machine_busy_cores'])} ({_n(r['other_load_cores_during'])})"),
@@ -555,6 +625,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--publishers", type=int, default=2, help="publisher processes")
     p.add_argument("--shared", action="store_true", help="use the shared subscription even with one process")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="Vigie's MQTT protocol version")
+    p.add_argument("--transport", choices=("aiomqtt", "gmqtt"), default="gmqtt",
+                   help="the MQTT client library of Vigie's source (mqtt transport:)")
+    p.add_argument("--engine", choices=("embedded", "influx"), default="influx",
+                   help="the store: an InfluxDB 1.x started for the run, or the embedded DuckDB file")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="no warm-up (by default one message per device is stored before the measured flood)")
+    p.add_argument("--no-rules", dest="rules", action="store_false",
+                   help="no alarm rules (by default a threshold on every level and a rate of change on inflow)")
     p.add_argument("--ack", choices=("durable", "on_arrival"), default="durable",
                    help="when Vigie acknowledges a QoS 1 message: once its readings are durable, or on arrival")
     p.add_argument("--receive-maximum", type=int, default=1000,
@@ -570,7 +648,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=170.0, help="give up on a run after this many seconds")
     p.add_argument("--py-spy", metavar="FILE",
                    help="record the first Vigie process with py-spy (.svg flame graph, .json speedscope, else raw)")
-    p.add_argument("--vigie", default=str(VIGIE), help="the vigie executable to benchmark")
+    p.add_argument("--vigie", default=str(VIGIE),
+                   help="the vigie executable to benchmark, or a checkout's directory (run with this Python)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help=f"first wait up to SECONDS for other processes to use less than {QUIET_CORES} core")
@@ -585,7 +664,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 when readings were lost or a process did not stop cleanly."""
     args = parse_args(argv)
-    for binary in ("mosquitto", "influxd"):
+    for binary in ("mosquitto", "influxd") if args.engine == "influx" else ("mosquitto",):
         if not (shutil.which(binary) or Path(f"/usr/sbin/{binary}").exists()):
             print(f"{binary} is not installed (Debian: apt-get install mosquitto influxdb)", file=sys.stderr)
             return 2

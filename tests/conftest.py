@@ -70,3 +70,9 @@ def pytest_collection_modifyitems(config, items):
     closing note); running these first keeps the suite meaningful meanwhile.
     """
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_simulate.py") else 1)
+
+
+@pytest.fixture(params=["aiomqtt", "gmqtt"])
+def mqtt_transport(request):
+    """The MQTT source's transports (``transport:``): every test taking this runs on both."""
+    return request.param

@@ -210,7 +210,7 @@ async def test_qos1_messages_published_while_vigie_and_the_broker_are_down_reach
 
 
 # -- 5. MQTT 5 shared subscription -------------------------------------------
-async def test_a_shared_subscription_splits_the_stream_with_nothing_lost_or_doubled(mosquitto):
+async def test_a_shared_subscription_splits_the_stream_with_nothing_lost_or_doubled(mosquitto, mqtt_transport):
     """Scale-out: two ingest processes in one $share group must each get part of the stream, together all of it."""
     prefix = f"sh{uuid.uuid4().hex[:6]}"
     group = f"g{uuid.uuid4().hex[:6]}"
@@ -220,7 +220,7 @@ async def test_a_shared_subscription_splits_the_stream_with_nothing_lost_or_doub
                                Decoder.create("json", timestamp_field="ts", timestamp_unit="ms",
                                               fields={"level": FieldMap(unit="m")}))
         return MqttSource(f"s{i}", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
-                          subscriptions=[sub], client_id=f"{prefix}-{i}", shared_group=group)
+                          subscriptions=[sub], client_id=f"{prefix}-{i}", shared_group=group, transport=mqtt_transport)
 
     collectors = [Collector(), Collector()]
     sources = [source(i, c) for i, c in enumerate(collectors)]

@@ -38,11 +38,11 @@ async def running(source: MqttSource):
     return task
 
 
-async def test_json_number_and_line_protocol_payloads(mosquitto, request):
+async def test_json_number_and_line_protocol_payloads(mosquitto, request, mqtt_transport):
     prefix = request.node.name
     collector = Collector()
     source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c")
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c", transport=mqtt_transport)
     task = await running(source)
     ts_ms = int(time.time() * 1000) - 5000
     await publish(mosquitto.host, mosquitto.port, [
@@ -65,12 +65,12 @@ async def test_json_number_and_line_protocol_payloads(mosquitto, request):
     assert source.state == "stopped"
 
 
-async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, request, caplog):
+async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, request, caplog, mqtt_transport):
     caplog.set_level(logging.WARNING, logger="app.ingest.deadletters")
     prefix = request.node.name
     collector = Collector()
     source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c")
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c", transport=mqtt_transport)
     task = await running(source)
     now_ms = int(time.time() * 1000)
     tele = f"{prefix}/site/s/device/d/telemetry"
@@ -110,12 +110,12 @@ async def test_bad_payloads_are_dead_lettered_and_good_ones_kept(mosquitto, requ
 
 
 @pytest.mark.slow
-async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosquitto, request):
+async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosquitto, request, mqtt_transport):
     prefix = "p"
     collector = Collector()
     source = MqttSource("t", Hub(store=collector), host=own_mosquitto.host, port=own_mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id="persistent-vigie",
-                        reconnect_max_delay_s=0.5)
+                        subscriptions=subscriptions(prefix), client_id=f"persistent-vigie-{mqtt_transport}",
+                        reconnect_max_delay_s=0.5, transport=mqtt_transport)
     task = await running(source)
     tele = f"{prefix}/site/s/device/d/telemetry"
     now_ms = int(time.time() * 1000)
@@ -131,8 +131,8 @@ async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosq
     await publish(own_mosquitto.host, own_mosquitto.port,
                   [(tele, json.dumps({"ts": now_ms + i, "level": float(i)})) for i in range(20, 30)])
     source2 = MqttSource("t", Hub(store=collector), host=own_mosquitto.host, port=own_mosquitto.port,
-                         subscriptions=subscriptions(prefix), client_id="persistent-vigie",
-                         reconnect_max_delay_s=0.5)
+                         subscriptions=subscriptions(prefix), client_id=f"persistent-vigie-{mqtt_transport}",
+                         reconnect_max_delay_s=0.5, transport=mqtt_transport)
     task2 = await running(source2)
     await until(lambda: len(collector.readings) >= 30, what="30 readings")
     # Broker restarted under a connected source: it reconnects by itself.
@@ -145,17 +145,18 @@ async def test_qos1_messages_published_while_broker_restarts_are_stored(own_mosq
     await asyncio.wait_for(task2, 5)
 
 
-async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb, request):
+async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb, request, mqtt_transport):
     from app.store.influx import InfluxStore
     from app.store.writer import StoreWriter
 
     prefix = "exact"
-    store = InfluxStore(influxdb.url, database=influxdb.database, measurement="mqtt_exact")
+    store = InfluxStore(influxdb.url, database=influxdb.database, measurement=f"mqtt_exact_{mqtt_transport}")
     await store.open()
     writer = StoreWriter(store, batch_size=100, flush_interval=0.05)
     writer_task = asyncio.create_task(writer.run())
     source = MqttSource("plant", Hub(store=writer), host=mosquitto.host, port=mosquitto.port,
-                        subscriptions=subscriptions(prefix), client_id="exact-c")
+                        subscriptions=subscriptions(prefix), client_id=f"exact-c-{mqtt_transport}",
+                        transport=mqtt_transport)
     task = await running(source)
     ts_ms = int(time.time() * 1000) - 60_000
     await publish(mosquitto.host, mosquitto.port, [
@@ -164,7 +165,8 @@ async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb
         (f"{prefix}/servers/srv-1/metrics", f"system,rack=a cpu=12.5,mem=40i {(ts_ms + 7) * 10**6}"),
     ])
     await until(lambda: writer.written >= 5, what="5 points written")
-    rows = {(r["device"], r["metric"]): r for r in influxdb.points('SELECT * FROM "mqtt_exact" GROUP BY *')}
+    rows = {(r["device"], r["metric"]): r
+            for r in influxdb.points(f'SELECT * FROM "mqtt_exact_{mqtt_transport}" GROUP BY *')}
     assert set(rows) == {("dam-1", "water_level"), ("dam-1", "inflow"), ("gauge-1", "battery"),
                          ("srv-1", "cpu"), ("srv-1", "mem")}
     level = rows[("dam-1", "water_level")]
@@ -181,3 +183,52 @@ async def test_mqtt_payloads_become_exact_points_in_influxdb(mosquitto, influxdb
     await writer.stop()
     await writer_task
     await store.close()
+
+
+def test_the_transport_key_is_checked_when_the_config_is_loaded(tmp_path):
+    from app.config import ConfigError, load_config
+
+    def load(mqtt: str):
+        (tmp_path / "vigie.yaml").write_text(f"mqtt:\n  - {mqtt}\n")
+        return load_config(tmp_path)
+
+    sub = "subscriptions: [{topic: 'a/{device}', qos: %d}]"
+    assert load("{transport: gmqtt, %s}" % (sub % 1)).config.mqtt[0].transport == "gmqtt"
+    with pytest.raises(ConfigError, match=r"mqtt\[0\].subscriptions\[0\].qos: QoS 2 is not offered"):
+        load("{transport: gmqtt, %s}" % (sub % 2))
+    with pytest.raises(ConfigError, match="transport"):
+        load("{transport: hbmqtt, %s}" % (sub % 1))
+    # Left to itself, Vigie reads with gmqtt, or with aiomqtt when a subscription needs QoS 2: configs
+    # written before the transport key existed keep working.
+    assert load(sub % 1).config.mqtt[0].chosen_transport() == "gmqtt"
+    assert load(sub % 2).config.mqtt[0].chosen_transport() == "aiomqtt"
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_mqtt5_properties_on_a_publish_do_not_reach_the_payload(mosquitto, request, mqtt_transport, protocol):
+    """A publisher's MQTT 5 properties (expiry, content type, user properties) are skipped, not decoded as payload."""
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    prefix = f"props-{mqtt_transport}-{protocol.replace('.', '')}"
+    collector = Collector()
+    source = MqttSource("t", Hub(store=collector), host=mosquitto.host, port=mosquitto.port,
+                        subscriptions=subscriptions(prefix), client_id=f"{prefix}-c", transport=mqtt_transport,
+                        protocol=protocol)
+    task = await running(source)
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 3600
+    props.ContentType = "application/json"
+    props.UserProperty = [("plant", "north" * 40)]  # long enough for a two-byte properties length
+    ts_ms = int(time.time() * 1000) - 5000
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for i in range(3):
+            await client.publish(f"{prefix}/site/north/device/dam-{i}/telemetry",
+                                 json.dumps({"ts": ts_ms + i, "level": 10.0 + i}), qos=1, properties=props)
+    await until(lambda: len(collector.readings) >= 3, what="3 readings")
+    assert sorted((r.device, r.value, r.time_ns) for r in collector.readings) == [
+        (f"dam-{i}", 10.0 + i, (ts_ms + i) * 10**6) for i in range(3)]
+    assert source.dead.total == 0
+    await source.stop()
+    await asyncio.wait_for(task, 5)

@@ -86,14 +86,14 @@ def secure_broker(tmp_path_factory):
     server.stop()
 
 
-def vigie_config(tmp_path: Path, broker: SecureMosquitto, *, ca: str | None, password: str):
+def vigie_config(tmp_path: Path, broker: SecureMosquitto, *, ca: str | None, password: str, transport: str):
     d = tmp_path / "config"
     d.mkdir(exist_ok=True)
     tls = f"    tls: {{ca_file: {ca}}}\n" if ca else "    tls: {}\n"
     (d / "vigie.yaml").write_text(
         "store: {engine: embedded, data_dir: data, spool_dir: spool}\n"
         f"mqtt:\n  - name: secure\n    host: 127.0.0.1\n    port: {broker.port}\n"
-        f"    client_id: tls-test-{time.monotonic_ns()}\n{tls}"
+        f"    client_id: tls-test-{time.monotonic_ns()}\n    transport: {transport}\n{tls}"
         "    username_env: MQTT_USER\n    password_env: MQTT_PASSWORD\n"
         "    subscriptions:\n      - topic: tls/{device}/telemetry\n        fields: {level: {unit: m}}\n"
     )
@@ -104,9 +104,11 @@ def client_tls(broker: SecureMosquitto) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(broker.ca))
 
 
-async def test_readings_arrive_over_tls_with_credentials_from_the_environment(tmp_path, secure_broker):
-    runtime = Runtime(vigie_config(tmp_path, secure_broker, ca=str(secure_broker.ca), password=PASSWORD),
-                      base_dir=tmp_path)
+async def test_readings_arrive_over_tls_with_credentials_from_the_environment(tmp_path, secure_broker,
+                                                                              mqtt_transport):
+    loaded = vigie_config(tmp_path, secure_broker, ca=str(secure_broker.ca), password=PASSWORD,
+                          transport=mqtt_transport)
+    runtime = Runtime(loaded, base_dir=tmp_path)
     await runtime.start()
     try:
         await until(lambda: runtime.sources[0].state == "connected", what="connected over TLS")
@@ -126,8 +128,10 @@ async def test_readings_arrive_over_tls_with_credentials_from_the_environment(tm
     (True, "wrong-password", "not authori"),  # the broker refuses the credentials
     (False, PASSWORD, "certificate verify failed"),  # our throwaway CA is not in the system's trust
 ])
-async def test_a_refused_connection_says_why_and_keeps_retrying(tmp_path, secure_broker, ca, password, reason):
-    loaded = vigie_config(tmp_path, secure_broker, ca=str(secure_broker.ca) if ca else None, password=password)
+async def test_a_refused_connection_says_why_and_keeps_retrying(tmp_path, secure_broker, ca, password, reason,
+                                                                mqtt_transport):
+    loaded = vigie_config(tmp_path, secure_broker, ca=str(secure_broker.ca) if ca else None, password=password,
+                          transport=mqtt_transport)
     runtime = Runtime(loaded, base_dir=tmp_path)
     await runtime.start()
     try:

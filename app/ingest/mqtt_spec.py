@@ -307,6 +307,10 @@ class MqttSpec(SourceSpec):
     password_env = param.String(default=None, allow_None=True)
     client_id = param.String(default=None, allow_None=True, doc="Stable id ({hostname} is replaced).")
     protocol = param.Selector(default="5", objects=["5", "3.1.1"])
+    transport = param.Selector(default="auto", objects=["auto", "gmqtt", "aiomqtt"], doc=(
+        "The MQTT client library: gmqtt (a quarter to a third of aiomqtt's CPU per message, bench/README.md) "
+        "or aiomqtt (paho underneath); same guarantees with either, but QoS 2 needs aiomqtt. auto: gmqtt, or "
+        "aiomqtt when a subscription asks for QoS 2."))
     shared_group = param.String(default=None, allow_None=True, doc="MQTT 5 shared subscription group.")
     session_expiry_s = param.Integer(default=7 * 24 * 3600, bounds=(0, None))
     keepalive_s = param.Integer(default=30, bounds=(5, 3600))
@@ -319,9 +323,18 @@ class MqttSpec(SourceSpec):
     subscriptions = param.List(default=[], item_type=SubscriptionSpec)
 
     def validate(self) -> list[tuple[tuple, str]]:
-        return [(("subscriptions", i, "name"), f"{s.name!r} names an earlier subscription of this broker too")
-                for i, s in enumerate(self.subscriptions)
-                if s.name and any(o.name == s.name for o in self.subscriptions[:i])]
+        problems = [(("subscriptions", i, "name"), f"{s.name!r} names an earlier subscription of this broker too")
+                    for i, s in enumerate(self.subscriptions)
+                    if s.name and any(o.name == s.name for o in self.subscriptions[:i])]
+        message = "QoS 2 is not offered with transport: gmqtt (use 0 or 1, or transport: aiomqtt)"
+        return problems + [(("subscriptions", i, "qos"), message)
+                           for i, s in enumerate(self.subscriptions) if self.transport == "gmqtt" and s.qos > 1]
+
+    def chosen_transport(self) -> str:
+        """Return the client library this broker is read with (``auto`` resolved)."""
+        if self.transport != "auto":
+            return self.transport
+        return "aiomqtt" if any(s.qos > 1 for s in self.subscriptions) else "gmqtt"
 
     def build(self, ctx: BuildContext) -> Source:
         from app.ingest.mqtt import MqttSource, MqttSubscription
@@ -334,7 +347,7 @@ class MqttSpec(SourceSpec):
             username=ctx.secret(self.username_env), password=ctx.secret(self.password_env),
             tls=self.tls.options() if self.tls else None, protocol=self.protocol, shared_group=self.shared_group,
             session_expiry_s=self.session_expiry_s, keepalive_s=self.keepalive_s, ack=self.ack,
-            receive_maximum=self.receive_maximum,
+            receive_maximum=self.receive_maximum, transport=self.chosen_transport(),
         )
 
     def summary(self) -> str:
