@@ -1,0 +1,208 @@
+"""Compaction: moves the hot table's readings into history chunks, and keeps each day's chunk count low.
+
+One compaction takes a snapshot of the hot table (every row up to a write
+sequence number ``S``) and, for each UTC day it touches:
+
+- **append**, when every series' new readings are later than what the day's
+  chunks hold for it (live data arriving in order): the new rows become one
+  more chunk, and their rollup partials are appended;
+- **rewrite**, otherwise (late data, a replayed spool, a corrected point):
+  the day's chunks and the new rows are merged into one chunk, new rows
+  winning, and the day's rollup partials are recomputed from it.
+
+Then one transaction adds the new chunks to the manifest, drops the
+replaced ones, swaps the rollup partials and deletes the hot rows with a
+sequence number up to ``S``: a point written again during the compaction got
+a newer number, stays hot, and still wins. A kill at any moment leaves
+either the old state (the new files are orphans, removed at open) or the new
+one. Writes wait for that transaction only, not for the Parquet writing.
+
+:func:`tidy` merges a day's smallest chunks when it has many (a live day
+gets one chunk per compaction): a pure union, the partials stay valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.store import rollup
+from app.store.chunks import chunk_stats, new_chunk_name, sql_list, write_chunk
+from app.store.history_policy import DAY_NS
+
+if TYPE_CHECKING:
+    from app.store.embedded import EmbeddedStore
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNKS_PER_DAY = 8
+"""A day with this many chunks gets its smallest half merged (size-tiered: each row is rewritten ~log times)."""
+
+
+@dataclass
+class Outcome:
+    """What one compaction did (for health() and tests)."""
+
+    rows: int = 0
+    appended: int = 0
+    rewritten: int = 0
+    dropped_expired: int = 0
+    replaced: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> Outcome:
+    """Move every hot row written so far into history chunks; return what was done.
+
+    ``hook(phase)`` is called with ``"start"``, ``"written"`` once the new
+    chunks are on disk (not yet committed) and ``"committed"`` after the
+    transaction: the crash tests stop the process there.
+    """
+    if hook:
+        hook("start")
+    t0 = time.perf_counter()
+    out = Outcome()
+    cur = store.cursor()
+    directory = store.chunk_dir
+    raw_cutoff = store.policy.cutoff(None, store.now_ns())
+    cur.execute("BEGIN")  # one snapshot for the sequence number and the rows
+    seq = cur.execute("SELECT max(seq) FROM hot").fetchall()[0][0]
+    if seq is None:
+        cur.execute("COMMIT")
+        return out
+    snap = cur.sql(f"SELECT sid, time, value, quality, time // {DAY_NS} AS day FROM hot WHERE seq <= {int(seq)}"
+                   ).to_arrow_table()
+    cur.execute("COMMIT")
+    out.rows = snap.num_rows
+    cur.register("snap", snap)
+    expired = ""
+    if raw_cutoff is not None:
+        # Late readings of a day already expired whole are not kept (retention removed its chunks; its
+        # rollups are final). Readings of the day straddling the horizon are, and feed its rollups.
+        kept_from = raw_cutoff // DAY_NS * DAY_NS
+        out.dropped_expired = cur.execute("SELECT count(*) FROM snap WHERE time < ?", [kept_from]).fetchall()[0][0]
+        expired = f" AND time >= {int(kept_from)}"
+    new_per_day = _per_day(cur, expired)
+    existing = _existing(cur, list(new_per_day))
+    new_chunks: list[tuple[int, Path]] = []
+    rewritten_days: list[int] = []
+    replaced_files: list[str] = []
+    written: list[Path] = []
+    try:
+        for day, new_min in new_per_day.items():
+            files = existing.get(day, {})
+            last: dict[int, int] = {}
+            for per_sid in files.values():
+                for sid, tmax in per_sid.items():
+                    last[sid] = max(last.get(sid, tmax), tmax)
+            overlaps = any(sid in last and tmin <= last[sid] for sid, tmin in new_min.items())
+            path = directory / new_chunk_name(day)
+            todays = f"SELECT sid, time, value, quality FROM snap WHERE day = {int(day)}{expired}"
+            if overlaps:
+                old = sql_list(directory / f for f in files)
+                write_chunk(cur, f"{todays} UNION ALL SELECT o.sid, o.time, o.value, o.quality "
+                                 f"FROM read_parquet({old}) o ANTI JOIN ({todays}) n USING (sid, time)", path)
+                rewritten_days.append(day)
+                replaced_files += list(files)
+                out.rewritten += 1
+            else:
+                write_chunk(cur, todays, path)
+                out.appended += 1
+            written.append(path)
+            new_chunks.append((day, path))
+        stats = [row for day, path in new_chunks for row in chunk_stats(cur, path, day)]
+        parts = {res: [rollup.partials(cur, [path], res, day) for day, path in new_chunks]
+                 for res in store.policy.rollups}
+        if hook:
+            hook("written")
+        with store.write_lock:
+            cur.execute("BEGIN")
+            try:
+                for day, path in new_chunks:
+                    rows = sum(s[5] for s in stats if s[0] == path.name)
+                    cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, day, rows])
+                if stats:
+                    cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
+                if replaced_files:
+                    files_sql = sql_list(replaced_files)
+                    cur.execute(f"DELETE FROM chunk_series WHERE list_contains({files_sql}, file)")
+                    cur.execute(f"DELETE FROM chunks WHERE list_contains({files_sql}, file)")
+                for res, tables in parts.items():
+                    if rewritten_days:
+                        cur.execute(f"DELETE FROM {rollup.table(res)} WHERE list_contains(?, day)", [rewritten_days])
+                    for i, part in enumerate(tables):
+                        cur.register(f"part{i}", part)
+                        cur.execute(f"INSERT INTO {rollup.table(res)} SELECT * FROM part{i}")
+                        cur.unregister(f"part{i}")
+                cur.execute("DELETE FROM hot WHERE seq <= ?", [seq])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            store.hot_rows_left(cur.execute("SELECT count(*) FROM hot").fetchall()[0][0])
+    except BaseException:
+        for path in written:  # never named by the manifest: safe to remove
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        cur.unregister("snap")
+    if hook:
+        hook("committed")
+    out.replaced = [directory / f for f in replaced_files]
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _per_day(cur, expired: str) -> dict[int, dict[int, int]]:
+    """Return, per day of the snapshot, each series' earliest new time."""
+    out: dict[int, dict[int, int]] = {}
+    for day, sid, tmin in cur.execute(f"SELECT day, sid, min(time) FROM snap WHERE true{expired} "
+                                      "GROUP BY day, sid").fetchall():
+        out.setdefault(day, {})[sid] = tmin
+    return out
+
+
+def _existing(cur, days: list[int]) -> dict[int, dict[str, dict[int, int]]]:
+    """Return, per day, per live chunk file, each series' latest time in it."""
+    out: dict[int, dict[str, dict[int, int]]] = {}
+    if not days:
+        return out
+    for file, day, sid, tmax in cur.execute(
+            "SELECT file, day, sid, tmax FROM chunk_series WHERE list_contains(?, day)", [days]).fetchall():
+        out.setdefault(day, {}).setdefault(file, {})[sid] = tmax
+    return out
+
+
+def tidy(store: EmbeddedStore) -> list[Path]:
+    """Merge the smallest half of the chunks of any day with too many; return the replaced files."""
+    cur = store.cursor()
+    directory = store.chunk_dir
+    replaced: list[Path] = []
+    busy = cur.execute("SELECT day FROM chunks GROUP BY day HAVING count(*) >= ?", [MAX_CHUNKS_PER_DAY]).fetchall()
+    for (day,) in busy:
+        files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE day = ? ORDER BY rows, file",
+                                           [day]).fetchall()][: MAX_CHUNKS_PER_DAY // 2]
+        path = directory / new_chunk_name(day)
+        write_chunk(cur, f"SELECT * FROM read_parquet({sql_list(directory / f for f in files)})", path)
+        stats = chunk_stats(cur, path, day)
+        try:
+            with store.write_lock:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, day, sum(s[5] for s in stats)])
+                    cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
+                    cur.execute("DELETE FROM chunk_series WHERE list_contains(?, file)", [files])
+                    cur.execute("DELETE FROM chunks WHERE list_contains(?, file)", [files])
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        replaced += [directory / f for f in files]
+    return replaced
