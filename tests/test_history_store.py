@@ -59,9 +59,13 @@ def rolled(store: EmbeddedStore, resolution: int) -> dict[tuple[int, int], tuple
     return {(sid, b): (lo, hi, s, n) for sid, b, lo, hi, s, n in rows}
 
 
-async def test_rollups_equal_the_raw_aggregation_with_late_and_replayed_points(tmp_path):
+@pytest.mark.parametrize("retention", [{"raw": "30d"}, {}], ids=["every-rollup-stored", "rollups-where-smaller"])
+async def test_rollups_equal_the_raw_aggregation_with_late_and_replayed_points(tmp_path, retention):
+    # Raw kept for less time than the rollups: every partial is stored. Default (all kept): a rollup is stored
+    # only where it is smaller than the readings (the hourly one here), the 1-minute buckets are read raw.
     rng = random.Random(3)
-    store = EmbeddedStore(tmp_path, maintenance_interval_s=3600)
+    policy = HistoryPolicy.from_config(["1m", "1h"], retention)
+    store = EmbeddedStore(tmp_path, policy=policy, clock=lambda: T0 + 4 * DAY, maintenance_interval_s=3600)
     await store.open()
     try:
         first = first_set()
@@ -76,7 +80,7 @@ async def test_rollups_equal_the_raw_aggregation_with_late_and_replayed_points(t
         await store.maintain()
         want = expected(first, second, second[:300])
         sids = store._sids
-        for res in (MINUTE, HOUR):
+        for res in (MINUTE, HOUR) if retention else (HOUR,):
             got = rolled(store, res)
             ref: dict[tuple[int, int], list[float]] = {}
             for key, points in want.items():
@@ -87,13 +91,16 @@ async def test_rollups_equal_the_raw_aggregation_with_late_and_replayed_points(t
                 lo, hi, s, n = got[k]
                 assert (lo, hi, n) == (min(vs), max(vs), len(vs))
                 assert math.isclose(s / n, sum(vs) / len(vs), rel_tol=1e-9)
+        if not retention:
+            assert rolled(store, MINUTE) == {}  # one reading a minute: the 1m rollup would only add bytes
         # And the store answers from them what the raw points say, for every series.
         for key, points in want.items():
             assert await store.count(key) == len(points)
             assert [(t, v) for t, v, _ in await store.raw(key, 0, 2**62)] == sorted(points.items())
-            env = await store.envelope(key, T0, T0 + 4 * DAY, 96)  # one-hour buckets: the hourly rollup
-            assert env.bucket_ns == HOUR
-            assert_envelope(env, reference(points, T0, T0 + 4 * DAY, HOUR))
+            for buckets, width in ((96, HOUR), (960, 6 * MINUTE)):  # the hourly rollup, the 1-minute one
+                env = await store.envelope(key, T0, T0 + 4 * DAY, buckets)
+                assert env.bucket_ns == width
+                assert_envelope(env, reference(points, T0, T0 + 4 * DAY, width))
         assert store.health()["hot_rows"] == 0
     finally:
         await store.close()
@@ -259,5 +266,26 @@ async def test_an_old_file_is_migrated_to_chunks_and_its_rollups_backfilled(tmp_
             assert await store.count(key) == len(points)
             assert_envelope(await store.envelope(key, T0, T0 + 2 * DAY, 48), reference(points, T0, T0 + 2 * DAY, HOUR))
         assert store.health()["bytes_on_disk"] > 0
+    finally:
+        await store.close()
+
+
+async def test_a_day_compacted_many_times_is_merged_and_stays_exact(tmp_path):
+    policy = HistoryPolicy.from_config(["1m", "1h"], {"raw": "30d"})
+    store = EmbeddedStore(tmp_path, policy=policy, clock=lambda: T0 + 2 * DAY, maintenance_interval_s=3600)
+    await store.open()
+    try:
+        first = first_set(days=1)
+        step = len(first) // 12
+        for i in range(0, len(first), step):  # twelve compactions of one day, as a live day gets
+            await write_all(store, first[i:i + step])
+            await store.maintain()
+        files = store.cursor().execute("SELECT count(*) FROM chunks").fetchall()[0][0]
+        assert files < 8
+        want = expected(first)
+        for key, points in want.items():
+            assert [(t, v) for t, v, _ in await store.raw(key, 0, 2**62)] == sorted(points.items())
+            assert_envelope(await store.envelope(key, T0, T0 + DAY, 24), reference(points, T0, T0 + DAY, HOUR))
+        assert sum(n for *_, n in rolled(store, MINUTE).values()) == len(first)
     finally:
         await store.close()

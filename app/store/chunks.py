@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS hot (
 CREATE TABLE IF NOT EXISTS chunks (file VARCHAR PRIMARY KEY, day INTEGER, rows BIGINT);
 CREATE TABLE IF NOT EXISTS chunk_series (file VARCHAR, day INTEGER, sid INTEGER, tmin BIGINT, tmax BIGINT, n BIGINT);
 CREATE TABLE IF NOT EXISTS rollup_state (resolution BIGINT PRIMARY KEY, ready BOOLEAN);
+CREATE TABLE IF NOT EXISTS unrolled (
+    chunk BIGINT, file VARCHAR, sid INTEGER, resolution BIGINT, tmin BIGINT, tmax BIGINT
+);
 """
 
 
@@ -67,6 +70,11 @@ def day_of(time_ns: int) -> int:
 def new_chunk_name(day: int) -> str:
     """Return a fresh chunk file name for ``day`` (never reused, so a live file is never overwritten)."""
     return f"{day}-{uuid.uuid4().hex[:16]}.parquet"
+
+
+def chunk_id(name: str) -> int:
+    """Return the number that tags a chunk's rollup partials (60 bits of its random name)."""
+    return int(name.split("-", 1)[1][:15], 16)
 
 
 def sql_list(paths: Iterable[Path]) -> str:

@@ -8,7 +8,7 @@ sequence number ``S``) and, for each UTC day it touches:
   more chunk, and their rollup partials are appended;
 - **rewrite**, otherwise (late data, a replayed spool, a corrected point):
   the day's chunks and the new rows are merged into one chunk, new rows
-  winning, and the day's rollup partials are recomputed from it.
+  winning, and its rollup partials replace those of the day's former chunks.
 
 Then one transaction adds the new chunks to the manifest, drops the
 replaced ones, swaps the rollup partials and deletes the hot rows with a
@@ -18,7 +18,7 @@ either the old state (the new files are orphans, removed at open) or the new
 one. Writes wait for that transaction only, not for the Parquet writing.
 
 :func:`tidy` merges a day's smallest chunks when it has many (a live day
-gets one chunk per compaction): a pure union, the partials stay valid.
+gets one chunk per compaction), recomputing the merged chunk's partials.
 """
 
 from __future__ import annotations
@@ -89,7 +89,6 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
     new_per_day = _per_day(cur, expired)
     existing = _existing(cur, list(new_per_day))
     new_chunks: list[tuple[int, Path]] = []
-    rewritten_days: list[int] = []
     replaced_files: list[str] = []
     written: list[Path] = []
     try:
@@ -106,7 +105,6 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
                 old = sql_list(directory / f for f in files)
                 write_chunk(cur, f"{todays} UNION ALL SELECT o.sid, o.time, o.value, o.quality "
                                  f"FROM read_parquet({old}) o ANTI JOIN ({todays}) n USING (sid, time)", path)
-                rewritten_days.append(day)
                 replaced_files += list(files)
                 out.rewritten += 1
             else:
@@ -115,8 +113,7 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
             written.append(path)
             new_chunks.append((day, path))
         stats = [row for day, path in new_chunks for row in chunk_stats(cur, path, day)]
-        parts = {res: [rollup.partials(cur, [path], res, day) for day, path in new_chunks]
-                 for res in store.policy.rollups}
+        parts = rollup.chunk_partials(cur, [path for _, path in new_chunks], store.policy)
         if hook:
             hook("written")
         with store.write_lock:
@@ -131,13 +128,7 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
                     files_sql = sql_list(replaced_files)
                     cur.execute(f"DELETE FROM chunk_series WHERE list_contains({files_sql}, file)")
                     cur.execute(f"DELETE FROM chunks WHERE list_contains({files_sql}, file)")
-                for res, tables in parts.items():
-                    if rewritten_days:
-                        cur.execute(f"DELETE FROM {rollup.table(res)} WHERE list_contains(?, day)", [rewritten_days])
-                    for i, part in enumerate(tables):
-                        cur.register(f"part{i}", part)
-                        cur.execute(f"INSERT INTO {rollup.table(res)} SELECT * FROM part{i}")
-                        cur.unregister(f"part{i}")
+                rollup.replace(cur, parts, replaced_files)
                 cur.execute("DELETE FROM hot WHERE seq <= ?", [seq])
                 cur.execute("COMMIT")
             except BaseException:
@@ -188,8 +179,9 @@ def tidy(store: EmbeddedStore) -> list[Path]:
                                            [day]).fetchall()][: MAX_CHUNKS_PER_DAY // 2]
         path = directory / new_chunk_name(day)
         write_chunk(cur, f"SELECT * FROM read_parquet({sql_list(directory / f for f in files)})", path)
-        stats = chunk_stats(cur, path, day)
         try:
+            stats = chunk_stats(cur, path, day)
+            parts = rollup.chunk_partials(cur, [path], store.policy)
             with store.write_lock:
                 cur.execute("BEGIN")
                 try:
@@ -197,6 +189,7 @@ def tidy(store: EmbeddedStore) -> list[Path]:
                     cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
                     cur.execute("DELETE FROM chunk_series WHERE list_contains(?, file)", [files])
                     cur.execute("DELETE FROM chunks WHERE list_contains(?, file)", [files])
+                    rollup.replace(cur, parts, files)
                     cur.execute("COMMIT")
                 except BaseException:
                     cur.execute("ROLLBACK")

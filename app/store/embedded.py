@@ -294,29 +294,49 @@ class EmbeddedStore(StoreEngine):
         """Return the series catalogue."""
         return sorted(self._series.values(), key=lambda s: s.key)
 
-    def _raw_sql(self, cur: duckdb.DuckDBPyConnection, sid: int, ranges: list[tuple[int, int]]) -> str | None:
+    def _raw_sql(self, cur: duckdb.DuckDBPyConnection, sid: int, ranges: list[tuple[int, int]],
+                 unrolled: tuple[int, int, int] | None = None) -> str | None:
         """Return SQL for a series' (time, value, quality) in some ranges: hot rows, and chunk rows they don't replace.
 
-        Ranges are clipped to the raw horizon; None when nothing is left.
+        ``unrolled`` = (resolution, start, end) adds the readings of chunks
+        whose rollup at that resolution was not stored (the rollup part of an
+        envelope, where the hot table has no row). Ranges are clipped to the
+        raw horizon; None when nothing is left.
         """
         cutoff = self.policy.cutoff(None, self.now_ns())
-        ranges = [(max(a, cutoff) if cutoff is not None else a, b) for a, b in ranges]
-        ranges = [(int(a), int(b)) for a, b in ranges if a < b]
-        if not ranges:
-            return None
-        where = f"sid = {int(sid)} AND (" + " OR ".join(f"(time >= {a} AND time < {b})" for a, b in ranges) + ")"
-        hot = f"SELECT time, value, quality FROM hot WHERE {where}"
-        files: set[str] = set()
-        if self.chunk_dir is not None:
-            for a, b in ranges:
-                files.update(f for (f,) in cur.execute(
-                    "SELECT DISTINCT file FROM chunk_series WHERE sid = ? AND tmax >= ? AND tmin < ?",
-                    [sid, a, b]).fetchall())
-        if not files:
-            return hot
-        paths = sql_list(self.chunk_dir / f for f in sorted(files))
-        chunks = f"SELECT time, value, quality FROM read_parquet({paths}) WHERE {where}"
-        return f"SELECT * FROM ({hot}) UNION ALL SELECT c.* FROM ({chunks}) c ANTI JOIN ({hot}) h USING (time)"
+
+        def clip(a: int, b: int) -> tuple[int, int]:
+            return (int(max(a, cutoff)) if cutoff is not None else int(a)), int(b)
+
+        ranges = [r for r in (clip(a, b) for a, b in ranges) if r[0] < r[1]]
+        parts: list[str] = []
+        if ranges:
+            where = f"sid = {int(sid)} AND (" + " OR ".join(f"(time >= {a} AND time < {b})" for a, b in ranges) + ")"
+            hot = f"SELECT time, value, quality FROM hot WHERE {where}"
+            files: set[str] = set()
+            if self.chunk_dir is not None:
+                for a, b in ranges:
+                    files.update(f for (f,) in cur.execute(
+                        "SELECT DISTINCT file FROM chunk_series WHERE sid = ? AND tmax >= ? AND tmin < ?",
+                        [sid, a, b]).fetchall())
+            if files:
+                paths = sql_list(self.chunk_dir / f for f in sorted(files))
+                chunks = f"SELECT time, value, quality FROM read_parquet({paths}) WHERE {where}"
+                parts.append(f"SELECT * FROM ({hot}) UNION ALL SELECT c.* FROM ({chunks}) c ANTI JOIN ({hot}) h "
+                             "USING (time)")
+            else:
+                parts.append(hot)
+        if unrolled is not None and self.chunk_dir is not None:
+            res, a, b = unrolled
+            a, b = clip(a, b)
+            files = {f for (f,) in cur.execute(
+                "SELECT DISTINCT file FROM unrolled WHERE sid = ? AND resolution = ? AND tmax >= ? AND tmin < ?",
+                [sid, res, a, b]).fetchall()} if a < b else set()
+            if files:
+                paths = sql_list(self.chunk_dir / f for f in sorted(files))
+                parts.append(f"SELECT time, value, quality FROM read_parquet({paths}) "
+                             f"WHERE sid = {int(sid)} AND time >= {a} AND time < {b}")
+        return " UNION ALL ".join(f"({p})" for p in parts) if parts else None
 
     def _in_snapshot(self, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
         """Run ``work`` in one read transaction: the manifest and the hot table of the same instant."""
@@ -349,6 +369,7 @@ class EmbeddedStore(StoreEngine):
         res = rollup.choose(self._ready, width)
         raw_ranges = [(start, end)]
         rolled = ""
+        unrolled = None
         if res is not None:
             first = -(-start // res) * res  # the first whole rollup bucket
             last = end // res * res  # the end of the last whole one
@@ -358,10 +379,11 @@ class EmbeddedStore(StoreEngine):
             upto = last if hot_min is None else min(last, hot_min // res * res)
             if upto > first:
                 raw_ranges = [(start, first), (upto, end)]
+                unrolled = (res, first, upto)
                 since = max(first, self.policy.cutoff(res, self.now_ns()) or first)
                 rolled = (f"SELECT bucket AS time, vmin, vmax, vsum, n FROM {rollup.table(res)} "
                           f"WHERE sid = {int(sid)} AND bucket >= {int(since)} AND bucket < {int(upto)}")
-        raw = self._raw_sql(cur, sid, raw_ranges)
+        raw = self._raw_sql(cur, sid, raw_ranges, unrolled)
         parts = [p for p in (
             f"SELECT time, value AS vmin, value AS vmax, value AS vsum, 1 AS n FROM ({raw})" if raw else "",
             rolled) if p]
@@ -427,7 +449,7 @@ class EmbeddedStore(StoreEngine):
                 self._doom(compaction.tidy(self))
                 con = self._con
                 assert con is not None
-                if rollup.backfill(con, self.chunk_dir, self.policy.rollups, self.write_lock):
+                if rollup.backfill(con, self.chunk_dir, self.policy, self.write_lock):
                     self._ready = rollup.ready(con.cursor(), self.policy.rollups)
             expired = retention.enforce(self)
             self._doom(expired.chunks)

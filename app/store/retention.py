@@ -51,6 +51,7 @@ def enforce(store: EmbeddedStore) -> Expired:
                 if files:
                     cur.execute("DELETE FROM chunk_series WHERE list_contains(?, file)", [files])
                     cur.execute("DELETE FROM chunks WHERE list_contains(?, file)", [files])
+                    cur.execute("DELETE FROM unrolled WHERE list_contains(?, file)", [files])
                 out.chunks = [store.chunk_dir / f for f in files]
                 out.hot_rows = cur.execute("DELETE FROM hot WHERE time < ?", [raw_cutoff]).fetchone()[0]
             for res in store.policy.rollups:

@@ -1,35 +1,47 @@
 """Rollups: min, max, sum and count per series and bucket, at each configured resolution.
 
 Each resolution has a DuckDB table ``rollup_<seconds>s`` of *partial*
-aggregates: one row per (series, bucket) per chunk the rows came from, with
-the chunk's day. Since the chunks of a day never share a point, partials of
-the same bucket combine exactly (min of mins, sum of sums, sum of counts),
-which the envelope query does anyway when it groups buckets into its wider
-ones. So a compaction that appends a chunk appends its partials, and one that
-rewrites a day (late data, a replayed spool overwriting points) replaces the
-day's partials with those of the rewritten day: a late reading fixes its
-bucket, a duplicate is counted once. Partials are written in the same
-transaction as the manifest, so the rollups always match the history chunks;
-the hot table (not yet compacted) is never rolled up, and queries read it raw.
+aggregates: one row per (series, bucket) per history chunk the readings are
+in, tagged with the chunk. Since the chunks of a day never share a point,
+partials of the same bucket combine exactly (min of mins, sum of sums, sum of
+counts), which the envelope query does anyway when it groups rollup buckets
+into its wider ones. A compaction that writes a chunk writes its partials in
+the same transaction as the manifest, and one that replaces chunks (late
+data, a replayed spool overwriting points, a merge) deletes theirs: so a late
+reading fixes its bucket and a duplicate is counted once. The hot table (not
+yet compacted) is never rolled up; queries read it raw.
+
+A rollup is only worth storing where it is smaller than the readings: a
+series read once a minute has one reading per 1-minute bucket, and its 1m
+rollup would double its size for nothing. So, per chunk and series, a
+resolution whose buckets would hold fewer than :data:`MIN_READINGS_PER_BUCKET`
+readings on average is not stored; the chunk and series are listed in the
+``unrolled`` table instead, and queries read those readings raw (as cheap as
+the rollup would have been). This holds only while the raw readings live at
+least as long as the rollup; when ``retention`` expires raw first, every
+rollup is stored.
 
 A resolution added to the config on a store that already has history is
-*backfilled* day by day by the maintenance task, and not used by queries
+*backfilled* chunk by chunk by the maintenance task, and not used by queries
 until it is complete (``rollup_state.ready``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from app.store.chunks import sql_list
-from app.store.history_policy import NS
+from app.store.chunks import chunk_id
+from app.store.history_policy import NS, HistoryPolicy
 
 log = logging.getLogger(__name__)
+
+MIN_READINGS_PER_BUCKET = 2.0
+"""Below this many readings per bucket (per chunk and series), a rollup is not stored: raw is as cheap to read."""
 
 
 def table(resolution: int) -> str:
@@ -39,10 +51,10 @@ def table(resolution: int) -> str:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection, resolutions: Sequence[int]) -> None:
     """Create each resolution's table; a new one is ready at once on an empty store, else after its backfill."""
-    has_history = con.execute("SELECT count(*) FROM chunks").fetchone()[0] > 0
+    has_history = con.execute("SELECT count(*) FROM chunks").fetchall()[0][0] > 0
     for res in resolutions:
         con.execute(f"CREATE TABLE IF NOT EXISTS {table(res)} (sid INTEGER, bucket BIGINT, vmin DOUBLE, "
-                    "vmax DOUBLE, vsum DOUBLE, n BIGINT, day INTEGER)")
+                    "vmax DOUBLE, vsum DOUBLE, n BIGINT, chunk BIGINT)")
         con.execute("INSERT INTO rollup_state SELECT ?, ? WHERE NOT EXISTS "
                     "(SELECT 1 FROM rollup_state WHERE resolution = ?)", [res, not has_history, res])
 
@@ -53,12 +65,62 @@ def ready(con: duckdb.DuckDBPyConnection, resolutions: Sequence[int]) -> list[in
     return [r for r in resolutions if r in done]
 
 
-def partials(cur: duckdb.DuckDBPyConnection, files: Iterable[Path], resolution: int, day: int) -> pa.Table:
-    """Return the partial aggregates of some chunk files at a resolution, tagged with their day."""
-    return cur.sql(
-        f"SELECT sid, time // {resolution} * {resolution} AS bucket, min(value) AS vmin, max(value) AS vmax, "
-        f"sum(value) AS vsum, count(*) AS n, {int(day)}::INTEGER AS day "
-        f"FROM read_parquet({sql_list(files)}) GROUP BY ALL").to_arrow_table()
+def store_all(policy: HistoryPolicy, resolution: int) -> bool:
+    """Return whether every partial of ``resolution`` must be stored: raw readings expire before it does."""
+    raw, rolled = policy.horizon(None), policy.horizon(resolution)
+    return raw is not None and (rolled is None or raw < rolled)
+
+
+def partials(cur: duckdb.DuckDBPyConnection, path: Path, resolution: int,
+             keep_all: bool) -> tuple[pa.Table, list[tuple]]:
+    """Return a chunk's partials at a resolution, and its ``unrolled`` rows (series not worth rolling up)."""
+    chunk = chunk_id(path.name)
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE part AS SELECT sid, time // {resolution} * {resolution} AS bucket, "
+        f"min(value) AS vmin, max(value) AS vmax, sum(value) AS vsum, count(*) AS n, min(time) AS tmin, "
+        f"max(time) AS tmax FROM read_parquet('{path}') GROUP BY ALL")
+    threshold = 0.0 if keep_all else MIN_READINGS_PER_BUCKET
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE worth AS SELECT sid, sum(n) >= {threshold} * count(*) AS keep, "
+                f"min(tmin) AS tmin, max(tmax) AS tmax FROM part GROUP BY sid")
+    rows = cur.sql(f"SELECT p.sid, p.bucket, p.vmin, p.vmax, p.vsum, p.n, {chunk}::BIGINT AS chunk FROM part p "
+                   "JOIN worth w USING (sid) WHERE w.keep ORDER BY p.sid, p.bucket").to_arrow_table()
+    unrolled = [(chunk, path.name, sid, resolution, tmin, tmax) for sid, tmin, tmax in cur.execute(
+        "SELECT sid, tmin, tmax FROM worth WHERE NOT keep ORDER BY sid").fetchall()]
+    cur.execute("DROP TABLE temp.part")
+    cur.execute("DROP TABLE temp.worth")
+    return rows, unrolled
+
+
+def chunk_partials(cur: duckdb.DuckDBPyConnection, paths: Sequence[Path],
+                   policy: HistoryPolicy) -> dict[int, tuple[list[pa.Table], list[tuple]]]:
+    """Return, per resolution of ``policy``, the partials and ``unrolled`` rows of some new chunks."""
+    out: dict[int, tuple[list[pa.Table], list[tuple]]] = {}
+    for res in policy.rollups:
+        tables, unrolled = [], []
+        for path in paths:
+            t, u = partials(cur, path, res, store_all(policy, res))
+            tables.append(t)
+            unrolled += u
+        out[res] = (tables, unrolled)
+    return out
+
+
+def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table], list[tuple]]],
+            replaced_files: Sequence[str]) -> None:
+    """In the caller's transaction: drop the partials of replaced chunks, add those of new ones."""
+    gone = [chunk_id(f) for f in replaced_files]
+    if gone:
+        cur.execute("DELETE FROM unrolled WHERE list_contains(?, chunk)", [gone])
+    for res, (tables, unrolled) in parts.items():
+        if gone:
+            cur.execute(f"DELETE FROM {table(res)} WHERE list_contains(?, chunk)", [gone])
+        for t in tables:
+            if t.num_rows:
+                cur.register("part_rows", t)
+                cur.execute(f"INSERT INTO {table(res)} SELECT * FROM part_rows")
+                cur.unregister("part_rows")
+        if unrolled:
+            cur.executemany("INSERT INTO unrolled VALUES (?, ?, ?, ?, ?, ?)", unrolled)
 
 
 def choose(resolutions: Sequence[int], width_ns: int) -> int | None:
@@ -67,36 +129,31 @@ def choose(resolutions: Sequence[int], width_ns: int) -> int | None:
     return max(fit) if fit else None
 
 
-def backfill(con: duckdb.DuckDBPyConnection, directory: Path, resolutions: Sequence[int],
-             lock: object) -> list[int]:
+def backfill(con: duckdb.DuckDBPyConnection, directory: Path, policy: HistoryPolicy, lock: object) -> list[int]:
     """Build the partials of resolutions not ready yet from every history chunk; return those completed.
 
-    Runs under the maintenance lock (no compaction meanwhile); each day is its
-    own transaction (``DELETE`` then ``INSERT`` of the day's partials), so an
-    interrupted backfill resumes cleanly.
+    Runs in the maintenance pass (no compaction meanwhile); each chunk is its
+    own transaction (its partials deleted, then inserted), so an interrupted
+    backfill resumes cleanly.
     """
-    done = set(ready(con, resolutions))
-    todo = [r for r in resolutions if r not in done]
+    todo = [r for r in policy.rollups if r not in set(ready(con, policy.rollups))]
     if not todo:
         return []
     cur = con.cursor()
-    days: dict[int, list[Path]] = {}
-    for file, day in cur.execute("SELECT file, day FROM chunks ORDER BY day").fetchall():
-        days.setdefault(day, []).append(directory / file)
+    files = [f for (f,) in cur.execute("SELECT file FROM chunks ORDER BY day").fetchall()]
     for res in todo:
-        for day, files in days.items():
-            part = partials(cur, files, res, day)
+        for name in files:
+            rows, unrolled = partials(cur, directory / name, res, store_all(policy, res))
             with lock:  # type: ignore[attr-defined]
                 cur.execute("BEGIN")
                 try:
-                    cur.execute(f"DELETE FROM {table(res)} WHERE day = ?", [day])
-                    cur.register("part", part)
-                    cur.execute(f"INSERT INTO {table(res)} SELECT * FROM part")
-                    cur.unregister("part")
+                    cur.execute(f"DELETE FROM {table(res)} WHERE chunk = ?", [chunk_id(name)])
+                    cur.execute("DELETE FROM unrolled WHERE chunk = ? AND resolution = ?", [chunk_id(name), res])
+                    replace(cur, {res: ([rows], unrolled)}, [])
                     cur.execute("COMMIT")
-                except Exception:
+                except BaseException:
                     cur.execute("ROLLBACK")
                     raise
-        con.execute("UPDATE rollup_state SET ready = true WHERE resolution = ?", [res])
-        log.info("embedded store: rollup %s backfilled over %d days", table(res), len(days))
+        cur.execute("UPDATE rollup_state SET ready = true WHERE resolution = ?", [res])
+        log.info("embedded store: rollup %s backfilled over %d chunks", table(res), len(files))
     return todo
