@@ -21,6 +21,7 @@ import pytest
 
 from app.model import Reading
 from app.store import rollup
+from app.store.chunks import PARTITION_NS
 from app.store.embedded import EmbeddedStore
 from app.store.history_policy import HistoryPolicy
 from tests.history_data import DAY, MINUTE, SERIES, T0, expected, first_set, second_set
@@ -165,9 +166,9 @@ async def test_retention_removes_exactly_what_is_past_each_horizon(tmp_path):
         assert "raw 3d" in store.health()["retention"]
     finally:
         await store.close()
-    # Whole days past the raw horizon left the disk (the day straddling it stays until it is past too).
-    days = sorted(int(p.name.split("-")[0]) for p in (tmp_path / "history" / "raw").glob("*.parquet"))
-    assert days[0] == raw_cut // DAY
+    # Whole partitions past the raw horizon left the disk (the one straddling it stays until it is past too).
+    parts = sorted(int(p.name.split("-")[0]) for p in (tmp_path / "history" / "raw").glob("*.parquet"))
+    assert parts[0] == raw_cut // PARTITION_NS
 
 
 @pytest.mark.parametrize("phase", ["start", "written", "committed"])

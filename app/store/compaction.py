@@ -1,14 +1,14 @@
-"""Compaction: moves the hot table's readings into history chunks, and keeps each day's chunk count low.
+"""Compaction: moves the hot table's readings into history chunks, and keeps each partition's chunk count low.
 
 One compaction takes a snapshot of the hot table (every row up to a write
-sequence number ``S``) and, for each UTC day it touches:
+sequence number ``S``) and, for each partition (a week) it touches:
 
-- **append**, when every series' new readings are later than what the day's
+- **append**, when every series' new readings are later than what the partition's
   chunks hold for it (live data arriving in order): the new rows become one
   more chunk, and their rollup partials are appended;
 - **rewrite**, otherwise (late data, a replayed spool, a corrected point):
-  the day's chunks and the new rows are merged into one chunk, new rows
-  winning, and its rollup partials replace those of the day's former chunks.
+  the partition's chunks and the new rows are merged into one chunk, new
+  rows winning, and its rollup partials replace those of the former chunks.
 
 Then one transaction adds the new chunks to the manifest, drops the
 replaced ones, swaps the rollup partials and deletes the hot rows with a
@@ -17,8 +17,9 @@ a newer number, stays hot, and still wins. A kill at any moment leaves
 either the old state (the new files are orphans, removed at open) or the new
 one. Writes wait for that transaction only, not for the Parquet writing.
 
-:func:`tidy` merges a day's smallest chunks when it has many (a live day
-gets one chunk per compaction), recomputing the merged chunk's partials.
+:func:`tidy` merges a partition's smallest chunks when it has many (a live
+partition gets one chunk per compaction), and all the chunks of a partition
+once it is over, recomputing the merged chunk's partials.
 """
 
 from __future__ import annotations
@@ -31,16 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.store import rollup
-from app.store.chunks import chunk_stats, new_chunk_name, sql_list, write_chunk
-from app.store.history_policy import DAY_NS
+from app.store.chunks import PARTITION_NS, chunk_stats, new_chunk_name, sql_list, write_chunk
 
 if TYPE_CHECKING:
     from app.store.embedded import EmbeddedStore
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNKS_PER_DAY = 8
-"""A day with this many chunks gets its smallest half merged (size-tiered: each row is rewritten ~log times)."""
+MAX_CHUNKS_PER_PART = 8
+"""A partition with this many chunks gets its smallest half merged (size-tiered: each row is rewritten ~log times)."""
 
 
 @dataclass
@@ -74,33 +74,33 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
     if seq is None:
         cur.execute("COMMIT")
         return out
-    snap = cur.sql(f"SELECT sid, time, value, quality, time // {DAY_NS} AS day FROM hot WHERE seq <= {int(seq)}"
+    snap = cur.sql(f"SELECT sid, time, value, quality, time // {PARTITION_NS} AS part FROM hot WHERE seq <= {int(seq)}"
                    ).to_arrow_table()
     cur.execute("COMMIT")
     out.rows = snap.num_rows
     cur.register("snap", snap)
     expired = ""
     if raw_cutoff is not None:
-        # Late readings of a day already expired whole are not kept (retention removed its chunks; its
-        # rollups are final). Readings of the day straddling the horizon are, and feed its rollups.
-        kept_from = raw_cutoff // DAY_NS * DAY_NS
+        # Late readings of a partition already expired whole are not kept (retention removed its chunks;
+        # its rollups are final). Readings of the partition straddling the horizon are, and feed its rollups.
+        kept_from = raw_cutoff // PARTITION_NS * PARTITION_NS
         out.dropped_expired = cur.execute("SELECT count(*) FROM snap WHERE time < ?", [kept_from]).fetchall()[0][0]
         expired = f" AND time >= {int(kept_from)}"
-    new_per_day = _per_day(cur, expired)
-    existing = _existing(cur, list(new_per_day))
+    new_per_part = _per_part(cur, expired)
+    existing = _existing(cur, list(new_per_part))
     new_chunks: list[tuple[int, Path]] = []
     replaced_files: list[str] = []
     written: list[Path] = []
     try:
-        for day, new_min in new_per_day.items():
-            files = existing.get(day, {})
+        for part, new_min in new_per_part.items():
+            files = existing.get(part, {})
             last: dict[int, int] = {}
             for per_sid in files.values():
                 for sid, tmax in per_sid.items():
                     last[sid] = max(last.get(sid, tmax), tmax)
             overlaps = any(sid in last and tmin <= last[sid] for sid, tmin in new_min.items())
-            path = directory / new_chunk_name(day)
-            todays = f"SELECT sid, time, value, quality FROM snap WHERE day = {int(day)}{expired}"
+            path = directory / new_chunk_name(part)
+            todays = f"SELECT sid, time, value, quality FROM snap WHERE part = {int(part)}{expired}"
             if overlaps:
                 old = sql_list(directory / f for f in files)
                 write_chunk(cur, f"{todays} UNION ALL SELECT o.sid, o.time, o.value, o.quality "
@@ -111,17 +111,17 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
                 write_chunk(cur, todays, path)
                 out.appended += 1
             written.append(path)
-            new_chunks.append((day, path))
-        stats = [row for day, path in new_chunks for row in chunk_stats(cur, path, day)]
+            new_chunks.append((part, path))
+        stats = [row for part, path in new_chunks for row in chunk_stats(cur, path, part)]
         parts = rollup.chunk_partials(cur, [path for _, path in new_chunks], store.policy)
         if hook:
             hook("written")
         with store.write_lock:
             cur.execute("BEGIN")
             try:
-                for day, path in new_chunks:
+                for part, path in new_chunks:
                     rows = sum(s[5] for s in stats if s[0] == path.name)
-                    cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, day, rows])
+                    cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, part, rows])
                 if stats:
                     cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
                 if replaced_files:
@@ -148,54 +148,73 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
     return out
 
 
-def _per_day(cur, expired: str) -> dict[int, dict[int, int]]:
-    """Return, per day of the snapshot, each series' earliest new time."""
+def _per_part(cur, expired: str) -> dict[int, dict[int, int]]:
+    """Return, per partition of the snapshot, each series' earliest new time."""
     out: dict[int, dict[int, int]] = {}
-    for day, sid, tmin in cur.execute(f"SELECT day, sid, min(time) FROM snap WHERE true{expired} "
-                                      "GROUP BY day, sid").fetchall():
-        out.setdefault(day, {})[sid] = tmin
+    for part, sid, tmin in cur.execute(f"SELECT part, sid, min(time) FROM snap WHERE true{expired} "
+                                      "GROUP BY part, sid").fetchall():
+        out.setdefault(part, {})[sid] = tmin
     return out
 
 
-def _existing(cur, days: list[int]) -> dict[int, dict[str, dict[int, int]]]:
-    """Return, per day, per live chunk file, each series' latest time in it."""
+def _existing(cur, parts: list[int]) -> dict[int, dict[str, dict[int, int]]]:
+    """Return, per partition, per live chunk file, each series' latest time in it."""
     out: dict[int, dict[str, dict[int, int]]] = {}
-    if not days:
+    if not parts:
         return out
-    for file, day, sid, tmax in cur.execute(
-            "SELECT file, day, sid, tmax FROM chunk_series WHERE list_contains(?, day)", [days]).fetchall():
-        out.setdefault(day, {}).setdefault(file, {})[sid] = tmax
+    for file, part, sid, tmax in cur.execute(
+            "SELECT file, part, sid, tmax FROM chunk_series WHERE list_contains(?, part)", [parts]).fetchall():
+        out.setdefault(part, {}).setdefault(file, {})[sid] = tmax
     return out
+
+
+CLOSED_AFTER_NS = 3600 * 10**9
+"""A partition whose end is this far in the past is over: its chunks are merged into one."""
 
 
 def tidy(store: EmbeddedStore) -> list[Path]:
-    """Merge the smallest half of the chunks of any day with too many; return the replaced files."""
+    """Merge chunks: the smallest half of a partition with too many, all of a partition that is over.
+
+    Return the replaced files (deleted later). A pure union (the chunks of a
+    partition never share a point); the merged chunk's rollup partials
+    replace theirs.
+    """
     cur = store.cursor()
-    directory = store.chunk_dir
+    over = (store.now_ns() - CLOSED_AFTER_NS) // PARTITION_NS  # partitions before this one are over
     replaced: list[Path] = []
-    busy = cur.execute("SELECT day FROM chunks GROUP BY day HAVING count(*) >= ?", [MAX_CHUNKS_PER_DAY]).fetchall()
-    for (day,) in busy:
-        files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE day = ? ORDER BY rows, file",
-                                           [day]).fetchall()][: MAX_CHUNKS_PER_DAY // 2]
-        path = directory / new_chunk_name(day)
-        write_chunk(cur, f"SELECT * FROM read_parquet({sql_list(directory / f for f in files)})", path)
-        try:
-            stats = chunk_stats(cur, path, day)
-            parts = rollup.chunk_partials(cur, [path], store.policy)
-            with store.write_lock:
-                cur.execute("BEGIN")
-                try:
-                    cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, day, sum(s[5] for s in stats)])
-                    cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
-                    cur.execute("DELETE FROM chunk_series WHERE list_contains(?, file)", [files])
-                    cur.execute("DELETE FROM chunks WHERE list_contains(?, file)", [files])
-                    rollup.replace(cur, parts, files)
-                    cur.execute("COMMIT")
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        replaced += [directory / f for f in files]
+    todo = cur.execute(
+        "SELECT part, count(*) AS n FROM chunks GROUP BY part HAVING n >= ? OR (n > 1 AND part < ?) ORDER BY part",
+        [MAX_CHUNKS_PER_PART, over]).fetchall()
+    for part, _n in todo:
+        files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE part = ? ORDER BY rows, file",
+                                           [part]).fetchall()]
+        if part >= over:
+            files = files[: MAX_CHUNKS_PER_PART // 2]
+        replaced += _merge(store, cur, part, files)
     return replaced
+
+
+def _merge(store: EmbeddedStore, cur, part: int, files: list[str]) -> list[Path]:
+    """Replace some chunks of a partition by one; return the replaced paths."""
+    directory = store.chunk_dir
+    path = directory / new_chunk_name(part)
+    write_chunk(cur, f"SELECT * FROM read_parquet({sql_list(directory / f for f in files)})", path)
+    try:
+        stats = chunk_stats(cur, path, part)
+        parts = rollup.chunk_partials(cur, [path], store.policy)
+        with store.write_lock:
+            cur.execute("BEGIN")
+            try:
+                cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, part, sum(s[5] for s in stats)])
+                cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
+                cur.execute("DELETE FROM chunk_series WHERE list_contains(?, file)", [files])
+                cur.execute("DELETE FROM chunks WHERE list_contains(?, file)", [files])
+                rollup.replace(cur, parts, files)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return [directory / f for f in files]

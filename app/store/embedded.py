@@ -3,7 +3,7 @@
 Layout (see :mod:`app.store.chunks`): a small DuckDB file ``vigie.duckdb``
 holds the catalogue, the latest value of each series, the *hot* table of
 readings not yet compacted, the rollups and the manifest; history lives in
-Parquet chunks, one UTC day per chunk sorted by series then time, which
+Parquet chunks, each within a partition (a week), sorted by series then time, which
 DuckDB reads directly. So:
 
 - a query reads only its series' rows (the manifest names the chunks that
@@ -53,8 +53,8 @@ import pyarrow as pa
 from app.model import Envelope, LatestValue, Reading, SeriesInfo
 from app.store import compaction, retention, rollup
 from app.store.base import StoreEngine, bucket_width_ns
-from app.store.chunks import SCHEMA, chunk_stats, new_chunk_name, remove_orphans, sql_list, write_chunk
-from app.store.history_policy import DAY_NS, HistoryPolicy, duration_label
+from app.store.chunks import PARTITION_NS, SCHEMA, chunk_stats, new_chunk_name, remove_orphans, sql_list, write_chunk
+from app.store.history_policy import HistoryPolicy, duration_label
 from app.store.maintenance import Maintenance
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class EmbeddedStore(StoreEngine):
     def _migrate(self, tables: set[str]) -> None:
         """Turn a file from before the chunk layout (``series`` + ``readings``) into this one.
 
-        The readings become day chunks (the last value written for each point
+        The readings become chunks (the last value written for each point
         kept, as the former key did), then one transaction names them in the
         manifest, fills the catalogue and latest values and drops the old
         tables: a kill before it leaves the old file as it was (the written
@@ -163,12 +163,12 @@ class EmbeddedStore(StoreEngine):
                 con.execute("CREATE TEMP TABLE points AS SELECT m.sid, r.time, arg_max_null(r.value, r.rowid) AS value,"
                             " arg_max_null(r.quality, r.rowid) AS quality FROM readings r JOIN sidmap m "
                             "USING (device, metric) GROUP BY m.sid, r.time")
-                for (day,) in con.execute(f"SELECT DISTINCT time // {DAY_NS} FROM points ORDER BY 1").fetchall():
-                    path = self.chunk_dir / new_chunk_name(day)
-                    write_chunk(con, f"SELECT * FROM points WHERE time // {DAY_NS} = {day}", path)
-                    day_stats = chunk_stats(con, path, day)
-                    stats += day_stats
-                    con.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, day, sum(s[5] for s in day_stats)])
+                for (part,) in con.execute(f"SELECT DISTINCT time // {PARTITION_NS} FROM points ORDER BY 1").fetchall():
+                    path = self.chunk_dir / new_chunk_name(part)
+                    write_chunk(con, f"SELECT * FROM points WHERE time // {PARTITION_NS} = {part}", path)
+                    part_stats = chunk_stats(con, path, part)
+                    stats += part_stats
+                    con.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, part, sum(s[5] for s in part_stats)])
                 con.execute("INSERT INTO latest SELECT sid, max(time), arg_max(value, time), arg_max(quality, time) "
                             "FROM points GROUP BY sid")
             if stats:
@@ -185,7 +185,7 @@ class EmbeddedStore(StoreEngine):
                 con.execute(f"DROP TABLE IF EXISTS temp.{t}")
         con.execute("CHECKPOINT")
         after = sum(s[5] for s in stats)
-        log.warning("embedded store %s migrated to day chunks: %d readings, %d duplicates dropped; "
+        log.warning("embedded store %s migrated to part chunks: %d readings, %d duplicates dropped; "
                     "rollups will be backfilled", self.path, after, before - after)
 
     async def close(self) -> None:
@@ -455,6 +455,9 @@ class EmbeddedStore(StoreEngine):
             self._doom(expired.chunks)
             done["expired_chunks"] = len(expired.chunks)
             self._delete_doomed(REPLACED_FILE_GRACE_S)
+            if self.path is not None:
+                with self.write_lock:  # fold the WAL into the file, so the space freed by compaction is reused
+                    self.cursor().execute("CHECKPOINT")
             self._measure_disk()
             return done
 

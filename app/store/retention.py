@@ -3,10 +3,10 @@
 Exact as seen by every query: raw reads never return a reading older than
 ``now - horizon(raw)``, rollup reads no bucket starting before
 ``now - horizon(resolution)``. On disk, rollup rows and hot rows are deleted
-exactly; raw history is deleted a whole day chunk at a time, once the entire
-day is past the horizon (a day straddling it stays until the next day, hidden
-from queries), since rewriting that day at every pass would cost more than
-the day of space it saves. Rollups outlive the raw readings they were made
+exactly; raw history is deleted a whole partition (a week) at a time, once
+all of it is past the horizon (the partition straddling it stays, hidden from
+queries, until it is past too), since rewriting it at every pass would cost
+more than the space it saves. Rollups outlive the raw readings they were made
 from: that is their purpose.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.store import rollup
-from app.store.history_policy import DAY_NS
+from app.store.chunks import PARTITION_NS
 
 if TYPE_CHECKING:
     from app.store.embedded import EmbeddedStore
@@ -45,9 +45,9 @@ def enforce(store: EmbeddedStore) -> Expired:
         cur.execute("BEGIN")
         try:
             if raw_cutoff is not None:
-                last_whole_day = raw_cutoff // DAY_NS  # days before this one are entirely past the horizon
-                files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE day < ?",
-                                                   [last_whole_day]).fetchall()]
+                last_whole_part = raw_cutoff // PARTITION_NS  # parts before this one are entirely past the horizon
+                files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE part < ?",
+                                                   [last_whole_part]).fetchall()]
                 if files:
                     cur.execute("DELETE FROM chunk_series WHERE list_contains(?, file)", [files])
                     cur.execute("DELETE FROM chunks WHERE list_contains(?, file)", [files])
@@ -65,6 +65,6 @@ def enforce(store: EmbeddedStore) -> Expired:
             raise
         store.hot_rows_left(cur.execute("SELECT count(*) FROM hot").fetchall()[0][0])
     if out.chunks or out.hot_rows or any(out.rollup_rows.values()):
-        log.info("embedded store retention: %d day chunks, %d hot rows, rollup rows %s expired",
+        log.info("embedded store retention: %d part chunks, %d hot rows, rollup rows %s expired",
                  len(out.chunks), out.hot_rows, out.rollup_rows)
     return out

@@ -2,7 +2,7 @@
 
 Each resolution has a DuckDB table ``rollup_<seconds>s`` of *partial*
 aggregates: one row per (series, bucket) per history chunk the readings are
-in, tagged with the chunk. Since the chunks of a day never share a point,
+in, tagged with the chunk. Since the chunks of a partition never share a point,
 partials of the same bucket combine exactly (min of mins, sum of sums, sum of
 counts), which the envelope query does anyway when it groups rollup buckets
 into its wider ones. A compaction that writes a chunk writes its partials in
@@ -140,7 +140,7 @@ def backfill(con: duckdb.DuckDBPyConnection, directory: Path, policy: HistoryPol
     if not todo:
         return []
     cur = con.cursor()
-    files = [f for (f,) in cur.execute("SELECT file FROM chunks ORDER BY day").fetchall()]
+    files = [f for (f,) in cur.execute("SELECT file FROM chunks ORDER BY part").fetchall()]
     for res in todo:
         for name in files:
             rows, unrolled = partials(cur, directory / name, res, store_all(policy, res))
