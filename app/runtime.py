@@ -59,6 +59,8 @@ def build_store(spec: StoreSpec, loaded: LoadedConfig, base: Path) -> StoreEngin
         api=spec.api,
         org=spec.org,
         bucket=spec.bucket,
+        policy=spec.policy(),
+        maintenance_interval_s=spec.maintenance_interval_s,
     )
 
 

@@ -1,9 +1,9 @@
-"""The embedded store's background task: compaction, rollup backfill, retention, deletion of replaced files.
+"""A store's background task: the embedded store's compaction, rollups and retention, InfluxDB's rollups and retention.
 
-Owned by the store: :meth:`EmbeddedStore.open` starts it, :meth:`close`
-stops it and awaits the pass in progress (a pass runs in a worker thread and
-is never abandoned half-way; if it were, the transaction design would still
-leave a readable store). It runs a pass when woken (the hot table grew past
+Owned by the store: its ``open()`` starts it, its ``close()`` stops it and
+awaits the pass in progress (a blocking pass runs in a worker thread, an
+async one on the loop; neither is abandoned half-way, and if one were, each
+store's design still leaves it readable). It runs a pass when woken (the hot table grew past
 ``compact_rows``) or every ``interval_s``. A pass that fails is logged, its
 error kept for health(), and retried on the next tick with capped back-off;
 the store keeps serving reads and writes from the hot table meanwhile.
@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 class Maintenance:
-    """Runs ``pass_`` (a blocking function) in a worker thread, on demand or every ``interval_s``."""
+    """Runs ``pass_`` on demand or every ``interval_s``: in a worker thread if blocking, on the loop if async."""
 
-    def __init__(self, pass_: Callable[[], dict[str, Any]], interval_s: float) -> None:
+    def __init__(self, pass_: Callable[[], dict[str, Any]] | Callable[[], Awaitable[dict[str, Any]]],
+                 interval_s: float, name: str = "embedded-store-maintenance") -> None:
+        self.name = name
         self._pass = pass_
         self.interval_s = interval_s
         self._wake = asyncio.Event()
@@ -40,7 +43,8 @@ class Maintenance:
     def start(self) -> None:
         """Start the task on the running loop (from the store's open())."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="embedded-store-maintenance")
+            self._stopping.clear()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     def poke(self) -> None:
         """Ask for a pass soon (the hot table is big enough to compact)."""
@@ -50,7 +54,10 @@ class Maintenance:
         """Run one pass now and return what it did; raise what it raised."""
         async with self._running:
             try:
-                result = await asyncio.to_thread(self._pass)
+                if inspect.iscoroutinefunction(self._pass):
+                    result = await self._pass()
+                else:
+                    result = await asyncio.to_thread(self._pass)
             except Exception as exc:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -82,7 +89,7 @@ class Maintenance:
                 await self.run_once()
                 delay = self.interval_s
             except Exception:
-                log.exception("embedded store maintenance failed (retrying)")
+                log.exception("%s failed (retrying)", self.name)
                 delay = min(max(1.0, delay * 2), 300.0)
 
     def health(self) -> dict[str, Any]:
