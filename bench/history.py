@@ -454,13 +454,18 @@ async def fleet_influx(root: Path, args: argparse.Namespace, end_ns: int) -> dic
     server = InfluxDB(root / "influx")
     server.start()
     try:
-        store = InfluxStore(server.url, database=server.database)
+        from app.store.history_policy import HistoryPolicy
+
+        # Rollups as configured by default (1m, 1h): fleet_load runs the pass that makes them after the load.
+        store = InfluxStore(server.url, database=server.database, policy=HistoryPolicy(),
+                            maintenance_interval_s=3600)
         await store.open()
         result: dict[str, Any] = {"load": await fleet_load(store, args, end_ns)}
         result["count"] = await store.count()
+        result["health"] = store.health()
         await store.close()
         t = time.perf_counter()
-        store = InfluxStore(server.url, database=server.database)
+        store = InfluxStore(server.url, database=server.database, policy=HistoryPolicy(), maintenance_interval_s=3600)
         await store.open()
         latest = await store.latest()
         result["startup_s"] = time.perf_counter() - t

@@ -110,6 +110,7 @@ async def test_retention_removes_what_is_past_each_horizon(influxdb, measurement
         env = await store.envelope("d/m", T0, T0 + 2 * DAY, 48)  # from the hourly rollup: raw is gone
         assert_envelope(env, reference(points, T0, T0 + 2 * DAY, HOUR))
         assert "raw 3d" in store.health()["retention"]
+        assert store.health()["database_bytes_on_disk"] > 0
     finally:
         await store.close()
 

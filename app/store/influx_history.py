@@ -91,6 +91,7 @@ class InfluxHistory:
         self._working: dict[int, Intervals] = {r: Intervals() for r in policy.rollups}
         self.maintenance = Maintenance(self.run_pass, interval_s, name="influx-store-maintenance")
         self.rolled_points = 0
+        self.disk_bytes: int | None = None
 
     def measurement(self, resolution: int) -> str:
         """Return the rollup measurement of a resolution: ``telemetry_1h``."""
@@ -179,7 +180,22 @@ class InfluxHistory:
             done[duration_label(res)] = written
             self.rolled_points += written
         done["expired"] = await self._expire()
+        await self._measure_disk()
         return done
+
+    async def _measure_disk(self) -> None:
+        """Note the database's bytes on disk (InfluxDB 1.x ``SHOW STATS``; unknown elsewhere)."""
+        try:
+            shards = await self.store._statement("SHOW STATS FOR 'shard'", db=False)
+        except ValueError:
+            self.disk_bytes = None
+            return
+        total = 0
+        for s in shards:
+            if (s.get("tags") or {}).get("database") == self.store.database and "diskBytes" in s["columns"]:
+                i = s["columns"].index("diskBytes")
+                total += sum(int(row[i] or 0) for row in s.get("values") or [])
+        self.disk_bytes = total
 
     async def _roll(self, res: int, a: int, b: int) -> int:
         """Recompute the buckets of ``[a, b)`` at ``res`` from raw readings; return the points written."""
@@ -238,6 +254,7 @@ class InfluxHistory:
             "rollups": {duration_label(r): (f"{len(d.lo)} dirty spans" if d else "up to date")
                         for r, d in self.dirty.items()},
             "rolled_points": self.rolled_points,
+            "database_bytes_on_disk": self.disk_bytes,
             "maintenance": self.maintenance.health(),
         }
 
