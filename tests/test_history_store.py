@@ -290,3 +290,23 @@ async def test_a_day_compacted_many_times_is_merged_and_stays_exact(tmp_path):
         assert sum(n for *_, n in rolled(store, MINUTE).values()) == len(first)
     finally:
         await store.close()
+
+
+async def test_a_retention_expiring_raw_first_gets_the_rollups_it_had_left_out(tmp_path):
+    store = EmbeddedStore(tmp_path, clock=lambda: T0 + 3 * DAY, maintenance_interval_s=3600)
+    await store.open()
+    first = first_set(days=2)
+    await write_all(store, first)
+    await store.maintain()
+    assert rolled(store, MINUTE) == {}  # one reading a minute: not worth a 1-minute rollup while raw is kept
+    await store.close()
+    policy = HistoryPolicy.from_config(["1m", "1h"], {"raw": "30d", "1m": "1y"})
+    store = EmbeddedStore(tmp_path, policy=policy, clock=lambda: T0 + 3 * DAY, maintenance_interval_s=3600)
+    await store.open()
+    try:
+        await store.maintain()
+        got = rolled(store, MINUTE)
+        assert len(got) == len(first) and all(n == 1 for *_, n in got.values())
+        assert store.cursor().execute("SELECT count(*) FROM unrolled").fetchall()[0][0] == 0
+    finally:
+        await store.close()

@@ -343,9 +343,12 @@ class EmbeddedStore(StoreEngine):
         cur = self.cursor()
         cur.execute("BEGIN")
         try:
-            return work(cur)
-        finally:
-            cur.execute("COMMIT")
+            out = work(cur)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+        return out
 
     async def envelope(self, key: str, start_ns: int, end_ns: int, buckets: int) -> Envelope:
         """Return min/mean/max per bucket: from the coarsest rollup that fills the buckets, raw elsewhere.

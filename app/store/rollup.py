@@ -19,7 +19,8 @@ readings on average is not stored; the chunk and series are listed in the
 ``unrolled`` table instead, and queries read those readings raw (as cheap as
 the rollup would have been). This holds only while the raw readings live at
 least as long as the rollup; when ``retention`` expires raw first, every
-rollup is stored.
+rollup is stored (and a retention changed that way makes the maintenance
+task store the rollups it had left out).
 
 A resolution added to the config on a store that already has history is
 *backfilled* chunk by chunk by the maintenance task, and not used by queries
@@ -130,18 +131,27 @@ def choose(resolutions: Sequence[int], width_ns: int) -> int | None:
 
 
 def backfill(con: duckdb.DuckDBPyConnection, directory: Path, policy: HistoryPolicy, lock: object) -> list[int]:
-    """Build the partials of resolutions not ready yet from every history chunk; return those completed.
+    """Build missing partials; return the resolutions worked on.
 
-    Runs in the maintenance pass (no compaction meanwhile); each chunk is its
-    own transaction (its partials deleted, then inserted), so an interrupted
-    backfill resumes cleanly.
+    Two cases: a resolution not ready yet (new in the config, or a migrated
+    store) gets the partials of every chunk; a resolution that must now be
+    stored everywhere (retention changed so raw readings expire before it)
+    gets those of the chunks listed as ``unrolled`` for it. Runs in the
+    maintenance pass (no compaction meanwhile); each chunk is its own
+    transaction, so an interrupted backfill resumes cleanly.
     """
-    todo = [r for r in policy.rollups if r not in set(ready(con, policy.rollups))]
-    if not todo:
-        return []
     cur = con.cursor()
-    files = [f for (f,) in cur.execute("SELECT file FROM chunks ORDER BY part").fetchall()]
-    for res in todo:
+    done = set(ready(con, policy.rollups))
+    work: dict[int, list[str]] = {}
+    for res in policy.rollups:
+        if res not in done:
+            work[res] = [f for (f,) in cur.execute("SELECT file FROM chunks ORDER BY part").fetchall()]
+        elif store_all(policy, res):
+            files = [f for (f,) in cur.execute("SELECT DISTINCT file FROM unrolled WHERE resolution = ?",
+                                               [res]).fetchall()]
+            if files:
+                work[res] = files
+    for res, files in work.items():
         for name in files:
             rows, unrolled = partials(cur, directory / name, res, store_all(policy, res))
             with lock:  # type: ignore[attr-defined]
@@ -155,5 +165,5 @@ def backfill(con: duckdb.DuckDBPyConnection, directory: Path, policy: HistoryPol
                     cur.execute("ROLLBACK")
                     raise
         cur.execute("UPDATE rollup_state SET ready = true WHERE resolution = ?", [res])
-        log.info("embedded store: rollup %s backfilled over %d chunks", table(res), len(files))
-    return todo
+        log.info("embedded store: rollup %s built for %d chunks", table(res), len(files))
+    return list(work)
