@@ -167,7 +167,9 @@ class Serve:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([str(VIGIE), "serve", "--config", str(self.root / "config"),
+        # This checkout's code (a worktree has no .venv of its own: run the module with this interpreter).
+        vigie = [str(VIGIE)] if VIGIE.exists() else [sys.executable, "-m", "app.cli"]
+        self.proc = subprocess.Popen([*vigie, "serve", "--config", str(self.root / "config"),
                                       "--data-root", str(self.root)], cwd=ROOT, stdout=self.log.open("w"),
                                      stderr=subprocess.STDOUT)
 

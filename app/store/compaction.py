@@ -100,15 +100,15 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
                     last[sid] = max(last.get(sid, tmax), tmax)
             overlaps = any(sid in last and tmin <= last[sid] for sid, tmin in new_min.items())
             path = directory / new_chunk_name(part)
-            todays = f"SELECT sid, time, value, quality FROM snap WHERE part = {int(part)}{expired}"
+            new_rows = f"SELECT sid, time, value, quality FROM snap WHERE part = {int(part)}{expired}"
             if overlaps:
                 old = sql_list(directory / f for f in files)
-                write_chunk(cur, f"{todays} UNION ALL SELECT o.sid, o.time, o.value, o.quality "
-                                 f"FROM read_parquet({old}) o ANTI JOIN ({todays}) n USING (sid, time)", path)
+                write_chunk(cur, f"{new_rows} UNION ALL SELECT o.sid, o.time, o.value, o.quality "
+                                 f"FROM read_parquet({old}) o ANTI JOIN ({new_rows}) n USING (sid, time)", path)
                 replaced_files += list(files)
                 out.rewritten += 1
             else:
-                write_chunk(cur, todays, path)
+                write_chunk(cur, new_rows, path)
                 out.appended += 1
             written.append(path)
             new_chunks.append((part, path))
