@@ -418,16 +418,34 @@ async def fleet_queries(store: Any, args: argparse.Namespace, end_ns: int) -> di
     return out
 
 
-async def fleet_embedded(root: Path, args: argparse.Namespace, end_ns: int) -> dict[str, Any]:
-    from app.store.embedded import EmbeddedStore
+def embedded_class(ref: str | None) -> type:
+    """Return this checkout's EmbeddedStore, or the one of git ``ref`` (the baseline to compare with)."""
+    if ref is None:
+        from app.store.embedded import EmbeddedStore
 
+        return EmbeddedStore
+    import importlib.util
+
+    source = subprocess.run(["git", "show", f"{ref}:app/store/embedded.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="vigie-baseline-")) / "baseline_embedded.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_embedded", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EmbeddedStore
+
+
+async def fleet_embedded(root: Path, args: argparse.Namespace, end_ns: int) -> dict[str, Any]:
+    cls = embedded_class(args.baseline)
+    kwargs = {} if args.baseline else {"compact_rows": args.compact_rows}
     data = root / "embedded"
-    empty = EmbeddedStore(data / "empty")
+    empty = cls(data / "empty")
     t = time.perf_counter()
     await empty.open()
     open_empty = time.perf_counter() - t
     await empty.close()
-    store = EmbeddedStore(data / "fleet", compact_rows=args.compact_rows)
+    store = cls(data / "fleet", **kwargs)
     await store.open()
     result: dict[str, Any] = {"load": await fleet_load(store, args, end_ns)}
     count = await store.count()
@@ -438,7 +456,7 @@ async def fleet_embedded(root: Path, args: argparse.Namespace, end_ns: int) -> d
     result["bytes_on_disk"] = size
     result["bytes_per_reading"] = size / count
     t = time.perf_counter()
-    store = EmbeddedStore(data / "fleet")
+    store = cls(data / "fleet")
     await store.open()
     latest = await store.latest()
     result["startup_s"] = time.perf_counter() - t
@@ -487,7 +505,8 @@ def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
     if args.wait_quiet:
         wait_quiet(args.wait_quiet)
     result: dict[str, Any] = {"machine": machine(("duckdb",), {"influxd": ["influxd", "version"]}),
-                              "devices": args.devices, "days": args.days, "buckets": BUCKETS, "runs": args.runs}
+                              "devices": args.devices, "days": args.days, "buckets": BUCKETS, "runs": args.runs,
+                              "embedded_from": args.baseline or "this checkout"}
     tmp = Path(tempfile.mkdtemp(prefix="vigie-fleet-"))
     end_ns = (time.time_ns() // MINUTE_NS) * MINUTE_NS
     m0, own0, w0 = machine_ticks()[0], sum(os.times()[:4]), time.monotonic()
@@ -510,7 +529,8 @@ def print_fleet(r: dict[str, Any]) -> None:
     print(f"\nmachine: {m['nproc']} cores {m['cpu']}, {m['ram_gb']} GB; Python {m['python']}, duckdb {m['duckdb']}, "
           f"{m['influxd']}; commit {m['commit']}; {m['date']}; other processes used "
           f"{r['other_cores_during_run']:.2f} cores")
-    print(f"{r['devices']} devices x {r['days']} days at 1/min, {r['buckets']} buckets, {r['runs']} runs\n")
+    print(f"{r['devices']} devices x {r['days']} days at 1/min, {r['buckets']} buckets, {r['runs']} runs; "
+          f"embedded store of {r.get('embedded_from', 'this checkout')}\n")
     print("| store | readings | ingest /s (all) | quiet | during maintenance | bytes/reading | start-up |")
     print("|---|---|---|---|---|---|---|")
     for name in ("embedded", "influx"):
@@ -569,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=365, help="fleet: days of history")
     p.add_argument("--compact-rows", type=int, default=250_000, help="fleet: hot rows that start a compaction")
     p.add_argument("--no-embedded", dest="embedded", action="store_false", help="fleet: skip the embedded store")
+    p.add_argument("--baseline", default=None, metavar="GIT_REF",
+                   help="fleet: measure the embedded store of this git ref instead (e.g. main, to compare)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per range")
     p.add_argument("--page-runs", type=int, default=10, help="timed clicks per range in the history page")
     p.add_argument("--batch", type=int, default=5000, help="readings per write() to the embedded store")

@@ -51,6 +51,7 @@ class Outcome:
     appended: int = 0
     rewritten: int = 0
     dropped_expired: int = 0
+    touched: set[int] = field(default_factory=set)
     replaced: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -112,6 +113,7 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
                 out.appended += 1
             written.append(path)
             new_chunks.append((part, path))
+            out.touched.add(part)
         stats = [row for part, path in new_chunks for row in chunk_stats(cur, path, part)]
         parts = rollup.chunk_partials(cur, [path for _, path in new_chunks], store.policy)
         if hook:
@@ -172,11 +174,14 @@ CLOSED_AFTER_NS = 3600 * 10**9
 """A partition whose end is this far in the past is over: its chunks are merged into one."""
 
 
-def tidy(store: EmbeddedStore) -> list[Path]:
+def tidy(store: EmbeddedStore, touched: set[int] | frozenset[int] = frozenset()) -> list[Path]:
     """Merge chunks: the smallest half of a partition with too many, all of a partition that is over.
 
-    Return the replaced files (deleted later). A pure union (the chunks of a
-    partition never share a point); the merged chunk's rollup partials
+    A partition the last compaction wrote to (``touched``) is not merged
+    whole yet, even if over: a bulk import of old history fills a partition
+    over several compactions, and merging it at each would rewrite it each
+    time. Return the replaced files (deleted later). A pure union (the chunks
+    of a partition never share a point); the merged chunk's rollup partials
     replace theirs.
     """
     cur = store.cursor()
@@ -185,11 +190,14 @@ def tidy(store: EmbeddedStore) -> list[Path]:
     todo = cur.execute(
         "SELECT part, count(*) AS n FROM chunks GROUP BY part HAVING n >= ? OR (n > 1 AND part < ?) ORDER BY part",
         [MAX_CHUNKS_PER_PART, over]).fetchall()
-    for part, _n in todo:
-        files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE part = ? ORDER BY rows, file",
-                                           [part]).fetchall()]
-        if part >= over:
-            files = files[: MAX_CHUNKS_PER_PART // 2]
+    for part, n in todo:
+        if part >= over or part in touched:
+            if n < MAX_CHUNKS_PER_PART:
+                continue
+            files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE part = ? ORDER BY rows, file",
+                                               [part]).fetchall()][: MAX_CHUNKS_PER_PART // 2]
+        else:
+            files = [f for (f,) in cur.execute("SELECT file FROM chunks WHERE part = ?", [part]).fetchall()]
         replaced += _merge(store, cur, part, files)
     return replaced
 

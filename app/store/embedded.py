@@ -449,7 +449,7 @@ class EmbeddedStore(StoreEngine):
                 self._doom(out.replaced)
                 done["compacted_rows"] = out.rows
                 done["compaction_s"] = round(out.seconds, 3)
-                self._doom(compaction.tidy(self))
+                self._doom(compaction.tidy(self, out.touched))
                 con = self._con
                 assert con is not None
                 if rollup.backfill(con, self.chunk_dir, self.policy, self.write_lock):

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 CATCH_UP_NS = 86_400 * 10**9
 """At open, this much recent history is rolled up again (it may have been written just before a crash)."""
 
+EXPIRE_EVERY_NS = 3600 * 10**9
+"""Retention deletes run at most this often (an InfluxDB DELETE scans every shard, even with nothing to delete)."""
+
 SLICE_BUCKETS = 1440
 """Buckets recomputed per query: a day of 1-minute buckets, 60 days of hourly ones."""
 
@@ -92,6 +95,7 @@ class InfluxHistory:
         self.maintenance = Maintenance(self.run_pass, interval_s, name="influx-store-maintenance")
         self.rolled_points = 0
         self.disk_bytes: int | None = None
+        self._expired_at: int | None = None
 
     def measurement(self, resolution: int) -> str:
         """Return the rollup measurement of a resolution: ``telemetry_1h``."""
@@ -179,8 +183,11 @@ class InfluxHistory:
                 self._working[res] = Intervals()
             done[duration_label(res)] = written
             self.rolled_points += written
-        done["expired"] = await self._expire()
-        await self._measure_disk()
+        now = self.now_ns()
+        if self._expired_at is None or now - self._expired_at >= EXPIRE_EVERY_NS:
+            done["expired"] = await self._expire()
+            self._expired_at = now
+            await self._measure_disk()
         return done
 
     async def _measure_disk(self) -> None:
