@@ -271,6 +271,27 @@ async def test_an_old_file_is_migrated_to_chunks_and_its_rollups_backfilled(tmp_
         await store.close()
 
 
+async def test_a_migrated_file_gives_back_the_space_of_its_readings(tmp_path):
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "vigie.duckdb"))
+    con.execute("CREATE TABLE readings (device VARCHAR, metric VARCHAR, time BIGINT, value DOUBLE, quality VARCHAR,"
+                " PRIMARY KEY (device, metric, time))")
+    n = 300_000
+    con.execute(f"INSERT INTO readings SELECT 'd' || (i % 10), 'm', {T0} + (i // 10) * {MINUTE}, i % 997, 'good' "
+                f"FROM range({n}) t(i)")
+    con.close()
+    before = (tmp_path / "vigie.duckdb").stat().st_size
+    store = EmbeddedStore(tmp_path, maintenance_interval_s=3600)
+    await store.open()
+    try:
+        assert await store.count() == n
+    finally:
+        await store.close()
+    assert (tmp_path / "vigie.duckdb").stat().st_size < before / 2
+    assert not (tmp_path / "vigie.duckdb.rewrite").exists()
+
+
 async def test_a_day_compacted_many_times_is_merged_and_stays_exact(tmp_path):
     policy = HistoryPolicy.from_config(["1m", "1h"], {"raw": "30d"})
     store = EmbeddedStore(tmp_path, policy=policy, clock=lambda: T0 + 2 * DAY, maintenance_interval_s=3600)

@@ -53,7 +53,17 @@ import pyarrow as pa
 from app.model import Envelope, LatestValue, Reading, SeriesInfo
 from app.store import compaction, retention, rollup
 from app.store.base import StoreEngine, bucket_width_ns
-from app.store.chunks import PARTITION_NS, SCHEMA, chunk_stats, new_chunk_name, remove_orphans, sql_list, write_chunk
+from app.store.chunks import (
+    PARTITION_NS,
+    SCHEMA,
+    chunk_stats,
+    fsync_dir,
+    fsync_file,
+    new_chunk_name,
+    remove_orphans,
+    sql_list,
+    write_chunk,
+)
 from app.store.history_policy import HistoryPolicy, duration_label
 from app.store.maintenance import Maintenance
 
@@ -110,6 +120,7 @@ class EmbeddedStore(StoreEngine):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             assert self.chunk_dir is not None
             self.chunk_dir.mkdir(parents=True, exist_ok=True)
+            self.path.with_name(self.path.name + ".rewrite").unlink(missing_ok=True)  # a rewrite a kill cut short
         self._con = duckdb.connect(str(self.path) if self.path else ":memory:")
         self._con.execute(SCHEMA)
         tables = {t for (t,) in self._con.execute(
@@ -184,9 +195,32 @@ class EmbeddedStore(StoreEngine):
             for t in ("points", "sidmap", "series"):
                 con.execute(f"DROP TABLE IF EXISTS temp.{t}")
         con.execute("CHECKPOINT")
+        if self.path is not None and readings:
+            self._rewrite_file()
         after = sum(s[5] for s in stats)
-        log.warning("embedded store %s migrated to part chunks: %d readings, %d duplicates dropped; "
+        log.warning("embedded store %s migrated to history chunks: %d readings, %d duplicates dropped; "
                     "rollups will be backfilled", self.path, after, before - after)
+
+    def _rewrite_file(self) -> None:
+        """Copy the database into a new file and put it in place of the old one.
+
+        Dropping the migrated readings frees their blocks but DuckDB does not
+        shrink its file: a demo's 440 MB would stay 440 MB. The copy is written
+        under another name, fsynced, then renamed over the old file (atomic):
+        a kill before the rename leaves the old file, migrated and whole.
+        """
+        assert self._con is not None and self.path is not None
+        fresh = self.path.with_name(self.path.name + ".rewrite")
+        fresh.unlink(missing_ok=True)
+        name = self._con.execute("SELECT current_database()").fetchall()[0][0]
+        self._con.execute(f"ATTACH '{fresh}' AS fresh")
+        self._con.execute(f"COPY FROM DATABASE {name} TO fresh")
+        self._con.execute("DETACH fresh")
+        self._con.close()
+        fsync_file(fresh)
+        os.replace(fresh, self.path)
+        fsync_dir(self.path.parent)
+        self._con = duckdb.connect(str(self.path))
 
     async def close(self) -> None:
         """Stop the maintenance task (awaiting its pass), close the file, delete replaced chunks."""
