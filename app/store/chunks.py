@@ -9,7 +9,7 @@ rollup tables, and the **manifest** of history chunks.
 A chunk is a Parquet file ``history/raw/<part>-<id>.parquet`` holding readings
 of many series within one partition (a week, :data:`PARTITION_NS`), sorted by
 series then time, ZSTD-compressed
-(about 2.5 bytes a reading for a sampled level), in row groups small enough
+(2.5 to 7 bytes a reading for sampled levels), in row groups small enough
 that a query for one series skips the others' by their statistics. The
 manifest (``chunks``, and ``chunk_series``: each chunk's time range per
 series) says which files are live; a query lists, from it, only the chunks

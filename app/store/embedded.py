@@ -8,8 +8,9 @@ DuckDB reads directly. So:
 
 - a query reads only its series' rows (the manifest names the chunks that
   hold the series in the range; row-group statistics skip the other series);
-- a reading costs ~2.5 bytes on disk instead of ~90 (no per-row index: the
-  only key is the hot table's, over minutes of data);
+- a reading costs a few bytes on disk (6.7 in bench/README.md's fleet)
+  instead of ~90 (no per-row index: the only key is the hot table's, over
+  minutes of data);
 - start-up reads the catalogue and the latest values (one row per series),
   never the history;
 - ``envelope()`` reads rollups (:mod:`app.store.rollup`) when a resolution
