@@ -529,7 +529,7 @@ class InfluxStore(StoreEngine):
         if self.history is None:
             return await self._raw_envelope(env, key, start_ns, end_ns)
         policy, now = self.history.policy, self.now_ns()
-        res = rollup.choose(policy.rollups, width)
+        res = rollup.choose([r for r in policy.rollups if self.history.worth_reading(r)], width)
         raw_ranges, rolled = [(start_ns, end_ns)], None
         if res is not None:
             first, last = -(-start_ns // res) * res, end_ns // res * res

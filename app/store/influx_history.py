@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from app.store import rollup
 from app.store.history_policy import HistoryPolicy, duration_label
 from app.store.maintenance import Maintenance
 
@@ -96,6 +97,7 @@ class InfluxHistory:
         self.rolled_points = 0
         self.disk_bytes: int | None = None
         self._expired_at: int | None = None
+        self._density: dict[int, tuple[int, int]] = {}  # resolution -> (readings, buckets) rolled last pass
 
     def measurement(self, resolution: int) -> str:
         """Return the rollup measurement of a resolution: ``telemetry_1h``."""
@@ -129,6 +131,19 @@ class InfluxHistory:
                 run_lo, run_hi = lo, lo + res
             if run_lo is not None:
                 dirty.add(run_lo, run_hi)
+
+    def worth_reading(self, resolution: int) -> bool:
+        """Return whether queries should read this rollup rather than raw readings.
+
+        Not when its last pass rolled up fewer than 2 readings per bucket (a
+        1-minute rollup of 1-minute data: as many points, four fields each;
+        measured 101 ms against 43 ms for raw), unless raw readings expire
+        before it.
+        """
+        if rollup.store_all(self.policy, resolution):
+            return True
+        readings, buckets = self._density.get(resolution, (0, 0))
+        return not buckets or readings >= rollup.MIN_READINGS_PER_BUCKET * buckets
 
     def settled_until(self, resolution: int, a: int, b: int) -> int:
         """Return the end of the part of ``[a, b)`` the rollup answers for (before its first dirty bucket)."""
@@ -166,6 +181,8 @@ class InfluxHistory:
         done: dict[str, Any] = {}
         for res in sorted(self.dirty):
             todo, self.dirty[res] = self.dirty[res], Intervals()
+            if todo:
+                self._density[res] = (0, 0)
             self._working[res] = todo
             written = 0
             try:
@@ -219,6 +236,8 @@ class InfluxHistory:
             prefix = ",".join([meas, *tags])
             for t, lo, hi, total, n in s.get("values") or []:
                 if n:
+                    readings, buckets = self._density.get(res, (0, 0))
+                    self._density[res] = (readings + int(n), buckets + 1)
                     lines.append(f"{prefix} vmin={float(lo)!r},vmax={float(hi)!r},vsum={float(total)!r},n={int(n)}i "
                                  f"{int(t)}")
         for i in range(0, len(lines), 5000):
