@@ -494,8 +494,10 @@ class EmbeddedStore(StoreEngine):
             done["expired_chunks"] = len(expired.chunks)
             self._delete_doomed(REPLACED_FILE_GRACE_S)
             if self.path is not None:
+                t0 = time.perf_counter()
                 with self.write_lock:  # fold the WAL into the file, so the space freed by compaction is reused
                     self.cursor().execute("CHECKPOINT")
+                done["checkpoint_s"] = round(time.perf_counter() - t0, 3)
             self._measure_disk()
             return done
 
