@@ -26,6 +26,7 @@ from app.ingest.mqtt_spec import LineProtocolSpec, line_protocol_overlaps
 from app.ingest.source_spec import SourceSpec, source_kinds
 from app.notify.specs import ContactsSection, EscalationSection, cross_problems
 from app.spec import Problem, Spec, SpecError, did_you_mean
+from app.store.history_policy import HistoryPolicy, policy_problems
 from app.web.oidc_spec import OidcSpec
 
 
@@ -138,9 +139,26 @@ class StoreSpec(Spec):
                                 doc="Where readings the database refused are kept, with the reason (JSON lines).")
     batch_size = param.Integer(default=5000, bounds=(1, 1_000_000))
     flush_interval_s = param.Number(default=0.25, bounds=(0.01, 60))
+    rollups = param.List(default=["1m", "1h"], item_type=str,
+                         doc="Resolutions kept as min/max/sum/count per series and bucket (each divides a day "
+                             "or is whole days); charts of long ranges read the coarsest that fills their buckets.")
+    retention = param.Dict(default={}, doc="How long each resolution is kept: raw or a rollup -> duration "
+                                           "(90d, 2y) or forever, e.g. {raw: 90d, 1m: 2y, 1h: forever}. "
+                                           "Unnamed resolutions are kept forever.")
+    maintenance_interval_s = param.Number(default=300.0, bounds=(1, 86_400),
+                                          doc="Embedded engine: how often compaction, rollups and retention run "
+                                              "(also whenever compact_rows readings wait).")
+    compact_rows = param.Integer(default=250_000, bounds=(1, 50_000_000),
+                                 doc="Embedded engine: readings written since the last compaction that start one.")
+
+    def policy(self) -> HistoryPolicy:
+        """Return the rollups and retention as the stores take them."""
+        return HistoryPolicy.from_config(self.rollups, {str(k): v for k, v in self.retention.items()})
 
     def validate(self) -> list[tuple[tuple, str]]:
         problems: list[tuple[tuple, str]] = []
+        problems += [((key,), message) for key, message in policy_problems(
+            self.rollups, {str(k): v for k, v in self.retention.items()})]
         if self.engine == "influx" and self.api == "v2":
             problems += [((k,), "required with api: v2") for k in ("org", "token_env") if not getattr(self, k)]
         if bool(self.username_env) != bool(self.password_env):

@@ -44,7 +44,8 @@ def build_store(spec: StoreSpec, loaded: LoadedConfig, base: Path) -> StoreEngin
     if spec.engine == "embedded":
         from app.store.embedded import EmbeddedStore
 
-        return EmbeddedStore(base / spec.data_dir)
+        return EmbeddedStore(base / spec.data_dir, policy=spec.policy(), compact_rows=spec.compact_rows,
+                             maintenance_interval_s=spec.maintenance_interval_s)
     from app.store.influx import InfluxStore
 
     return InfluxStore(
@@ -58,6 +59,8 @@ def build_store(spec: StoreSpec, loaded: LoadedConfig, base: Path) -> StoreEngin
         api=spec.api,
         org=spec.org,
         bucket=spec.bucket,
+        policy=spec.policy(),
+        maintenance_interval_s=spec.maintenance_interval_s,
     )
 
 

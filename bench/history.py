@@ -167,7 +167,9 @@ class Serve:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([str(VIGIE), "serve", "--config", str(self.root / "config"),
+        # This checkout's code (a worktree has no .venv of its own: run the module with this interpreter).
+        vigie = [str(VIGIE)] if VIGIE.exists() else [sys.executable, "-m", "app.cli"]
+        self.proc = subprocess.Popen([*vigie, "serve", "--config", str(self.root / "config"),
                                       "--data-root", str(self.root)], cwd=ROOT, stdout=self.log.open("w"),
                                      stderr=subprocess.STDOUT)
 
@@ -306,7 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("embedded: writing and querying", file=sys.stderr, flush=True)
         store = EmbeddedStore(tmp / "serve" / "data")
         result["embedded"] = asyncio.run(load_and_time(store, rows, args.batch, query_end, args.runs))
-        result["embedded"]["file_mb"] = (tmp / "serve" / "data" / "vigie.duckdb").stat().st_size / 1e6
+        result["embedded"]["file_mb"] = dir_bytes(tmp / "serve" / "data") / 1e6
         if args.influx:
             print("influx: writing and querying", file=sys.stderr, flush=True)
             (tmp / "influx").mkdir()
@@ -331,6 +333,219 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     busy = (machine_ticks()[0] - m0) / CLK_TCK
     result["other_cores_during_run"] = max(0.0, (busy - (sum(os.times()[:4]) - own0)) / (time.monotonic() - w0))
     return result
+
+
+
+# -- a fleet: N devices x a year at one minute (issue 16) ----------------------------------------------
+FLEET_METRIC = "level"
+DASHBOARD_SERIES = 12
+DASHBOARD_SPAN = 7 * DAY_NS
+
+
+def fleet_batches(devices: int, days: int, end_ns: int, batch: int, seed: int = 11):
+    """Yield batches of ``batch`` readings: every device's reading of a minute, then the next minute (as live)."""
+    minutes = days * 1440
+    start = end_ns - minutes * MINUTE_NS
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi, devices)
+    names = [f"dev-{i:04d}" for i in range(devices)]
+    per_chunk = max(1, batch // devices)  # minutes per batch
+    for m0 in range(0, minutes, per_chunk):
+        m = np.arange(m0, min(minutes, m0 + per_chunk))
+        t = start + m * MINUTE_NS
+        days_f = (m / 1440.0)[:, None]
+        values = np.round(10 + 3 * np.sin(2 * np.pi * days_f + phase) + rng.normal(0, 0.05, (len(m), devices)), 3)
+        yield [Reading(names[d], FLEET_METRIC, int(t[i]), float(values[i, d]), unit="m")
+               for i in range(len(m)) for d in range(devices)]
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+async def fleet_load(store: Any, args: argparse.Namespace, end_ns: int) -> dict[str, Any]:
+    """Write the fleet through ``write()``; split throughput by whether a maintenance pass was running."""
+    busy = getattr(getattr(store, "maintenance", None), "_running", None)
+    spans = {"quiet": [0, 0.0], "during_maintenance": [0, 0.0]}
+    total = 0
+    t0 = time.perf_counter()
+    for batch in fleet_batches(args.devices, args.days, end_ns, args.batch):
+        during = busy is not None and busy.locked()
+        t = time.perf_counter()
+        await store.write(batch)
+        dt = time.perf_counter() - t
+        during = during or (busy is not None and busy.locked())
+        span = spans["during_maintenance" if during else "quiet"]
+        span[0] += len(batch)
+        span[1] += dt
+        total += len(batch)
+        await asyncio.sleep(0)  # let the maintenance task start when woken, as between writer ticks
+    wall = time.perf_counter() - t0
+    out = {"readings": total, "wall_s": wall, "readings_per_s": total / wall}
+    for name, (n, secs) in spans.items():
+        out[f"write_{name}"] = {"readings": n, "seconds": secs, "readings_per_s": n / secs if secs else None}
+    if hasattr(store, "maintain"):
+        t = time.perf_counter()
+        await store.maintain()  # compact what is left, so the figures below are of the settled store
+        out["final_maintenance_s"] = time.perf_counter() - t
+    return out
+
+
+async def fleet_queries(store: Any, args: argparse.Namespace, end_ns: int) -> dict[str, Any]:
+    """Time one series' envelope per range, and a 12-series dashboard (all its queries at once)."""
+    out: dict[str, Any] = {}
+    key = f"dev-{args.devices // 2:04d}/{FLEET_METRIC}"
+    for name, span in RANGES.items():
+        start = end_ns - span
+        env = await store.envelope(key, start, end_ns, BUCKETS)
+        timings = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            env = await store.envelope(key, start, end_ns, BUCKETS)
+            timings.append((time.perf_counter() - t0) * 1000)
+        out[name] = {**stats(timings), "p99_ms": percentile(timings, 99), "buckets": len(env.time_ns),
+                     "bucket_s": env.bucket_ns / 1e9}
+    keys = [f"dev-{i * max(1, args.devices // DASHBOARD_SERIES) % args.devices:04d}/{FLEET_METRIC}"
+            for i in range(DASHBOARD_SERIES)]
+    timings = []
+    for i in range(args.runs + 1):
+        t0 = time.perf_counter()
+        envs = await asyncio.gather(*(store.envelope(k, end_ns - DASHBOARD_SPAN, end_ns, BUCKETS) for k in keys))
+        if i:
+            timings.append((time.perf_counter() - t0) * 1000)
+    out["dashboard_12x7d"] = {**stats(timings), "p99_ms": percentile(timings, 99),
+                              "buckets": sum(len(e.time_ns) for e in envs)}
+    return out
+
+
+def embedded_class(ref: str | None) -> type:
+    """Return this checkout's EmbeddedStore, or the one of git ``ref`` (the baseline to compare with)."""
+    if ref is None:
+        from app.store.embedded import EmbeddedStore
+
+        return EmbeddedStore
+    import importlib.util
+
+    source = subprocess.run(["git", "show", f"{ref}:app/store/embedded.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="vigie-baseline-")) / "baseline_embedded.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_embedded", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EmbeddedStore
+
+
+async def fleet_embedded(root: Path, args: argparse.Namespace, end_ns: int) -> dict[str, Any]:
+    cls = embedded_class(args.baseline)
+    kwargs = {} if args.baseline else {"compact_rows": args.compact_rows}
+    data = root / "embedded"
+    empty = cls(data / "empty")
+    t = time.perf_counter()
+    await empty.open()
+    open_empty = time.perf_counter() - t
+    await empty.close()
+    store = cls(data / "fleet", **kwargs)
+    await store.open()
+    result: dict[str, Any] = {"load": await fleet_load(store, args, end_ns)}
+    count = await store.count()
+    result["count"] = count
+    result["health"] = store.health()
+    await store.close()
+    size = dir_bytes(data / "fleet")
+    result["bytes_on_disk"] = size
+    result["bytes_per_reading"] = size / count
+    t = time.perf_counter()
+    store = cls(data / "fleet")
+    await store.open()
+    latest = await store.latest()
+    result["startup_s"] = time.perf_counter() - t
+    result["startup_empty_s"] = open_empty
+    result["latest_series"] = len(latest)
+    result["queries"] = await fleet_queries(store, args, end_ns + MINUTE_NS)
+    await store.close()
+    return result
+
+
+async def fleet_influx(root: Path, args: argparse.Namespace, end_ns: int) -> dict[str, Any]:
+    from app.store.influx import InfluxStore
+
+    (root / "influx").mkdir()
+    server = InfluxDB(root / "influx")
+    server.start()
+    try:
+        from app.store.history_policy import HistoryPolicy
+
+        # Rollups as configured by default (1m, 1h): fleet_load runs the pass that makes them after the load.
+        store = InfluxStore(server.url, database=server.database, policy=HistoryPolicy(),
+                            maintenance_interval_s=3600)
+        await store.open()
+        result: dict[str, Any] = {"load": await fleet_load(store, args, end_ns)}
+        result["count"] = await store.count()
+        result["health"] = store.health()
+        await store.close()
+        t = time.perf_counter()
+        store = InfluxStore(server.url, database=server.database, policy=HistoryPolicy(), maintenance_interval_s=3600)
+        await store.open()
+        latest = await store.latest()
+        result["startup_s"] = time.perf_counter() - t
+        result["latest_series"] = len(latest)
+        result["queries"] = await fleet_queries(store, args, end_ns + MINUTE_NS)
+        await store.close()
+        size = dir_bytes(root / "influx" / "data") + dir_bytes(root / "influx" / "wal")
+        result["bytes_on_disk"] = size
+        result["bytes_per_reading"] = size / max(1, result["count"])
+    finally:
+        server.stop()
+    return result
+
+
+def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
+    """The fleet benchmark: per store, load, size on disk, start-up, queries."""
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
+    result: dict[str, Any] = {"machine": machine(("duckdb",), {"influxd": ["influxd", "version"]}),
+                              "devices": args.devices, "days": args.days, "buckets": BUCKETS, "runs": args.runs,
+                              "embedded_from": args.baseline or "this checkout"}
+    tmp = Path(tempfile.mkdtemp(prefix="vigie-fleet-"))
+    end_ns = (time.time_ns() // MINUTE_NS) * MINUTE_NS
+    m0, own0, w0 = machine_ticks()[0], sum(os.times()[:4]), time.monotonic()
+    try:
+        if args.embedded:
+            print(f"fleet: embedded, {args.devices} devices x {args.days} days", file=sys.stderr, flush=True)
+            result["embedded"] = asyncio.run(fleet_embedded(tmp, args, end_ns))
+        if args.influx:
+            print(f"fleet: influx, {args.devices} devices x {args.days} days", file=sys.stderr, flush=True)
+            result["influx"] = asyncio.run(fleet_influx(tmp, args, end_ns))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    busy = (machine_ticks()[0] - m0) / CLK_TCK
+    result["other_cores_during_run"] = max(0.0, (busy - (sum(os.times()[:4]) - own0)) / (time.monotonic() - w0))
+    return result
+
+
+def print_fleet(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(f"\nmachine: {m['nproc']} cores {m['cpu']}, {m['ram_gb']} GB; Python {m['python']}, duckdb {m['duckdb']}, "
+          f"{m['influxd']}; commit {m['commit']}; {m['date']}; other processes used "
+          f"{r['other_cores_during_run']:.2f} cores")
+    print(f"{r['devices']} devices x {r['days']} days at 1/min, {r['buckets']} buckets, {r['runs']} runs; "
+          f"embedded store of {r.get('embedded_from', 'this checkout')}\n")
+    print("| store | readings | ingest /s (all) | quiet | during maintenance | bytes/reading | start-up |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("embedded", "influx"):
+        if name not in r:
+            continue
+        e, ld = r[name], r[name]["load"]
+        q, dm = ld["write_quiet"]["readings_per_s"], ld["write_during_maintenance"]["readings_per_s"]
+        print(f"| {name} | {e['count']:,} | {ld['readings_per_s']:,.0f} | {q or 0:,.0f} | {dm or 0:,.0f} "
+              f"| {e['bytes_per_reading']:.2f} | {e['startup_s'] * 1000:.0f} ms |")
+    print("\n| store | query | buckets | median | p99 | max |")
+    print("|---|---|---|---|---|---|")
+    for name in ("embedded", "influx"):
+        for qname, s in r.get(name, {}).get("queries", {}).items():
+            print(f"| {name} | {qname} | {s['buckets']} | {s['median_ms']:.1f} ms | {s['p99_ms']:.1f} ms "
+                  f"| {s['max_ms']:.1f} ms |")
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -367,7 +582,15 @@ def print_table(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--points", type=int, default=525_600, help="points of the series (one a minute)")
+    p.add_argument("--only", choices=("single", "fleet"), default=None,
+                   help="single: one series, store/HTTP/page; fleet: N devices (default: both)")
+    p.add_argument("--points", type=int, default=525_600, help="single: points of the series (one a minute)")
+    p.add_argument("--devices", type=int, default=10, help="fleet: devices, one reading a minute each")
+    p.add_argument("--days", type=int, default=365, help="fleet: days of history")
+    p.add_argument("--compact-rows", type=int, default=250_000, help="fleet: hot rows that start a compaction")
+    p.add_argument("--no-embedded", dest="embedded", action="store_false", help="fleet: skip the embedded store")
+    p.add_argument("--baseline", default=None, metavar="GIT_REF",
+                   help="fleet: measure the embedded store of this git ref instead (e.g. main, to compare)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per range")
     p.add_argument("--page-runs", type=int, default=10, help="timed clicks per range in the history page")
     p.add_argument("--batch", type=int, default=5000, help="readings per write() to the embedded store")
@@ -378,13 +601,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", default=None, help="also write the JSON result to this file")
     args = p.parse_args(argv)
-    result = run(args)
+    result: dict[str, Any] = {}
+    if args.only in (None, "single"):
+        result["single"] = run(args)
+    if args.only in (None, "fleet"):
+        result["fleet"] = run_fleet(args)
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=1))
+        Path(args.output).write_text(json.dumps(result, indent=1, default=str))
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1, default=str))
     else:
-        print_table(result)
+        if "single" in result:
+            print_table(result["single"])
+        if "fleet" in result:
+            print_fleet(result["fleet"])
     return 0
 
 

@@ -14,6 +14,7 @@ refused readings. Clean readings must all be stored.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -28,12 +29,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import paho.mqtt.client as paho
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.store.embedded import EmbeddedStore
 from tests.servers import InfluxDB, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,11 +226,18 @@ def settle(vigie: Vigie, sent: Sent) -> dict:
 
 
 def embedded_rows(data: Path) -> dict:
-    con = duckdb.connect(str(data / "vigie.duckdb"), read_only=True)
+    """Every reading in the embedded store (its process is gone: the files are free to open)."""
+    return asyncio.run(_embedded_rows(data))
+
+
+async def _embedded_rows(data: Path) -> dict:
+    store = EmbeddedStore(data)
+    await store.open()
     try:
-        rows = con.execute("SELECT time, device, metric, value FROM readings").fetchall()
+        rows = [(t, s.device, s.metric, v) for s in await store.series()
+                for t, v, _ in await store.raw(s.key, 0, 2**62)]
     finally:
-        con.close()
+        await store.close()
     return {(t // 10**6, m): (t // 10**6, d, m, v) for t, d, m, v in rows}
 
 

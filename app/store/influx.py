@@ -39,7 +39,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.iostream import StreamClosedError
 
 from app.model import Envelope, LatestValue, Reading, SeriesInfo
+from app.store import rollup
 from app.store.base import ReadingsRefused, StoreEngine, StoreUnavailable, bucket_width_ns
+from app.store.history_policy import HistoryPolicy
+from app.store.influx_history import InfluxHistory
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,9 @@ class InfluxStore(StoreEngine):
         bucket: str | None = None,
         timeout_s: float = 10,
         create_database: bool = True,
+        policy: HistoryPolicy | None = None,
+        maintenance_interval_s: float = 300.0,
+        clock: Any = time.time_ns,
     ) -> None:
         if api not in ("v1", "v2"):
             raise ValueError(f"api must be 'v1' or 'v2', not {api!r}")
@@ -187,6 +193,9 @@ class InfluxStore(StoreEngine):
         self.last_ping_ns: int | None = None
         self.last_ping_ok: bool | None = None
         self.last_error: str | None = None
+        # Rollups and retention (None: raw only, kept forever, as before issue 16).
+        self.now_ns = clock
+        self.history = InfluxHistory(self, policy, maintenance_interval_s, clock) if policy else None
 
     # -- lifecycle ----------------------------------------------------
     async def open(self) -> None:
@@ -201,15 +210,27 @@ class InfluxStore(StoreEngine):
             await self.ping()
         except StoreUnavailable as exc:
             log.warning("InfluxDB at %s is unreachable at start (%s); readings will be spooled", self.url, exc)
+            if self.history is not None:
+                await self.history.open()
             return
         if self.create_database:
             try:
                 await self._create_database()
             except (StoreUnavailable, ValueError) as exc:
                 log.warning("could not create InfluxDB database %r: %s", self.database, exc)
+        if self.history is not None:
+            await self.history.open()
+
+    async def maintain(self) -> dict[str, Any]:
+        """Run one rollup and retention pass now; return what it did."""
+        if self.history is None:
+            return {}
+        return await self.history.maintenance.run_once()
 
     async def close(self) -> None:
-        """Close the HTTP clients."""
+        """Stop the rollup task (awaiting its pass), close the HTTP clients."""
+        if self.history is not None:
+            await self.history.close()
         if self._http is not None:
             self._http.close()
             self._http = None
@@ -361,6 +382,8 @@ class InfluxStore(StoreEngine):
             else:
                 await self._write_v1(data)
             self.points_written += len(batch) - len(skipped)
+            if self.history is not None:
+                self.history.mark([r.time_ns for r in batch])
         if skipped:
             self.skipped_total += len(skipped)
             raise ReadingsRefused(skipped)
@@ -495,11 +518,58 @@ class InfluxStore(StoreEngine):
 
         Buckets start at ``start_ns`` (InfluxDB's GROUP BY time() is offset so
         its epoch-aligned buckets line up), so there are at most ``buckets``.
+        With rollups, the coarsest resolution that fills the buckets answers
+        for its whole buckets before the first dirty one, raw readings for the
+        rest (see :mod:`app.store.influx_history`).
         """
         width = bucket_width_ns(start_ns, end_ns, buckets)
         env = Envelope(key, width, [], [], [], [])
         if end_ns <= start_ns:
             return env
+        if self.history is None:
+            return await self._raw_envelope(env, key, start_ns, end_ns)
+        policy, now = self.history.policy, self.now_ns()
+        res = rollup.choose([r for r in policy.rollups if self.history.worth_reading(r)], width)
+        raw_ranges, rolled = [(start_ns, end_ns)], None
+        if res is not None:
+            first, last = -(-start_ns // res) * res, end_ns // res * res
+            upto = self.history.settled_until(res, first, last) if first < last else first
+            if upto > first:
+                raw_ranges = [(start_ns, first), (upto, end_ns)]
+                rolled = (max(first, policy.cutoff(res, now) or first), upto)
+        raw_cut = policy.cutoff(None, now)
+        groups = f"GROUP BY time({width}ns, {start_ns % width}ns) fill(none)"
+        queries = [
+            f'SELECT min("value"), max("value"), sum("value"), count("value") FROM {self._from} '
+            f"WHERE ({self._key_condition(key)}) AND time >= {int(a)} AND time < {int(b)} {groups}"
+            for a, b in ((max(a, raw_cut) if raw_cut is not None else a, b) for a, b in raw_ranges) if a < b]
+        if rolled is not None and rolled[0] < rolled[1]:
+            queries.append(
+                f'SELECT min("vmin"), max("vmax"), sum("vsum"), sum("n") FROM {self.history.source(res)} '
+                f"WHERE ({self._key_condition(key)}) AND time >= {int(rolled[0])} AND time < {int(rolled[1])} "
+                f"{groups}")
+        merged: dict[int, list[float]] = {}
+        for answer in await asyncio.gather(*(self._statement(q) for q in queries)):
+            for series in answer:
+                for t, lo, hi, total, n in series.get("values") or []:
+                    if not n:
+                        continue
+                    m = merged.get(t)
+                    if m is None:
+                        merged[t] = [lo, hi, total, n]
+                    else:
+                        m[0], m[1], m[2], m[3] = min(m[0], lo), max(m[1], hi), m[2] + total, m[3] + n
+        for t in sorted(merged):
+            lo, hi, total, n = merged[t]
+            env.time_ns.append(int(t))
+            env.min.append(float(lo))
+            env.mean.append(float(total) / n)
+            env.max.append(float(hi))
+        return env
+
+    async def _raw_envelope(self, env: Envelope, key: str, start_ns: int, end_ns: int) -> Envelope:
+        """Return the envelope from raw readings with one query (no rollups configured)."""
+        width = env.bucket_ns
         q = (
             f'SELECT min("value"), mean("value"), max("value") FROM {self._from} '
             f"WHERE ({self._key_condition(key)}) AND time >= {int(start_ns)} AND time < {int(end_ns)} "
@@ -517,8 +587,14 @@ class InfluxStore(StoreEngine):
                 env.max.append(float(row[i_max]))
         return env
 
+    def _raw_since(self, start_ns: int) -> int:
+        """Return ``start_ns`` moved up to the raw horizon, if retention has one."""
+        cutoff = self.history.policy.cutoff(None, self.now_ns()) if self.history else None
+        return max(start_ns, cutoff) if cutoff is not None else start_ns
+
     async def raw(self, key: str, start_ns: int, end_ns: int) -> list[tuple[int, float, str]]:
         """Return the raw points of a range, oldest first (a rule's test on history, exports)."""
+        start_ns = self._raw_since(start_ns)
         q = (f'SELECT "value", "quality" FROM {self._from} WHERE ({self._key_condition(key)}) '
              f"AND time >= {int(start_ns)} AND time < {int(end_ns)} ORDER BY time")
         out: list[tuple[int, float, str]] = []
@@ -532,9 +608,13 @@ class InfluxStore(StoreEngine):
 
     async def count(self, key: str | None = None) -> int:
         """Return how many readings are stored (for one series, or all)."""
+        conditions = [f"({self._key_condition(key)})"] if key is not None else []
+        cutoff = self.history.policy.cutoff(None, self.now_ns()) if self.history else None
+        if cutoff is not None:
+            conditions.append(f"time >= {int(cutoff)}")
         q = f'SELECT count("value") FROM {self._from}'
-        if key is not None:
-            q += f" WHERE {self._key_condition(key)}"
+        if conditions:
+            q += " WHERE " + " AND ".join(conditions)
         total = 0
         for series in await self._statement(q):
             i = series["columns"].index("count")
@@ -561,4 +641,5 @@ class InfluxStore(StoreEngine):
             "points_written": self.points_written,
             "skipped_total": self.skipped_total,
             "last_error": self.last_error,
+            **(self.history.health() if self.history else {}),
         }
