@@ -170,7 +170,7 @@ async def test_http_answers_after_the_readings_are_in_the_store(tmp_path):
         lp = "\n".join(f"weather,device=h-2 temp={i} {now_ms + i}" for i in range(3)).encode()
         status, doc = await asyncio.to_thread(http, "POST", base + "/api/v1/write?precision=ms", lp, TOKEN)
         assert status == 200 and doc["accepted"] == 3, doc
-        assert await runtime.store.count("h-2/temp") == 3
+        assert await runtime.store.count("h-2/weather.temp") == 3  # line protocol keeps the measurement
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
