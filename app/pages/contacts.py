@@ -46,7 +46,7 @@ def people_html(services: PageServices, lang: str) -> str:
                ", ".join(sorted({u.split(":", 1)[0] for u in c.apprise})) + (" +env" if c.apprise_env else "")]
               for c in contacts.people]
     teams = [[team.name, ", ".join(team.members)] for team in contacts.teams]
-    return (_table([t("Name", lang), t("Language", lang), "mail", t("Phone", lang), "apprise"], people,
+    return (_table([t("Name", lang), t("Language", lang), t("Mail", lang), t("Phone", lang), "apprise"], people,
                    "vigie-contacts")
             + f"<h4>{html.escape(t('Teams', lang))}</h4>"
             + _table([t("Name", lang), t("Members", lang)], teams, "vigie-teams"))

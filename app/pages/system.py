@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import panel as pn
 
-from app.i18n import fmt_number, fmt_time, t
+from app.i18n import N_, fmt_number, fmt_time, t
 from app.pages.shell import page, session_lang
 from app.pages.status import latest_frame
 from app.refresh import every
@@ -45,7 +45,8 @@ def dead_letters_html(services: PageServices, lang: str) -> str:
                         f"<td>{html.escape(d.reason)}</td><td><code>{html.escape(d.preview)}</code></td></tr>")
     if not rows:
         return "<p>–</p>"
-    head = "".join(f"<th>{t(h, lang)}</th>" for h in ("time", "source", "where", "kind", "reason", "payload"))
+    head = "".join(f"<th>{t(h, lang)}</th>" for h in (N_("time"), N_("source"), N_("where"), N_("kind"),
+                                                        N_("reason"), N_("payload")))
     return f"<table class='table table-sm vigie-dead-letters'><tr>{head}</tr>" + "".join(rows[-50:]) + "</table>"
 
 
@@ -59,13 +60,48 @@ def _flatten(doc: dict, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
-def store_html(services: PageServices) -> str:
-    """Return the store writer's state, and what the live side holds (series, open dashboards)."""
+def _value(value: object, lang: str) -> str:
+    """Return a health value as text in ``lang``: numbers formatted, yes/no for booleans."""
+    if isinstance(value, bool):
+        return t(N_("yes") if value else N_("no"), lang)
+    if isinstance(value, int):
+        return fmt_number(value, lang, 0)
+    if isinstance(value, float):
+        return fmt_number(value, lang, 2 if abs(value) < 100 else 0)
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def store_html(services: PageServices, lang: str = "en") -> str:
+    """Return the store writer's state, and what the live side holds (series, open dashboards).
+
+    The keys are those of ``/health`` (what an admin greps for in the API and logs), so they stay as they are.
+    """
     health = services.health()
     rows = _flatten({"store": health["store"], "live": health["live"]})
-    return ("<table class='vigie-store' style='font-size:.9em'>" + "".join(
-        f"<tr><td style='padding-right:1.5em'><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in rows) + "</table>")
+    return ("<table class='vigie-store' style='font-size:.9em' translate='no'>" + "".join(
+        f"<tr><td style='padding-right:1.5em'><code>{html.escape(k)}</code></td>"
+        f"<td>{html.escape(_value(v, lang))}</td></tr>" for k, v in rows) + "</table>")
+
+
+LIVE_COLUMNS = {"series": N_("Series"), "device": N_("Device"), "metric": N_("Metric"), "value": N_("Value"),
+                "unit": N_("Unit"), "age_s": N_("Age (s)"), "quality": N_("Quality"), "tags": N_("Tags")}
+
+
+def live_frame(services: PageServices, lang: str) -> pd.DataFrame:
+    """Return the live cache's latest values, with headers and qualities in ``lang``."""
+    frame = latest_frame(services)
+    frame["quality"] = [t(q, lang) for q in frame["quality"]]
+    return frame.rename(columns={k: t(v, lang) for k, v in LIVE_COLUMNS.items()})
+
+
+def layouts_html(services: PageServices, lang: str) -> str:
+    """Return how many layouts the server found, and where (the report itself when there are none)."""
+    count, report = services.layouts_report()
+    where = report.partition(" in ")[2] if count else report
+    return (f"<p class='vigie-layouts-report'>{html.escape(t('Layouts', lang))}: {count}"
+            f"{' · ' if where else ''}<code>{html.escape(where)}</code></p>")
 
 
 def system_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapTemplate:
@@ -79,22 +115,21 @@ def system_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapT
     sources = pn.widgets.Tabulator(sources_frame(services, lang), disabled=True, show_index=False,
                                    sizing_mode="stretch_width")
     dead = pn.pane.HTML(dead_letters_html(services, lang), sizing_mode="stretch_width")
-    store = pn.pane.HTML(store_html(services), sizing_mode="stretch_width")
-    series = pn.widgets.Tabulator(latest_frame(services), disabled=True, show_index=False,
+    store = pn.pane.HTML(store_html(services, lang), sizing_mode="stretch_width")
+    series = pn.widgets.Tabulator(live_frame(services, lang), disabled=True, show_index=False,
                                   sizing_mode="stretch_width", height=400, name="latest")
 
     def refresh() -> None:
         with pn.io.hold():
             sources.value = sources_frame(services, lang)
             dead.object = dead_letters_html(services, lang)
-            store.object = store_html(services)
-            series.value = latest_frame(services)
+            store.object = store_html(services, lang)
+            series.value = live_frame(services, lang)
 
     every(refresh, 2000)
     return page(services, "/system", t("System", lang),
                 pn.pane.Markdown(f"## {t('Ingest sources', lang)}"), sources,
                 pn.pane.Markdown(f"## {t('Rejected inputs', lang)}"), dead,
                 pn.pane.Markdown(f"## {t('Store', lang)}"), store,
-                pn.pane.HTML(f"<p class='vigie-layouts-report'>{html.escape(services.layouts_report()[1])}</p>",
-                             sizing_mode="stretch_width"),
+                pn.pane.HTML(layouts_html(services, lang), sizing_mode="stretch_width"),
                 pn.pane.Markdown(f"## {t('Live series', lang)}"), series, lang=lang, identity=identity)
