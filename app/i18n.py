@@ -112,6 +112,17 @@ def t(text: str, lang: str) -> str:
     return catalog.get(text, text) if catalog else text
 
 
+def tabulator_locale(lang: str) -> dict:
+    """Return a Tabulator ``configuration`` that words its pagination in ``lang`` (English: Tabulator's own)."""
+    if lang == "en":
+        return {}
+    words = {"first": t("First", lang), "first_title": t("First page", lang), "prev": t("Previous", lang),
+             "prev_title": t("Previous page", lang), "next": t("Next page", lang), "next_title": t("Next page", lang),
+             "last": t("Last", lang), "last_title": t("Last page", lang), "page_size": t("Page size", lang),
+             "all": t("All", lang)}
+    return {"locale": lang, "langs": {lang: {"pagination": words}}}
+
+
 def fmt_number(value: float | None, lang: str, decimals: int = 2) -> str:
     """Format a number: ``1,234.5`` in English, ``1 234,5`` in French."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -8,9 +8,16 @@ English, and reads the text a person sees, inside Panel's shadow roots too.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from app import i18n
 from app.i18n import N_, fmt_number, fmt_span, fmt_time, load_catalog, t
@@ -32,6 +39,8 @@ def test_every_label_in_the_code_has_a_french_translation():
 
 def test_every_form_label_of_the_editors_has_a_french_translation():
     """pn.Param labels the fields from the param names: each widget kind's and rule kind's, in the catalog."""
+    import param
+
     import app.dashboard.widgets  # noqa: F401  (registers the widget kinds)
     from app.alarms.rules import RULE_KINDS
     from app.dashboard.spec import WidgetSpec
@@ -39,8 +48,11 @@ def test_every_form_label_of_the_editors_has_a_french_translation():
 
     shown = {cls.param[name].label for cls in [*WidgetSpec.kinds().values(), *RULE_KINDS.values()]
              for name in cls.keys() if name not in ("x", "y", "w", "h")}
-    missing = sorted(label for label in shown if not FRENCH.get(label))
-    assert not missing, f"form labels with no French translation (add them to app/pages/forms.py): {missing}"
+    choices = {o for cls in [*WidgetSpec.kinds().values(), *RULE_KINDS.values()] for name in cls.keys()
+               if not isinstance(cls.param[name], param.ListSelector)  # a table's columns: keys, as in the YAML
+               for o in (getattr(cls.param[name], "objects", None) or []) if isinstance(o, str) and o.isalpha()}
+    missing = sorted(label for label in shown | choices if not FRENCH.get(label))
+    assert not missing, f"form labels or choices with no French translation (add them to app/pages/forms.py): {missing}"
     assert not sorted(set(shown) - set(FORM_LABELS) - set(labels_in_tree(APP))), "labels missing from FORM_LABELS"
 
 
@@ -71,10 +83,9 @@ def test_untranslated_and_fuzzy_entries_show_the_english(tmp_path):
 
 def test_pybabel_extract_with_the_projects_config_finds_the_labels(tmp_path):
     """``scripts/messages``' extraction: Babel with babel.cfg and the AST extractor, on the real code."""
-    pybabel = shutil.which("pybabel") or str(Path(__import__("sys").executable).parent / "pybabel")
-    import os
-    import subprocess
-
+    pybabel = str(Path(sys.executable).parent / "pybabel")
+    if not Path(pybabel).exists():
+        pybabel = shutil.which("pybabel") or pybabel
     out = tmp_path / "vigie.pot"
     subprocess.run([pybabel, "-q", "extract", "-F", str(ROOT / "babel.cfg"), "-k", "t", "-k", "N_", "--no-location",
                     "-o", str(out), "app/pages"], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -132,26 +143,27 @@ def test_the_dynamic_labels_are_the_states_the_code_uses():
 DATA_WORDS = {"admin", "analyst", "operator", "viewer"}
 
 
-def english_left(text: str) -> list[str]:
+def _found(words: list[str], text: str, context: bool) -> list[str]:
+    out = []
+    for word in words:
+        match = re.search(r"(?<![\w/.-])" + re.escape(word) + r"(?![\w/-])", text)
+        if match:
+            around = text[max(0, match.start() - 40):match.end() + 40].replace("\n", " | ")
+            out.append(f"{word!r} in «{around}»" if context else word)
+    return out
+
+
+def english_left(text: str, context: bool = False) -> list[str]:
     """Return the English labels of the catalog that ``text`` (a French page) shows where French differs."""
-    out = []
-    for msgid, msgstr in FRENCH.items():
-        if msgstr == msgid or msgid in DATA_WORDS or len(msgid) < 2:
-            continue
-        if re.search(r"(?<![\w/.-])" + re.escape(msgid) + r"(?![\w/-])", text):
-            out.append(msgid)
-    return out
+    return _found([msgid for msgid, msgstr in FRENCH.items()
+                   if msgstr != msgid and msgid not in DATA_WORDS and len(msgid) >= 2], text, context)
 
 
-def french_left(text: str) -> list[str]:
+def french_left(text: str, context: bool = False) -> list[str]:
     """Return the French translations that ``text`` (an English page) shows."""
-    out = []
-    for msgid, msgstr in FRENCH.items():
-        if msgstr == msgid or len(msgstr) < 3 or msgstr in FRENCH.keys() or msgstr.lower() == msgid.lower():
-            continue
-        if re.search(r"(?<![\w/.-])" + re.escape(msgstr) + r"(?![\w/-])", text):
-            out.append(msgstr)
-    return out
+    return _found([msgstr for msgid, msgstr in FRENCH.items()
+                   if msgstr != msgid and len(msgstr) >= 3 and msgstr not in FRENCH
+                   and msgstr.lower() != msgid.lower()], text, context)
 
 
 def test_english_left_and_french_left_find_whole_words_only():
@@ -159,3 +171,124 @@ def test_english_left_and_french_left_find_whole_words_only():
     assert "Time" in english_left("Heure · Time") and "Save" in english_left("Enregistrer Save")
     assert english_left("dam-1/level admin Series-x") == []
     assert "Enregistrer" in french_left("Save Enregistrer") and french_left("Save · Alarms") == []
+
+
+# What a person sees: text nodes of displayed elements, through every open shadow root (Panel renders each
+# component into one), plus placeholders, the options of drop-downs and the document's title.
+VISIBLE_TEXT_JS = """() => {
+  const out = [document.title];
+  const shown = (el) => {  // displayed, and not text moved off screen for screen readers (text-indent: -9999px)
+    const s = getComputedStyle(el);
+    return s.display !== 'none' && s.visibility !== 'hidden' && parseFloat(s.textIndent || '0') > -999;
+  };
+  const walk = (root) => {
+    for (const node of root.childNodes) {
+      if (node.nodeType === Node.TEXT_NODE) {
+        if (node.textContent.trim()) out.push(node.textContent.trim());
+        continue;
+      }
+      if (node.nodeType !== Node.ELEMENT_NODE) continue;
+      const tag = node.tagName;
+      if (tag === 'SCRIPT' || tag === 'STYLE' || tag === 'TEMPLATE' || tag === 'CODE') continue;
+      if (tag !== 'OPTION' && !shown(node)) continue;
+      if (node.placeholder) out.push(node.placeholder);
+      if (node.shadowRoot) walk(node.shadowRoot);
+      walk(node);
+    }
+  };
+  walk(document.body);
+  return out.join('\\n');
+}"""
+
+CONFIG = """alarms:
+  rules:
+    - {name: i18n flood, series: bt-2/level, above: 50, severity: critical}
+    - {name: i18n watch, series: bt-1/level, above: 1000, severity: low, mode: shadow}
+contacts:
+  people:
+    - {name: alice, language: fr, mail: alice@example.org, phone: "+33100000000"}
+  teams:
+    - {name: duty, members: [alice]}
+  on_call:
+    weekly:
+      - {who: alice}
+escalation:
+  mail_url: "mailto://127.0.0.1:9?mode=insecure&from=vigie@example.org"
+  policies:
+    - name: main
+      steps: [{whom: [alice], channels: [mail], wait_s: 600}]
+"""
+
+PAGES = ["/", "/dashboards", *(f"/dashboard?name={p.stem}" for p in sorted((ROOT / "layouts").glob("*.yaml"))),
+         "/alarms", "/alarm-rules", "/history", "/system", "/access", "/contacts", "/login"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, mosquitto):
+    """One server with the demo's layouts, alarm rules, a contact and a policy, one live and one alarmed series."""
+    from paho.mqtt import publish
+
+    from tests.browser import VigieServer
+
+    layouts = {p.stem: p.read_text(encoding="utf-8") for p in (ROOT / "layouts").glob("*.yaml")}
+    server = VigieServer(tmp_path_factory.mktemp("vigie-i18n"), mosquitto.port, anonymous_read=False,
+                         layouts=layouts, extra_config=CONFIG).start()
+    for device, value in (("bt-1", 1234.5), ("bt-2", 99.0)):  # the second one raises "i18n flood"
+        publish.single(f"bt/north/{device}/telemetry", json.dumps({"ts": int(time.time() * 1000), "level": value}),
+                       qos=1, hostname=mosquitto.host, port=mosquitto.port)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def page_text(page, url: str, deadline_s: float = 90.0) -> str:
+    """Open ``url`` and return its visible text once the page has settled (the same text twice in a row)."""
+    page.goto(url)
+    end = time.monotonic() + deadline_s
+    previous, steady = None, 0
+    while time.monotonic() < end:
+        text = page.evaluate(VISIBLE_TEXT_JS)
+        ready = "/login" in url or ("Vigie" in text and page.locator(".vigie-nav").count() > 0)
+        if ready and text == previous and len(text) > 40:
+            steady += 1
+            if steady >= 2:
+                return text
+        else:
+            steady = 0
+        previous = text
+        page.wait_for_timeout(700)
+    raise AssertionError(f"{url} did not settle within {deadline_s:.0f} s; it showed:\n{previous}")
+
+
+def walk(chromium, site, lang: str) -> dict[str, str]:
+    """Return the visible text of every page as an admin whose browser asks for ``lang``."""
+    context = chromium.new_context(locale="fr-FR" if lang == "fr" else "en-GB",
+                                   viewport={"width": 1400, "height": 1000})
+    site.login(context, "admin")
+    page = context.new_page()
+    try:
+        return {path: page_text(page, site.base + path) for path in PAGES}
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_every_page_in_french_shows_no_english_label_and_in_english_no_french_one(chromium, site):
+    french = walk(chromium, site, "fr")
+    left = {path: english_left(text, context=True) for path, text in french.items()}
+    assert not any(left.values()), f"English labels left on French pages: { {p: w for p, w in left.items() if w} }"
+    assert "Vue d'ensemble" in french["/alarms"] and "Barrages écrêteurs" in french["/dashboard?name=flood-dams"]
+    english = walk(chromium, site, "en")
+    left = {path: french_left(text, context=True) for path, text in english.items()}
+    assert not any(left.values()), f"French labels on English pages: { {p: w for p, w in left.items() if w} }"
+    assert "Overview" in english["/alarms"] and "Flood dams" in english["/dashboard?name=flood-dams"]

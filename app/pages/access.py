@@ -16,7 +16,7 @@ import pandas as pd
 import panel as pn
 
 from app.dashboard.layouts import LayoutStore
-from app.i18n import N_, event_label, fmt_time, t
+from app.i18n import N_, event_label, fmt_time, t, tabulator_locale
 from app.pages.shell import page, session_lang
 from app.web.access import SCOPES, Forbidden, Role, allowed, require
 from app.web.access_api import embed_urls
@@ -42,7 +42,8 @@ class AccessView:
         self.admin = allowed(identity, "users:manage")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vigie-access-status"])
         # Tokens (one's own).
-        self.tokens = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=200,
+        self.tokens = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                           configuration=tabulator_locale(lang), show_index=False, height=200,
                                            sizing_mode="stretch_width", name="tokens")
         self.t_label = pn.widgets.TextInput(placeholder=t("What it is for", lang), width=200, name="token-label")
         self.t_scopes = pn.widgets.MultiChoice(options=list(SCOPES), value=["read"], width=320,
@@ -54,7 +55,8 @@ class AccessView:
         self.t_make.on_click(lambda _e: self.act(self.make_token))
         self.t_revoke.on_click(lambda _e: self.act(self.revoke_token))
         if self.admin:
-            self.users = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=220,
+            self.users = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                              configuration=tabulator_locale(lang), show_index=False, height=220,
                                               sizing_mode="stretch_width", name="users")
             self.u_name = pn.widgets.TextInput(placeholder=t("User name", lang), width=160, name="user-name")
             self.u_role = pn.widgets.Select(options={t(r.name, lang): r.name for r in Role}, value="viewer", width=120,
@@ -67,7 +69,8 @@ class AccessView:
             self.u_add.on_click(lambda _e: self.act(self.add_user))
             self.u_set_role.on_click(lambda _e: self.act(self.set_role))
             self.u_toggle.on_click(lambda _e: self.act(self.toggle_user))
-            self.embeds = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=200,
+            self.embeds = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                               configuration=tabulator_locale(lang), show_index=False, height=200,
                                                sizing_mode="stretch_width", name="embeds")
             self.e_layout = pn.widgets.Select(options=layouts.names(), width=180)
             self.e_widget = pn.widgets.Select(options=[""], width=180)
@@ -78,7 +81,8 @@ class AccessView:
             self.e_layout.param.watch(lambda _e: self._widgets(), "value")
             self.e_make.on_click(lambda _e: self.act(self.make_embed))
             self.e_revoke.on_click(lambda _e: self.act(self.revoke_embed))
-            self.audit = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=300,
+            self.audit = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                              configuration=tabulator_locale(lang), show_index=False, height=300,
                                               sizing_mode="stretch_width", name="audit", pagination="local",
                                               page_size=50)
             self._widgets()

@@ -23,7 +23,7 @@ import pandas as pd
 import panel as pn
 
 from app.alarms.load import alarm_load
-from app.i18n import N_, event_label, fmt_number, fmt_span, fmt_time, t
+from app.i18n import N_, event_label, fmt_number, fmt_span, fmt_time, t, tabulator_locale
 from app.model import AlarmState, now_ns
 from app.pages.shell import page, session_arg, session_lang
 from app.refresh import every
@@ -140,6 +140,7 @@ class AlarmConsole:
         self.audit_category = None if allowed(identity, "audit:read") else "!audit"  # logins: admins only
         self.table = pn.widgets.Tabulator(console_frame(services, lang, site=session_arg("site") or ""),
                                           selectable="checkbox", disabled=True,
+                                          configuration=tabulator_locale(lang),
                                           show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
                                           height=360, name="alarm-console")
         self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320)
@@ -169,7 +170,8 @@ class AlarmConsole:
             "": "", **{t(s, lang): s for s in ("low", "medium", "high", "critical")}}, width=110)
         self.f_range = pn.widgets.Select(label=t("Range", lang), options={fmt_span(k, lang): k for k in JOURNAL_RANGES},
                                          value="24 h", width=90)
-        self.journal = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False,
+        self.journal = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                            configuration=tabulator_locale(lang), show_index=False,
                                             sizing_mode="stretch_width", height=300, name="alarm-journal",
                                             pagination="local", page_size=50)
         self.csv = pn.pane.HTML("", name="journal-csv")

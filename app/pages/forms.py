@@ -73,13 +73,29 @@ FORM_LABELS = (
     N_("Y label"),
 )
 
+# The fields' choices that are words (a severity, a mode, a table's columns): shown translated, saved as they are.
+FORM_CHOICES = (
+    N_("tile"), N_("gauge"), N_("above"), N_("below"), N_("enabled"), N_("disabled"), N_("shadow"),
+    N_("value"), N_("age"), N_("quality"), N_("time"),
+)
+
 
 def form_widgets(obj: param.Parameterized, params: list[str], lang: str,
                  widgets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return ``pn.Param``'s widget options with each field's label in ``lang``."""
+    """Return ``pn.Param``'s widget options with each field's label in ``lang``, and its choices (a severity,
+    a mode) shown in ``lang`` while their values stay those of the YAML files."""
     widgets = dict(widgets or {})
     for name in params:
+        p = obj.param[name]
         spec = widgets.get(name, {})
         spec = {"type": spec} if isinstance(spec, type) else dict(spec)
-        widgets[name] = {**spec, "name": t(obj.param[name].label, lang)}
+        spec["name"] = t(p.label, lang)
+        objects = list(getattr(p, "objects", None) or [])
+        if (lang != "en" and "options" not in spec and isinstance(p, param.Selector)
+                and not isinstance(p, param.ListSelector) and objects
+                and all(isinstance(o, str) for o in objects)):
+            labels = {t(o, lang): o for o in objects}
+            if len(labels) == len(objects):
+                spec["options"] = labels
+        widgets[name] = spec
     return widgets

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import panel as pn
 
-from app.i18n import N_, fmt_number, fmt_time, t
+from app.i18n import N_, fmt_number, fmt_time, t, tabulator_locale
 from app.pages.shell import page, session_lang
 from app.pages.status import latest_frame
 from app.refresh import every
@@ -112,11 +112,13 @@ def system_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapT
         return page(services, "/system", t("System", lang),
                     pn.pane.Alert(html.escape(str(Forbidden(identity, "health:detail"))), alert_type="warning"),
                     lang=lang, identity=identity)
-    sources = pn.widgets.Tabulator(sources_frame(services, lang), disabled=True, show_index=False,
+    sources = pn.widgets.Tabulator(sources_frame(services, lang), disabled=True,
+                                   configuration=tabulator_locale(lang), show_index=False,
                                    sizing_mode="stretch_width")
     dead = pn.pane.HTML(dead_letters_html(services, lang), sizing_mode="stretch_width")
     store = pn.pane.HTML(store_html(services, lang), sizing_mode="stretch_width")
-    series = pn.widgets.Tabulator(live_frame(services, lang), disabled=True, show_index=False,
+    series = pn.widgets.Tabulator(live_frame(services, lang), disabled=True,
+                                  configuration=tabulator_locale(lang), show_index=False,
                                   sizing_mode="stretch_width", height=400, name="latest")
 
     def refresh() -> None:
