@@ -277,9 +277,15 @@ def walk(chromium, site, lang: str) -> dict[str, str]:
     site.login(context, "admin")
     page = context.new_page()
     try:
-        return {path: page_text(page, site.base + path) for path in PAGES}
+        texts = {path: page_text(page, site.base + path) for path in PAGES}
     finally:
         context.close()
+    if os.environ.get("VIGIE_I18N_DUMP"):  # a directory: each page's text, to read what no label check can catch
+        out = Path(os.environ["VIGIE_I18N_DUMP"])
+        out.mkdir(parents=True, exist_ok=True)
+        for path, text in texts.items():
+            (out / f"{lang}{re.sub(r'[^a-z0-9-]+', '_', path)}.txt").write_text(text, encoding="utf-8")
+    return texts
 
 
 @pytest.mark.browser

@@ -45,7 +45,8 @@ class AccessView:
         self.tokens = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
                                            configuration=tabulator_locale(lang), show_index=False, height=200,
                                            sizing_mode="stretch_width", name="tokens")
-        self.t_label = pn.widgets.TextInput(placeholder=t("What it is for", lang), width=200, name="token-label")
+        self.t_label = pn.widgets.TextInput(placeholder=t("What it is for", lang), width=200,
+                                            css_classes=["vigie-token-label"])
         self.t_scopes = pn.widgets.MultiChoice(options=list(SCOPES), value=["read"], width=320,
                                                placeholder=t("Scopes", lang))
         self.t_days = pn.widgets.IntInput(value=365, start=1, end=3660, width=90)
@@ -58,7 +59,8 @@ class AccessView:
             self.users = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
                                               configuration=tabulator_locale(lang), show_index=False, height=220,
                                               sizing_mode="stretch_width", name="users")
-            self.u_name = pn.widgets.TextInput(placeholder=t("User name", lang), width=160, name="user-name")
+            self.u_name = pn.widgets.TextInput(placeholder=t("User name", lang), width=160,
+                                               css_classes=["vigie-user-name"])
             self.u_role = pn.widgets.Select(options={t(r.name, lang): r.name for r in Role}, value="viewer", width=120,
                                             css_classes=["vigie-role-pick"])
             self.u_password = pn.widgets.PasswordInput(placeholder=t("Password", lang), width=180)

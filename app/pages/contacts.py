@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import panel as pn
 
-from app.i18n import fmt_time, t
+from app.i18n import N_, fmt_time, t
 from app.notify.rota import on_call, resolve
 from app.pages.shell import page, session_lang
 from app.web.access import Forbidden, allowed, require
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
+THEN = {"remind": N_("remind"), "repeat": N_("repeat"), "stop": N_("stop")}  # after a policy's last step
 SCHEDULE_HOURS = 7 * 24  # the rota shown ahead
 SCHEDULE_STEP = timedelta(minutes=30)
 
@@ -82,7 +83,7 @@ def policies_html(services: PageServices, lang: str) -> str:
                                                                                  notifier.tz)),
                  ", ".join(step.channels), f"{step.wait_s:g} s"] for i, step in enumerate(policy.steps)]
         parts.append(f"<h4>{html.escape(policy.name)} <small>({html.escape(t('then', lang))} "
-                     f"{html.escape(policy.then)})</small></h4>"
+                     f"{html.escape(t(THEN.get(policy.then, policy.then), lang))})</small></h4>"
                      + _table([t("Step", lang), t("Whom", lang), t("Now", lang), t("Channels", lang),
                                t("Wait", lang)], rows, "vigie-policy"))
     return "".join(parts) or f"<p>{html.escape(t('No escalation policy', lang))}</p>"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import panel as pn
 
-from app.i18n import N_, fmt_number, fmt_time, t, tabulator_locale
+from app.i18n import N_, fmt_decimal, fmt_number, fmt_time, t, tabulator_locale
 from app.pages.shell import page, session_lang
 from app.pages.status import latest_frame
 from app.refresh import every
@@ -73,15 +73,35 @@ def _value(value: object, lang: str) -> str:
     return str(value)
 
 
+# The /health keys of the store and the live side, as the System page names them (an unknown key shows as it is).
+HEALTH_LABELS = {
+    "store": N_("Store"), "live": N_("Live series"), "engine": N_("Engine"), "path": N_("File"),
+    "series": N_("Series"), "url": N_("URL"), "database": N_("Database"), "measurement": N_("Measurement"),
+    "retention_policy": N_("Retention policy"), "api": N_("API"), "bucket": N_("Bucket"), "reachable": N_("Reachable"),
+    "version": N_("Version"), "last_ping_ok": N_("Last ping answered"), "last_ping_age_s": N_("Last ping (s ago)"),
+    "available": N_("Available"), "queue_depth": N_("Queue depth"), "awaiting_durability": N_("Awaiting durability"),
+    "written_total": N_("Written in all"), "rejected_total": N_("Refused in all"), "rejected": N_("Refused"),
+    "total": N_("total"), "by_kind": N_("By kind"), "recent": N_("Recent"), "spool_files": N_("Spool files"),
+    "spool_readings": N_("Spooled readings"), "last_error": N_("last error"),
+    "last_flush_ms": N_("Last write (ms)"), "capacity_per_series": N_("Capacity per series"), "pulse": N_("Pulse"),
+    "running": N_("Running"), "listeners": N_("Listening dashboards"), "pulses_total": N_("Pulses in all"),
+    "wakes_total": N_("Wake-ups in all"), "errors_total": N_("Errors in all"),
+}
+
+
 def store_html(services: PageServices, lang: str = "en") -> str:
     """Return the store writer's state, and what the live side holds (series, open dashboards).
 
-    The keys are those of ``/health`` (what an admin greps for in the API and logs), so they stay as they are.
+    Each row is named in ``lang``; its ``/health`` key (what an admin finds in the API) is its tooltip.
     """
     health = services.health()
     rows = _flatten({"store": health["store"], "live": health["live"]})
-    return ("<table class='vigie-store' style='font-size:.9em' translate='no'>" + "".join(
-        f"<tr><td style='padding-right:1.5em'><code>{html.escape(k)}</code></td>"
+
+    def label(key: str) -> str:
+        return " · ".join(t(HEALTH_LABELS.get(part, part), lang) for part in key.split("."))
+
+    return ("<table class='vigie-store' style='font-size:.9em'>" + "".join(
+        f"<tr title='{html.escape(k, quote=True)}'><td style='padding-right:1.5em'><b>{html.escape(label(k))}</b></td>"
         f"<td>{html.escape(_value(v, lang))}</td></tr>" for k, v in rows) + "</table>")
 
 
@@ -93,6 +113,9 @@ def live_frame(services: PageServices, lang: str) -> pd.DataFrame:
     """Return the live cache's latest values, with headers and qualities in ``lang``."""
     frame = latest_frame(services)
     frame["quality"] = [t(q, lang) for q in frame["quality"]]
+    # As text, formatted for the language: Tabulator would group and point every number the English way.
+    frame["value"] = [fmt_decimal(v, lang) for v in frame["value"]]
+    frame["age_s"] = [fmt_number(a, lang, 1) for a in frame["age_s"]]
     return frame.rename(columns={k: t(v, lang) for k, v in LIVE_COLUMNS.items()})
 
 
