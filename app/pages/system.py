@@ -75,7 +75,7 @@ def _value(value: object, lang: str) -> str:
 
 # The /health keys of the store and the live side, as the System page names them (an unknown key shows as it is).
 HEALTH_LABELS = {
-    "store": N_("Store"), "live": N_("Live series"), "engine": N_("Engine"), "path": N_("File"),
+    "store": N_("Store"), "live": N_("Live series"), "engine": N_("Engine"), "path": N_("Path"),
     "series": N_("Series"), "url": N_("URL"), "database": N_("Database"), "measurement": N_("Measurement"),
     "retention_policy": N_("Retention policy"), "api": N_("API"), "bucket": N_("Bucket"), "reachable": N_("Reachable"),
     "version": N_("Version"), "last_ping_ok": N_("Last ping answered"), "last_ping_age_s": N_("Last ping (s ago)"),
