@@ -93,6 +93,23 @@ def test_pybabel_extract_with_the_projects_config_finds_the_labels(tmp_path):
     assert 'msgid "My API tokens"' in pot and 'msgid "Overview"' in pot and 'msgid "Resume"' not in pot
 
 
+def test_translations_keep_the_placeholders_of_their_english():
+    def fields(text: str) -> set[str]:
+        return set(re.findall(r"\{(\w*)\}", text))
+
+    wrong = {msgid: msgstr for msgid, msgstr in FRENCH.items() if fields(msgid) != fields(msgstr)}
+    assert not wrong, f"a translation drops or adds a {{placeholder}}: {wrong}"
+
+
+def test_a_refusal_is_explained_in_the_pages_language_and_stays_english_for_the_api():
+    from app.web.access import Forbidden, Identity, Role, explain
+
+    refusal = Forbidden(Identity("ann", Role.viewer), "layouts:edit")
+    assert str(refusal) == "ann may not: layouts:edit needs the analyst role"
+    assert explain(refusal, "fr") == "ann n'y est pas autorisé : layouts:edit demande le rôle analyste"
+    assert explain(ValueError("as it is"), "fr") == "as it is"
+
+
 # -- numbers, dates, spans ---------------------------------------------------------------------------------
 def test_numbers_follow_the_language_as_babel_formats_them():
     from babel.numbers import format_decimal

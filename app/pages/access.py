@@ -18,7 +18,7 @@ import panel as pn
 from app.dashboard.layouts import LayoutStore
 from app.i18n import N_, event_label, fmt_time, t, tabulator_locale
 from app.pages.shell import page, session_lang
-from app.web.access import SCOPES, Forbidden, Role, allowed, require
+from app.web.access import SCOPES, Forbidden, Role, allowed, explain, require
 from app.web.access_api import embed_urls
 from app.web.accounts import AccountError
 from app.web.audit import audit
@@ -143,7 +143,7 @@ class AccessView:
         try:
             action()
         except (Forbidden, AccountError, ValueError) as exc:
-            self.say(str(exc), error=True)
+            self.say(explain(exc, self.lang), error=True)
         self.refresh()
 
     def _who(self, action: str) -> str:

@@ -121,7 +121,7 @@ class RuleEditorView:
         try:  # checked here, on the server, at the click: a hidden button is not a check
             return require(self.auth.page_identity(), rule_action(self.services.alarms, new_mode, replaces)).label
         except Forbidden as exc:
-            self.say(html.escape(str(exc)), error=True)
+            self.say(html.escape(exc.explain(self.lang)), error=True)
             return None
 
     def on_save(self) -> None:

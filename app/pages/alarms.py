@@ -195,7 +195,7 @@ class AlarmConsole:
         try:
             return require(self.auth.page_identity(), action).label
         except Forbidden as exc:
-            self.say(str(exc), error=True)
+            self.say(exc.explain(self.lang), error=True)
             return None
 
     def on_ack(self) -> None:

@@ -107,7 +107,7 @@ class ContactsView:
         try:
             require(self.auth.page_identity(), "notify:edit")
         except Forbidden as exc:
-            self.status.object = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
+            self.status.object = f"<span style='color:#c62828'>{html.escape(exc.explain(self.lang))}</span>"
             return
         name = self.policy.value
         if name not in self.services.notifier.policies:

@@ -29,7 +29,7 @@ from app.dashboard.view import WidgetContext
 from app.i18n import fmt_time, t
 from app.pages.forms import form_widgets
 from app.pages.shell import page, session_arg, session_lang
-from app.web.access import Forbidden, allowed, require
+from app.web.access import Forbidden, allowed, explain, require
 from app.web.access_api import embed_urls
 from app.web.audit import audit
 
@@ -194,7 +194,7 @@ class DashboardEditor:
         try:
             action(*args)
         except (Forbidden, LayoutNameError, FileExistsError, FileNotFoundError, ValueError) as exc:
-            self._say(str(exc), ok=False)
+            self._say(explain(exc, self.lang), ok=False)
 
     def _refresh_versions(self) -> None:
         # Milliseconds: two saves within a second are two versions, not one label hiding the other.
@@ -228,7 +228,7 @@ class DashboardEditor:
         who = self._check()
         new_name = slugify(new_name or "")
         if self.layouts.exists(new_name):
-            raise FileExistsError(f"a layout named {new_name!r} exists already")
+            raise FileExistsError(t("a layout named {name} exists already", self.lang).format(name=repr(new_name)))
         self.layouts.save(new_name, self._working())
         self._audit("layout_saved", who, new_name, None, self._working().to_spec())
         self._say(t("Saved", self.lang) + f": layouts/{new_name}.yaml")
@@ -392,7 +392,7 @@ def dashboards_list_page(services: PageServices, layouts: LayoutStore, auth: Web
             try:
                 who = require(auth.page_identity(), "layouts:edit").label
             except Forbidden as exc:
-                result.object = html.escape(str(exc))
+                result.object = html.escape(exc.explain(lang))
                 return
             if not target.value:
                 return

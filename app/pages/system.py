@@ -133,7 +133,8 @@ def system_page(services: PageServices, auth: WebAuth) -> pn.template.BootstrapT
     identity = auth.page_identity()
     if not allowed(identity, "health:detail"):
         return page(services, "/system", t("System", lang),
-                    pn.pane.Alert(html.escape(str(Forbidden(identity, "health:detail"))), alert_type="warning"),
+                    pn.pane.Alert(html.escape(Forbidden(identity, "health:detail").explain(lang)),
+                                  alert_type="warning"),
                     lang=lang, identity=identity)
     sources = pn.widgets.Tabulator(sources_frame(services, lang), disabled=True,
                                    configuration=tabulator_locale(lang), show_index=False,
