@@ -85,8 +85,8 @@ EVENT_LABELS = {
 
 
 def event_label(kind: str, lang: str) -> str:
-    """Return a journal event's label in ``lang`` (an unknown kind as it is)."""
-    return t(EVENT_LABELS.get(kind, kind), lang)
+    """Return a journal event's label in ``lang``: English shows the kind itself (as the API and the CSV name it)."""
+    return kind if lang == "en" else t(EVENT_LABELS.get(kind, kind), lang)
 
 
 def negotiate(accept_language: str | None, override: str | None = None) -> str:

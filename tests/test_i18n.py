@@ -147,6 +147,28 @@ def test_layout_titles_per_language_and_old_layouts_stay_valid():
         assert loaded.spec.title_fr and all(w.title_fr for w in loaded.spec.widgets if w.title), path
 
 
+def test_saving_a_layout_keeps_its_titles_as_written(tmp_path):
+    """The editor's save changes only what changed: ``title: {en: ..., fr: ...}`` stays a mapping."""
+    import difflib
+
+    import app.dashboard.widgets  # noqa: F401  (registers the widget kinds)
+    from app.dashboard.layouts import LayoutStore
+
+    original = (ROOT / "layouts" / "flood-dams.yaml").read_text(encoding="utf-8")
+    (tmp_path / "flood-dams.yaml").write_text(original, encoding="utf-8")
+    store = LayoutStore(tmp_path)
+    spec = store.load("flood-dams").spec
+    spec.widgets[2].x = 1  # a value tile moved
+    store.save("flood-dams", spec)
+    saved = (tmp_path / "flood-dams.yaml").read_text(encoding="utf-8")
+    changed = [line for line in difflib.unified_diff(original.splitlines(), saved.splitlines(), lineterm="", n=0)
+               if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == ["-  x: 0", "+  x: 1"], changed
+    spec.title_fr = "Barrages"
+    store.save("flood-dams", spec)
+    assert "title: {en: Flood dams, fr: Barrages}" in (tmp_path / "flood-dams.yaml").read_text(encoding="utf-8")
+
+
 def test_the_dynamic_labels_are_the_states_the_code_uses():
     from app.model import AlarmState
     from app.pages.alarms import STATE_LABEL

@@ -61,7 +61,7 @@ class WidgetSpec(Spec):
 
     id = param.String(default="", doc="Stable id of the widget within its layout (letters, digits, - and _).")
     title = param.String(default="", doc="Title shown above the widget.")
-    title_fr = param.String(default="", label="Title (French)",
+    title_fr = param.String(default="", label="Title (French)", precedence=1,  # last in the editor's form
                             doc="Title in French (when empty, French pages show the title).")
     x = param.Integer(default=0, bounds=(0, GRID_COLUMNS - 1), doc="Column of the left edge (0-11).")
     y = param.Integer(default=0, bounds=(0, 1000), doc="Row of the top edge.")

@@ -69,7 +69,7 @@ def spec_form(spec: WidgetSpec, series_options: list[str], lang: str = "en") -> 
     elif series_param is not None:
         widgets["series"] = {"type": pn.widgets.AutocompleteInput, "options": series_options,
                              "case_sensitive": False, "search_strategy": "includes", "min_characters": 1}
-    params = [p for p in spec.keys() if p not in ("x", "y", "w", "h", "title_fr")] + ["title_fr"]  # last: optional
+    params = [p for p in spec.keys() if p not in ("x", "y", "w", "h")]
     return pn.Param(spec, parameters=params, widgets=form_widgets(spec, params, lang, widgets), show_name=False,
                     sizing_mode="stretch_width")
 

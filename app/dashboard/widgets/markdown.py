@@ -19,7 +19,7 @@ class MarkdownSpec(WidgetSpec):
     label = N_("Text")
 
     text = param.String(default="", doc="Markdown text.")
-    text_fr = param.String(default="", label="Text (French)",
+    text_fr = param.String(default="", label="Text (French)", precedence=1,
                            doc="Markdown text in French (when empty, French pages show the text).")
 
     def view(self, ctx: WidgetContext) -> WidgetView:
