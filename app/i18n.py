@@ -37,7 +37,7 @@ DOMAIN = "vigie"
 def load_catalog(lang: str, locale_dir: Path = LOCALE_DIR) -> dict[str, str]:
     """Return the translations of ``locale/<lang>/LC_MESSAGES/vigie.po``: msgid -> msgstr.
 
-    Read with Babel when the module is imported (a few milliseconds): nothing to compile at build
+    Read with Babel when the module is imported (tens of milliseconds): nothing to compile at build
     time, so a fresh ``pip install -e .`` and a checkout run the same catalog translators edit.
     Untranslated (empty) and fuzzy entries are left out, as gettext does: the English shows.
     """
