@@ -162,7 +162,7 @@ class AccessView:
         who = self._who("view")
         token = self.accounts.token(self.t_revoke_id.value or "")
         if token is None or (token.user != who and not allowed(self.auth.page_identity(), "users:manage")):
-            raise AccountError("pick one of your tokens")
+            raise AccountError(t("pick one of your tokens", self.lang))
         self.accounts.revoke_token(token.id)
         audit(self.services.journal, "token_revoked", who, f"token {token.id} of {token.user}")
         self.say(f"{t('Revoked', self.lang)}: {token.id}")
@@ -188,7 +188,7 @@ class AccessView:
         name = self.u_pick.value or ""
         current = next((u for u in self.accounts.user_list() if u.name == name), None)
         if current is None:
-            raise AccountError("pick a user")
+            raise AccountError(t("pick a user", self.lang))
         user = self.accounts.set_disabled(name, not current.disabled)
         audit(self.services.journal, "user_changed", who, f"user {name}", before={"disabled": current.disabled},
               after={"disabled": user.disabled})
