@@ -382,8 +382,7 @@ def dashboards_list_page(services: PageServices, layouts: LayoutStore, auth: Web
     if allowed(identity, "layouts:edit"):
         devices = sorted({k.split("/", 1)[0] for k in services.live.keys()})
         sites = sorted({v.tags["site"] for v in services.live.latest() if "site" in v.tags})
-        target = pn.widgets.Select(label="", options={**{f"{t('Device', lang)}: {d}": f"device:{d}" for d in devices},
-                                                      **{f"{t('Site', lang)}: {s}": f"site:{s}" for s in sites}},
+        target = pn.widgets.Select(label="", options=[f"device:{d}" for d in devices] + [f"site:{s}" for s in sites],
                                    width=240)
         go = pn.widgets.Button(label=t("Generate dashboard", lang), width=200)
         result = pn.pane.HTML("")
