@@ -3,247 +3,90 @@
 Operators of a French water directorate are a first audience, so every label
 a page shows goes through :func:`t`. The language comes from the browser's
 ``Accept-Language`` (or a ``?lang=`` switch); anything but French is English.
+
+The translations are a gettext catalog, ``app/locale/<lang>/LC_MESSAGES/vigie.po``
+(the English text is the msgid), edited with the usual tools (Poedit, Weblate,
+``pybabel``); ``scripts/messages`` finds new labels in the code and adds them
+to it (see README, "Languages").
 """
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 LANGUAGES = ("en", "fr")
 
-_FR: dict[str, str] = {
-    "Overview": "Vue d'ensemble",
-    "Dashboards": "Tableaux de bord",
-    "History": "Historique",
-    "System": "Système",
-    "Live series": "Séries en direct",
-    "Series": "Série",
-    "Device": "Équipement",
-    "Metric": "Mesure",
-    "Value": "Valeur",
-    "Unit": "Unité",
-    "Age": "Âge",
-    "Quality": "Qualité",
-    "Tags": "Étiquettes",
-    "Status": "État",
-    "Site": "Site",
-    "Last reading": "Dernière mesure",
-    "Worst alarm": "Alarme la plus grave",
-    "no alarm": "aucune alarme",
-    "(no site)": "(sans site)",
-    "Edit": "Modifier",
-    "Save": "Enregistrer",
-    "Save as": "Enregistrer sous",
-    "Delete": "Supprimer",
-    "Undo": "Annuler",
-    "Redo": "Rétablir",
-    "Undo save": "Annuler l'enregistrement",
-    "Redone": "Rétabli",
-    "Nothing to redo": "Rien à rétablir",
-    "Versions": "Versions",
-    "Restore": "Restaurer",
-    "Add widget": "Ajouter un widget",
-    "Remove": "Retirer",
-    "Pause": "Pause",
-    "Resume": "Reprendre",
-    "Window": "Fenêtre",
-    "Export CSV": "Exporter en CSV",
-    "Query": "Interroger",
-    "Range": "Période",
-    "Generate dashboard": "Générer un tableau de bord",
-    "Ingest sources": "Sources d'acquisition",
-    "Rejected inputs": "Entrées rejetées",
-    "Store": "Stockage",
-    "connected": "connecté",
-    "disconnected": "déconnecté",
-    "starting": "démarrage",
-    "stopped": "arrêté",
-    "good": "bonne",
-    "uncertain": "incertaine",
-    "bad": "mauvaise",
-    "ok": "normal",
-    "stale": "sans données",
-    "Unknown series": "Série inconnue",
-    "No data yet": "Pas encore de données",
-    "readings/s": "mesures/s",
-    "Language": "Langue",
-    "Read-only server: editing is disabled": "Serveur en lecture seule : modification désactivée",
-    "Log in": "Se connecter",
-    "Access": "Accès",
-    "Did you mean": "Vouliez-vous dire",
-    "No data for": "Aucune donnée pour",
-    "between": "entre le",
-    "and": "et le",
-    "Contacts": "Contacts",
-    "Name": "Nom",
-    "Phone": "Téléphone",
-    "Teams": "Équipes",
-    "Members": "Membres",
-    "On call": "D'astreinte",
-    "On call now": "D'astreinte maintenant",
-    "nobody": "personne",
-    "then": "ensuite",
-    "Step": "Étape",
-    "Whom": "Qui",
-    "Now": "Maintenant",
-    "Channels": "Canaux",
-    "Wait": "Attente",
-    "No escalation policy": "Aucune politique d'escalade",
-    "Escalation policies": "Politiques d'escalade",
-    "Send a test to step 1": "Envoyer un test à l'étape 1",
-    "Test sent": "Test envoyé",
-    "My API tokens": "Mes jetons d'API",
-    "Users": "Utilisateurs",
-    "Embed links": "Liens d'intégration",
-    "Audit log": "Journal d'audit",
-    "Create token": "Créer un jeton",
-    "Create embed link": "Créer un lien d'intégration",
-    "Revoke": "Révoquer",
-    "Revoked": "Révoqué",
-    "Add user": "Ajouter",
-    "Added": "Ajouté",
-    "Set role": "Changer le rôle",
-    "Disable / enable": "Désactiver / réactiver",
-    "What it is for": "À quoi il sert",
-    "Token created": "Jeton créé",
-    "Embed link created": "Lien d'intégration créé",
-    "Embed link": "Lien d'intégration",
-    "a year; revoke it on the Access page": "un an ; à révoquer sur la page Accès",
-    "shown once: copy it now": "affiché une seule fois : copiez-le maintenant",
-    "Label": "Libellé",
-    "Expires": "Expire",
-    "Role": "Rôle",
-    "Log out": "Se déconnecter",
-    "User name": "Nom d'utilisateur",
-    "Password": "Mot de passe",
-    "You are logged out.": "Vous êtes déconnecté.",
-    "Your session has expired: please log in again.": "Votre session a expiré : reconnectez-vous.",
-    "Too many failed attempts: wait {s} s and try again.": "Trop d'échecs : attendez {s} s puis réessayez.",
-    "Wrong user name or password.": "Nom d'utilisateur ou mot de passe incorrect.",
-    "viewer": "lecteur",
-    "operator": "opérateur",
-    "analyst": "analyste",
-    "admin": "administrateur",
-    "Saved": "Enregistré",
-    "Click again within 5 s to delete": "Cliquez encore dans les 5 s pour supprimer",
-    "deleted": "supprimé",
-    "Undone": "Annulé",
-    "Nothing to undo": "Rien à annuler",
-    "Restored": "Restauré",
-    "From": "Du",
-    "To": "Au",
-    "From must be before To": "Le début doit précéder la fin",
-    "buckets of": "intervalles de",
-    "source": "source",
-    "type": "type",
-    "state": "état",
-    "total": "total",
-    "last error": "dernière erreur",
-    "time": "heure",
-    "where": "où",
-    "kind": "genre",
-    "reason": "raison",
-    "payload": "contenu",
-    "ago": "",
-    "Camera": "Caméra",
-    "Active alarms": "Alarmes actives",
-    "Map": "Carte",
-    "bad quality": "qualité mauvaise",
-    "warning": "avertissement",
-    "alarm": "alarme",
-    "No camera store configured": "Aucun stockage d'images configuré",
-    "No image yet": "Pas encore d'image",
-    "No alarm rules configured": "Aucune règle d'alarme configurée",
-    "No active alarm": "Aucune alarme active",
-    "Time": "Heure",
-    "Severity": "Gravité",
-    "Message": "Message",
-    "State": "État",
-    "low": "basse",
-    "medium": "moyenne",
-    "high": "haute",
-    "critical": "critique",
-    "Alarms": "Alarmes",
-    "Unacknowledged": "Non acquittée",
-    "Acknowledged": "Acquittée",
-    "Returned, unacknowledged": "Revenue, non acquittée",
-    "Shelved": "Mise en attente",
-    "Suppressed": "Inhibée",
-    "Out of service": "Hors service",
-    "Normal": "Normale",
-    "Since": "Depuis",
-    "Present": "Présente",
-    "Comment": "Commentaire",
-    "Acknowledge": "Acquitter",
-    "Shelve": "Mettre en attente",
-    "Maintenance on/off": "Maintenance oui/non",
-    "Maintenance on": "En maintenance",
-    "Maintenance off": "Fin de maintenance",
-    "Say why in the comment before shelving": "Indiquez la raison en commentaire avant la mise en attente",
-    "Select one or more alarms first": "Sélectionnez d'abord une ou plusieurs alarmes",
-    "Alarms per hour": "Alarmes par heure",
-    "Busiest 10 minutes": "10 minutes les plus chargées",
-    "Raised": "Déclenchées",
-    "Most frequent rules": "Règles les plus fréquentes",
-    "Chattering": "Alarmes papillotantes",
-    "Stale": "Alarmes anciennes",
-    "Alarm load (24 h)": "Charge d'alarmes (24 h)",
-    "Journal": "Journal",
-    "Escalations": "Escalades",
-    "No escalation in progress": "Aucune escalade en cours",
-    "Policy": "Politique",
-    "Told": "Prévenus",
-    "Next": "Ensuite",
-    "step": "étape",
-    "nobody on call": "personne d'astreinte",
-    "quiet hours": "heures silencieuses",
-    "none (last step done)": "rien (dernière étape faite)",
-    "Event": "Événement",
-    "Rule": "Règle",
-    "By": "Par",
-    "unacknowledged alarm": "alarme non acquittée",
-    "unacknowledged alarms": "alarmes non acquittées",
-    "raised": "déclenchée",
-    "escalated": "aggravée",
-    "cleared": "revenue à la normale",
-    "acknowledged": "acquittée",
-    "shelved": "mise en attente",
-    "unshelved": "fin d'attente",
-    "suppressed": "inhibée",
-    "unsuppressed": "fin d'inhibition",
-    "out_of_service": "hors service",
-    "in_service": "en service",
-    "Alarm rules": "Règles d'alarme",
-    "Kind": "Type",
-    "Series watched": "Séries surveillées",
-    "This rule watches no series yet": "Cette règle ne surveille encore aucune série",
-    "Click Delete again to delete the rule": "Cliquez encore sur Supprimer pour supprimer la règle",
-    "Test on history": "Tester sur l'historique",
-    "Replaying history…": "Rejeu de l'historique…",
-    "still active": "toujours active",
-    "alarms": "alarmes",
-    "per day": "par jour",
-    "readings": "mesures",
-    "no series": "aucune série",
-    "Duration": "Durée",
-    "Sound": "Son",
-    "Silent": "Muets",
-    "unacknowledged": "non acquittées",
-    "Shadow rules (what they would raise, never notified)":
-        "Règles en observation (ce qu'elles déclencheraient, sans notification)",
-    "silent devices": "équipements muets",
-    "bad data": "données invalides",
-    "not on the map": "absent de la carte",
-    "Not on the map (no coordinates)": "Absents de la carte (sans coordonnées)",
-    "Full screen": "Plein écran",
-    "Log in first": "Connectez-vous d'abord",
-    "Nothing to show: name layouts in the link (/wall?layouts=a,b) or in overview.wall_layouts":
-        "Rien à afficher : nommez des tableaux dans le lien (/wall?layouts=a,b) ou dans overview.wall_layouts",
-    "Generated from the site’s series: no layout names this site":
-        "Généré à partir des séries du site : aucun tableau de bord ne nomme ce site",
+
+def N_(text: str) -> str:
+    """Mark a label for the message catalog without translating it (a table of labels translated later).
+
+    ``pybabel extract`` finds the literals passed to :func:`t` and to ``N_``; a label that reaches
+    :func:`t` only through a variable (a state, a role, a column name from a table) must be marked
+    with ``N_`` where it is written, or the catalog's update would drop it.
+    """
+    return text
+
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DOMAIN = "vigie"
+
+
+def load_catalog(lang: str, locale_dir: Path = LOCALE_DIR) -> dict[str, str]:
+    """Return the translations of ``locale/<lang>/LC_MESSAGES/vigie.po``: msgid -> msgstr.
+
+    Read with Babel when the module is imported (tens of milliseconds): nothing to compile at build
+    time, so a fresh ``pip install -e .`` and a checkout run the same catalog translators edit.
+    Untranslated (empty) and fuzzy entries are left out, as gettext does: the English shows.
+    """
+    from babel.messages.pofile import read_po
+
+    path = locale_dir / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if not path.exists():
+        return {}
+    with path.open("rb") as f:
+        catalog = read_po(f, locale=lang, domain=DOMAIN)
+    return {m.id: m.string for m in catalog
+            if m.id and isinstance(m.id, str) and isinstance(m.string, str) and m.string and not m.fuzzy}
+
+
+_CATALOGS: dict[str, dict[str, str]] = {lang: load_catalog(lang) for lang in LANGUAGES if lang != "en"}
+
+# Labels that reach t() only through variables: kept in the catalog by these marks (see N_).
+DYNAMIC_LABELS = (
+    # ingest source states (app/ingest), shown on the System page
+    N_("connected"), N_("disconnected"), N_("starting"), N_("stopped"),
+    # reading qualities and value states (app/model.py)
+    N_("good"), N_("uncertain"), N_("bad"), N_("ok"), N_("stale"),
+    # roles (app/web/access.py)
+    N_("viewer"), N_("operator"), N_("analyst"), N_("admin"),
+    # alarm severities and journal events (app/alarms)
+    N_("low"), N_("medium"), N_("high"), N_("critical"),
+    N_("raised"), N_("escalated"), N_("cleared"), N_("acknowledged"), N_("shelved"), N_("unshelved"),
+    N_("suppressed"), N_("unsuppressed"), N_("out_of_service"), N_("in_service"),
+)
+
+# The journal's other events (audit log, escalations), as the pages name them; the alarm events above are their
+# own label. The kinds themselves stay in the journal, the API and the CSV export.
+EVENT_LABELS = {
+    "login": N_("logged in"), "login_failed": N_("login failed"), "login_refused": N_("login refused"),
+    "logout": N_("logged out"), "token_created": N_("token created"), "token_revoked": N_("token revoked"),
+    "user_added": N_("user added"), "user_changed": N_("user changed"), "user_deleted": N_("user deleted"),
+    "embed_created": N_("embed link created"), "embed_revoked": N_("embed link revoked"),
+    "layout_saved": N_("layout saved"), "layout_generated": N_("layout generated"),
+    "layout_undone": N_("layout save undone"), "layout_restored": N_("layout restored"),
+    "layout_deleted": N_("layout deleted"), "rule_added": N_("rule added"), "rule_saved": N_("rule saved"),
+    "rule_deleted": N_("rule deleted"), "escalation_stopped": N_("escalation stopped"),
+    "ack_link_used": N_("acknowledged from a message"), "maintenance_on": N_("Maintenance on"),
+    "maintenance_off": N_("Maintenance off"),
 }
+
+
+def event_label(kind: str, lang: str) -> str:
+    """Return a journal event's label in ``lang``: English shows the kind itself (as the API and the CSV name it)."""
+    return kind if lang == "en" else t(EVENT_LABELS.get(kind, kind), lang)
 
 
 def negotiate(accept_language: str | None, override: str | None = None) -> str:
@@ -264,8 +107,20 @@ def negotiate(accept_language: str | None, override: str | None = None) -> str:
 
 
 def t(text: str, lang: str) -> str:
-    """Translate a label."""
-    return _FR.get(text, text) if lang == "fr" else text
+    """Translate a label (English is the msgid): its translation in ``lang``'s catalog, else the English."""
+    catalog = _CATALOGS.get(lang)
+    return catalog.get(text, text) if catalog else text
+
+
+def tabulator_locale(lang: str) -> dict:
+    """Return a Tabulator ``configuration`` that words its pagination in ``lang`` (English: Tabulator's own)."""
+    if lang == "en":
+        return {}
+    words = {"first": t("First", lang), "first_title": t("First page", lang), "prev": t("Previous", lang),
+             "prev_title": t("Previous page", lang), "next": t("Next page", lang), "next_title": t("Next page", lang),
+             "last": t("Last", lang), "last_title": t("Last page", lang), "page_size": t("Page size", lang),
+             "all": t("All", lang)}
+    return {"locale": lang, "langs": {lang: {"pagination": words}}}
 
 
 def fmt_number(value: float | None, lang: str, decimals: int = 2) -> str:
@@ -278,10 +133,39 @@ def fmt_number(value: float | None, lang: str, decimals: int = 2) -> str:
     return text
 
 
-def fmt_time(time_ns: int, lang: str, tz: str = "UTC") -> str:
-    """Format an instant: ``2026-11-25 14:03:07`` / ``25/11/2026 14:03:07``."""
+def fmt_decimal(value: float | None, lang: str, max_decimals: int = 4) -> str:
+    """Format a number with as many decimals as it has (up to ``max_decimals``): ``1,234.5`` / ``1 234,5``.
+
+    Babel's CLDR patterns: slower than :func:`fmt_number` (tens of microseconds), so for tables an admin opens,
+    not for the tiles every session refreshes.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    from babel.numbers import format_decimal
+
+    return format_decimal(value, format="#,##0." + "#" * max_decimals, locale=_LOCALES.get(lang, "en_GB"))
+
+
+_LOCALES = {"en": "en_GB", "fr": "fr_FR"}
+
+
+def fmt_time(time_ns: int, lang: str, tz: str = "UTC", millis: bool = False) -> str:
+    """Format an instant in the zone ``tz``: ``2026-11-25 14:03:07`` / ``25/11/2026 14:03:07`` (+ ``.123`` millis)."""
     dt = datetime.fromtimestamp(time_ns / 1e9, tz=UTC).astimezone(ZoneInfo(tz))
-    return dt.strftime("%d/%m/%Y %H:%M:%S" if lang == "fr" else "%Y-%m-%d %H:%M:%S")
+    text = dt.strftime("%d/%m/%Y %H:%M:%S" if lang == "fr" else "%Y-%m-%d %H:%M:%S")
+    return f"{text}{',' if lang == 'fr' else '.'}{dt.microsecond // 1000:03d}" if millis else text
+
+
+_UNITS_FR = {"d": "j", "y": "a"}  # day, year: jour, an (s, min, h are the same)
+
+
+def fmt_span(text: str, lang: str) -> str:
+    """Return a span label (``7 d``, ``1y``, ``15 min``) with its unit in ``lang``: ``7 j``, ``1a``."""
+    if lang != "fr":
+        return text
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number):]
+    return number + _UNITS_FR.get(unit, unit)
 
 
 def fmt_age(seconds: float, lang: str) -> str:

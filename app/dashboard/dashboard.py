@@ -25,6 +25,7 @@ from panel.io.state import set_curdoc
 import app.dashboard.widgets  # noqa: F401  (registers the widget kinds)
 from app.dashboard.spec import GRID_COLUMNS, LayoutSpec, LoadedLayout, WidgetSpec, load_layout
 from app.dashboard.view import ErrorView, WidgetContext
+from app.i18n import t
 from app.live import LiveCache
 from app.pulse import Interest, Pulse
 from app.refresh import every
@@ -69,8 +70,10 @@ class Dashboard:
         A typo in a hand-edited file or a removed device: the widget says it
         in place, and the dashboard's problem list says where to fix it.
         """
-        return [f"{self.loaded.name}.yaml: widget {w.id!r}: series: unknown series {key!r} (no reading seen, "
-                f"none stored)" for w in self.spec.widgets for key in self.ctx.unknown(w.series_keys())]
+        text = t("{file}: widget {widget}: series: unknown series {series} (no reading seen, none stored)",
+                 self.ctx.lang)
+        return [text.format(file=f"{self.loaded.name}.yaml", widget=repr(w.id), series=repr(key))
+                for w in self.spec.widgets for key in self.ctx.unknown(w.series_keys())]
 
     def _build(self, only: str | None) -> pn.viewable.Viewable:
         if only is not None:

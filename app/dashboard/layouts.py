@@ -20,10 +20,11 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec, load_layout
+from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec, load_layout, split_titles
 from app.spec import Spec, SpecError
 from app.yaml_roundtrip import dump, load_map, update_in_place
 
@@ -160,6 +161,23 @@ def _defaults(cls: type[Spec]) -> dict:
     return {k: cls.param[k].default for k in cls.keys()}
 
 
+def _title_as_written(item: CommentedMap, clean: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Return ``clean`` saying its titles as the file does: ``title: {en: ..., fr: ...}`` stays a mapping."""
+    written = item.get("title")
+    if not isinstance(written, dict):
+        return clean
+    clean = dict(clean)
+    titles = {"en": clean.pop("title", defaults.get("title", ""))}
+    for key in [k for k in clean if k.startswith("title_")]:
+        titles[key.removeprefix("title_")] = clean.pop(key)
+    titles = {lang: text for lang, text in titles.items() if text or lang == "en"}
+    if dict(written) != titles:
+        written = CommentedMap(titles)
+        written.fa.set_flow_style()
+    clean["title"] = written
+    return clean
+
+
 def merged_text(old_text: str, spec: LayoutSpec) -> str:
     """Return the file text that says ``spec``, changed from ``old_text`` only where the layout changed.
 
@@ -174,7 +192,8 @@ def merged_text(old_text: str, spec: LayoutSpec) -> str:
         return spec.to_yaml()
     clean = spec.to_spec()
     new_widgets = clean.pop("widgets", [])
-    update_in_place(doc, {**clean, **({"widgets": doc["widgets"]} if "widgets" in doc else {})},
+    update_in_place(doc, {**_title_as_written(doc, clean, _defaults(LayoutSpec)),
+                          **({"widgets": doc["widgets"]} if "widgets" in doc else {})},
                     defaults=_defaults(LayoutSpec))
     old = doc.get("widgets")
     old_items = [w for w in old if isinstance(w, CommentedMap)] if isinstance(old, CommentedSeq) else []
@@ -182,7 +201,7 @@ def merged_text(old_text: str, spec: LayoutSpec) -> str:
     broken = []
     for w in old_items:
         try:
-            WidgetSpec.from_spec(dict(w))
+            WidgetSpec.from_spec(split_titles(dict(w)))
         except SpecError:
             broken.append(w)
     widgets = CommentedSeq()
@@ -193,7 +212,7 @@ def merged_text(old_text: str, spec: LayoutSpec) -> str:
             mapping = CommentedMap(item)
             mapping.fa.set_flow_style()
         else:
-            update_in_place(mapping, item, defaults=_defaults(kind))
+            update_in_place(mapping, _title_as_written(mapping, item, _defaults(kind)), defaults=_defaults(kind))
         widgets.append(mapping)
     new_ids = {w["id"] for w in new_widgets}
     widgets.extend(w for w in broken if w.get("id") not in new_ids)

@@ -35,6 +35,24 @@ def unique_id(base: str, taken: set[str]) -> str:
     return wid
 
 
+def title_in(spec: Spec, lang: str) -> str:
+    """Return a layout's or a widget's title in ``lang``: its ``title_<lang>`` when given, else its ``title``."""
+    return (getattr(spec, f"title_{lang}", "") or spec.title) if lang != "en" else spec.title
+
+
+def split_titles(raw: Any) -> Any:
+    """Accept ``title: {en: Flood dams, fr: Barrages}`` as ``title: Flood dams`` plus ``title_fr: Barrages``.
+
+    The mapping form reads well in a hand-written file; the editor saves the flat form (one key per language),
+    which older layouts already are.
+    """
+    if isinstance(raw, dict) and isinstance(raw.get("title"), dict):
+        titles = raw["title"]
+        raw = {**raw, "title": titles.get("en", next(iter(titles.values()), ""))}
+        raw.update({f"title_{lang}": text for lang, text in titles.items() if lang != "en"})
+    return raw
+
+
 class WidgetSpec(Spec):
     """Base of every widget kind: identity and place on the grid."""
 
@@ -43,6 +61,8 @@ class WidgetSpec(Spec):
 
     id = param.String(default="", doc="Stable id of the widget within its layout (letters, digits, - and _).")
     title = param.String(default="", doc="Title shown above the widget.")
+    title_fr = param.String(default="", label="Title (French)", precedence=1,  # last in the editor's form
+                            doc="Title in French (when empty, French pages show the title).")
     x = param.Integer(default=0, bounds=(0, GRID_COLUMNS - 1), doc="Column of the left edge (0-11).")
     y = param.Integer(default=0, bounds=(0, 1000), doc="Row of the top edge.")
     w = param.Integer(default=4, bounds=(1, GRID_COLUMNS), doc="Width in columns.")
@@ -75,6 +95,8 @@ class LayoutSpec(Spec):
     """A dashboard: title and widgets on a 12-column grid."""
 
     title = param.String(default="Dashboard", doc="Title of the dashboard.")
+    title_fr = param.String(default="", label="Title (French)",
+                            doc="Title in French (when empty, French pages show the title).")
     description = param.String(default="", doc="One line shown under the title.")
     site = param.String(default=None, allow_None=True,
                         doc="The site (its site tag) this dashboard shows: the overview's dashboard link of that "
@@ -123,6 +145,7 @@ def parse_layout(name: str, text: str, source: str = "") -> LoadedLayout:
         return LoadedLayout(name, LayoutSpec(title=name), [f"{source}: expected a mapping at the top"])
     problems: list[str] = []
     raw_widgets = data.pop("widgets", []) or []
+    data = split_titles(data)
     try:
         spec = LayoutSpec.from_spec(data)
     except SpecError as exc:
@@ -140,6 +163,7 @@ def parse_layout(name: str, text: str, source: str = "") -> LoadedLayout:
     widgets: list[WidgetSpec] = []
     broken = []
     for i, raw in enumerate(raw_widgets):
+        raw = split_titles(raw)
         try:
             widgets.append(WidgetSpec.from_spec(raw, ("widgets", i)))
         except SpecError as exc:

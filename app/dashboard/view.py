@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 from bokeh.models import Div
 
+from app.dashboard.spec import title_in
 from app.i18n import t
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class WidgetView:
         self.notes = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 5), visible=False,
                                   css_classes=["vigie-widget-note"])
         body = self.build()
-        title = pn.pane.HTML(f"<b>{html.escape(spec.title)}</b>", margin=(2, 8),
+        title = pn.pane.HTML(f"<b>{html.escape(title_in(spec, self.lang))}</b>", margin=(2, 8),
                              css_classes=["vigie-widget-title"]) if spec.title else None
         parts = [p for p in (title, self.header(), self.notes, body) if p is not None]
         self.panel = pn.Column(*parts, sizing_mode="stretch_both", margin=0,

@@ -6,18 +6,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-SEVERITY_WORDS = {
-    "fr": {"low": "faible", "medium": "moyenne", "high": "haute", "critical": "critique"},
-    "en": {"low": "low", "medium": "medium", "high": "high", "critical": "critical"},
-}
-TEXTS = {
-    "fr": {"title": "Vigie : {n} alarme(s) {where}", "line": "- {device} {metric} = {value}{unit} (limite {limit}), "
-           "gravité {severity}, depuis {since} : {message}", "ack": "Acquitter (arrête l'escalade) : {url}",
-           "step": "Étape {step} de la politique {policy}.", "test": "[TEST] "},
-    "en": {"title": "Vigie: {n} alarm(s) {where}", "line": "- {device} {metric} = {value}{unit} (limit {limit}), "
-           "severity {severity}, since {since}: {message}", "ack": "Acknowledge (stops the escalation): {url}",
-           "step": "Step {step} of policy {policy}.", "test": "[TEST] "},
-}
+from app.i18n import N_, t
+
+# The texts are in the message catalog (app/locale), with the pages' labels: a severity reads as on the pages.
+TITLE = N_("Vigie: {n} alarm(s) {where}")
+LINE = N_("- {device} {metric} = {value}{unit} (limit {limit}), severity {severity}, since {since}: {message}")
+ACK = N_("Acknowledge (stops the escalation): {url}")
+STEP = N_("Step {step} of policy {policy}.")
+TEST = "[TEST] "
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +42,15 @@ def _num(v: float | None) -> str:
 def compose(alarms: list[AlarmFacts], lang: str, tz: ZoneInfo, *, step: int, policy: str, ack_url: str,
             test: bool = False) -> tuple[str, str]:
     """Return (title, body) for one recipient."""
-    t = TEXTS.get(lang, TEXTS["en"])
     sites = sorted({a.site for a in alarms if a.site})
     where = "@ " + ", ".join(sites) if sites else "@ " + ", ".join(sorted({a.device for a in alarms}))
-    title = (t["test"] if test else "") + t["title"].format(n=len(alarms), where=where)
+    title = (TEST if test else "") + t(TITLE, lang).format(n=len(alarms), where=where)
     lines = []
     for a in alarms:
         since = datetime.fromtimestamp(a.since_ns / 1e9, UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
-        lines.append(t["line"].format(device=a.device, metric=a.metric, value=_num(a.value),
-                                      unit=f" {a.unit}" if a.unit else "", limit=_num(a.limit),
-                                      severity=SEVERITY_WORDS.get(lang, SEVERITY_WORDS["en"]).get(a.severity,
-                                                                                                   a.severity),
-                                      since=since, message=a.message))
-    body = "\n".join([title, *lines, t["step"].format(step=step + 1, policy=policy), t["ack"].format(url=ack_url)])
+        lines.append(t(LINE, lang).format(device=a.device, metric=a.metric, value=_num(a.value),
+                                          unit=f" {a.unit}" if a.unit else "", limit=_num(a.limit),
+                                          severity=t(a.severity, lang), since=since, message=a.message))
+    body = "\n".join([title, *lines, t(STEP, lang).format(step=step + 1, policy=policy),
+                      t(ACK, lang).format(url=ack_url)])
     return title, body

@@ -16,9 +16,9 @@ import pandas as pd
 import panel as pn
 
 from app.dashboard.layouts import LayoutStore
-from app.i18n import fmt_time, t
+from app.i18n import N_, event_label, fmt_time, t, tabulator_locale
 from app.pages.shell import page, session_lang
-from app.web.access import SCOPES, Forbidden, Role, allowed, require
+from app.web.access import SCOPES, Forbidden, Role, allowed, explain, require
 from app.web.access_api import embed_urls
 from app.web.accounts import AccountError
 from app.web.audit import audit
@@ -42,10 +42,13 @@ class AccessView:
         self.admin = allowed(identity, "users:manage")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["vigie-access-status"])
         # Tokens (one's own).
-        self.tokens = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=200,
+        self.tokens = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                           configuration=tabulator_locale(lang), show_index=False, height=200,
                                            sizing_mode="stretch_width", name="tokens")
-        self.t_label = pn.widgets.TextInput(placeholder=t("What it is for", lang), width=200, name="token-label")
-        self.t_scopes = pn.widgets.MultiChoice(options=list(SCOPES), value=["read"], width=320)
+        self.t_label = pn.widgets.TextInput(placeholder=t("What it is for", lang), width=200,
+                                            css_classes=["vigie-token-label"])
+        self.t_scopes = pn.widgets.MultiChoice(options=list(SCOPES), value=["read"], width=320,
+                                               placeholder=t("Scopes", lang))
         self.t_days = pn.widgets.IntInput(value=365, start=1, end=3660, width=90)
         self.t_make = pn.widgets.Button(label=t("Create token", lang), color="primary")
         self.t_revoke_id = pn.widgets.Select(options=[], width=200)
@@ -53,10 +56,12 @@ class AccessView:
         self.t_make.on_click(lambda _e: self.act(self.make_token))
         self.t_revoke.on_click(lambda _e: self.act(self.revoke_token))
         if self.admin:
-            self.users = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=220,
+            self.users = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                              configuration=tabulator_locale(lang), show_index=False, height=220,
                                               sizing_mode="stretch_width", name="users")
-            self.u_name = pn.widgets.TextInput(placeholder=t("User name", lang), width=160, name="user-name")
-            self.u_role = pn.widgets.Select(options=[r.name for r in Role], value="viewer", width=120,
+            self.u_name = pn.widgets.TextInput(placeholder=t("User name", lang), width=160,
+                                               css_classes=["vigie-user-name"])
+            self.u_role = pn.widgets.Select(options={t(r.name, lang): r.name for r in Role}, value="viewer", width=120,
                                             css_classes=["vigie-role-pick"])
             self.u_password = pn.widgets.PasswordInput(placeholder=t("Password", lang), width=180)
             self.u_add = pn.widgets.Button(label=t("Add user", lang), color="primary")
@@ -66,7 +71,8 @@ class AccessView:
             self.u_add.on_click(lambda _e: self.act(self.add_user))
             self.u_set_role.on_click(lambda _e: self.act(self.set_role))
             self.u_toggle.on_click(lambda _e: self.act(self.toggle_user))
-            self.embeds = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=200,
+            self.embeds = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                               configuration=tabulator_locale(lang), show_index=False, height=200,
                                                sizing_mode="stretch_width", name="embeds")
             self.e_layout = pn.widgets.Select(options=layouts.names(), width=180)
             self.e_widget = pn.widgets.Select(options=[""], width=180)
@@ -77,7 +83,8 @@ class AccessView:
             self.e_layout.param.watch(lambda _e: self._widgets(), "value")
             self.e_make.on_click(lambda _e: self.act(self.make_embed))
             self.e_revoke.on_click(lambda _e: self.act(self.revoke_embed))
-            self.audit = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, height=300,
+            self.audit = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                              configuration=tabulator_locale(lang), show_index=False, height=300,
                                               sizing_mode="stretch_width", name="audit", pagination="local",
                                               page_size=50)
             self._widgets()
@@ -94,32 +101,36 @@ class AccessView:
     def refresh(self) -> None:
         me = self.auth.page_identity()
         mine = self.accounts.token_list(me.name if me else "")
-        self.tokens.value = pd.DataFrame([{"id": k.id, t("Label", self.lang): k.label, "scopes": ", ".join(k.scopes),
-                                           t("Expires", self.lang): fmt_time(k.expires_ns, self.lang, self.tz)
+        lang = self.lang
+        self.tokens.value = pd.DataFrame([{t("Id", lang): k.id, t("Label", lang): k.label,
+                                           t("Scopes", lang): ", ".join(k.scopes),
+                                           t("Expires", lang): fmt_time(k.expires_ns, lang, self.tz)
                                            if k.expires_ns else "–",
-                                           t("State", self.lang): "revoked" if k.revoked_ns else "live"}
+                                           t("State", lang): t(N_("revoked") if k.revoked_ns else N_("live"), lang)}
                                           for k in mine])
         self.t_revoke_id.options = [k.id for k in mine if k.revoked_ns is None]
         if not self.admin:
             return
         users = self.accounts.user_list()
-        self.users.value = pd.DataFrame([{t("User name", self.lang): u.name, t("Role", self.lang): t(u.role.name,
-                                                                                                    self.lang),
-                                          t("State", self.lang): "disabled" if u.disabled else "active"}
+        self.users.value = pd.DataFrame([{t("User name", lang): u.name, t("Role", lang): t(u.role.name, lang),
+                                          t("State", lang): t(N_("disabled") if u.disabled else N_("active"), lang)}
                                          for u in users])
         self.u_pick.options = [u.name for u in users]
         links = sorted(self.accounts.embeds.values(), key=lambda e: e.created_ns)
-        self.embeds.value = pd.DataFrame([{"id": e.id, "layout": e.layout, "widget": e.widget or "",
-                                           t("Expires", self.lang): fmt_time(e.expires_ns, self.lang, self.tz),
-                                           t("By", self.lang): e.created_by,
-                                           t("State", self.lang): "revoked" if e.revoked_ns else
-                                           ("expired" if e.expires_ns < time.time_ns() else "live")}
+        self.embeds.value = pd.DataFrame([{t("Id", lang): e.id, t("Layout", lang): e.layout,
+                                           t("Widget", lang): e.widget or "",
+                                           t("Expires", lang): fmt_time(e.expires_ns, lang, self.tz),
+                                           t("By", lang): e.created_by,
+                                           t("State", lang): t(N_("revoked") if e.revoked_ns else
+                                                               N_("expired") if e.expires_ns < time.time_ns() else
+                                                               N_("live"), lang)}
                                           for e in links])
         self.e_revoke_id.options = [e.id for e in links if e.revoked_ns is None]
         rows = self.services.journal.query(category="audit", limit=500)
-        self.audit.value = pd.DataFrame([{t("Time", self.lang): fmt_time(r["time_ns"], self.lang, self.tz),
-                                          "kind": r["kind"], t("By", self.lang): r["user"], "what": r["key"],
-                                          t("Comment", self.lang): (r["comment"] or "")[:400]} for r in rows])
+        self.audit.value = pd.DataFrame([{t("Time", lang): fmt_time(r["time_ns"], lang, self.tz),
+                                          t("Event", lang): event_label(r["kind"] or "", lang),
+                                          t("By", lang): r["user"], t("What", lang): r["key"],
+                                          t("Comment", lang): (r["comment"] or "")[:400]} for r in rows])
 
     # -- actions ----------------------------------------------------------------------------------------
     def say(self, text: str, error: bool = False, secret: str | None = None) -> None:
@@ -132,7 +143,7 @@ class AccessView:
         try:
             action()
         except (Forbidden, AccountError, ValueError) as exc:
-            self.say(str(exc), error=True)
+            self.say(explain(exc, self.lang), error=True)
         self.refresh()
 
     def _who(self, action: str) -> str:
@@ -151,7 +162,7 @@ class AccessView:
         who = self._who("view")
         token = self.accounts.token(self.t_revoke_id.value or "")
         if token is None or (token.user != who and not allowed(self.auth.page_identity(), "users:manage")):
-            raise AccountError("pick one of your tokens")
+            raise AccountError(t("pick one of your tokens", self.lang))
         self.accounts.revoke_token(token.id)
         audit(self.services.journal, "token_revoked", who, f"token {token.id} of {token.user}")
         self.say(f"{t('Revoked', self.lang)}: {token.id}")
@@ -161,7 +172,7 @@ class AccessView:
         user = self.accounts.add_user(self.u_name.value.strip(), self.u_role.value, self.u_password.value)
         self.u_password.value = ""
         audit(self.services.journal, "user_added", who, f"user {user.name}", after={"role": user.role.name})
-        self.say(f"{t('Added', self.lang)}: {user.name} ({user.role.name})")
+        self.say(f"{t('Added', self.lang)}: {user.name} ({t(user.role.name, self.lang)})")
 
     def set_role(self) -> None:
         who = self._who("users:manage")
@@ -170,18 +181,18 @@ class AccessView:
         user = self.accounts.set_role(name, self.u_role.value)
         audit(self.services.journal, "user_changed", who, f"user {name}", before={"role": before},
               after={"role": user.role.name})
-        self.say(f"{name}: {user.role.name}")
+        self.say(f"{name}: {t(user.role.name, self.lang)}")
 
     def toggle_user(self) -> None:
         who = self._who("users:manage")
         name = self.u_pick.value or ""
         current = next((u for u in self.accounts.user_list() if u.name == name), None)
         if current is None:
-            raise AccountError("pick a user")
+            raise AccountError(t("pick a user", self.lang))
         user = self.accounts.set_disabled(name, not current.disabled)
         audit(self.services.journal, "user_changed", who, f"user {name}", before={"disabled": current.disabled},
               after={"disabled": user.disabled})
-        self.say(f"{name}: {'disabled' if user.disabled else 'active'}")
+        self.say(f"{name}: {t(N_('disabled') if user.disabled else N_('active'), self.lang)}")
 
     def make_embed(self) -> None:
         who = self._who("users:manage")

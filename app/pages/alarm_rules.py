@@ -23,8 +23,9 @@ from app.alarms.backtest import backtest_on_history
 from app.alarms.lifecycle import human_duration
 from app.alarms.rule_file import RuleEditor, RuleError
 from app.alarms.rules import RULE_KINDS, AlarmRule, rule_from_spec
-from app.i18n import fmt_time, t
+from app.i18n import N_, fmt_span, fmt_time, t
 from app.model import now_ns
+from app.pages.forms import form_widgets
 from app.pages.shell import page, session_arg, session_lang
 from app.web.access import Forbidden, allowed, require
 from app.web.alarms import rule_action
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
     from app.web.auth import WebAuth
 
 RANGES = {"1 d": 86400, "7 d": 7 * 86400, "30 d": 30 * 86400, "1 y": 365 * 86400}
-NEW = "+ new rule"
+NEW = "+ new rule"  # the picker's value for a rule not written yet (shown translated)
+KIND_LABELS = {"threshold": N_("threshold"), "rate_of_change": N_("rate of change"), "no_data": N_("no data"),
+               "time_to_threshold": N_("time to threshold"), "composite": N_("composite")}
 
 
 class RuleEditorView:
@@ -48,15 +51,18 @@ class RuleEditorView:
         self.editing = allowed(auth.page_identity(), "rules:edit")
         names = [r.name for r in services.alarms.rules]
         chosen = session_arg("rule")
-        self.pick = pn.widgets.Select(label=t("Rule", lang), options=[*names, NEW],
+        self.pick = pn.widgets.Select(label=t("Rule", lang), options=self._rule_options(names),
                                       value=chosen if chosen in names else (names[0] if names else NEW), width=260)
-        self.kind = pn.widgets.Select(label=t("Kind", lang), options=sorted(RULE_KINDS), value="threshold", width=200)
+        self.kind = pn.widgets.Select(label=t("Kind", lang), options={t(KIND_LABELS.get(k, k), lang): k
+                                                                      for k in sorted(RULE_KINDS)},
+                                      value="threshold", width=200)
         self.form = pn.Column(sizing_mode="stretch_width")
         self.matched = pn.pane.HTML("", sizing_mode="stretch_width")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
         self.save = pn.widgets.Button(label=t("Save", lang), color="primary", disabled=not self.editing)
         self.delete = pn.widgets.Button(label=t("Delete", lang), color="danger", disabled=not self.editing)
-        self.range = pn.widgets.Select(label=t("Range", lang), options=list(RANGES), value="7 d", width=100)
+        self.range = pn.widgets.Select(label=t("Range", lang), options={fmt_span(k, lang): k for k in RANGES},
+                                       value="7 d", width=100)
         self.test = pn.widgets.Button(label=t("Test on history", lang))
         self.result = pn.pane.HTML("", sizing_mode="stretch_width")
         self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=320)
@@ -69,6 +75,9 @@ class RuleEditorView:
         self.delete.on_click(lambda _e: self.on_delete())
         self.test.on_click(lambda _e: pn.state.execute(self.on_test))
         self.load()
+
+    def _rule_options(self, names: list[str]) -> dict[str, str]:
+        return {**{n: n for n in names}, t("+ new rule", self.lang): NEW}
 
     def load(self) -> None:
         """Make a draft of the picked rule (a copy: the live rule is never edited in place)."""
@@ -87,7 +96,8 @@ class RuleEditorView:
         widgets = {k: pn.widgets.FloatInput for k, p in self.draft.param.objects().items()
                    if isinstance(p, param.Number) and not isinstance(p, param.Integer)}
         keys = [k for k in type(self.draft).keys()]
-        self.form.objects = [pn.Param(self.draft, parameters=keys, widgets=widgets, show_name=False,
+        self.form.objects = [pn.Param(self.draft, parameters=keys,
+                                      widgets=form_widgets(self.draft, keys, self.lang, widgets), show_name=False,
                                       sizing_mode="stretch_width", name="rule-form")]
         matched = self.services.alarms.matched_series(rule) if rule is not None else []
         self.matched.object = (f"<span class='vigie-rule-matched'>{t('Series watched', self.lang)}: "
@@ -111,7 +121,7 @@ class RuleEditorView:
         try:  # checked here, on the server, at the click: a hidden button is not a check
             return require(self.auth.page_identity(), rule_action(self.services.alarms, new_mode, replaces)).label
         except Forbidden as exc:
-            self.say(html.escape(str(exc)), error=True)
+            self.say(html.escape(exc.explain(self.lang)), error=True)
             return None
 
     def on_save(self) -> None:
@@ -124,7 +134,7 @@ class RuleEditorView:
             self.say("<br>".join(f"<b>{html.escape(w)}</b>: {html.escape(m)}" for w, m in exc.problems), error=True)
             return
         names = [r.name for r in self.services.alarms.rules]
-        self.pick.options = [*names, NEW]
+        self.pick.options = self._rule_options(names)
         self.pick.value = rule.name
         self.load()
         self.say(html.escape(f"{t('Saved', self.lang)}: {rule.name} → {self.services.rule_editor.path.name}"))
@@ -142,7 +152,7 @@ class RuleEditorView:
             self.say(html.escape(str(exc)), error=True)
             return
         names = [r.name for r in self.services.alarms.rules]
-        self.pick.options = [*names, NEW]
+        self.pick.options = self._rule_options(names)
         self.pick.value = names[0] if names else NEW
         self.load()
         self.say(html.escape(t("deleted", self.lang)))

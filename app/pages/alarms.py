@@ -23,7 +23,7 @@ import pandas as pd
 import panel as pn
 
 from app.alarms.load import alarm_load
-from app.i18n import fmt_number, fmt_time, t
+from app.i18n import N_, event_label, fmt_number, fmt_span, fmt_time, t, tabulator_locale
 from app.model import AlarmState, now_ns
 from app.pages.shell import page, session_arg, session_lang
 from app.refresh import every
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from app.web.auth import WebAuth
 
 STATE_LABEL = {
-    AlarmState.UNACKNOWLEDGED: "Unacknowledged", AlarmState.ACKNOWLEDGED: "Acknowledged",
-    AlarmState.RETURNED_UNACKNOWLEDGED: "Returned, unacknowledged", AlarmState.SHELVED: "Shelved",
-    AlarmState.SUPPRESSED: "Suppressed", AlarmState.OUT_OF_SERVICE: "Out of service", AlarmState.NORMAL: "Normal",
+    AlarmState.UNACKNOWLEDGED: N_("Unacknowledged"), AlarmState.ACKNOWLEDGED: N_("Acknowledged"),
+    AlarmState.RETURNED_UNACKNOWLEDGED: N_("Returned, unacknowledged"), AlarmState.SHELVED: N_("Shelved"),
+    AlarmState.SUPPRESSED: N_("Suppressed"), AlarmState.OUT_OF_SERVICE: N_("Out of service"),
+    AlarmState.NORMAL: N_("Normal"),
 }
 STATE_ORDER = [AlarmState.UNACKNOWLEDGED, AlarmState.RETURNED_UNACKNOWLEDGED, AlarmState.ACKNOWLEDGED,
                AlarmState.SHELVED, AlarmState.SUPPRESSED, AlarmState.OUT_OF_SERVICE]
@@ -71,20 +72,20 @@ def console_frame(services: PageServices, lang: str, shadow: bool = False, site:
         t("Present", lang): "●" if a["active"] else "",
         t("Comment", lang): " · ".join(x for x in (a.get("acked_by"), a.get("comment"), a.get("reason")) if x),
     } for a in console_rows(services, shadow) if not site or a.get("site") == site]
-    columns = ["id", *(t(c, lang) for c in ("State", "Severity", "Since", "Site", "Series", "Message", "Value",
-                                            "Present", "Comment"))]
+    columns = ["id", *(t(c, lang) for c in (N_("State"), N_("Severity"), N_("Since"), N_("Site"), N_("Series"),
+                                            N_("Message"), N_("Value"), N_("Present"), N_("Comment")))]
     return pd.DataFrame(rows, columns=columns)
 
 
 def journal_frame(rows: list[dict[str, Any]], lang: str, tz: str) -> pd.DataFrame:
     """Return journal rows as the page's table."""
     return pd.DataFrame([{
-        t("Time", lang): fmt_time(r["time_ns"], lang, tz), t("Event", lang): t(r["kind"] or "", lang),
+        t("Time", lang): fmt_time(r["time_ns"], lang, tz), t("Event", lang): event_label(r["kind"] or "", lang),
         t("State", lang): t(STATE_LABEL.get(r["state"], r["state"] or ""), lang) if r["state"] else "",
         t("Rule", lang): r["rule"], t("Series", lang): r["key"], t("Severity", lang): t(r["severity"] or "", lang),
         t("Message", lang): r["message"], t("By", lang): r["user"], t("Comment", lang): r["comment"],
-    } for r in rows], columns=[t(c, lang) for c in ("Time", "Event", "State", "Rule", "Series", "Severity",
-                                                     "Message", "By", "Comment")])
+    } for r in rows], columns=[t(c, lang) for c in (N_("Time"), N_("Event"), N_("State"), N_("Rule"), N_("Series"),
+                                                     N_("Severity"), N_("Message"), N_("By"), N_("Comment"))])
 
 
 def load_html(figures: dict[str, Any], lang: str) -> str:
@@ -92,8 +93,10 @@ def load_html(figures: dict[str, Any], lang: str) -> str:
     top = ", ".join(f"{html.escape(r)} ({n})" for r, n in figures["top_rules"]) or "–"
     chatter = ", ".join(f"{html.escape(c['alarm_id'])} ({c['most_in_a_minute']}/min)"
                         for c in figures["chattering"][:10]) or "–"
-    stale = ", ".join(f"{html.escape(s['alarm_id'])} ({s['days']} d)" for s in figures["stale"][:10]) or "–"
-    return (f"<div class='vigie-alarm-load'><b>{t('Alarms per hour', lang)}</b>: {figures['per_hour']} · "
+    stale = ", ".join(f"{html.escape(s['alarm_id'])} ({fmt_span(str(s['days']) + ' d', lang)})"
+                      for s in figures["stale"][:10]) or "–"
+    return (f"<div class='vigie-alarm-load'><b>{t('Alarms per hour', lang)}</b>: "
+            f"{fmt_number(figures['per_hour'], lang, 2)} · "
             f"<b>{t('Busiest 10 minutes', lang)}</b>: {figures['busiest_10_min']} · "
             f"<b>{t('Raised', lang)}</b>: {figures['raised']}<br>"
             f"<b>{t('Most frequent rules', lang)}</b>: {top}<br>"
@@ -121,7 +124,7 @@ def cascades_html(services: PageServices, lang: str, tz: str) -> str:
             nxt_text = t("none (last step done)", lang)
         rows.append(f"<tr><td>{e(', '.join(v['alarms']))}</td><td>{e(v['policy'])}</td><td>{told}</td>"
                     f"<td>{nxt_text}</td></tr>")
-    head = "".join(f"<th>{t(h, lang)}</th>" for h in ("Alarms", "Policy", "Told", "Next"))
+    head = "".join(f"<th>{t(h, lang)}</th>" for h in (N_("Alarms"), N_("Policy"), N_("Told"), N_("Next")))
     return f"<table class='vigie-cascades'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -138,11 +141,13 @@ class AlarmConsole:
         self.audit_category = None if allowed(identity, "audit:read") else "!audit"  # logins: admins only
         self.table = pn.widgets.Tabulator(console_frame(services, lang, site=session_arg("site") or ""),
                                           selectable="checkbox", disabled=True,
+                                          configuration=tabulator_locale(lang),
                                           show_index=False, hidden_columns=["id"], sizing_mode="stretch_width",
                                           height=360, name="alarm-console")
         self.comment = pn.widgets.TextInput(placeholder=t("Comment", lang), width=320)
         self.ack = pn.widgets.Button(label=t("Acknowledge", lang), color="primary")
-        self.shelve_for = pn.widgets.Select(options=list(SHELVE_CHOICES), value="1 h", width=90)
+        self.shelve_for = pn.widgets.Select(options={fmt_span(k, lang): k for k in SHELVE_CHOICES}, value="1 h",
+                                            width=90)
         self.shelve = pn.widgets.Button(label=t("Shelve", lang))
         self.device = pn.widgets.TextInput(placeholder=t("Device", lang), width=200)
         self.maintenance = pn.widgets.Button(label=t("Maintenance on/off", lang))
@@ -162,10 +167,12 @@ class AlarmConsole:
         self.f_device = pn.widgets.TextInput(label=t("Device", lang), width=140, value=session_arg("device") or "")
         self.f_rule = pn.widgets.Select(label=t("Rule", lang), options=["", *(r.name for r in (
             services.alarms.rules))], width=180)
-        self.f_severity = pn.widgets.Select(label=t("Severity", lang), options=["", "low", "medium", "high",
-                                                                               "critical"], width=110)
-        self.f_range = pn.widgets.Select(label=t("Range", lang), options=list(JOURNAL_RANGES), value="24 h", width=90)
-        self.journal = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False,
+        self.f_severity = pn.widgets.Select(label=t("Severity", lang), options={
+            "": "", **{t(s, lang): s for s in ("low", "medium", "high", "critical")}}, width=110)
+        self.f_range = pn.widgets.Select(label=t("Range", lang), options={fmt_span(k, lang): k for k in JOURNAL_RANGES},
+                                         value="24 h", width=90)
+        self.journal = pn.widgets.Tabulator(pd.DataFrame(), disabled=True,
+                                            configuration=tabulator_locale(lang), show_index=False,
                                             sizing_mode="stretch_width", height=300, name="alarm-journal",
                                             pagination="local", page_size=50)
         self.csv = pn.pane.HTML("", name="journal-csv")
@@ -188,7 +195,7 @@ class AlarmConsole:
         try:
             return require(self.auth.page_identity(), action).label
         except Forbidden as exc:
-            self.say(str(exc), error=True)
+            self.say(exc.explain(self.lang), error=True)
             return None
 
     def on_ack(self) -> None:
@@ -219,7 +226,7 @@ class AlarmConsole:
             return
         on = device not in self.services.alarms.maintenance
         self.services.alarms.set_maintenance(device, on, who, self.comment.value.strip()[:2000])
-        label = "Maintenance on" if on else "Maintenance off"
+        label = N_("Maintenance on") if on else N_("Maintenance off")
         self.say(f"{html.escape(device)}: {t(label, self.lang)}")
         self.refresh(force=True)
 

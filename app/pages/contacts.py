@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import panel as pn
 
-from app.i18n import fmt_time, t
+from app.i18n import N_, fmt_time, t
 from app.notify.rota import on_call, resolve
 from app.pages.shell import page, session_lang
 from app.web.access import Forbidden, allowed, require
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from app.pages.services import PageServices
     from app.web.auth import WebAuth
 
+THEN = {"remind": N_("remind"), "repeat": N_("repeat"), "stop": N_("stop")}  # after a policy's last step
 SCHEDULE_HOURS = 7 * 24  # the rota shown ahead
 SCHEDULE_STEP = timedelta(minutes=30)
 
@@ -46,7 +47,7 @@ def people_html(services: PageServices, lang: str) -> str:
                ", ".join(sorted({u.split(":", 1)[0] for u in c.apprise})) + (" +env" if c.apprise_env else "")]
               for c in contacts.people]
     teams = [[team.name, ", ".join(team.members)] for team in contacts.teams]
-    return (_table([t("Name", lang), t("Language", lang), "mail", t("Phone", lang), "apprise"], people,
+    return (_table([t("Name", lang), t("Language", lang), t("Mail", lang), t("Phone", lang), "apprise"], people,
                    "vigie-contacts")
             + f"<h4>{html.escape(t('Teams', lang))}</h4>"
             + _table([t("Name", lang), t("Members", lang)], teams, "vigie-teams"))
@@ -82,7 +83,7 @@ def policies_html(services: PageServices, lang: str) -> str:
                                                                                  notifier.tz)),
                  ", ".join(step.channels), f"{step.wait_s:g} s"] for i, step in enumerate(policy.steps)]
         parts.append(f"<h4>{html.escape(policy.name)} <small>({html.escape(t('then', lang))} "
-                     f"{html.escape(policy.then)})</small></h4>"
+                     f"{html.escape(t(THEN.get(policy.then, policy.then), lang))})</small></h4>"
                      + _table([t("Step", lang), t("Whom", lang), t("Now", lang), t("Channels", lang),
                                t("Wait", lang)], rows, "vigie-policy"))
     return "".join(parts) or f"<p>{html.escape(t('No escalation policy', lang))}</p>"
@@ -106,7 +107,7 @@ class ContactsView:
         try:
             require(self.auth.page_identity(), "notify:edit")
         except Forbidden as exc:
-            self.status.object = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
+            self.status.object = f"<span style='color:#c62828'>{html.escape(exc.explain(self.lang))}</span>"
             return
         name = self.policy.value
         if name not in self.services.notifier.policies:

@@ -24,11 +24,12 @@ from app.dashboard.alarm_style import coloured_limits
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.generate import generate_for_device, generate_for_site
 from app.dashboard.layouts import LayoutNameError, LayoutStore, slugify
-from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec, unique_id
+from app.dashboard.spec import LayoutSpec, LoadedLayout, WidgetSpec, title_in, unique_id
 from app.dashboard.view import WidgetContext
-from app.i18n import t
+from app.i18n import fmt_time, t
+from app.pages.forms import form_widgets
 from app.pages.shell import page, session_arg, session_lang
-from app.web.access import Forbidden, allowed, require
+from app.web.access import Forbidden, allowed, explain, require
 from app.web.access_api import embed_urls
 from app.web.audit import audit
 
@@ -52,7 +53,7 @@ def widget_context(services: PageServices, lang: str) -> WidgetContext:
                          extra={"catalogue": set(services.live.keys())})
 
 
-def spec_form(spec: WidgetSpec, series_options: list[str]) -> pn.Param:
+def spec_form(spec: WidgetSpec, series_options: list[str], lang: str = "en") -> pn.Param:
     """Return a form for a widget spec, with a searchable series picker."""
     widgets: dict[str, Any] = {}
     series_param = spec.param["series"] if "series" in spec.param else None
@@ -70,7 +71,8 @@ def spec_form(spec: WidgetSpec, series_options: list[str]) -> pn.Param:
         widgets["series"] = {"type": pn.widgets.AutocompleteInput, "options": series_options,
                              "case_sensitive": False, "search_strategy": "includes", "min_characters": 1}
     params = [p for p in spec.keys() if p not in ("x", "y", "w", "h")]
-    return pn.Param(spec, parameters=params, widgets=widgets, show_name=False, sizing_mode="stretch_width")
+    return pn.Param(spec, parameters=params, widgets=form_widgets(spec, params, lang, widgets), show_name=False,
+                    sizing_mode="stretch_width")
 
 
 class DashboardEditor:
@@ -155,7 +157,8 @@ class DashboardEditor:
         self.edit_toggle = pn.widgets.Toggle(label=t("Edit", lang), width=90, css_classes=["vigie-edit"])
         self.save_button = pn.widgets.Button(label=t("Save", lang), color="primary", width=90,
                                              disabled=True, css_classes=["vigie-save"])
-        self.save_as_name = pn.widgets.TextInput(placeholder="new-name", width=140, css_classes=["vigie-save-as-name"])
+        self.save_as_name = pn.widgets.TextInput(placeholder=t("new-name", lang), width=140,
+                                                 css_classes=["vigie-save-as-name"])
         self.save_as_button = pn.widgets.Button(label=t("Save as", lang), width=110)
         self.undo_edit_button = pn.widgets.Button(label="↶ " + t("Undo", lang), width=90, disabled=True,
                                                   css_classes=["vigie-undo"])
@@ -165,7 +168,11 @@ class DashboardEditor:
         self.delete_button = pn.widgets.Button(label=t("Delete", lang), color="danger", width=90)
         self.versions = pn.widgets.Select(label="", options=[], width=220, css_classes=["vigie-versions"])
         self.restore_button = pn.widgets.Button(label=t("Restore", lang), width=90)
-        self.kind_select = pn.widgets.Select(label="", options=sorted(WidgetSpec.kinds()), width=130,
+        # English names a kind as the YAML files and the docs do (its type); other languages by its label.
+        kinds = WidgetSpec.kinds()
+        self.kind_select = pn.widgets.Select(label="", options={
+            (t(kinds[k].label, lang) if lang != "en" and kinds[k].label else k): k for k in sorted(kinds)},
+                                             width=170,
                                              css_classes=["vigie-kind"])
         self.add_button = pn.widgets.Button(label=t("Add widget", lang), width=120, css_classes=["vigie-add"])
         self.widget_select = pn.widgets.Select(label="", options=[], width=140, css_classes=["vigie-widget-select"])
@@ -205,12 +212,13 @@ class DashboardEditor:
         try:
             action(*args)
         except (Forbidden, LayoutNameError, FileExistsError, FileNotFoundError, ValueError) as exc:
-            self._say(str(exc), ok=False)
+            self._say(explain(exc, self.lang), ok=False)
 
     def _refresh_versions(self) -> None:
         # Milliseconds: two saves within a second are two versions, not one label hiding the other.
-        self.versions.options = {v.saved_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC": v.id
-                                 for v in self.layouts.versions(self.name)} if self.layouts.exists(self.name) else {}
+        self.versions.options = {
+            fmt_time(int(v.saved_at.timestamp() * 1e9), self.lang, self.services.timezone, millis=True): v.id
+            for v in self.layouts.versions(self.name)} if self.layouts.exists(self.name) else {}
 
     def _on_edit(self, event: param.parameterized.Event) -> None:
         if event.new:
@@ -294,7 +302,7 @@ class DashboardEditor:
         who = self._check()
         new_name = slugify(new_name or "")
         if self.layouts.exists(new_name):
-            raise FileExistsError(f"a layout named {new_name!r} exists already")
+            raise FileExistsError(t("a layout named {name} exists already", self.lang).format(name=repr(new_name)))
         self.layouts.save(new_name, self._working())
         self._audit("layout_saved", who, new_name, None, self._working().to_spec())
         self._say(t("Saved", self.lang) + f": layouts/{new_name}.yaml")
@@ -388,7 +396,7 @@ class DashboardEditor:
             return
         # A draft is in no layout yet: its form edits it directly. A placed widget is edited on a copy.
         clone = draft if draft is not None else type(widget).from_spec(widget.to_spec())
-        form = spec_form(clone, self.services.live.keys())
+        form = spec_form(clone, self.services.live.keys(), self.lang)
         apply = pn.widgets.Button(label="OK", color="primary", width=80, css_classes=["vigie-apply"])
 
         def on_apply(_event) -> None:
@@ -435,7 +443,7 @@ def dashboard_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) 
         return page(services, "/dashboards", t("Dashboards", lang),
                     pn.pane.Alert(html.escape(str(exc)), alert_type="danger"),
                     lang=lang, identity=identity)
-    title = editor.loaded.spec.title
+    title = title_in(editor.loaded.spec, lang)
     pn.state.on_session_destroyed(lambda _ctx: editor.dashboard.stop() if editor.dashboard else None)
     heading = pn.pane.HTML(f"<h2>{html.escape(title)}</h2>", sizing_mode="stretch_width")
     return page(services, "/dashboards", title, heading, editor.panel,
@@ -464,7 +472,8 @@ def dashboards_list_page(services: PageServices, layouts: LayoutStore, auth: Web
     for name in layouts.names():
         loaded = layouts.load(name)
         items.append(f"<li><a href='/dashboard?name={quote(name)}' class='vigie-dashboard-link'>"
-                     f"{html.escape(loaded.spec.title)}</a> <small>layouts/{html.escape(name)}.yaml</small></li>")
+                     f"{html.escape(title_in(loaded.spec, lang))}</a> "
+                     f"<small>layouts/{html.escape(name)}.yaml</small></li>")
     listing = pn.pane.HTML("<ul>" + "".join(items) + "</ul>", sizing_mode="stretch_width")
     body: list[pn.viewable.Viewable] = [pn.pane.Markdown(f"## {t('Dashboards', lang)}"), listing]
     if allowed(identity, "layouts:edit"):
@@ -479,7 +488,7 @@ def dashboards_list_page(services: PageServices, layouts: LayoutStore, auth: Web
             try:
                 who = require(auth.page_identity(), "layouts:edit").label
             except Forbidden as exc:
-                result.object = html.escape(str(exc))
+                result.object = html.escape(exc.explain(lang))
                 return
             if not target.value:
                 return

@@ -21,6 +21,7 @@ import tornado.web
 from app.api import camera_frame_url
 from app.dashboard.dashboard import Dashboard
 from app.dashboard.layouts import LayoutNameError, LayoutStore
+from app.i18n import t
 from app.pages.dashboards import widget_context
 from app.pages.light_embed import LightViews, refuse_embed, serve_light
 from app.pages.shell import session_arg, session_lang
@@ -41,7 +42,8 @@ def embed_page(services: PageServices, layouts: LayoutStore, auth: WebAuth) -> p
     identity = auth.page_identity()
     if identity is None or (identity.kind == "embed" and (identity.layout != name or (
             identity.widget is not None and identity.widget != widget))):
-        return pn.pane.HTML("<p class='vigie-embed-error'>This embed link is missing, revoked or expired.</p>")
+        return pn.pane.HTML(f"<p class='vigie-embed-error'>"
+                            f"{html.escape(t('This embed link is missing, revoked or expired.', lang))}</p>")
     try:
         loaded = layouts.load(name)
     except (LayoutNameError, FileNotFoundError) as exc:

@@ -22,7 +22,7 @@ import pandas as pd
 import panel as pn
 
 from app.dashboard.time_axis import localize_time_axis
-from app.i18n import fmt_time, t
+from app.i18n import fmt_span, fmt_time, t
 from app.model import Envelope, datetime_to_ns, series_problem
 from app.pages.shell import page, session_arg, session_lang
 
@@ -63,8 +63,9 @@ def envelope_plot(env: Envelope, unit: str = "", lang: str = "en", tz: str = "UT
     frame["time"] = frame["time"].dt.tz_localize(None)
     band = hv.Area(frame, "time", ["min", "max"], label="min–max").opts(alpha=0.25, color="#1f77b4",
                                                                          line_alpha=0)
-    mean = hv.Curve(frame, "time", "mean", label="mean").opts(color="#1f77b4", line_width=1.5)
-    return (band * mean).opts(responsive=True, min_height=400, ylabel=unit or "value", show_grid=True,
+    mean = hv.Curve(frame, "time", "mean", label=t("mean", lang)).opts(color="#1f77b4", line_width=1.5)
+    return (band * mean).opts(responsive=True, min_height=400, ylabel=unit or t("value", lang),
+                              xlabel=t("time", lang), show_grid=True,
                               legend_position="top_left",
                               hooks=[lambda plot, _element: localize_time_axis(plot.state, lang, tz)])
 
@@ -85,7 +86,8 @@ class HistoryExplorer:
         start, end = _time_arg("start", zone), _time_arg("end", zone)
         custom = start is not None and end is not None and start < end
         now = datetime.now(zone).replace(tzinfo=None, microsecond=0)
-        self.range = pn.widgets.Select(label=t("Range", lang), options=[*RANGES, CUSTOM],
+        self.range = pn.widgets.Select(label=t("Range", lang),
+                                       options={**{fmt_span(k, lang): k for k in RANGES}, t("custom", lang): CUSTOM},
                                        value=CUSTOM if custom else
                                        session_arg("range") if session_arg("range") in RANGES else "1h",
                                        width=100, css_classes=["vigie-range"])

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import tornado.web
 
 from app.dashboard.layouts import LayoutNameError, LayoutStore
+from app.dashboard.spec import title_in
 from app.dashboard.view import WidgetContext
 from app.i18n import negotiate
 
@@ -70,14 +71,15 @@ class LightViews:
             if spec.spec_type not in LIGHT_KINDS:
                 return 400, html.escape(f"widget {widget!r} is a {spec.spec_type}: light embeds show "
                                         f"{' and '.join(LIGHT_KINDS)} widgets; use /embed/{layout}/{widget}")
-            ctx = WidgetContext(live=self.services.live, lang=lang, alarms=self.services.alarms)
+            ctx = WidgetContext(live=self.services.live, lang=lang, tz=self.services.timezone,
+                                alarms=self.services.alarms)
             if len(self._views) > 500:  # many edits or languages: start again
                 self._views.clear()
                 self._rendered.clear()
             cached = self._views[key] = (mtime, spec.view(ctx))
         view = cached[1]
         view.refresh()
-        title = html.escape(view.spec.title)
+        title = html.escape(title_in(view.spec, view.lang))
         heading = (f"<div class='vigie-light-title' style='font-weight:600;margin:2px 4px'>{title}</div>"
                    if title else "")
         body = heading + view.html.object

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import panel as pn
 
-from app.i18n import LANGUAGES, negotiate, t
+from app.i18n import LANGUAGES, N_, negotiate, t
 from app.pages.language import COOKIE
 from app.refresh import every
 
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from app.pages.services import PageServices
     from app.web.access import Identity
 
-NAV = [("/", "Overview"), ("/dashboards", "Dashboards"), ("/alarms", "Alarms"), ("/history", "History"),
-       ("/contacts", "Contacts"), ("/system", "System"), ("/access", "Access")]
+NAV = [("/", N_("Overview")), ("/dashboards", N_("Dashboards")), ("/alarms", N_("Alarms")),
+       ("/history", N_("History")), ("/contacts", N_("Contacts")), ("/system", N_("System")), ("/access", N_("Access"))]
 
 # Only for what the template itself renders: Panel panes live in shadow roots this stylesheet does not
 # reach, so widgets, tiles and notes carry their styles inline (app/dashboard/view.py, pages/overview.py).

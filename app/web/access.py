@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from app.i18n import N_, t
+
 
 class Role(enum.IntEnum):
     """A user's role; each includes the rights of those below it."""
@@ -109,15 +111,28 @@ class Forbidden(PermissionError):
     def __init__(self, identity: Identity | None, action: str) -> None:
         need = ACTIONS.get(action)
         if identity is None:
-            text = f"log in first: {action} needs a login"
+            self.why = (N_("log in first: {action} needs a login"), {"action": action})
         elif need is not None and identity.role is not None and identity.role >= need and identity.scopes is not None:
-            text = f"{identity.label} may not: the token's scopes ({', '.join(sorted(identity.scopes))}) " \
-                   f"do not cover {action}"
+            self.why = (N_("{who} may not: the token's scopes ({scopes}) do not cover {action}"),
+                        {"who": identity.label, "scopes": ", ".join(sorted(identity.scopes)), "action": action})
         else:
-            text = f"{identity.label} may not: {action} needs the {need.name if need else 'unknown'} role"
-        super().__init__(text)
+            self.why = (N_("{who} may not: {action} needs the {role} role"),
+                        {"who": identity.label, "action": action, "role": need.name if need else "unknown"})
+        super().__init__(self.why[0].format(**self.why[1]))  # English: the API's errors and the logs
         self.identity = identity
         self.action = action
+
+    def explain(self, lang: str) -> str:
+        """Return the message in ``lang`` (a page's), the role named as the pages name it."""
+        text, args = self.why
+        if "role" in args:
+            args = {**args, "role": t(args["role"], lang)}
+        return t(text, lang).format(**args)
+
+
+def explain(exc: Exception, lang: str) -> str:
+    """Return what a page says of an error: a refusal in ``lang``, any other error as it is."""
+    return exc.explain(lang) if isinstance(exc, Forbidden) else str(exc)
 
 
 def require(identity: Identity | None, action: str) -> Identity:

@@ -17,10 +17,14 @@ from app.alarms.rules import SEVERITIES, SEVERITY_CLASS
 from app.dashboard.alarm_style import STATE_COLOR
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import LiveHTML, WidgetContext, WidgetView
-from app.i18n import fmt_time, t
+from app.i18n import N_, fmt_time, t
 
 COLUMNS = ("time", "severity", "series", "message", "state")
-TITLES = {"time": "Time", "severity": "Severity", "series": "Series", "message": "Message", "state": "State"}
+STATES = {"unacknowledged": N_("Unacknowledged"), "acknowledged": N_("Acknowledged"),
+          "returned_unacknowledged": N_("Returned, unacknowledged"), "shelved": N_("Shelved"),
+          "suppressed": N_("Suppressed"), "out_of_service": N_("Out of service"), "normal": N_("Normal")}
+TITLES = {"time": N_("Time"), "severity": N_("Severity"), "series": N_("Series"), "message": N_("Message"),
+          "state": N_("State")}
 
 
 def severity_rank(severity: Any) -> int:
@@ -35,7 +39,7 @@ class AlarmsSpec(WidgetSpec):
     """A table of the active alarms."""
 
     spec_type = "alarms"
-    label = "Active alarms"
+    label = N_("Active alarms")
 
     severity_min = param.Selector(default="low", objects=list(SEVERITIES), doc="Hide alarms below this severity.")
     max_rows = param.Integer(default=20, bounds=(1, 500), doc="At most this many alarms, newest first.")
@@ -69,7 +73,8 @@ class AlarmsView(WidgetView):
         kept = [a for a in alarms if severity_rank(a.get("severity")) >= floor]
         kept.sort(key=lambda a: a.get("time_ns", 0), reverse=True)
         return [(fmt_time(int(a.get("time_ns", 0)), self.lang, self.ctx.tz), t(str(a.get("severity", "")), self.lang),
-                 str(a.get("series", "")), str(a.get("message", "")), t(str(a.get("state", "")), self.lang),
+                 str(a.get("series", "")), str(a.get("message", "")),
+                 t(STATES.get(str(a.get("state", "")), str(a.get("state", ""))), self.lang),
                  str(a.get("severity", "")))  # the last, untranslated, picks the row's colour
                 for a in kept[: self.spec.max_rows]]
 

@@ -23,7 +23,7 @@ from bokeh.plotting import figure
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import WidgetContext, WidgetView
 from app.globs import literal, matches
-from app.i18n import fmt_number, t
+from app.i18n import N_, fmt_number, t
 
 EARTH_RADIUS_M = 6378137.0
 MAX_LAT = 85.051129  # Web Mercator's limit
@@ -66,7 +66,7 @@ class MapSpec(WidgetSpec):
     """Devices placed by their latitude and longitude series, with their recent trail."""
 
     spec_type = "map"
-    label = "Map"
+    label = N_("Map")
 
     devices = param.List(default=["*"], item_type=str, doc="Device name patterns (glob: *, ?, [abc]).")
     lat_metric = param.String(default="lat", doc="Metric holding the latitude (degrees).")

@@ -18,7 +18,7 @@ import param
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import LiveHTML, WidgetContext, WidgetView
 from app.globs import matches
-from app.i18n import fmt_age, t
+from app.i18n import N_, fmt_age, t
 from app.model import now_ns
 
 STATE_COLORS = {
@@ -29,15 +29,15 @@ STATE_COLORS = {
     "warning": "#f9a825",
     "alarm": "#b71c1c",
 }
-STATE_LABELS = {"ok": "ok", "uncertain": "uncertain", "bad": "bad quality", "stale": "stale",
-                "warning": "warning", "alarm": "alarm"}
+STATE_LABELS = {"ok": N_("ok"), "uncertain": N_("uncertain"), "bad": N_("bad quality"), "stale": N_("stale"),
+                "warning": N_("warning"), "alarm": N_("alarm")}
 
 
 class StatusGridSpec(WidgetSpec):
     """A grid of devices coloured by state: ok, bad quality, stale, in alarm."""
 
     spec_type = "status_grid"
-    label = "Status grid"
+    label = N_("Status grid")
 
     devices = param.List(default=["*"], item_type=str, doc="Device name patterns (glob: *, ?, [abc]).")
     stale_after_s = param.Number(default=120.0, bounds=(1, None), doc="Grey when no reading is newer than this.")

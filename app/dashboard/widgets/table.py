@@ -15,18 +15,18 @@ import param
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import WidgetContext, WidgetView
 from app.globs import literal, matches
-from app.i18n import fmt_age, fmt_number, fmt_time, t
+from app.i18n import N_, fmt_age, fmt_number, fmt_time, t
 from app.model import now_ns
 
 COLUMNS = {  # column -> header label (translated)
-    "series": "Series",
-    "device": "Device",
-    "metric": "Metric",
-    "value": "Value",
-    "unit": "Unit",
-    "age": "Age",
-    "quality": "Quality",
-    "time": "Last reading",
+    "series": N_("Series"),
+    "device": N_("Device"),
+    "metric": N_("Metric"),
+    "value": N_("Value"),
+    "unit": N_("Unit"),
+    "age": N_("Age"),
+    "quality": N_("Quality"),
+    "time": N_("Last reading"),
 }
 DEFAULT_COLUMNS = ["series", "value", "unit", "age", "quality"]
 
@@ -35,7 +35,7 @@ class TableSpec(WidgetSpec):
     """Latest value, unit, age and quality of every series matching the patterns."""
 
     spec_type = "table"
-    label = "Table"
+    label = N_("Table")
 
     series = param.List(default=["*"], item_type=str, doc="Series key patterns (glob on device/metric).")
     columns = param.ListSelector(default=list(DEFAULT_COLUMNS), objects=list(COLUMNS), doc="Columns shown, in order.")

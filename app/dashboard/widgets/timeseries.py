@@ -48,7 +48,7 @@ from bokeh.plotting import figure
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.time_axis import localize_time_axis
 from app.dashboard.view import WidgetContext, WidgetView
-from app.i18n import t
+from app.i18n import N_, t
 
 WINDOWS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400}
 HISTORY_BUCKETS = 600
@@ -62,7 +62,7 @@ class TimeSeriesSpec(WidgetSpec):
     """A live line chart of one or several series."""
 
     spec_type = "timeseries"
-    label = "Time series"
+    label = N_("Time series")
 
     series = param.List(default=[], item_type=str, doc="Series keys (device/metric).")
     window = param.Selector(default="15m", objects=list(WINDOWS), doc="Time window shown.")
@@ -119,7 +119,7 @@ class TimeSeriesView(WidgetView):
             toolbar_location="above",
             tools="xpan,xwheel_zoom,reset,save", active_drag="xpan", active_scroll="xwheel_zoom",
             reset_policy="event_only",  # Reset sends only its event; the server gives a fresh range
-            y_range=DataRange1d(range_padding=0.1), y_axis_label=self.spec.y_label or unit or "value",
+            y_range=DataRange1d(range_padding=0.1), y_axis_label=self.spec.y_label or unit or t("value", self.ctx.lang),
         )
         fig.toolbar.logo = None
         localize_time_axis(fig, self.lang, self.ctx.tz)

@@ -10,7 +10,7 @@ import param
 
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import LiveHTML, WidgetContext, WidgetView, age_seconds
-from app.i18n import fmt_age, fmt_number, t
+from app.i18n import N_, fmt_age, fmt_number, t
 
 STATE_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "alarm": "#c62828", "stale": "#757575",
                 "unknown": "#757575"}
@@ -20,7 +20,7 @@ class ValueSpec(WidgetSpec):
     """A big number (or a gauge) with unit, trend arrow and colour by state."""
 
     spec_type = "value"
-    label = "Value tile / gauge"
+    label = N_("Value tile / gauge")
 
     series = param.String(default="", doc="Series key (device/metric).")
     decimals = param.Integer(default=2, bounds=(0, 6), doc="Decimals shown.")

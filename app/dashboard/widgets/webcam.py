@@ -18,14 +18,14 @@ from bokeh.models import Div
 from app.cameras import check_camera
 from app.dashboard.spec import WidgetSpec
 from app.dashboard.view import LiveHTML, WidgetContext, WidgetView, age_seconds
-from app.i18n import fmt_age, fmt_time, t
+from app.i18n import N_, fmt_age, fmt_time, t
 
 
 class WebcamSpec(WidgetSpec):
     """The newest image of a camera, with its time."""
 
     spec_type = "webcam"
-    label = "Webcam"
+    label = N_("Webcam")
 
     camera = param.String(default="", doc="Camera name (the {device} of its image topic, e.g. dam-1-cam).")
 
