@@ -322,9 +322,13 @@ def test_a_restart_mid_cascade_fires_the_next_step_on_time_and_nothing_twice(tmp
         step1_at = mailbox.messages[-1][2]
         server.stop()
         server.start()
+        back_at = time.monotonic()  # serving again, its broker connected
         sms = wait_until(lambda: gateway.sms(BOB, "dam-r"), timeout=wait_s + 15, what="step 2 after restart")
         step2_at = next(t for path, doc, t in gateway.requests if path == f"/sms/{BOB}")
-        assert wait_s - 1.5 <= step2_at - step1_at <= wait_s + 3, step2_at - step1_at
+        # Not early; on time, or (when the restart itself outlasted the step's wait, as on a busy machine) at
+        # once when Vigie is back: the deadline was kept across the restart, not started again.
+        assert step2_at - step1_at >= wait_s - 1.5, step2_at - step1_at
+        assert step2_at <= max(step1_at + wait_s, back_at) + 3, (step2_at - step1_at, back_at - step1_at)
         assert len(sms) == 1 and len(mailbox.texts("alice@example.org", "dam-r")) == 1
     finally:
         server.stop()
