@@ -148,6 +148,34 @@ class Fake(Channel):
         return Fake.sent.append, ((contact.name, body),)
 
 
+T_START = datetime(2026, 12, 1, 10, tzinfo=PARIS).timestamp()
+
+
+def on_clock(tmp_path: Path, rule: ThresholdRule):
+    """Return (engine, notifier, journal, advance) on an injected clock starting at T_START.
+
+    ``advance(t)`` moves the clock to ``t``, lets the notifier route and dispatch, and waits for its deliveries.
+    """
+    loaded = load_config(tmp_path, env={})
+    Fake.sent.clear()
+    now = [T_START]
+    engine = AlarmEngine([rule], clock=lambda: int(now[0] * 1e9))
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.open()
+    journal.attach(engine)
+    notifier = Notifier(loaded, engine, journal, tmp_path / "j.sqlite", clock=lambda: now[0], secret=b"k")
+    notifier.open()
+    notifier.attach()
+
+    async def advance(to: float) -> None:
+        now[0] = to
+        notifier.process(to)
+        while notifier._deliveries:
+            await asyncio.gather(*notifier._deliveries)
+
+    return engine, notifier, journal, advance
+
+
 async def test_a_cascade_on_an_injected_clock(tmp_path):
     write_config(tmp_path, """\
 server: {timezone: Europe/Paris}
@@ -164,25 +192,9 @@ escalation:
         - {whom: [ann], channels: [fake], wait_s: 60}
         - {whom: [ben], channels: [fake], wait_s: 60}
 """)
-    loaded = load_config(tmp_path, env={})
-    Fake.sent.clear()
-    now = [datetime(2026, 12, 1, 10, tzinfo=PARIS).timestamp()]
-    engine = AlarmEngine([ThresholdRule(name="r", series="*/level", h=1.0, policy="p")],
-                         clock=lambda: int(now[0] * 1e9))
-    journal = Journal(tmp_path / "j.sqlite")
-    journal.open()
-    journal.attach(engine)
-    notifier = Notifier(loaded, engine, journal, tmp_path / "j.sqlite", clock=lambda: now[0], secret=b"k")
-    notifier.open()
-    notifier.attach()
-
-    async def advance(to: float) -> None:
-        now[0] = to
-        notifier.process(to)
-        while notifier._deliveries:
-            await asyncio.gather(*notifier._deliveries)
-
-    t0 = now[0]
+    engine, notifier, journal, advance = on_clock(tmp_path, ThresholdRule(name="r", series="*/level", h=1.0,
+                                                                          policy="p"))
+    t0 = T_START
     engine.accept([Reading(d, "level", int(t0 * 1e9), 5.0, tags={"site": "s"}) for d in ("a", "b")])
     await advance(t0)
     await advance(t0 + 4.9)
@@ -238,25 +250,9 @@ escalation:
         - {whom: [ann], channels: [fake], wait_s: 600}
         - {whom: [ben], channels: [fake], wait_s: 600}
 """)
-    loaded = load_config(tmp_path, env={})
-    Fake.sent.clear()
-    now = [datetime(2026, 12, 1, 10, tzinfo=PARIS).timestamp()]
-    engine = AlarmEngine([ThresholdRule(name="r", series="*/level", h=1.0, hh=2.0, severity="medium",
-                                        policy="p")], clock=lambda: int(now[0] * 1e9))
-    journal = Journal(tmp_path / "j.sqlite")
-    journal.open()
-    journal.attach(engine)
-    notifier = Notifier(loaded, engine, journal, tmp_path / "j.sqlite", clock=lambda: now[0], secret=b"k")
-    notifier.open()
-    notifier.attach()
-
-    async def advance(to: float) -> None:
-        now[0] = to
-        notifier.process(to)
-        while notifier._deliveries:
-            await asyncio.gather(*notifier._deliveries)
-
-    t0 = now[0]
+    engine, notifier, journal, advance = on_clock(tmp_path, ThresholdRule(
+        name="r", series="*/level", h=1.0, hh=2.0, severity="medium", policy="p"))
+    t0 = T_START
     engine.accept([Reading("a", "level", int(t0 * 1e9), 1.5)])
     await advance(t0)
     assert [n for n, _ in Fake.sent] == ["ann"] and "medium" in Fake.sent[0][1]
