@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import apprise
 
 from app.notify.specs import ContactSpec, EscalationSection
+from app.notify.tls_reuse import reuse_tls_contexts
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,10 @@ def warm_up(urls: list[str]) -> None:
 
     The first ``notify`` of a scheme imports its plugin: about a second of
     holding the interpreter, measured to delay alarm evaluation by 800 ms
-    when it happened mid-cascade (bench/alarms.py --only notify).
+    when it happened mid-cascade (bench/alarms.py --only notify). It also
+    makes apprise's mail reuse its TLS contexts (:mod:`app.notify.tls_reuse`).
     """
+    reuse_tls_contexts()
     a = apprise.Apprise()
     for url in urls:
         a.add(url)
