@@ -160,6 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the zero-install demo: embedded broker, simulated PLC and sensors, embedded store."""
+    from app.demo.actors import SimulatorActor, StartedInBackground
     from app.demo.broker import EmbeddedBroker
     from app.demo.plc_sim import PumpStationServer
     from app.demo.simulate import Simulators
@@ -176,10 +177,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     extras: list = [EmbeddedBroker(host=mqtt.host, port=mqtt.port)]
     for o in cfg.opcua:
         url = urlparse(o.url)
-        extras.append(PumpStationServer(host=url.hostname or "127.0.0.1", port=url.port or 4840))
+        plc = PumpStationServer(host=url.hostname or "127.0.0.1", port=url.port or 4840)
+        extras.append(StartedInBackground(plc, "the simulated PLC"))
     sims = Simulators(mqtt.host, mqtt.port, period_s=args.period, seed="vigie-demo")
-    extras.append(_SimulatorActor(sims))
-    extras.append(_SimulatorActor(WebcamSimulator(mqtt.host, mqtt.port, sims.dams[:1], period_s=5 * args.period,
+    extras.append(SimulatorActor(sims))
+    extras.append(SimulatorActor(WebcamSimulator(mqtt.host, mqtt.port, sims.dams[:1], period_s=5 * args.period,
                                                      tz=cfg.server.timezone)))
 
     async def main() -> None:
@@ -398,22 +400,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
             for n in notes:
                 print(f"  {n}")
     return 1 if dead.recent else 0
-
-
-class _SimulatorActor:
-    """Run the simulators as a task with a start/stop life."""
-
-    def __init__(self, sims) -> None:
-        self.sims = sims
-        self.task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self.sims.run(), name="simulators")
-
-    async def stop(self) -> None:
-        await self.sims.stop()
-        if self.task is not None:
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -157,6 +157,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Open the store, start the writer, then the sources."""
+        self.notifier.start_workers()  # in a thread of their own, beside everything below
         await self.store.open()
         await asyncio.to_thread(self.accounts.open)
         if not self.accounts.users:
@@ -176,6 +177,7 @@ class Runtime:
         self._clock_task = self._task(self.alarm_clock.run(), "alarm-clock")
         if self.alarm_topic is not None:
             self._topic_task = self._task(self.alarm_topic.run(), "alarm-topic")
+        await self.notifier.ready_workers()  # started first thing above; deliveries need them from now on
         self.pulse.start()
         for source in self.sources:
             if hasattr(source, "run"):
@@ -220,6 +222,7 @@ class Runtime:
         if self._notify_task is not None:  # before the journal: it records every delivery attempt
             await self.notifier.stop()
             await asyncio.gather(self._notify_task, return_exceptions=True)
+        await self.notifier.close_workers()  # started first thing in start(), even if start() failed later
         if self._journal_task is not None:
             await self.journal.stop()
             await asyncio.gather(self._journal_task, return_exceptions=True)

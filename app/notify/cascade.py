@@ -144,6 +144,7 @@ class Notifier:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._pool: Executor | None = None
+        self._pool_task: asyncio.Future[Executor] | None = None
         self._deliveries: set[asyncio.Task] = set()
         self._con: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -164,7 +165,6 @@ class Notifier:
             self.cascades[c.id] = c
         if self.cascades:
             log.info("notifier: %d escalation(s) in progress taken back", len(self.cascades))
-        self._pool = self._start_pool()
 
     def _start_pool(self) -> Executor:
         """Start the delivery workers, apprise's plugins loaded, before any alarm needs them.
@@ -198,10 +198,42 @@ class Notifier:
         self._events.append(event)
         self._wake.set()
 
+    def start_workers(self) -> asyncio.Future[Executor]:
+        """Start the delivery workers in a thread, once; the first delivery waits for them, nothing else does.
+
+        Starting them (processes importing apprise) took 1.5 s, 3.8 s on a busy
+        machine, and held up Vigie's start-up that long when it was done in
+        :meth:`open`. The runtime calls this first thing, so the workers come
+        up while the store and the journal open, and waits for them
+        (:meth:`ready_workers`) before it says it has started: a step due at
+        a restart leaves as soon as Vigie answers again.
+        """
+        if self._pool_task is None:
+            self._pool_task = asyncio.ensure_future(asyncio.to_thread(self._start_pool))
+        return self._pool_task
+
+    async def close_workers(self) -> None:
+        """Stop the delivery workers (after :meth:`run`, or when the runtime stops before it ran)."""
+        task, self._pool_task, self._pool = self._pool_task, None, None
+        if task is None:
+            return
+        try:
+            pool = await task
+        except Exception:  # they never started: each delivery said why
+            log.exception("notification workers did not start")
+        else:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def ready_workers(self) -> Executor:
+        if self._pool is None:
+            self._pool = await asyncio.shield(self.start_workers())
+        return self._pool
+
     async def run(self) -> None:
         """Run the pipeline until stopped."""
         if self._con is None:
             await asyncio.to_thread(self.open)
+        self.start_workers()
         while not self._stopping.is_set():
             self.process(self.clock())
             timeout = self._next_wake(self.clock())
@@ -214,8 +246,7 @@ class Notifier:
                 pass
         if self._deliveries:
             await asyncio.wait(self._deliveries, timeout=5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.close_workers()
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -395,7 +426,8 @@ class Notifier:
         for attempt in range(1, self.spec.attempts + 1):
             try:
                 job, args = channel.prepare(contact, title, body, extra)
-                await asyncio.wait_for(loop.run_in_executor(self._pool, job, *args), self.spec.timeout_s)
+                pool = await self.ready_workers()
+                await asyncio.wait_for(loop.run_in_executor(pool, job, *args), self.spec.timeout_s)
             except DeliveryError as e:
                 reason, retry = e.reason, e.retry
             except TimeoutError:

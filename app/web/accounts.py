@@ -15,6 +15,7 @@ links as a row whose id the link carries signed (itsdangerous).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -45,8 +46,15 @@ CREATE TABLE IF NOT EXISTS embeds (id TEXT PRIMARY KEY, layout TEXT NOT NULL, wi
 MIN_PASSWORD = 10
 TOKEN_PREFIX = "vgt_"
 _hasher = argon2.PasswordHasher()
-# A hash to verify against when the user does not exist, so that a wrong name and a wrong password take as long.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so a wrong name and a wrong password take as long.
+
+    Made at the first login attempt, not at import: one argon2 hash is 0.3-0.9 s of every start-up otherwise.
+    """
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def _digest(secret: str) -> str:
@@ -275,7 +283,7 @@ class AccountStore:
         with self._lock:
             entry = self.users.get(name)
         try:
-            _hasher.verify(entry[1] if entry else _DUMMY_HASH, password)
+            _hasher.verify(entry[1] if entry else _dummy_hash(), password)
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
             return None
         if entry is None or entry[0].disabled:
