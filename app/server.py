@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -38,7 +37,7 @@ from app.pages.services import PageServices
 from app.pages.system import system_page
 from app.pages.wall import wall_page
 from app.runtime import Runtime
-from app.web import quiet_sockets, routes
+from app.web import quiet_sockets, redact, routes
 from app.web.access import allowed
 from app.web.auth import WebAuth
 from app.web.metrics import LoopLag, MetricsHandler
@@ -178,6 +177,7 @@ def make_server(runtime: Runtime, http_source: HttpSource, spec: ServerSpec, por
     # a dashboard that had none) otherwise finds its component missing, and the whole grid goes blank.
     pn.extension("tabulator")
     quiet_sockets.install()  # a closed tab's pending writes: no "never retrieved" traceback
+    redact.install()  # a token given in a URL is masked in every line Tornado logs
     server = pn.serve(
         pages,
         port=port,
@@ -217,9 +217,6 @@ QUIET_PATHS = ("/api/v1/fragments/", "/api/v1/cameras/", "/api/v1/readings", "/a
 """Requests made often (light embeds, camera frames, ingest, probes and scrapes): logged only when they fail."""
 
 
-_PASSWORD_ARG = re.compile(r"([?&])p=[^&\s]*")
-
-
 def access_log(handler: tornado.web.RequestHandler) -> None:
     """Log requests as Tornado does, except the frequent successful ones (a portal's viewers, ingest).
 
@@ -236,10 +233,8 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
         return  # a degraded or recovered health is logged once per change by log_health_change
     failed = status >= 500
     log_method = access.info if status < 400 else access.error if failed else access.warning
-    summary = handler._request_summary()
-    if "p=" in request.query:  # InfluxDB 1.x clients may send the ingest token as the p query argument
-        summary = _PASSWORD_ARG.sub(r"\1p=***", summary)
-    log_method("%d %s %.2fms", status, summary, elapsed_ms)
+    # InfluxDB 1.x clients may send the ingest token as the p query argument: app/web/redact.py masks it.
+    log_method("%d %s %.2fms", status, handler._request_summary(), elapsed_ms)
 
 
 async def run_server(runtime: Runtime, *, port: int | None = None, extras: Sequence[Actor] = (),
