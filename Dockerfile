@@ -8,7 +8,8 @@
 #             --address 0.0.0.0 --data-root /data
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# PYTHONMALLOC=malloc: memory freed after a burst of page sessions goes back to the system (docs/concurrency.md)
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PYTHONMALLOC=malloc
 WORKDIR /srv/vigie
 COPY pyproject.toml README.md ./
 COPY app ./app

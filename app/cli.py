@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.config import ConfigError, LoadedConfig, load_config
-from app.gc_tuning import tune_for_server
+from app.gc_tuning import allocator_advice, tune_for_server
 
 log = logging.getLogger("vigie")
 
@@ -154,6 +154,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await run_server(runtime, port=args.port)
 
     tune_for_server()
+    if advice := allocator_advice():
+        logging.getLogger("app.server").info(advice)
     asyncio.run(main())
     return 0
 

@@ -1,4 +1,4 @@
-"""Garbage-collector thresholds for a long-running server process.
+"""Memory for a long-running server process: the garbage collector's thresholds, and the allocator.
 
 CPython collects its youngest generation every 700 net allocations of
 container objects, and whatever is alive at that moment is promoted: in a
@@ -17,11 +17,21 @@ window, server CPU 49 → 32 % of a core, p95 738 → 509 ms, p99 1,152 →
 611 ms, longest event-loop stall 1,023 → 70 ms. Memory held by cyclic
 garbage waits a little longer to be freed; the full collections still run
 by CPython's own rule when the old generation has grown by a quarter.
+
+The allocator matters too: with CPython's own small-object allocator, the
+memory of a burst of page sessions stays with the process once they close
+(its arenas are fragmented: +11 % RSS after 20 sessions came and went, none
+left), while with ``PYTHONMALLOC=malloc`` the page gate's ``malloc_trim``
+gives it back (+2 %), at no CPU cost we could measure on the alarm engine's
+benchmark (docs/concurrency.md). The variable must be set before Python
+starts, so the Dockerfile and ``scripts/demo`` set it, and ``vigie serve``
+says so when it is missing.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 
 YOUNG_THRESHOLD = 50_000
 
@@ -31,3 +41,11 @@ def tune_for_server() -> tuple[int, int, int]:
     previous = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, previous[1], previous[2])
     return previous
+
+
+def allocator_advice() -> str | None:
+    """Return a sentence when the process runs on CPython's own allocator (None with the system's)."""
+    if os.environ.get("PYTHONMALLOC", "").startswith("malloc"):
+        return None
+    return ("PYTHONMALLOC is not set to malloc: memory of page sessions that closed stays with the process "
+            "(set PYTHONMALLOC=malloc in the service's environment, as the Dockerfile does; docs/concurrency.md)")

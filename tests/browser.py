@@ -71,7 +71,8 @@ class VigieServer:
             + extra_config
         )
         self.log = tmp / "vigie.log"
-        self.env = {**os.environ, **(env or {})}
+        # As deployed (Dockerfile, scripts/demo): the system allocator, so freed session memory is returned.
+        self.env = {"PYTHONMALLOC": "malloc", **os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.tokens: dict[str, str] = {}
         self._cookies: dict[str, str] = {}

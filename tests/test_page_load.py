@@ -266,3 +266,13 @@ def test_200_page_loads_never_starve_ingest(tmp_path, own_mosquitto, own_influxd
             publisher.halt.set()
         server.stop()
     assert server.proc.returncode == 0, server.log.read_text()[-3000:]
+
+
+def test_serve_says_when_the_allocator_keeps_freed_memory(monkeypatch):
+    """Without PYTHONMALLOC=malloc a burst's memory stays with the process: `vigie serve` says how to fix it."""
+    from app.gc_tuning import allocator_advice
+
+    monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    assert "PYTHONMALLOC=malloc" in allocator_advice()
+    monkeypatch.setenv("PYTHONMALLOC", "malloc")
+    assert allocator_advice() is None
