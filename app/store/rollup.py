@@ -36,7 +36,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from app.store.chunks import chunk_id
+from app.store.chunks import chunk_id, insert_rows
 from app.store.history_policy import NS, HistoryPolicy
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,11 @@ def store_all(policy: HistoryPolicy, resolution: int) -> bool:
 
 
 def partials(cur: duckdb.DuckDBPyConnection, path: Path, resolution: int,
-             keep_all: bool) -> tuple[pa.Table, list[tuple]]:
-    """Return a chunk's partials at a resolution, and its ``unrolled`` rows (series not worth rolling up)."""
+             keep_all: bool) -> tuple[pa.Table, pa.Table]:
+    """Return a chunk's partials at a resolution, and its ``unrolled`` rows (series not worth rolling up).
+
+    Both as Arrow tables, inserted in one statement each by :func:`replace`.
+    """
     chunk = chunk_id(path.name)
     cur.execute(
         f"CREATE OR REPLACE TEMP TABLE part AS SELECT sid, time // {resolution} * {resolution} AS bucket, "
@@ -85,30 +88,34 @@ def partials(cur: duckdb.DuckDBPyConnection, path: Path, resolution: int,
                 f"min(tmin) AS tmin, max(tmax) AS tmax FROM part GROUP BY sid")
     rows = cur.sql(f"SELECT p.sid, p.bucket, p.vmin, p.vmax, p.vsum, p.n, {chunk}::BIGINT AS chunk FROM part p "
                    "JOIN worth w USING (sid) WHERE w.keep ORDER BY p.sid, p.bucket").to_arrow_table()
-    unrolled = [(chunk, path.name, sid, resolution, tmin, tmax) for sid, tmin, tmax in cur.execute(
-        "SELECT sid, tmin, tmax FROM worth WHERE NOT keep ORDER BY sid").fetchall()]
+    name = path.name.replace("'", "''")
+    unrolled = cur.sql(f"SELECT {chunk}::BIGINT AS chunk, '{name}' AS file, sid, {int(resolution)}::BIGINT AS "
+                       "resolution, tmin, tmax FROM worth WHERE NOT keep ORDER BY sid").to_arrow_table()
     cur.execute("DROP TABLE temp.part")
     cur.execute("DROP TABLE temp.worth")
     return rows, unrolled
 
 
 def chunk_partials(cur: duckdb.DuckDBPyConnection, paths: Sequence[Path],
-                   policy: HistoryPolicy) -> dict[int, tuple[list[pa.Table], list[tuple]]]:
+                   policy: HistoryPolicy) -> dict[int, tuple[list[pa.Table], list[pa.Table]]]:
     """Return, per resolution of ``policy``, the partials and ``unrolled`` rows of some new chunks."""
-    out: dict[int, tuple[list[pa.Table], list[tuple]]] = {}
+    out: dict[int, tuple[list[pa.Table], list[pa.Table]]] = {}
     for res in policy.rollups:
         tables, unrolled = [], []
         for path in paths:
             t, u = partials(cur, path, res, store_all(policy, res))
             tables.append(t)
-            unrolled += u
+            unrolled.append(u)
         out[res] = (tables, unrolled)
     return out
 
 
-def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table], list[tuple]]],
+def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table], list[pa.Table]]],
             replaced_files: Sequence[str]) -> None:
-    """In the caller's transaction: drop the partials of replaced chunks, add those of new ones."""
+    """In the caller's transaction: drop the partials of replaced chunks, add those of new ones.
+
+    Runs while writes wait (the store's write lock): one statement per table, never one per row.
+    """
     gone = [chunk_id(f) for f in replaced_files]
     if gone:
         cur.execute("DELETE FROM unrolled WHERE list_contains(?, chunk)", [gone])
@@ -116,12 +123,9 @@ def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table
         if gone:
             cur.execute(f"DELETE FROM {table(res)} WHERE list_contains(?, chunk)", [gone])
         for t in tables:
-            if t.num_rows:
-                cur.register("part_rows", t)
-                cur.execute(f"INSERT INTO {table(res)} SELECT * FROM part_rows")
-                cur.unregister("part_rows")
-        if unrolled:
-            cur.executemany("INSERT INTO unrolled VALUES (?, ?, ?, ?, ?, ?)", unrolled)
+            insert_rows(cur, table(res), t)
+        for u in unrolled:
+            insert_rows(cur, "unrolled", u)
 
 
 def choose(resolutions: Sequence[int], width_ns: int) -> int | None:
@@ -159,7 +163,7 @@ def backfill(con: duckdb.DuckDBPyConnection, directory: Path, policy: HistoryPol
                 try:
                     cur.execute(f"DELETE FROM {table(res)} WHERE chunk = ?", [chunk_id(name)])
                     cur.execute("DELETE FROM unrolled WHERE chunk = ? AND resolution = ?", [chunk_id(name), res])
-                    replace(cur, {res: ([rows], unrolled)}, [])
+                    replace(cur, {res: ([rows], [unrolled])}, [])
                     cur.execute("COMMIT")
                 except BaseException:
                     cur.execute("ROLLBACK")
