@@ -80,6 +80,23 @@ REPLACED_FILE_GRACE_S = 60.0
 _ALL_TIME = (-(2**63), 2**63 - 1)
 
 
+def default_threads() -> int:
+    """Return DuckDB's worker threads: every core this process may use but one, at least one.
+
+    Vigie's Python (ingest, alarms, pages) runs on one core at a time, the
+    interpreter lock's; DuckDB's default (a thread per core) made a
+    compaction take that core too, and writes during it fell to 0.57-0.70
+    of their quiet rate on 2 cores, against 0.75-1.2 with one thread
+    (bench/compaction.py, bench/README.md). ``threads`` is DuckDB's global
+    setting, not per connection, so queries get the same number.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    return max(1, cores - 1)
+
+
 def _drop_hot_key(con: duckdb.DuckDBPyConnection) -> None:
     """Give a hot table made with a primary key (before compaction stopped waiting on its index) none.
 
@@ -106,19 +123,21 @@ class EmbeddedStore(StoreEngine):
     ``policy`` sets rollup resolutions and retention; ``compact_rows`` how
     many hot rows wake the maintenance task (which also runs every
     ``maintenance_interval_s``); ``clock`` is the time retention measures
-    horizons from (tests move it).
+    horizons from (tests move it); ``threads`` DuckDB's worker threads
+    (:func:`default_threads` when None).
     """
 
     engine_type = "embedded"
 
     def __init__(self, data_dir: str | Path | None = None, *, policy: HistoryPolicy | None = None,
                  compact_rows: int = 250_000, maintenance_interval_s: float = 300.0,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, threads: int | None = None) -> None:
         self.path = Path(data_dir) / "vigie.duckdb" if data_dir else None
         self.chunk_dir = Path(data_dir) / "history" / "raw" if data_dir else None
         self.policy = policy or HistoryPolicy()
         self.compact_rows = compact_rows
         self.now_ns = clock
+        self.threads = threads or default_threads()
         self.compaction_hook: Callable[[str], None] | None = None  # crash tests stop the process in it
         self._con: duckdb.DuckDBPyConnection | None = None
         self.write_lock = threading.Lock()  # one writer at a time; readers use their own cursors
@@ -146,7 +165,7 @@ class EmbeddedStore(StoreEngine):
             assert self.chunk_dir is not None
             self.chunk_dir.mkdir(parents=True, exist_ok=True)
             self.path.with_name(self.path.name + ".rewrite").unlink(missing_ok=True)  # a rewrite a kill cut short
-        self._con = duckdb.connect(str(self.path) if self.path else ":memory:")
+        self._con = self._connect()
         self._con.execute(SCHEMA)
         _drop_hot_key(self._con)
         tables = {t for (t,) in self._con.execute(
@@ -247,7 +266,10 @@ class EmbeddedStore(StoreEngine):
         fsync_file(fresh)
         os.replace(fresh, self.path)
         fsync_dir(self.path.parent)
-        self._con = duckdb.connect(str(self.path))
+        self._con = self._connect()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.path) if self.path else ":memory:", config={"threads": self.threads})
 
     async def close(self) -> None:
         """Stop the maintenance task (awaiting its pass), close the file, delete replaced chunks."""
