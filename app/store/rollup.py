@@ -79,19 +79,28 @@ def partials(cur: duckdb.DuckDBPyConnection, path: Path, resolution: int,
     Both as Arrow tables, inserted in one statement each by :func:`replace`.
     """
     chunk = chunk_id(path.name)
-    cur.execute(
-        f"CREATE OR REPLACE TEMP TABLE part AS SELECT sid, time // {resolution} * {resolution} AS bucket, "
-        f"min(value) AS vmin, max(value) AS vmax, sum(value) AS vsum, count(*) AS n, min(time) AS tmin, "
-        f"max(time) AS tmax FROM read_parquet('{path}') GROUP BY ALL")
-    threshold = 0.0 if keep_all else MIN_READINGS_PER_BUCKET
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE worth AS SELECT sid, sum(n) >= {threshold} * count(*) AS keep, "
-                f"min(tmin) AS tmin, max(tmax) AS tmax FROM part GROUP BY sid")
-    rows = cur.sql(f"SELECT p.sid, p.bucket, p.vmin, p.vmax, p.vsum, p.n, {chunk}::BIGINT AS chunk FROM part p "
-                   "JOIN worth w USING (sid) WHERE w.keep ORDER BY p.sid, p.bucket").to_arrow_table()
+    # Which series are worth it first (readings per non-empty bucket), then the partials of those only: a
+    # 1-minute series' 1m partials, one per reading and all thrown away, were most of a compaction's work.
+    # Non-empty buckets are counted (DISTINCT) only for series whose span in buckets leaves it in doubt.
+    src = f"read_parquet('{path}')"
+    spans = f"(tmax // {resolution} - tmin // {resolution} + 1)"
+    if keep_all:
+        worth = f"SELECT sid, true AS keep, min(time) AS tmin, max(time) AS tmax FROM {src} GROUP BY sid"
+    else:
+        t = MIN_READINGS_PER_BUCKET
+        worth = (f"WITH s AS (SELECT sid, count(*) AS n, min(time) AS tmin, max(time) AS tmax FROM {src} "
+                 "GROUP BY sid), "
+                 f"u AS (SELECT sid, count(DISTINCT time // {resolution}) AS b FROM {src} SEMI JOIN "
+                 f"(SELECT sid FROM s WHERE n < {t} * {spans}) USING (sid) GROUP BY sid) "
+                 f"SELECT sid, n >= {t} * coalesce(b, {spans}) AS keep, tmin, tmax FROM s LEFT JOIN u USING (sid)")
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE worth AS {worth}")
+    rows = cur.sql(f"SELECT sid, time // {resolution} * {resolution} AS bucket, min(value) AS vmin, "
+                   f"max(value) AS vmax, sum(value) AS vsum, count(*) AS n, {chunk}::BIGINT AS chunk "
+                   f"FROM read_parquet('{path}') SEMI JOIN (SELECT sid FROM worth WHERE keep) USING (sid) "
+                   "GROUP BY sid, bucket ORDER BY sid, bucket").to_arrow_table()
     name = path.name.replace("'", "''")
     unrolled = cur.sql(f"SELECT {chunk}::BIGINT AS chunk, '{name}' AS file, sid, {int(resolution)}::BIGINT AS "
                        "resolution, tmin, tmax FROM worth WHERE NOT keep ORDER BY sid").to_arrow_table()
-    cur.execute("DROP TABLE temp.part")
     cur.execute("DROP TABLE temp.worth")
     return rows, unrolled
 
