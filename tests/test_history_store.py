@@ -331,3 +331,35 @@ async def test_a_retention_expiring_raw_first_gets_the_rollups_it_had_left_out(t
         assert store.cursor().execute("SELECT count(*) FROM unrolled").fetchall()[0][0] == 0
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("resolution", [MINUTE, HOUR])
+def test_a_chunks_partials_keep_the_series_with_two_readings_per_bucket(tmp_path, resolution):
+    """rollup.partials decides per series as counted here in Python, whether its span decides it or its buckets do."""
+    import duckdb
+
+    from app.store.chunks import write_chunk
+
+    rng = random.Random(3)
+    times = {0: [T0 + i * MINUTE for i in range(300)],  # one a minute: 1m no, 1h yes
+             1: [T0 + i * 20 * 10**9 for i in range(300)],  # three a minute: both yes
+             2: [T0, T0 + 5 * HOUR],  # two far apart: neither
+             3: sorted(rng.sample(range(T0, T0 + DAY, 10**9), 200)),  # scattered over a day
+             4: [T0 + HOUR - MINUTE, T0 + HOUR - 1, T0 + HOUR, T0 + HOUR + 1]}  # straddling an hour
+    con = duckdb.connect(str(tmp_path / "x.duckdb"))
+    con.register("r", pa.table({"sid": pa.array([s for s, ts in times.items() for _ in ts], pa.int32()),
+                                "time": pa.array([t for ts in times.values() for t in ts], pa.int64()),
+                                "value": [float(i) for i, _ in enumerate(t for ts in times.values() for t in ts)],
+                                "quality": ["good"] * sum(len(ts) for ts in times.values())}))
+    path = tmp_path / "2000-0123456789abcdef.parquet"
+    write_chunk(con, "SELECT * FROM r", path)
+    rows, unrolled = rollup.partials(con, path, resolution, keep_all=False)
+    kept = {s for s, ts in times.items() if len(ts) >= 2 * len({t // resolution for t in ts})}
+    assert set(rows.column("sid").to_pylist()) == kept
+    assert set(unrolled.column("sid").to_pylist()) == set(times) - kept
+    for s in kept:
+        buckets = {t // resolution * resolution for t in times[s]}
+        assert sorted(b for sid, b in zip(rows.column("sid").to_pylist(), rows.column("bucket").to_pylist(),
+                                          strict=True) if sid == s) == sorted(buckets)
+    assert rows.column("n").to_pylist() and sum(rows.column("n").to_pylist()) == sum(len(times[s]) for s in kept)
+    con.close()

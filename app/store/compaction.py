@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.store import rollup
-from app.store.chunks import PARTITION_NS, chunk_stats, new_chunk_name, sql_list, write_chunk
+from app.store.chunks import PARTITION_NS, chunk_stats, insert_rows, new_chunk_name, sql_list, write_chunk
 
 if TYPE_CHECKING:
     from app.store.embedded import EmbeddedStore
@@ -75,7 +75,10 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
     if seq is None:
         cur.execute("COMMIT")
         return out
-    snap = cur.sql(f"SELECT sid, time, value, quality, time // {PARTITION_NS} AS part FROM hot WHERE seq <= {int(seq)}"
+    # The hot table has no key (an index made the delete below cost seconds while writes waited): a point
+    # written again is a second row, and the one written last (highest seq) is the point's value.
+    snap = cur.sql(f"SELECT sid, time, arg_max_null(value, seq) AS value, arg_max_null(quality, seq) AS quality, "
+                   f"time // {PARTITION_NS} AS part FROM hot WHERE seq <= {int(seq)} GROUP BY sid, time"
                    ).to_arrow_table()
     cur.execute("COMMIT")
     out.rows = snap.num_rows
@@ -114,18 +117,17 @@ def compact(store: EmbeddedStore, hook: Callable[[str], None] | None = None) -> 
             written.append(path)
             new_chunks.append((part, path))
             out.touched.add(part)
-        stats = [row for part, path in new_chunks for row in chunk_stats(cur, path, part)]
+        stats = [(part, path, chunk_stats(cur, path, part)) for part, path in new_chunks]
         parts = rollup.chunk_partials(cur, [path for _, path in new_chunks], store.policy)
         if hook:
             hook("written")
-        with store.write_lock:
+        with store.write_lock:  # writes wait for this transaction: only inserts of prepared rows, and deletes
             cur.execute("BEGIN")
             try:
-                for part, path in new_chunks:
-                    rows = sum(s[5] for s in stats if s[0] == path.name)
+                for part, path, table in stats:
+                    rows = sum(table.column("n").to_pylist())
                     cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, part, rows])
-                if stats:
-                    cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
+                    insert_rows(cur, "chunk_series", table)
                 if replaced_files:
                     files_sql = sql_list(replaced_files)
                     cur.execute(f"DELETE FROM chunk_series WHERE list_contains({files_sql}, file)")
@@ -213,8 +215,9 @@ def _merge(store: EmbeddedStore, cur, part: int, files: list[str]) -> list[Path]
         with store.write_lock:
             cur.execute("BEGIN")
             try:
-                cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, part, sum(s[5] for s in stats)])
-                cur.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
+                rows = sum(stats.column("n").to_pylist())
+                cur.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, part, rows])
+                insert_rows(cur, "chunk_series", stats)
                 cur.execute("DELETE FROM chunk_series WHERE list_contains(?, file)", [files])
                 cur.execute("DELETE FROM chunks WHERE list_contains(?, file)", [files])
                 rollup.replace(cur, parts, files)

@@ -9,7 +9,7 @@ DuckDB reads directly. So:
 - a query reads only its series' rows (the manifest names the chunks that
   hold the series in the range; row-group statistics skip the other series);
 - a reading costs a few bytes on disk (6.7 in bench/README.md's fleet)
-  instead of ~90 (no per-row index: the only key is the hot table's, over
+  instead of ~90 (no per-row index at all, not even on the hot table of
   minutes of data);
 - start-up reads the catalogue and the latest values (one row per series),
   never the history;
@@ -21,7 +21,10 @@ Writes go to the hot table as Arrow batches. As in InfluxDB, a point is
 identified by its series and time: writing the same series and timestamp
 again replaces the value (an MQTT QoS 1 message delivered twice, a spool
 replayed after a crash, a gateway re-sending its buffer), so nothing is
-stored twice: in the hot table by its key, and between the hot table and the
+counted twice: in the hot table each write has a sequence number and the
+last written row of a point is its value (reads and compaction take
+``arg_max_null(value, seq)``; the table has no key, whose index made
+compaction hold writes up for seconds), and between the hot table and the
 chunks because hot rows win at query time and compaction
 (:mod:`app.store.compaction`) merges them in the same way.
 
@@ -60,6 +63,7 @@ from app.store.chunks import (
     chunk_stats,
     fsync_dir,
     fsync_file,
+    insert_rows,
     new_chunk_name,
     remove_orphans,
     sql_list,
@@ -76,25 +80,64 @@ REPLACED_FILE_GRACE_S = 60.0
 _ALL_TIME = (-(2**63), 2**63 - 1)
 
 
+def default_threads() -> int:
+    """Return DuckDB's worker threads: every core this process may use but one, at least one.
+
+    Vigie's Python (ingest, alarms, pages) runs on one core at a time, the
+    interpreter lock's; DuckDB's default (a thread per core) made a
+    compaction take that core too, and writes during it fell to 0.57-0.70
+    of their quiet rate on 2 cores, against 0.75-1.2 with one thread
+    (bench/compaction.py, bench/README.md). ``threads`` is DuckDB's global
+    setting, not per connection, so queries get the same number.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    return max(1, cores - 1)
+
+
+def _drop_hot_key(con: duckdb.DuckDBPyConnection) -> None:
+    """Give a hot table made with a primary key (before compaction stopped waiting on its index) none.
+
+    One transaction: a kill leaves the keyed table, done again at the next open.
+    """
+    keyed = con.execute("SELECT count(*) FROM duckdb_constraints() WHERE schema_name = 'main' "
+                        "AND table_name = 'hot' AND constraint_type = 'PRIMARY KEY'").fetchone()[0]
+    if not keyed:
+        return
+    con.execute("BEGIN")
+    try:
+        con.execute("CREATE TABLE hot_unkeyed AS SELECT * FROM hot")
+        con.execute("DROP TABLE hot")
+        con.execute("ALTER TABLE hot_unkeyed RENAME TO hot")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 class EmbeddedStore(StoreEngine):
     """Readings under ``data_dir`` (a DuckDB file and Parquet chunks), or in memory when None.
 
     ``policy`` sets rollup resolutions and retention; ``compact_rows`` how
     many hot rows wake the maintenance task (which also runs every
     ``maintenance_interval_s``); ``clock`` is the time retention measures
-    horizons from (tests move it).
+    horizons from (tests move it); ``threads`` DuckDB's worker threads
+    (:func:`default_threads` when None).
     """
 
     engine_type = "embedded"
 
     def __init__(self, data_dir: str | Path | None = None, *, policy: HistoryPolicy | None = None,
                  compact_rows: int = 250_000, maintenance_interval_s: float = 300.0,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, threads: int | None = None) -> None:
         self.path = Path(data_dir) / "vigie.duckdb" if data_dir else None
         self.chunk_dir = Path(data_dir) / "history" / "raw" if data_dir else None
         self.policy = policy or HistoryPolicy()
         self.compact_rows = compact_rows
         self.now_ns = clock
+        self.threads = threads or default_threads()
         self.compaction_hook: Callable[[str], None] | None = None  # crash tests stop the process in it
         self._con: duckdb.DuckDBPyConnection | None = None
         self.write_lock = threading.Lock()  # one writer at a time; readers use their own cursors
@@ -122,8 +165,9 @@ class EmbeddedStore(StoreEngine):
             assert self.chunk_dir is not None
             self.chunk_dir.mkdir(parents=True, exist_ok=True)
             self.path.with_name(self.path.name + ".rewrite").unlink(missing_ok=True)  # a rewrite a kill cut short
-        self._con = duckdb.connect(str(self.path) if self.path else ":memory:")
+        self._con = self._connect()
         self._con.execute(SCHEMA)
+        _drop_hot_key(self._con)
         tables = {t for (t,) in self._con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
         if self.chunk_dir is not None:
@@ -169,7 +213,7 @@ class EmbeddedStore(StoreEngine):
                         f"- 1 AS sid, device, metric FROM ({names})")
             con.execute("INSERT INTO catalogue SELECT m.sid, m.device, m.metric, coalesce(s.unit, ''), "
                         "coalesce(s.tags, '{}') FROM sidmap m LEFT JOIN series s USING (device, metric)")
-            stats: list[tuple] = []
+            stats: list[pa.Table] = []
             if readings and before:
                 assert self.chunk_dir is not None, "an in-memory store has nothing to migrate"
                 con.execute("CREATE TEMP TABLE points AS SELECT m.sid, r.time, arg_max_null(r.value, r.rowid) AS value,"
@@ -179,12 +223,13 @@ class EmbeddedStore(StoreEngine):
                     path = self.chunk_dir / new_chunk_name(part)
                     write_chunk(con, f"SELECT * FROM points WHERE time // {PARTITION_NS} = {part}", path)
                     part_stats = chunk_stats(con, path, part)
-                    stats += part_stats
-                    con.execute("INSERT INTO chunks VALUES (?, ?, ?)", [path.name, part, sum(s[5] for s in part_stats)])
+                    stats.append(part_stats)
+                    con.execute("INSERT INTO chunks VALUES (?, ?, ?)",
+                                [path.name, part, sum(part_stats.column("n").to_pylist())])
                 con.execute("INSERT INTO latest SELECT sid, max(time), arg_max(value, time), arg_max(quality, time) "
                             "FROM points GROUP BY sid")
-            if stats:
-                con.executemany("INSERT INTO chunk_series VALUES (?, ?, ?, ?, ?, ?)", stats)
+            for part_stats in stats:
+                insert_rows(con, "chunk_series", part_stats)
             for t in ("readings", "series"):
                 if t in tables:
                     con.execute(f"DROP TABLE {t}")
@@ -198,7 +243,7 @@ class EmbeddedStore(StoreEngine):
         con.execute("CHECKPOINT")
         if self.path is not None and readings:
             self._rewrite_file()
-        after = sum(s[5] for s in stats)
+        after = sum(sum(t.column("n").to_pylist()) for t in stats)
         log.warning("embedded store %s migrated to history chunks: %d readings, %d duplicates dropped; "
                     "rollups will be backfilled", self.path, after, before - after)
 
@@ -221,7 +266,10 @@ class EmbeddedStore(StoreEngine):
         fsync_file(fresh)
         os.replace(fresh, self.path)
         fsync_dir(self.path.parent)
-        self._con = duckdb.connect(str(self.path))
+        self._con = self._connect()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.path) if self.path else ":memory:", config={"threads": self.threads})
 
     async def close(self) -> None:
         """Stop the maintenance task (awaiting its pass), close the file, delete replaced chunks."""
@@ -301,7 +349,7 @@ class EmbeddedStore(StoreEngine):
             cur.register("newest", latest_rows)
             cur.execute("BEGIN")
             try:
-                cur.execute(f"INSERT OR REPLACE INTO hot SELECT sid, time, value, quality, {self._seq} FROM batch")
+                cur.execute(f"INSERT INTO hot SELECT sid, time, value, quality, {self._seq} FROM batch")
                 if new_series:
                     cur.executemany(
                         "INSERT OR REPLACE INTO catalogue VALUES (?, ?, ?, ?, ?)",
@@ -347,7 +395,9 @@ class EmbeddedStore(StoreEngine):
         parts: list[str] = []
         if ranges:
             where = f"sid = {int(sid)} AND (" + " OR ".join(f"(time >= {a} AND time < {b})" for a, b in ranges) + ")"
-            hot = f"SELECT time, value, quality FROM hot WHERE {where}"
+            # A point written again is another hot row: the last written (highest seq) is its value.
+            hot = (f"SELECT time, arg_max_null(value, seq) AS value, arg_max_null(quality, seq) AS quality "
+                   f"FROM hot WHERE {where} GROUP BY time")
             files: set[str] = set()
             if self.chunk_dir is not None:
                 for a, b in ranges:
@@ -357,8 +407,8 @@ class EmbeddedStore(StoreEngine):
             if files:
                 paths = sql_list(self.chunk_dir / f for f in sorted(files))
                 chunks = f"SELECT time, value, quality FROM read_parquet({paths}) WHERE {where}"
-                parts.append(f"SELECT * FROM ({hot}) UNION ALL SELECT c.* FROM ({chunks}) c ANTI JOIN ({hot}) h "
-                             "USING (time)")
+                parts.append(f"SELECT * FROM ({hot}) UNION ALL SELECT c.* FROM ({chunks}) c ANTI JOIN "
+                             f"(SELECT time FROM hot WHERE {where}) h USING (time)")
             else:
                 parts.append(hot)
         if unrolled is not None and self.chunk_dir is not None:
@@ -460,7 +510,8 @@ class EmbeddedStore(StoreEngine):
     def _count_all(self, cur: duckdb.DuckDBPyConnection) -> int:
         cutoff = self.policy.cutoff(None, self.now_ns())
         since = int(cutoff) if cutoff is not None else _ALL_TIME[0]
-        n = cur.execute(f"SELECT count(*) FROM hot WHERE time >= {since}").fetchone()[0]
+        n = cur.execute(f"SELECT count(*) FROM (SELECT DISTINCT sid, time FROM hot WHERE time >= {since})"
+                        ).fetchone()[0]
         files = [f for (f,) in cur.execute("SELECT file FROM chunks").fetchall()]
         if files and self.chunk_dir is not None:
             n += cur.execute(f"SELECT count(*) FROM read_parquet({sql_list(self.chunk_dir / f for f in files)}) c "

@@ -36,7 +36,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from app.store.chunks import chunk_id
+from app.store.chunks import chunk_id, insert_rows
 from app.store.history_policy import NS, HistoryPolicy
 
 log = logging.getLogger(__name__)
@@ -73,42 +73,58 @@ def store_all(policy: HistoryPolicy, resolution: int) -> bool:
 
 
 def partials(cur: duckdb.DuckDBPyConnection, path: Path, resolution: int,
-             keep_all: bool) -> tuple[pa.Table, list[tuple]]:
-    """Return a chunk's partials at a resolution, and its ``unrolled`` rows (series not worth rolling up)."""
+             keep_all: bool) -> tuple[pa.Table, pa.Table]:
+    """Return a chunk's partials at a resolution, and its ``unrolled`` rows (series not worth rolling up).
+
+    Both as Arrow tables, inserted in one statement each by :func:`replace`.
+    """
     chunk = chunk_id(path.name)
-    cur.execute(
-        f"CREATE OR REPLACE TEMP TABLE part AS SELECT sid, time // {resolution} * {resolution} AS bucket, "
-        f"min(value) AS vmin, max(value) AS vmax, sum(value) AS vsum, count(*) AS n, min(time) AS tmin, "
-        f"max(time) AS tmax FROM read_parquet('{path}') GROUP BY ALL")
-    threshold = 0.0 if keep_all else MIN_READINGS_PER_BUCKET
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE worth AS SELECT sid, sum(n) >= {threshold} * count(*) AS keep, "
-                f"min(tmin) AS tmin, max(tmax) AS tmax FROM part GROUP BY sid")
-    rows = cur.sql(f"SELECT p.sid, p.bucket, p.vmin, p.vmax, p.vsum, p.n, {chunk}::BIGINT AS chunk FROM part p "
-                   "JOIN worth w USING (sid) WHERE w.keep ORDER BY p.sid, p.bucket").to_arrow_table()
-    unrolled = [(chunk, path.name, sid, resolution, tmin, tmax) for sid, tmin, tmax in cur.execute(
-        "SELECT sid, tmin, tmax FROM worth WHERE NOT keep ORDER BY sid").fetchall()]
-    cur.execute("DROP TABLE temp.part")
+    # Which series are worth it first (readings per non-empty bucket), then the partials of those only: a
+    # 1-minute series' 1m partials, one per reading and all thrown away, were most of a compaction's work.
+    # Non-empty buckets are counted (DISTINCT) only for series whose span in buckets leaves it in doubt.
+    src = f"read_parquet('{path}')"
+    spans = f"(tmax // {resolution} - tmin // {resolution} + 1)"
+    if keep_all:
+        worth = f"SELECT sid, true AS keep, min(time) AS tmin, max(time) AS tmax FROM {src} GROUP BY sid"
+    else:
+        t = MIN_READINGS_PER_BUCKET
+        worth = (f"WITH s AS (SELECT sid, count(*) AS n, min(time) AS tmin, max(time) AS tmax FROM {src} "
+                 "GROUP BY sid), "
+                 f"u AS (SELECT sid, count(DISTINCT time // {resolution}) AS b FROM {src} SEMI JOIN "
+                 f"(SELECT sid FROM s WHERE n < {t} * {spans}) USING (sid) GROUP BY sid) "
+                 f"SELECT sid, n >= {t} * coalesce(b, {spans}) AS keep, tmin, tmax FROM s LEFT JOIN u USING (sid)")
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE worth AS {worth}")
+    rows = cur.sql(f"SELECT sid, time // {resolution} * {resolution} AS bucket, min(value) AS vmin, "
+                   f"max(value) AS vmax, sum(value) AS vsum, count(*) AS n, {chunk}::BIGINT AS chunk "
+                   f"FROM read_parquet('{path}') SEMI JOIN (SELECT sid FROM worth WHERE keep) USING (sid) "
+                   "GROUP BY sid, bucket ORDER BY sid, bucket").to_arrow_table()
+    name = path.name.replace("'", "''")
+    unrolled = cur.sql(f"SELECT {chunk}::BIGINT AS chunk, '{name}' AS file, sid, {int(resolution)}::BIGINT AS "
+                       "resolution, tmin, tmax FROM worth WHERE NOT keep ORDER BY sid").to_arrow_table()
     cur.execute("DROP TABLE temp.worth")
     return rows, unrolled
 
 
 def chunk_partials(cur: duckdb.DuckDBPyConnection, paths: Sequence[Path],
-                   policy: HistoryPolicy) -> dict[int, tuple[list[pa.Table], list[tuple]]]:
+                   policy: HistoryPolicy) -> dict[int, tuple[list[pa.Table], list[pa.Table]]]:
     """Return, per resolution of ``policy``, the partials and ``unrolled`` rows of some new chunks."""
-    out: dict[int, tuple[list[pa.Table], list[tuple]]] = {}
+    out: dict[int, tuple[list[pa.Table], list[pa.Table]]] = {}
     for res in policy.rollups:
         tables, unrolled = [], []
         for path in paths:
             t, u = partials(cur, path, res, store_all(policy, res))
             tables.append(t)
-            unrolled += u
+            unrolled.append(u)
         out[res] = (tables, unrolled)
     return out
 
 
-def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table], list[tuple]]],
+def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table], list[pa.Table]]],
             replaced_files: Sequence[str]) -> None:
-    """In the caller's transaction: drop the partials of replaced chunks, add those of new ones."""
+    """In the caller's transaction: drop the partials of replaced chunks, add those of new ones.
+
+    Runs while writes wait (the store's write lock): one statement per table, never one per row.
+    """
     gone = [chunk_id(f) for f in replaced_files]
     if gone:
         cur.execute("DELETE FROM unrolled WHERE list_contains(?, chunk)", [gone])
@@ -116,12 +132,9 @@ def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table
         if gone:
             cur.execute(f"DELETE FROM {table(res)} WHERE list_contains(?, chunk)", [gone])
         for t in tables:
-            if t.num_rows:
-                cur.register("part_rows", t)
-                cur.execute(f"INSERT INTO {table(res)} SELECT * FROM part_rows")
-                cur.unregister("part_rows")
-        if unrolled:
-            cur.executemany("INSERT INTO unrolled VALUES (?, ?, ?, ?, ?, ?)", unrolled)
+            insert_rows(cur, table(res), t)
+        for u in unrolled:
+            insert_rows(cur, "unrolled", u)
 
 
 def choose(resolutions: Sequence[int], width_ns: int) -> int | None:
@@ -159,7 +172,7 @@ def backfill(con: duckdb.DuckDBPyConnection, directory: Path, policy: HistoryPol
                 try:
                     cur.execute(f"DELETE FROM {table(res)} WHERE chunk = ?", [chunk_id(name)])
                     cur.execute("DELETE FROM unrolled WHERE chunk = ? AND resolution = ?", [chunk_id(name), res])
-                    replace(cur, {res: ([rows], unrolled)}, [])
+                    replace(cur, {res: ([rows], [unrolled])}, [])
                     cur.execute("COMMIT")
                 except BaseException:
                     cur.execute("ROLLBACK")
