@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.model import Reading  # noqa: E402
-from bench.measure import CLK_TCK, machine, machine_busy, machine_ticks, percentile, wait_quiet  # noqa: E402
+from bench.measure import CLK_TCK, cpu_seconds, machine, machine_busy, machine_ticks, percentile, wait_quiet  # noqa: E402
 from tests.servers import InfluxDB, free_port, wait_until  # noqa: E402
 
 VIGIE = ROOT / ".venv" / "bin" / "vigie"
@@ -635,6 +635,26 @@ def served_queries(root: Path, store_yaml: str, devices: int, end_ns: int, runs:
     return out
 
 
+def served_or_error(*args: Any) -> dict[str, Any]:
+    """Run :func:`served_queries`; a failure is recorded in the result rather than losing the other figures."""
+    try:
+        return served_queries(*args)
+    except Exception as exc:  # reported in the output
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def wait_idle(pid: int, limit_s: float, below: float = 0.1) -> float:
+    """Wait until process ``pid`` uses under ``below`` of a core over 5 s (or ``limit_s``); return the wait."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        c0 = cpu_seconds(pid)
+        time.sleep(5)
+        if (cpu_seconds(pid) - c0) / 5 < below:
+            break
+        print(f"  waiting for influxd's compactions ({os.getloadavg()[0]:.1f} load)", file=sys.stderr, flush=True)
+    return time.monotonic() - t0
+
+
 async def bulk_embedded(root: Path, args: argparse.Namespace, end_ns: int) -> dict[str, Any]:
     """Import the fleet into an embedded store, then: bytes, start-up, queries in process and over HTTP."""
     from app.store.bulk import import_history
@@ -669,7 +689,7 @@ async def bulk_embedded(root: Path, args: argparse.Namespace, end_ns: int) -> di
     result["bytes_on_disk"] = size
     result["bytes_per_reading"] = size / result["count"]
     result["http"] = await asyncio.to_thread(
-        served_queries, root / "embedded" / "serve",
+        served_or_error, root / "embedded" / "serve",
         f"{{engine: embedded, data_dir: {data}, spool_dir: spool, rollups: {json.dumps(args.rollups)}, "
         "maintenance_interval_s: 3600}", args.devices, end_ns + MINUTE_NS, args.runs)
     return result
@@ -761,6 +781,9 @@ async def bulk_influx(root: Path, args: argparse.Namespace, end_ns: int) -> dict
         result["rollup_backfill"] = {"written": await s.maintain(), "seconds": time.perf_counter() - t}
         result["count"] = await s.count()
         await s.close()
+        # A bulk load leaves influxd compacting every shard for minutes (CPU-bound): a year written over a year
+        # would be compacted long since, so the queries below wait for it to finish (up to 10 min).
+        result["influxd_settle_s"] = await asyncio.to_thread(wait_idle, server.proc.pid, 600)
         t = time.perf_counter()
         s = store()
         await s.open()
@@ -779,7 +802,7 @@ async def bulk_influx(root: Path, args: argparse.Namespace, end_ns: int) -> dict
         result["bytes_on_disk"] = result["data_bytes"] + result["wal_bytes"]
         result["bytes_per_reading"] = result["bytes_on_disk"] / max(1, result["count"])
         result["http"] = await asyncio.to_thread(
-            served_queries, root / "influx" / "serve",
+            served_or_error, root / "influx" / "serve",
             f"{{engine: influx, url: '{server.url}', database: {server.database}, spool_dir: spool, "
             f"rollups: {json.dumps(args.rollups)}, maintenance_interval_s: 3600}}", devices, end_ns + MINUTE_NS,
             args.runs)
@@ -835,6 +858,8 @@ def print_bulk(r: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|")
     for name in ("embedded", "influx"):
         for path, per in (("store", r.get(name, {}).get("queries", {})), ("HTTP", r.get(name, {}).get("http", {}))):
+            if "error" in per:
+                print(f"| {name} | {path} | failed: {per['error'][:200]} | | | |")
             for qname, s in per.items():
                 if isinstance(s, dict):
                     print(f"| {name} | {path} | {qname} | {s['median_ms']:.1f} ms | {s['p99_ms']:.1f} ms "
