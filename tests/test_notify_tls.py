@@ -44,7 +44,7 @@ class Box:
     def __init__(self) -> None:
         self.mails: list[str] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server, session, envelope):
         self.mails.append(envelope.content.decode("utf-8", "replace"))
         return "250 OK"
 
