@@ -140,7 +140,7 @@ class Runtime:
                 engine.inhibit_source(src.name, False)
 
         def follow_device(src: Source, device: str, online: bool, reason: str | None) -> None:
-            engine.inhibit_device(device, not online, reason or "")
+            engine.inhibit_device(src.name, device, not online, reason or "")
 
         source.state_listeners.append(follow)
         source.device_listeners.append(follow_device)

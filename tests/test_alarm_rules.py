@@ -172,33 +172,48 @@ def test_a_device_its_source_reports_dead_is_suppressed_alone_and_other_holds_ou
     clock = ReplayClock(T0)
     engine = AlarmEngine([NoDataRule(name="silent", series="*/*", timeout_s=60)], clock=clock)
     engine.accept([Reading(d, "rain", T0, 1.0, source="spb") for d in ("gauge-1", "gauge-2", "gauge-3")])
-    engine.inhibit_device("gauge-1", True, "Sparkplug DDEATH of gauge-1")
+    engine.inhibit_device("spb", "gauge-1", True, "Sparkplug DDEATH of gauge-1")
     engine.set_maintenance("gauge-2", True, "ann", "new battery")
-    engine.inhibit_device("gauge-2", True)
+    engine.inhibit_device("spb", "gauge-2", True)
     clock.t_ns = T0 + 120 * S
     engine.tick()
     assert {(r["device"], r["state"], r["reason"]) for r in engine.active()} == {
         ("gauge-1", "suppressed", "Sparkplug DDEATH of gauge-1"), ("gauge-2", "suppressed", "gauge-2 in maintenance"),
         ("gauge-3", "unacknowledged", "")}  # the source is up: the live gauge's silence is an alarm
     # Back: gauge-1's silence clock starts again (its death was no sensor fault); gauge-2 stays in maintenance.
-    engine.inhibit_device("gauge-1", False)
+    engine.inhibit_device("spb", "gauge-1", False)
     engine.set_maintenance("gauge-2", False, "ann")  # maintenance over, the gauge still dead: held
     assert [r["state"] for r in engine.active() if r["device"] == "gauge-2"] == ["suppressed"]
     engine.set_maintenance("gauge-2", True, "ann", "new battery")
-    engine.inhibit_device("gauge-2", False)  # reborn, still in maintenance: held
+    engine.inhibit_device("spb", "gauge-2", False)  # reborn, still in maintenance: held
     assert [r["state"] for r in engine.active() if r["device"] == "gauge-2"] == ["suppressed"]
     engine.accept([Reading("gauge-1", "rain", T0 + 121 * S, 1.0, source="spb")])
     clock.t_ns = T0 + 150 * S
     engine.tick()
     assert "gauge-1" not in [r["device"] for r in engine.active() if r["active"]]
     # A device dead and its source down: the source's return does not release the dead device.
-    engine.inhibit_device("gauge-1", True)
+    engine.inhibit_device("spb", "gauge-1", True)
     engine.inhibit_source("spb", True)
     engine.inhibit_source("spb", False)
     clock.t_ns = T0 + 300 * S
     engine.tick()
     assert [r["state"] for r in engine.active() if r["device"] == "gauge-1"] == ["suppressed"]
     assert engine.health()["inhibited_devices"] == ["gauge-1"]
+
+
+def test_a_device_reported_dead_by_one_source_leaves_another_sources_device_of_that_name_alarmed():
+    """A Sparkplug DDEATH of `pump-1` must not silence an MQTT gauge also called `pump-1`."""
+    clock = ReplayClock(T0)
+    engine = AlarmEngine([NoDataRule(name="silent", series="*/*", timeout_s=60)], clock=clock)
+    engine.accept([Reading("pump-1", "flow", T0, 1.0, source="spb"),
+                   Reading("pump-1", "level", T0, 1.0, source="mqtt")])
+    engine.inhibit_device("spb", "pump-1", True, "Sparkplug DDEATH of pump-1")
+    clock.t_ns = T0 + 120 * S
+    engine.tick()
+    assert {(r["series"], r["state"]) for r in engine.active()} == {
+        ("pump-1/flow", "suppressed"), ("pump-1/level", "unacknowledged")}
+    engine.inhibit_device("spb", "pump-1", False)  # reborn: its alarm is judged again, no longer held
+    assert "suppressed" not in {r["state"] for r in engine.active()}
 
 # -- time to threshold ----------------------------------------------------------------------------------
 def test_time_to_threshold_says_when_the_limit_will_be_reached():

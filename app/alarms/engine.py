@@ -64,7 +64,9 @@ class AlarmEngine:
         self._series: dict[str, tuple[str | None, str]] = {}  # key -> (site, source), for new alarms and inhibition
         self.maintenance: dict[str, dict[str, Any]] = {}  # device -> {user, reason, since_ns}
         self.inhibited: dict[str, str] = {}  # source -> reason
-        self.inhibited_devices: dict[str, str] = {}  # device reported dead by its source -> reason
+        # (source, device) reported dead by that source -> reason: another source's device of the same name
+        # (an MQTT gauge called like a Sparkplug device) keeps its alarms
+        self.inhibited_devices: dict[tuple[str, str], str] = {}
         self.raised_total = 0
         self.event_counts: Counter[str] = Counter()  # events by kind, for /metrics (one increment per event)
         self.version = 0  # grows with every event: a cheap "anything changed?" for pages
@@ -232,8 +234,8 @@ class AlarmEngine:
             alarm.hold(AlarmState.SUPPRESSED, now, "", f"{device} in maintenance")
         elif source in self.inhibited:
             alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited[source])
-        elif device in self.inhibited_devices:
-            alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited_devices[device])
+        elif (source, device) in self.inhibited_devices:
+            alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited_devices[(source, device)])
         return alarm
 
     def _emit(self, event: AlarmEvent | None) -> None:
@@ -303,7 +305,7 @@ class AlarmEngine:
                      category="operator", time_ns=now)
         events = []
         for alarm in self._alarms.values():
-            if alarm.device != device or (not on and device in self.inhibited_devices):  # still dead: held
+            if alarm.device != device or (not on and self._dead(alarm)):  # still dead: held
                 continue
             event = (alarm.hold(AlarmState.SUPPRESSED, now, user, reason or f"{device} in maintenance") if on
                      else alarm.release(AlarmState.SUPPRESSED, now, "unsuppressed", "maintenance ended", user))
@@ -323,7 +325,7 @@ class AlarmEngine:
             return
         for (_rule, key), alarm in list(self._alarms.items()):
             if (self._series.get(key, (None, ""))[1] != source or alarm.device in self.maintenance
-                    or alarm.device in self.inhibited_devices):
+                    or (source, alarm.device) in self.inhibited_devices):
                 continue
             if down:
                 self._emit(alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited[source]))
@@ -334,30 +336,37 @@ class AlarmEngine:
                 if self._series.get(ident[1], (None, ""))[1] == source and state.last_ns:
                     state.last_ns = max(state.last_ns, now)
 
-    def inhibit_device(self, device: str, down: bool, reason: str = "") -> None:
-        """Suppress a device's alarms while its source reports it dead; release them when it is back.
+    def _dead(self, alarm: Alarm) -> bool:
+        """Whether the source of an alarm's series reports its device dead."""
+        return (self._series.get(alarm.key, (None, ""))[1], alarm.device) in self.inhibited_devices
+
+    def inhibit_device(self, source: str, device: str, down: bool, reason: str = "") -> None:
+        """Suppress the alarms of a source's device while that source reports it dead; release them when back.
 
         The source stays connected (so :meth:`inhibit_source` does not apply):
         a Sparkplug edge node or device that died, seen through a live broker.
         A device also in maintenance, or whose source is down, stays suppressed.
         """
         now = self.clock()
+        dead = (source, device)
         if down:
-            if device in self.inhibited_devices:
+            if dead in self.inhibited_devices:
                 return
-            self.inhibited_devices[device] = reason or f"{device} reported dead by its source"
-        elif self.inhibited_devices.pop(device, None) is None:
+            self.inhibited_devices[dead] = reason or f"{device} reported dead by {source}"
+        elif self.inhibited_devices.pop(dead, None) is None:
             return
         for (_rule, key), alarm in list(self._alarms.items()):
-            if alarm.device != device or device in self.maintenance:
+            if (alarm.device != device or self._series.get(key, (None, ""))[1] != source
+                    or device in self.maintenance):
                 continue
             if down:
-                self._emit(alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited_devices[device]))
+                self._emit(alarm.hold(AlarmState.SUPPRESSED, now, "", self.inhibited_devices[dead]))
             elif self._series.get(key, (None, ""))[1] not in self.inhibited:
                 self._emit(alarm.release(AlarmState.SUPPRESSED, now, "unsuppressed", f"{device} back"))
         if not down:  # its silence while dead is not a sensor fault: start the no-data clocks again
             for ident, state in self._states.items():
-                if ident[1].partition("/")[0] == device and state.last_ns:
+                if (ident[1].rpartition("/")[0] == device and state.last_ns
+                        and self._series.get(ident[1], (None, ""))[1] == source):
                     state.last_ns = max(state.last_ns, now)
 
     # -- kept across restarts ----------------------------------------------------------------------------
@@ -451,7 +460,7 @@ class AlarmEngine:
         return {"rules": len(self.rules), "active": sum(by_state.values()), "by_state": by_state,
                 "unacknowledged": self.unacknowledged(), "raised_total": self.raised_total,
                 "maintenance": sorted(self.maintenance), "inhibited_sources": sorted(self.inhibited),
-                "inhibited_devices": sorted(self.inhibited_devices)}
+                "inhibited_devices": sorted({device for _source, device in self.inhibited_devices})}
 
 
 class AlarmClock:
