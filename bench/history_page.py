@@ -129,8 +129,7 @@ function vigieHistoryPlot() {
   for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
     for (const m of doc.all_models) {
       if (m.type === "Plot" || (m.constructor && m.constructor.__name__ === "Figure")) {
-        const line = m.renderers.find(r => r.glyph && r.glyph.constructor.__name__ === "Line"
-                                         && r.data_source && r.data_source.get_length() > 0);
+        const line = m.renderers.find(r => r.glyph && r.glyph.constructor.__name__ === "Line");
         if (line) return [m, line];
       }
     }
