@@ -7,6 +7,7 @@ points. The CSV export is exactly what the plot shows.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import html
 import io
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 BUCKETS = 800
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400,
           "5y": 5 * 365 * 86400}
+BUILD_QUERY_TIMEOUT_S = 30.0  # a page built with its plot waits this long at most for the store
 CUSTOM = "custom"  # the range between the From and To fields (in the server's time zone)
 
 
@@ -77,7 +79,7 @@ class HistoryPlot:
         self.line = ColumnDataSource({"time": empty, "mean": empty})
         fig = figure(x_axis_type="datetime", sizing_mode="stretch_width", height=420, min_height=300,
                      x_range=Range1d(0, 1), y_range=DataRange1d(range_padding=0.05),
-                     tools="xpan,xwheel_zoom,xbox_zoom,reset,save", active_drag="xpan",
+                     tools="xpan,xwheel_zoom,reset,save", active_drag="xpan",  # as the dashboards' charts
                      active_scroll="xwheel_zoom", toolbar_location="above", css_classes=["vigie-history-plot"],
                      y_axis_label=t("value", lang))
         fig.toolbar.logo = None
@@ -178,20 +180,52 @@ class HistoryExplorer:
     async def _on_query(self, _event=None) -> None:
         await self.query()
 
-    async def query(self) -> None:
-        """Query the store for the selected series and range."""
+    def _request(self) -> tuple[str, int, int, str] | None:
+        """Return the query the form asks for (series, start, end, CSV name), or None after saying what is wrong."""
         key = self.series.value
         if not key:
-            return
+            return None
         try:
             if problem := series_problem(key):
                 raise ValueError(problem)
-            start, end, label = self.bounds()
+            return (key, *self.bounds())
         except ValueError as exc:
             self.info.object = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
+            return None
+
+    async def query(self) -> None:
+        """Query the store for the selected series and range."""
+        if (request := self._request()) is None:
             return
+        key, start, end, _label = request
         t0 = time.perf_counter()
-        env = await self.services.store.envelope(key, start, end, BUCKETS)
+        self._answer(request, await self.services.store.envelope(key, start, end, BUCKETS), t0)
+
+    def query_while_building(self) -> bool:
+        """Query and draw now, from a page builder thread, so the page arrives with its plot; False when not there.
+
+        The store's coroutine runs on the server's loop (``services.loop``), which
+        keeps serving while this thread waits; on the loop's own thread (or with no
+        loop) nothing is done and the caller queries on load instead.
+        """
+        loop = self.services.loop
+        if loop is None or not loop.is_running():
+            return False
+        try:
+            if asyncio.get_running_loop() is not None:  # this thread runs a loop: waiting here would block it
+                return False
+        except RuntimeError:
+            pass
+        if (request := self._request()) is None:
+            return True
+        key, start, end, _label = request
+        t0 = time.perf_counter()
+        env = asyncio.run_coroutine_threadsafe(self.services.store.envelope(key, start, end, BUCKETS), loop)
+        self._answer(request, env.result(BUILD_QUERY_TIMEOUT_S), t0)
+        return True
+
+    def _answer(self, request: tuple[str, int, int, str], env: Envelope, t0: float) -> None:
+        key, start, end, label = request
         if not len(env):  # no empty axis starting in 1970: say what is wrong
             self.env, self.shown = env, None
             self.plot.object = None
@@ -261,7 +295,7 @@ def history_page(services: PageServices, auth: WebAuth) -> pn.template.Bootstrap
     """Build one session's history page."""
     lang = session_lang()
     explorer = HistoryExplorer(services, lang)
-    if session_arg("series"):
+    if session_arg("series") and not explorer.query_while_building():
         pn.state.onload(explorer.query)
     return page(services, "/history", t("History", lang), pn.pane.Markdown(f"## {t('History', lang)}"),
                 explorer.panel, lang=lang, identity=auth.page_identity())

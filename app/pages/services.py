@@ -9,6 +9,7 @@ Built once per server with :meth:`PageServices.of`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,9 @@ class PageServices:
     layouts_report: Callable[[], tuple[int, str]]  # how many layouts, and where
     sites: dict[str, SiteSpec]  # the config's sites: coordinates, titles, dashboards (the overview)
     overview: OverviewSection  # when a device is silent; the wall display's defaults
+    # The loop the store's coroutines run on: a page built on a builder thread (app/pagegate.py) can
+    # await a query there while it builds (History draws its first plot in the page it sends).
+    loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def of(cls, runtime: Runtime) -> PageServices:
@@ -60,4 +64,12 @@ class PageServices:
             tile_url=cfg.map.tile_url, health=runtime.health,
             dead_letters=lambda: [part.dead for part in [*runtime.sources, runtime.writer]],
             layouts_report=runtime.loaded.layouts_report, sites=cfg.site_specs(), overview=cfg.overview,
+            loop=_running_loop(),
         )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # built outside the server's loop (a test): pages query on their session's loop
+        return None
