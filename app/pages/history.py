@@ -239,7 +239,8 @@ class HistoryExplorer:
         elapsed = (time.perf_counter() - t0) * 1000
         self.env = env
         ring = self.services.live.get(key)
-        self.chart.show(env, start, end, key, ring.unit if ring else "", move=move)
+        unit = ring.unit if ring else ""
+        self.chart.show(env, start, end, self.services.names.label(key, unit, self.lang), unit, move=move)
         if self.plot.object is None:
             self.plot.object = self.chart.figure
         self.download.filename = f"{key.replace('/', '_')}_{label}.csv"
