@@ -111,6 +111,15 @@ def test_a_page_built_on_a_builder_thread_arrives_with_its_plot(tmp_path):
             return HistoryExplorer(services, "en").query_while_building()
 
         assert asyncio.run_coroutine_threadsafe(on_the_loop(), loop).result(30) is False
+
+        async def down(*_args):
+            raise OSError("store down")
+
+        envelope, runtime.store.envelope = runtime.store.envelope, down
+        failed = HistoryExplorer(services, "en")
+        assert failed.series.value == KEY and failed.query_while_building() is False  # the page asks on load
+        assert failed.plot.object is None
+        runtime.store.envelope = envelope
         asyncio.run_coroutine_threadsafe(runtime.store.close(), loop).result(30)
     finally:
         loop.call_soon_threadsafe(loop.stop)

@@ -11,6 +11,7 @@ import asyncio
 import difflib
 import html
 import io
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -33,6 +34,8 @@ from app.pages.shell import page, session_arg, session_lang
 if TYPE_CHECKING:
     from app.pages.services import PageServices
     from app.web.auth import WebAuth
+
+log = logging.getLogger(__name__)
 
 BUCKETS = 800
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400,
@@ -220,8 +223,14 @@ class HistoryExplorer:
             return True
         key, start, end, _label = request
         t0 = time.perf_counter()
-        env = asyncio.run_coroutine_threadsafe(self.services.store.envelope(key, start, end, BUCKETS), loop)
-        self._answer(request, env.result(BUILD_QUERY_TIMEOUT_S), t0)
+        future = asyncio.run_coroutine_threadsafe(self.services.store.envelope(key, start, end, BUCKETS), loop)
+        try:
+            env = future.result(BUILD_QUERY_TIMEOUT_S)
+        except Exception:  # a store down or too slow must not cost the page: it asks again once loaded
+            future.cancel()
+            log.warning("history query while building the page failed; asking again on load", exc_info=True)
+            return False
+        self._answer(request, env, t0)
         return True
 
     def _answer(self, request: tuple[str, int, int, str], env: Envelope, t0: float) -> None:
