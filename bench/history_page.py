@@ -285,8 +285,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     broker = server = None
     try:
         end_ns = (time.time_ns() // MINUTE_NS) * MINUTE_NS
-        print(f"building {args.series} series x {args.days} days", file=sys.stderr, flush=True)
-        result["store"] = asyncio.run(build_store(tmp / "vigie" / "data", args.series, args.days, end_ns))
+        data = tmp / "vigie" / "data"
+        saved = Path(args.store) if args.store else None
+        if saved is not None and (saved / "store.json").exists():  # built before: a copy of it (the run writes)
+            shutil.copytree(saved, data, ignore=shutil.ignore_patterns("store.json"))
+            result["store"] = {**json.loads((saved / "store.json").read_text()), "reused": str(saved)}
+        else:
+            print(f"building {args.series} series x {args.days} days", file=sys.stderr, flush=True)
+            result["store"] = asyncio.run(build_store(data, args.series, args.days, end_ns))
+            if saved is not None:
+                shutil.copytree(data, saved)
+                (saved / "store.json").write_text(json.dumps(result["store"]))
         print(f"store: {result['store']}", file=sys.stderr, flush=True)
         broker = Mosquitto(tmp / "mosquitto")
         broker.directory.mkdir(parents=True, exist_ok=True)
@@ -321,7 +330,8 @@ def print_table(r: dict[str, Any]) -> None:
           f"{r['other_cores_during_run']:.2f} cores")
     s = r["store"]
     print(f"store: {s['readings']:,} readings ({r['series']} series x {r['days']} days at 1/min), built and "
-          f"compacted in {s['build_s']:.0f} s; {r['runs']} runs; windows: year, zoom "
+          f"compacted in {s['build_s']:.0f} s{' (reused)' if s.get('reused') else ''}; {r['runs']} runs; "
+          f"windows: year, zoom "
           f"{b['windows_days']['zoom']:.1f} d, pan {b['windows_days']['pan']:.1f} d\n")
     print("| step | answered | median | p95 | max | target |")
     print("|---|---|---|---|---|---|")
@@ -349,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=10, help="navigations, each followed by a zoom and a pan")
     p.add_argument("--wheel", action="store_true", help="also time a real mouse-wheel zoom per run")
     p.add_argument("--timeout-ms", type=float, default=10_000, help="give up on a zoom or pan after this")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="keep the built store in DIR, or reuse the one there (its series and days; its 'now' is "
+                        "when it was built: the year window then ends after its data)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (store, logs)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", default=None, help="also write the JSON result to this file")
