@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.measure import CLK_TCK, machine, machine_ticks, percentile  # noqa: E402
+from bench.measure import CLK_TCK, cpu_seconds, machine, machine_ticks, percentile  # noqa: E402
 
 MINUTE_NS = 60 * 10**9
 DAY_NS = 86_400 * 10**9
@@ -190,6 +190,14 @@ MOVE = """async ([f0, f1, timeout]) => {""" + FIND + """
 }
 """
 
+# Where a navigation's time went, in the page's clock: the HTML's first byte (the server built the session),
+# the scripts run (DOMContentLoaded), the Bokeh document there (pulled over the websocket and built).
+PHASES = """() => {
+  const n = performance.getEntriesByType("navigation")[0];
+  return {html_first_byte: n.responseStart, dom_content_loaded: n.domContentLoadedEventEnd,
+          bokeh_document: window.__vdoc};
+}"""
+
 WHEEL_READY = """() => {""" + FIND + """
   const [plot, line] = vigieHistoryPlot();
   window.__before = line.data_source.data;
@@ -219,7 +227,8 @@ def stats(ms: list[float]) -> dict[str, Any]:
             "p95_ms": percentile(ok, 95), "max_ms": max(ok)}
 
 
-def browse(base: str, password: str, series_key: str, runs: int, wheel: bool, timeout_ms: float) -> dict[str, Any]:
+def browse(base: str, password: str, series_key: str, runs: int, wheel: bool, timeout_ms: float,
+           server_pid: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     from tests.browser import CHROMIUM, CHROMIUM_ARGS
@@ -228,9 +237,15 @@ def browse(base: str, password: str, series_key: str, runs: int, wheel: bool, ti
     out: dict[str, Any] = {"url": url}
     nav_data, nav_paint, zoom, zoom_paint, pan, pan_paint = [], [], [], [], [], []
     wheel_ms: list[float | None] = []
+    cpu: dict[str, list[float]] = {"navigation": [], "zoom": [], "pan": []}  # the server's CPU ms per step
+    phases: dict[str, list[float]] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        # When the page's Bokeh document exists (BokehJS pulled it over the websocket and built it).
+        context.add_init_script("window.__vdoc = null; const __vi = setInterval(() => { if (window.Bokeh && "
+                                "Bokeh.documents.length) { window.__vdoc = performance.now(); clearInterval(__vi); }"
+                                " }, 5);")
         page = context.new_page()
         page.goto(f"{base}/login")  # a real login, through the form
         page.fill("#username", "admin")
@@ -240,15 +255,21 @@ def browse(base: str, password: str, series_key: str, runs: int, wheel: bool, ti
         page.goto(url, wait_until="commit")  # warm-up: the server's first build imports the plotting code
         page.evaluate(FIRST_PLOT, 60_000)
         for _ in range(runs):
+            c0 = cpu_seconds(server_pid)
             page.goto(url, wait_until="commit")
             t_data, t_paint, points = page.evaluate(FIRST_PLOT, 30_000)
+            cpu["navigation"].append((cpu_seconds(server_pid) - c0) * 1000)
+            for name, value in page.evaluate(PHASES).items():
+                phases.setdefault(name, []).append(value)
             nav_data.append(t_data)
             nav_paint.append(t_paint)
             out["first_plot_points"] = points
             page.wait_for_timeout(300)
             # zoom into the middle tenth, then pan by half its width into the past, then back out
             for move, data_list, paint_list in (([0.45, 0.55], zoom, zoom_paint), ([-0.5, 0.5], pan, pan_paint)):
+                c0 = cpu_seconds(server_pid)
                 t_data, t_paint, n, days = page.evaluate(MOVE, [*move, timeout_ms])
+                cpu["zoom" if data_list is zoom else "pan"].append((cpu_seconds(server_pid) - c0) * 1000)
                 data_list.append(t_data)
                 paint_list.append(t_paint)
                 out.setdefault("windows_days", {})["zoom" if data_list is zoom else "pan"] = days
@@ -270,6 +291,8 @@ def browse(base: str, password: str, series_key: str, runs: int, wheel: bool, ti
     out["pan_to_painted"] = stats(pan_paint)
     if wheel:
         out["wheel_zoom_to_data"] = stats(wheel_ms)
+    out["server_cpu_ms"] = {k: stats(v) for k, v in cpu.items()}
+    out["navigation_phases"] = {k: stats(v) for k, v in phases.items()}
     return out
 
 
@@ -304,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.start()
         load0 = os.getloadavg()
         result["browser"] = browse(server.base, password("admin"), key(args.series // 2), args.runs, args.wheel,
-                                   args.timeout_ms)
+                                   args.timeout_ms, server.proc.pid)
         result["load_average_during"] = [load0, os.getloadavg()]
     finally:
         if server is not None:
@@ -350,6 +373,10 @@ def print_table(r: dict[str, Any]) -> None:
             continue
         print(f"| {label} | {st['answered']}/{st['runs']} | {st['median_ms']:.0f} ms | {st['p95_ms']:.0f} ms "
               f"| {st['max_ms']:.0f} ms | {f'{target} ms' if target else ''} |")
+    print("\nnavigation phases (median, page clock): " + ", ".join(
+        f"{k} {v['median_ms']:.0f} ms" for k, v in b["navigation_phases"].items() if v.get("answered")))
+    print("vigie serve's CPU per step (user + system, all threads; median / p95): " + ", ".join(
+        f"{k} {v['median_ms']:.0f} / {v['p95_ms']:.0f} ms" for k, v in b["server_cpu_ms"].items() if v.get("answered")))
 
 
 def main(argv: list[str] | None = None) -> int:
