@@ -48,6 +48,7 @@ async def test_answers_replace_the_data_of_one_figure_and_a_zoom_queries_its_ran
     await explorer.query()
     figure = explorer.chart.figure
     assert explorer.plot.object is figure
+    assert figure.lod_timeout <= 100  # a wheel zoom asks for its range 0.1 s after the wheel stops, not 0.5 s
     year_bucket = explorer.env.bucket_ns
     explorer.range.value = "1y"
     await explorer.query()

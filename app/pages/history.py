@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 BUCKETS = 800
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400,
           "5y": 5 * 365 * 86400}
+LOD_TIMEOUT_MS = 100
 BUILD_QUERY_TIMEOUT_S = 30.0  # a page built with its plot waits this long at most for the store
 CUSTOM = "custom"  # the range between the From and To fields (in the server's time zone)
 
@@ -84,7 +85,10 @@ class HistoryPlot:
                      x_range=Range1d(0, 1), y_range=DataRange1d(range_padding=0.05),
                      tools="xpan,xwheel_zoom,reset,save", active_drag="xpan",  # as the dashboards' charts
                      active_scroll="xwheel_zoom", toolbar_location="above", css_classes=["vigie-history-plot"],
-                     y_axis_label=t("value", lang))
+                     y_axis_label=t("value", lang),
+                     # A wheel zoom sends its RangesUpdate once no wheel event came for lod_timeout ms
+                     # (BokehJS's "interactive" end): 500 by default, more than the answer itself takes.
+                     lod_timeout=LOD_TIMEOUT_MS)
         fig.toolbar.logo = None
         fig.xgrid.grid_line_alpha = fig.ygrid.grid_line_alpha = 0.5
         localize_time_axis(fig, lang, tz)
