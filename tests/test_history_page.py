@@ -158,3 +158,17 @@ def test_names_are_checked_with_the_config(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(config_dir(tmp_path, "devices:\n  dam-1: {titel: North dam}\n"), env={})
     assert "titel" in str(err.value) and "devices" in str(err.value)
+
+
+def test_the_rule_editors_backtest_plot_loads_its_own_plotting_backend():
+    """History draws with Bokeh alone now: the rule editor's HoloViews plot must not rely on it loading HoloViews'
+    Bokeh backend (a fresh interpreter, as a server that has not imported History yet)."""
+    import subprocess
+    import sys
+
+    code = ("from app.pages.alarm_rules import RuleEditorView\n"
+            "plot = RuleEditorView._overlay({'points': {'d/m': [(10**18, 1.0), (10**18 + 60 * 10**9, 2.0)]},"
+            " 'summary': {'episodes': []}}, 10**18 + 120 * 10**9)\n"
+            "assert plot is not None\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
