@@ -251,6 +251,41 @@ class SiteSpec(Spec):
         return []
 
 
+class NameSpec(Spec):
+    """What a device or a metric is called on the pages (``devices`` / ``metrics`` sections), instead of its id."""
+
+    title = param.String(default="", doc="Name shown (default: the id itself).")
+    title_fr = param.String(default="", doc="Name shown in French (default: title).")
+
+
+@dataclass(frozen=True)
+class SeriesNames:
+    """The display names of devices and metrics: one lookup for every page that names a series."""
+
+    devices: dict[str, NameSpec] = field(default_factory=dict)
+    metrics: dict[str, NameSpec] = field(default_factory=dict)
+
+    def name(self, kind: str, ident: str, lang: str = "en") -> str:
+        """Return the name of device or metric ``ident`` (``kind``: "devices" or "metrics") in ``lang``."""
+        spec = getattr(self, kind).get(ident)
+        if spec is None:
+            return ident
+        return ((getattr(spec, f"title_{lang}", "") if lang != "en" else "") or spec.title) or ident
+
+    def label(self, key: str, unit: str = "", lang: str = "en") -> str:
+        """Return ``Device · Metric (unit)`` for series ``device/metric`` (plain text: escape it for HTML)."""
+        device, _, metric = key.partition("/")
+        text = f"{self.name('devices', device, lang)} · {self.name('metrics', metric, lang)}"
+        return f"{text} ({unit})" if unit else text
+
+
+def _names(section: dict | None) -> dict[str, NameSpec]:
+    from app.dashboard.spec import split_titles
+
+    return {str(k): NameSpec.from_spec(split_titles(v if isinstance(v, dict) else {"title": v}))
+            for k, v in (section or {}).items()}
+
+
 class OverviewSection(Spec):
     """The overview page (silent devices) and the wall display."""
 
@@ -279,6 +314,10 @@ class VigieConfig(Spec):
     escalation = param.ClassSelector(class_=EscalationSection, default=None, allow_None=True)
     overview = param.ClassSelector(class_=OverviewSection, default=None, allow_None=True)
     sites = param.Dict(default={}, doc="Sites by their site tag: {lat, lon, title, dashboard} (the overview's map).")
+    devices = param.Dict(default={}, doc="Device names by device id: a name, or {title, title_fr} "
+                                         "(or title: {en, fr}); pages show them instead of the ids.")
+    metrics = param.Dict(default={}, doc="Metric names by metric id, as devices (History legends: "
+                                         "'Device · Metric (unit)').")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -299,7 +338,21 @@ class VigieConfig(Spec):
                 SiteSpec.from_spec(entry, ("sites", name))
             except SpecError as exc:
                 problems += [(p.path, p.message) for p in exc.problems]
+        from app.dashboard.spec import split_titles
+
+        for section in ("devices", "metrics"):
+            for name, entry in (getattr(self, section) or {}).items():
+                if isinstance(entry, str):
+                    continue
+                try:
+                    NameSpec.from_spec(split_titles(entry), (section, name))
+                except SpecError as exc:
+                    problems += [(p.path, p.message) for p in exc.problems]
         return problems
+
+    def series_names(self) -> SeriesNames:
+        """Return the ``devices`` and ``metrics`` names, each entry checked (by :meth:`validate`) and built."""
+        return SeriesNames(_names(self.devices), _names(self.metrics))
 
     def site_specs(self) -> dict[str, SiteSpec]:
         """Return the ``sites`` section, each entry checked (by :meth:`validate`) and built."""

@@ -85,7 +85,7 @@ def stats(ms: list[float]) -> dict[str, float]:
 
 async def time_envelopes(store: Any, end_ns: int, runs: int) -> dict[str, Any]:
     """Time ``store.envelope`` for each range; also the page's plot building from the answer."""
-    from app.pages.history import envelope_plot
+    from app.pages.history import HistoryPlot
 
     out: dict[str, Any] = {}
     for name, span in RANGES.items():
@@ -96,7 +96,7 @@ async def time_envelopes(store: Any, end_ns: int, runs: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             env = await store.envelope(KEY, start, end_ns, BUCKETS)
             t1 = time.perf_counter()
-            envelope_plot(env, "m")
+            HistoryPlot("en", "UTC", lambda *_: None).show(env, start, end_ns, KEY, "m")
             t2 = time.perf_counter()
             timings.append((t1 - t0) * 1000)
             plots.append((t2 - t1) * 1000)
@@ -300,7 +300,7 @@ def _wait_answer(page: Any, timeout_s: float = 60) -> tuple[float, float]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         events = page.evaluate("() => window.__vq")
-        plot = next((t for t, attr in events if attr == "children"), None)
+        plot = next((t for t, attr in events if attr in ("children", "data")), None)
         if plot is not None:
             done = next((t for t, attr in events if attr == "css_classes" and t > plot), None)
             if done is not None:

@@ -38,6 +38,7 @@ widgets:
 
 
 ALARM_RULES = "alarms:\n  rules:\n    - {name: bt flood, series: bt-2/level, above: 50, severity: critical}\n"
+NAMES = "devices: {bt-1: North gauge}\nmetrics: {level: {title: Level, title_fr: Niveau}}\n"
 
 
 def send(mosquitto, value: float, device: str = "bt-1") -> None:
@@ -104,7 +105,7 @@ def vigie(tmp_path_factory, mosquitto, portal):
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         history_end_ns = pool.submit(asyncio.run, write_history(tmp / "data")).result()
     server = VigieServer(tmp, mosquitto.port, anonymous_read=False, frame_ancestors=[portal.origin],
-                         layouts={"bt": LAYOUT}, extra_config=ALARM_RULES)
+                         layouts={"bt": LAYOUT}, extra_config=ALARM_RULES + NAMES)
     server.history_end_ns = history_end_ns  # the newest stored point; live readings come after it
     server.start()
     send(mosquitto, 1.0)  # the series exists before pages open
@@ -226,6 +227,51 @@ def test_history_range_query_renders(page, vigie, mosquitto):
     info.wait_for(timeout=20_000)
     assert int(info.get_attribute("data-buckets")) == 180
     assert page.locator(".vigie-from input").input_value().startswith(start[:16].replace("T", " "))
+
+
+# The History plot's legend title and mean line, as the page's Bokeh document holds them.
+HISTORY_PLOT_JS = """() => {
+    for (const doc of Bokeh.documents) {
+        for (const m of doc.all_models) {
+            if (m.constructor.__name__ === "Legend" && m.title) {
+                const plot = [...doc.all_models].find(p => Array.isArray(p.renderers) && p.renderers.includes(
+                    m.items[0].renderers[0]));
+                const line = plot.renderers.find(r => r.glyph.constructor.__name__ === "Line");
+                const xs = line.data_source.data.time;
+                return {title: m.title, n: xs.length, first: xs[0], last: xs[xs.length - 1],
+                        start: plot.x_range.start, end: plot.x_range.end};
+            }
+        }
+    }
+    return null;
+}"""
+
+ZOOM_JS = """([start, end]) => {
+    const plot = [...Bokeh.documents[0].all_models].find(m => m.constructor.__name__ === "Figure");
+    plot.x_range.setv({start, end});
+    Bokeh.index.find_one(plot).trigger_ranges_update_event();  // what the zoom and pan tools send
+}"""
+
+
+def test_history_legend_names_the_series_and_a_zoom_draws_the_range_again(page, vigie, mosquitto):
+    """The legend says the configured names and the unit, in the page's language; a zoom queries its range."""
+    send(mosquitto, 2.0)
+    page.goto(f"{vigie.base}/history?series=bt-1/level&range=7d")
+    page.locator("[data-buckets]").wait_for(timeout=20_000)
+    shown = page.evaluate(HISTORY_PLOT_JS)
+    assert shown["title"] == "North gauge · Level (m)"
+    assert shown["end"] - shown["start"] == pytest.approx(7 * 86_400_000, rel=1e-3)
+    assert shown["n"] < 180  # a week in 800 buckets: the three stored hours fall into a few of them
+    end_ms = vigie.history_end_ns / 1e6 + 60_000
+    start_ms = end_ms - 4 * 3600_000
+    page.evaluate(ZOOM_JS, [start_ms, end_ms])
+    playwright_api.expect(page.locator("[data-buckets]")).to_have_attribute("data-buckets", "180", timeout=10_000)
+    zoomed = page.evaluate(HISTORY_PLOT_JS)
+    assert zoomed["n"] == 180 and start_ms <= zoomed["first"] and zoomed["last"] <= end_ms  # one point a minute
+    assert (zoomed["start"], zoomed["end"]) == (start_ms, end_ms)  # the range stays where the user put it
+    page.goto(f"{vigie.base}/history?series=bt-1/level&range=24h&lang=fr")
+    page.locator("[data-buckets]").wait_for(timeout=20_000)
+    assert page.evaluate(HISTORY_PLOT_JS)["title"] == "North gauge · Niveau (m)"
 
 
 def test_history_says_why_it_has_nothing_to_show(page, vigie, mosquitto):

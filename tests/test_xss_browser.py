@@ -67,6 +67,8 @@ WIDGETS = [
 LAYOUT = yaml.safe_dump({"title": LAYOUT_TITLE, "description": SCRIPT, "widgets": WIDGETS}, allow_unicode=True)
 CONFIG = (
     "http: {enabled: true, token_env: VIGIE_XSS_TOKEN}\n"
+    + yaml.safe_dump({"devices": {DEVICE: {"title": title(22)}}, "metrics": {METRIC: title(23)}},
+                     allow_unicode=True)
     + yaml.safe_dump({"alarms": {"rules": [
         {"name": RULE_NAME, "series": KEY, "above": 50, "severity": "critical", "message": RULE_MESSAGE},
         {"name": DEFAULT_RULE, "series": KEY, "above": 60, "severity": "high"},
@@ -231,6 +233,9 @@ def test_overview_history_and_system_pages(page, vigie, watch):
     watch.check(page)
     page.goto(f"{vigie.base}/history?series={urllib.request.quote(KEY)}")
     expect(page.locator(".vigie-history-info [data-buckets]")).to_be_visible(timeout=20_000)
+    legend = page.evaluate("() => [...Bokeh.documents[0].all_models].find(m => m.constructor.__name__ === 'Legend')"
+                           ".title")
+    assert legend == f"{title(22)} · {title(23)} ({UNIT})"  # the configured names and the unit, as text
     assert page.locator(".vigie-history-info, input").evaluate_all("els => els.map(e => e.value)").count(KEY) == 1
     picker = next(i for i in page.locator("input[type=text]").all() if i.input_value() == KEY)  # the series picker
     picker.fill("onerror")  # its suggestions

@@ -15,6 +15,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 import holoviews as hv
+import holoviews.plotting.bokeh  # the backend .opts() needs (History no longer loads it for us)
 import numpy as np
 import panel as pn
 import param

@@ -9,6 +9,7 @@ Built once per server with :meth:`PageServices.of`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from app.alarms.journal import Journal
     from app.alarms.rule_file import RuleEditor
     from app.cameras import CameraStore
-    from app.config import OverviewSection, SiteSpec
+    from app.config import OverviewSection, SeriesNames, SiteSpec
     from app.ingest.deadletters import DeadLetters
     from app.live import LiveCache
     from app.notify.cascade import Notifier
@@ -48,6 +49,10 @@ class PageServices:
     layouts_report: Callable[[], tuple[int, str]]  # how many layouts, and where
     sites: dict[str, SiteSpec]  # the config's sites: coordinates, titles, dashboards (the overview)
     overview: OverviewSection  # when a device is silent; the wall display's defaults
+    names: SeriesNames  # devices' and metrics' display names (config ``devices`` / ``metrics``)
+    # The loop the store's coroutines run on: a page built on a builder thread (app/pagegate.py) can
+    # await a query there while it builds (History draws its first plot in the page it sends).
+    loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def of(cls, runtime: Runtime) -> PageServices:
@@ -60,4 +65,12 @@ class PageServices:
             tile_url=cfg.map.tile_url, health=runtime.health,
             dead_letters=lambda: [part.dead for part in [*runtime.sources, runtime.writer]],
             layouts_report=runtime.loaded.layouts_report, sites=cfg.site_specs(), overview=cfg.overview,
+            names=cfg.series_names(), loop=_running_loop(),
         )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # built outside the server's loop (a test): pages query on their session's loop
+        return None
