@@ -19,7 +19,10 @@
 - **notify** (issue 12): the same runtime with an escalation policy and a
   local aiosmtpd: from the publish of an over-limit reading (its timestamp)
   to the mail accepted by the SMTP server, at idle and during a burst of
-  100,000 readings (group window 0, so the figure is the pipeline's own; the
+  100,000 readings waiting for the store (handed to the hub as ingest does,
+  then the probes while the writer works through them; ``--burst-via
+  broker``: published ahead of the probes on the broker instead, the ingest
+  backlog) (group window 0, so the figure is the pipeline's own; the
   default 5 s group window adds itself by design); and from a step's
   deadline to the next step's mail accepted (20 alarms, wait_s 1 s).
 
@@ -261,7 +264,7 @@ async def notify_latency(n_idle: int, n_burst: int, burst: int, n_steps: int = 2
                 return mail_latencies(start)
 
             idle = await probes(n_idle, 0)
-            queued_peak = 0
+            queued_peak = queued_at_probes = queued_after_probes = 0
             if burst_via == "broker":  # the burst ahead of the probes on the broker: the ingest backlog
                 pubs = Publishers("127.0.0.1", broker.port, publishers=1, devices=1000, messages=burst, fields=1,
                                   base_ms=int(time.time() * 1000))
@@ -278,11 +281,12 @@ async def notify_latency(n_idle: int, n_burst: int, burst: int, n_steps: int = 2
                         runtime.hub.publish([Reading(f"bulk-{i % 1000}", "value", t0 + i * 1000, float(i % 97))
                                              for i in range(start, start + 1000)])
                         queued_peak = max(queued_peak, runtime.writer.queue_depth)
-                        await asyncio.sleep(0.005)
+                        await asyncio.sleep(0)
 
-                flooding = asyncio.create_task(flood())
+                await flood()  # taken in (engine, live cache) before the probes: now they wait for the store
+                queued_at_probes = runtime.writer.queue_depth
                 during = await probes(n_burst, 100_000)
-                await flooding
+                queued_after_probes = runtime.writer.queue_depth
             # Step timing: n alarms on their own devices; nobody acknowledges; step 2 is due 1 s after step 1.
             start = len(accepted)
             now_ms = int(time.time() * 1000)
@@ -304,6 +308,7 @@ async def notify_latency(n_idle: int, n_burst: int, burst: int, n_steps: int = 2
             broker.stop()
     return {"publish_to_mail_idle": summary(idle), "publish_to_mail_burst": summary(during),
             "burst_readings": burst, "burst_via": burst_via, "writer_queue_peak": queued_peak,
+            "writer_queue_at_probes": queued_at_probes, "writer_queue_after_probes": queued_after_probes,
             "step_deadline_to_mail": summary(step)}
 
 
