@@ -789,9 +789,10 @@ def test_closed_tabs_release_their_sessions(browser, tmp_path, mosquitto, reques
         baseline = listeners()
         context = browser.new_context(viewport={"width": 1200, "height": 800})
         context.on("request", lambda r: requests_seen.append(r.url))
-        for _ in range(20):  # open twenty tabs, then close them all
-            tab = context.new_page()
-            tab.goto(f"{server.base}/dashboard?name=bt")
+        tabs = [context.new_page() for _ in range(20)]  # open twenty tabs side by side, then close them all
+        for tab in tabs:
+            tab.goto(f"{server.base}/dashboard?name=bt", wait_until="commit")
+        for tab in tabs:  # twenty sessions drawn at once, each within 20 s of the one before
             tab.locator(".grid-stack-item", has_text="hello note").wait_for(timeout=20_000)
         wait_until(lambda: listeners() == baseline + 20, timeout=20, what="twenty dashboards listening")
         flowing = threading.Event()

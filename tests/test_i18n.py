@@ -290,50 +290,99 @@ def chromium():
         browser.close()
 
 
-def page_text(page, url: str, deadline_s: float = 90.0) -> str:
-    """Open ``url`` and return its visible text once the page has settled (the same text twice in a row)."""
-    page.goto(url)
-    end = time.monotonic() + deadline_s
-    previous, steady = None, 0
-    while time.monotonic() < end:
-        text = page.evaluate(VISIBLE_TEXT_JS)
-        ready = "/login" in url or ("Vigie" in text and page.locator(".vigie-nav").count() > 0)
-        if ready and text == previous and len(text) > 40:
-            steady += 1
-            if steady >= 2:
-                return text
-        else:
-            steady = 0
-        previous = text
-        page.wait_for_timeout(700)
-    raise AssertionError(f"{url} did not settle within {deadline_s:.0f} s; it showed:\n{previous}")
+def settled_texts(lanes: list[tuple[list, list[tuple[str, str]]]], deadline_s: float = 90.0) -> dict[str, str]:
+    """Open the pages of each lane ((key, url) pairs, in order) in that lane's tabs, a free tab taking the next
+    page, and return every page's visible text once it has settled: the same text three reads in a row, read
+    0.7 s apart (Panel draws the page after the load event, over its websocket).
+
+    Each tab keeps its own 0.7 s pace, so the pages settle side by side rather than one after the other, and a
+    page with live figures (the System page) is read as often as when it was walked alone. Each page has
+    ``deadline_s`` from its opening.
+    """
+    period = 0.7
+    lanes = [(tabs, list(jobs)) for tabs, jobs in lanes]
+    tabs = [(tab, jobs) for lane_tabs, jobs in lanes for tab in lane_tabs]  # each tab with its lane's queue
+    texts: dict[str, str] = {}
+    busy: dict[int, list] = {}  # tab index -> [key, url, previous text, steady reads, deadline, next read]
+
+    def open_next() -> None:
+        for i, (tab, jobs) in enumerate(tabs):
+            if i not in busy and jobs:
+                key, url = jobs.pop(0)
+                tab.goto(url)
+                now = time.monotonic()
+                busy[i] = [key, url, None, 0, now + deadline_s, now]
+
+    open_next()
+    while busy:
+        for i, job in list(busy.items()):
+            key, url, previous, steady, end, next_read = job
+            if time.monotonic() < next_read:
+                continue
+            tab = tabs[i][0]
+            text = tab.evaluate(VISIBLE_TEXT_JS)
+            ready = "/login" in url or ("Vigie" in text and tab.locator(".vigie-nav").count() > 0)
+            if ready and text == previous and len(text) > 40:
+                steady += 1
+                if steady >= 2:
+                    texts[key] = text
+                    del busy[i]
+                    continue
+            else:
+                steady = 0
+            if time.monotonic() > end:
+                raise AssertionError(f"{url} did not settle within {deadline_s:.0f} s; it showed:\n{text}")
+            job[2:] = [text, steady, end, time.monotonic() + period]
+        open_next()
+        if busy:
+            pause = min(job[5] for job in busy.values()) - time.monotonic()
+            tabs[next(iter(busy))][0].wait_for_timeout(max(20, 1000 * pause))
+    return texts
 
 
-def walk(chromium, site, lang: str) -> dict[str, str]:
-    """Return the visible text of every page as an admin whose browser asks for ``lang``."""
-    context = chromium.new_context(locale="fr-FR" if lang == "fr" else "en-GB",
-                                   viewport={"width": 1400, "height": 1000})
-    site.login(context, "admin")
-    page = context.new_page()
+# The pages slowest to settle first (the overview's map, the System page's live figures), so that the
+# walk ends with quick ones on every tab.
+SLOW_FIRST = ["/", "/system"]
+
+
+def walk(chromium, site, langs: tuple[str, ...] = ("fr", "en"), tabs_per_lang: int = 3) -> dict[str, dict[str, str]]:
+    """Return, per language, the visible text of every page as an admin whose browser asks for that language.
+
+    Each language has its own browser context (its locale, its login) with a few tabs; all the tabs of every
+    language walk at the same time.
+    """
+    contexts, lanes = [], []
+    order = SLOW_FIRST + [path for path in PAGES if path not in SLOW_FIRST]
     try:
-        texts = {path: page_text(page, site.base + path) for path in PAGES}
+        for lang in langs:
+            context = chromium.new_context(locale="fr-FR" if lang == "fr" else "en-GB",
+                                           viewport={"width": 1400, "height": 1000})
+            contexts.append(context)
+            site.login(context, "admin")
+            lanes.append(([context.new_page() for _ in range(tabs_per_lang)],
+                          [(f"{lang} {path}", site.base + path) for path in order]))
+        texts = settled_texts(lanes)
     finally:
-        context.close()
+        for context in contexts:
+            context.close()
+    by_lang = {lang: {path: texts[f"{lang} {path}"] for path in PAGES} for lang in langs}
     if os.environ.get("VIGIE_I18N_DUMP"):  # a directory: each page's text, to read what no label check can catch
         out = Path(os.environ["VIGIE_I18N_DUMP"])
         out.mkdir(parents=True, exist_ok=True)
-        for path, text in texts.items():
-            (out / f"{lang}{re.sub(r'[^a-z0-9-]+', '_', path)}.txt").write_text(text, encoding="utf-8")
-    return texts
+        for lang, pages in by_lang.items():
+            for path, text in pages.items():
+                (out / f"{lang}{re.sub(r'[^a-z0-9-]+', '_', path)}.txt").write_text(text, encoding="utf-8")
+    return by_lang
 
 
 @pytest.mark.browser
 def test_every_page_in_french_shows_no_english_label_and_in_english_no_french_one(chromium, site):
-    french = walk(chromium, site, "fr")
+    walked = walk(chromium, site)  # both languages side by side
+    french = walked["fr"]
     left = {path: english_left(text, context=True) for path, text in french.items()}
     assert not any(left.values()), f"English labels left on French pages: { {p: w for p, w in left.items() if w} }"
     assert "Vue d'ensemble" in french["/alarms"] and "Barrages écrêteurs" in french["/dashboard?name=flood-dams"]
-    english = walk(chromium, site, "en")
+    english = walked["en"]
     left = {path: french_left(text, context=True) for path, text in english.items()}
     assert not any(left.values()), f"French labels on English pages: { {p: w for p, w in left.items() if w} }"
     assert "Overview" in english["/alarms"] and "Flood dams" in english["/dashboard?name=flood-dams"]
