@@ -111,6 +111,10 @@ async def test_a_bulk_imported_store_answers_as_one_written_and_compacted(tmp_pa
     try:
         assert on_disk(bulk) == want_disk
         assert_same(await answers(bulk), want)
+        cur = bulk.cursor()
+        for res in policy.rollups:  # clustered by series (rollup.cluster), so a one-series filter prunes
+            stored = cur.execute(f"SELECT sid, bucket FROM {rollup.table(res)} ORDER BY rowid").fetchall()
+            assert stored == sorted(stored)
     finally:
         await bulk.close()
 

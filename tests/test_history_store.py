@@ -363,3 +363,43 @@ def test_a_chunks_partials_keep_the_series_with_two_readings_per_bucket(tmp_path
                                           strict=True) if sid == s) == sorted(buckets)
     assert rows.column("n").to_pylist() and sum(rows.column("n").to_pylist()) == sum(len(times[s]) for s in kept)
     con.close()
+
+
+async def test_maintenance_clusters_the_rollups_by_series_once_enough_is_appended(tmp_path, monkeypatch):
+    # Compaction appends partials chunk by chunk; a pass re-sorts a table by (sid, bucket) once enough has been
+    # appended (rollup.recluster), and the answers, and a reader's snapshot taken before, are unchanged.
+    monkeypatch.setattr(rollup, "CLUSTER_MIN_APPENDED", 10**12)  # not during the writes' compactions
+    store = EmbeddedStore(tmp_path, policy=HistoryPolicy.from_config(["1h"]), maintenance_interval_s=3600,
+                          compact_rows=5_000)
+    await store.open()
+    try:
+        await write_all(store, first_set(days=10), batch=5000)  # two partitions (weeks), so two chunks
+        await store.maintain()
+        await store.maintain()  # the last pass's partitions merged whole (compaction.tidy): nothing left to do
+        table = rollup.table(HOUR)
+        cur = store.cursor()
+        order = cur.execute(f"SELECT sid, bucket FROM {table} ORDER BY rowid").fetchall()
+        assert order != sorted(order)  # appended per chunk
+        before = cur.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+        want = {key: await store.envelope(key, T0, T0 + 10 * DAY, 240) for key in {f"{d}/{m}" for d, m in SERIES}}
+        monkeypatch.setattr(rollup, "CLUSTER_MIN_APPENDED", 0)
+        await store.maintain()  # (or the pass the writes woke, if it runs first)
+        order = cur.execute(f"SELECT sid, bucket FROM {table} ORDER BY rowid").fetchall()
+        assert order == sorted(order)
+        assert cur.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == before  # the same partials
+        for key, env in want.items():  # the same answers (means up to the order of summation)
+            got = await store.envelope(key, T0, T0 + 10 * DAY, 240)
+            assert (got.time_ns, got.min, got.max) == (env.time_ns, env.min, env.max)
+            assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(got.mean, env.mean, strict=True))
+        assert cur.execute("SELECT sum(n) FROM rollup_appended").fetchall() == [(0,)]
+        assert (await store.maintain())["clustered_rollups"] == 0  # nothing appended since
+        # A query's snapshot taken before a table is swapped for its sorted copy still reads the old one.
+        reader = store.cursor()
+        reader.execute("BEGIN")
+        seen = reader.execute(f"SELECT count(*), sum(n) FROM {table}").fetchall()
+        with store.write_lock:
+            rollup.cluster(store.cursor(), [HOUR])
+        assert reader.execute(f"SELECT count(*), sum(n) FROM {table}").fetchall() == seen
+        reader.execute("COMMIT")
+    finally:
+        await store.close()

@@ -92,6 +92,7 @@ def import_history(data_dir: str | Path, series: Sequence[SeriesInfo], rows_sql:
                 out.chunks += 1
             if progress:
                 progress(part, out)
+        rollup.cluster(con, layout.policy.rollups)  # by series, not by chunk: a one-series read prunes (rollup.py)
         con.execute("CHECKPOINT")
     finally:
         con.close()

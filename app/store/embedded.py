@@ -559,6 +559,7 @@ class EmbeddedStore(StoreEngine):
                 assert con is not None
                 if rollup.backfill(con, self.chunk_dir, self.policy, self.write_lock):
                     self._ready = rollup.ready(con.cursor(), self.policy.rollups)
+                done["clustered_rollups"] = len(rollup.recluster(con, self.policy.rollups, self.write_lock))
             expired = retention.enforce(self)
             self._doom(expired.chunks)
             done["expired_chunks"] = len(expired.chunks)

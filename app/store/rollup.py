@@ -58,6 +58,12 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, resolutions: Sequence[int]) ->
                     "vmax DOUBLE, vsum DOUBLE, n BIGINT, chunk BIGINT)")
         con.execute("INSERT INTO rollup_state SELECT ?, ? WHERE NOT EXISTS "
                     "(SELECT 1 FROM rollup_state WHERE resolution = ?)", [res, not has_history, res])
+        # A store from before clustering counts all its partials as appended: clustered at its next pass.
+        # Rows inserted, never updated: an UPDATE's old version held by a query's open snapshot made the pass's
+        # CHECKPOINT refuse ("other write transactions active"), where inserts and deletes do not.
+        con.execute("CREATE TABLE IF NOT EXISTS rollup_appended (resolution BIGINT, n BIGINT)")
+        con.execute(f"INSERT INTO rollup_appended SELECT ?, (SELECT count(*) FROM {table(res)}) WHERE NOT EXISTS "
+                    "(SELECT 1 FROM rollup_appended WHERE resolution = ?)", [res, res])
 
 
 def ready(con: duckdb.DuckDBPyConnection, resolutions: Sequence[int]) -> list[int]:
@@ -133,8 +139,66 @@ def replace(cur: duckdb.DuckDBPyConnection, parts: dict[int, tuple[list[pa.Table
             cur.execute(f"DELETE FROM {table(res)} WHERE list_contains(?, chunk)", [gone])
         for t in tables:
             insert_rows(cur, table(res), t)
+        appended = sum(t.num_rows for t in tables)
+        if appended:
+            cur.execute("INSERT INTO rollup_appended VALUES (?, ?)", [res, appended])
         for u in unrolled:
             insert_rows(cur, "unrolled", u)
+
+
+CLUSTER_MIN_APPENDED = 122_880
+"""Partials appended since a table was last clustered before it is again: at least one DuckDB row group..."""
+CLUSTER_FRACTION = 8
+"""...and at least 1/8 of the table: a year of 1,000 devices' 1h partials is re-sorted every ~6 weeks."""
+
+
+def cluster(cur: duckdb.DuckDBPyConnection, resolutions: Sequence[int]) -> None:
+    """Rewrite each rollup table ordered by (sid, bucket), in one transaction: one series' rows in ~1 row group.
+
+    Partials are appended chunk by chunk, each chunk's rows ordered by
+    series, so every DuckDB row group (122,880 rows) spans most series and a
+    one-series filter skips little: a year of 1,000 devices' 1h partials
+    (8.7 M rows) took 12.7 ms CPU to filter, 2.5 ms once clustered
+    (``bench/rowgroup.py --rollup-only``). Sorting that table takes ~2-4 s,
+    so it is done once a bulk import is over, and by the maintenance pass
+    when enough has been appended (:func:`recluster`), not per compaction.
+    """
+    cur.execute("BEGIN")
+    try:
+        for res in resolutions:
+            t = table(res)
+            cur.execute(f"CREATE TABLE {t}_clustered AS SELECT * FROM {t} ORDER BY sid, bucket, chunk")
+            cur.execute(f"DROP TABLE {t}")
+            cur.execute(f"ALTER TABLE {t}_clustered RENAME TO {t}")
+            cur.execute("DELETE FROM rollup_appended WHERE resolution = ?", [res])
+            cur.execute("INSERT INTO rollup_appended VALUES (?, 0)", [res])
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+
+
+def recluster(con: duckdb.DuckDBPyConnection, resolutions: Sequence[int], lock: object) -> list[int]:
+    """Cluster the rollup tables enough has been appended to since they last were; return their resolutions.
+
+    Under the store's write lock (compactions append and delete partials
+    under it): writes wait while a table is sorted, ~2-4 s for a year of
+    1,000 devices, once every ~6 weeks of it.
+    """
+    cur = con.cursor()
+    try:
+        due = []
+        for res in resolutions:
+            total = cur.execute(f"SELECT count(*) FROM {table(res)}").fetchall()[0][0]
+            appended = cur.execute("SELECT sum(n) FROM rollup_appended WHERE resolution = ?", [res]).fetchall()[0][0]
+            if appended is not None and appended >= max(CLUSTER_MIN_APPENDED, total // CLUSTER_FRACTION):
+                due.append(res)
+        if due:
+            with lock:  # type: ignore[attr-defined]
+                cluster(cur, due)
+        return due
+    finally:
+        cur.close()  # an open cursor's last result keeps its transaction: the pass's CHECKPOINT would refuse
 
 
 def choose(resolutions: Sequence[int], width_ns: int) -> int | None:
