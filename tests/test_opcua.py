@@ -1,22 +1,28 @@
 """OPC-UA ingest against a real asyncua server: the simulated pumping-station PLC.
 
-Every test runs its own ``PumpStationServer`` on a free port and an
-``OpcUaSource`` subscribed to it; values are written on the server side with
-``set_value`` (which also holds them against the simulation loop), and the
-readings are awaited against a deadline, never slept for.
+The tests share one ``PumpStationServer`` per module (building asyncua's
+standard address space costs seconds per start), each with its own
+``OpcUaSource`` subscribed to it; the test that stops and restarts the server
+has its own. Values are written on the server side with ``set_value`` (which
+also holds them against the simulation loop; the hold is let go after each
+test), and the readings are awaited against a deadline, never slept for.
+The async tests and the server run on the module's event loop, so the
+server's tasks live on the loop the tests use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
-from app.demo.plc_sim import DEFAULT_NODES, PumpStationServer
+from app.demo.plc_sim import DEFAULT_NODES, PumpStationModel, PumpStationServer
 from app.hub import Hub
 from app.ingest.opcua import OpcUaNode, OpcUaSource
 from app.model import Reading
@@ -24,6 +30,9 @@ from tests.helpers import until
 from tests.servers import free_port
 
 DEVICE = "pump-station-1"
+
+on_module_loop = pytest.mark.asyncio(loop_scope="module")
+"""The async tests run on the module's loop, where the shared server's tasks live."""
 
 
 class BatchCollector:
@@ -52,8 +61,32 @@ def ns(dt: datetime) -> int:
     return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 
-@pytest.fixture
-async def plc() -> AsyncIterator[PumpStationServer]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_plc() -> AsyncIterator[PumpStationServer]:
+    server = PumpStationServer(port=free_port(), period_s=0.2, seed=7)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def plc(shared_plc: PumpStationServer) -> PumpStationServer:
+    """The module's PLC, for tests that only subscribe and write values, as a fresh one would start.
+
+    The model goes back to its start (same seed), its values are published
+    with a good status, and nothing is held: what an earlier test wrote or
+    held is not seen.
+    """
+    shared_plc.model = PumpStationModel(rng=random.Random(7))
+    for name, value in shared_plc.model.values().items():
+        await shared_plc.set_value(name, value)
+        shared_plc.release(name)
+    return shared_plc
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_plc() -> AsyncIterator[PumpStationServer]:
+    """A PLC of the test's own, free to be stopped and started again."""
     server = PumpStationServer(port=free_port(), period_s=0.2, seed=7)
     await server.start()
     yield server
@@ -88,6 +121,7 @@ def node(metric: str, *, node_id: str | None = None, browse_path: str | None = N
     return OpcUaNode(node_id=node_id, browse_path=browse_path, device=DEVICE, metric=metric, unit=unit)
 
 
+@on_module_loop
 async def test_value_change_arrives_with_source_timestamp_quality_and_unit(plc: PumpStationServer) -> None:
     async with subscribed(plc, DEFAULT_NODES) as (source, collector):
         # The initial values of all seven nodes come in one publish, handed over as one batch.
@@ -122,6 +156,7 @@ async def test_value_change_arrives_with_source_timestamp_quality_and_unit(plc: 
         assert not source.dead.total
 
 
+@on_module_loop
 async def test_text_values_are_dead_lettered_and_numbers_still_flow(plc: PumpStationServer) -> None:
     nodes = [node("mode", browse_path="0:Objects/2:PumpStation/2:OperatingMode"),
              node("power", node_id=plc.node_id("PowerDraw"), unit="kW")]
@@ -137,6 +172,7 @@ async def test_text_values_are_dead_lettered_and_numbers_still_flow(plc: PumpSta
         assert not any(r.metric == "mode" for r in collector.readings)
 
 
+@on_module_loop
 async def test_nodes_by_node_id_and_by_browse_path(plc: PumpStationServer) -> None:
     nodes = [
         node("inflow_by_id", node_id=plc.node_id("InflowRate"), unit="m³/h"),
@@ -156,6 +192,7 @@ async def test_nodes_by_node_id_and_by_browse_path(plc: PumpStationServer) -> No
         await arrives(collector, "pump1_by_id", 1.0)
 
 
+@on_module_loop
 async def test_absolute_deadband_filters_small_changes(plc: PumpStationServer) -> None:
     nodes = [node("level", browse_path="0:Objects/2:PumpStation/2:WetWellLevel", unit="m"),
              node("pump1", browse_path="0:Objects/2:PumpStation/2:Pump1Running")]
@@ -174,7 +211,9 @@ async def test_absolute_deadband_filters_small_changes(plc: PumpStationServer) -
         await arrives(collector, "pump1", 0.0)
 
 
-async def test_server_restart_resumes_without_restarting_the_source(plc: PumpStationServer) -> None:
+@on_module_loop
+async def test_server_restart_resumes_without_restarting_the_source(own_plc: PumpStationServer) -> None:
+    plc = own_plc  # it stops and starts the server: not the shared one
     nodes = [node("level", browse_path="0:Objects/2:PumpStation/2:WetWellLevel", unit="m")]
     async with subscribed(plc, nodes) as (source, collector):
         await plc.set_value("WetWellLevel", 1.11)
@@ -197,6 +236,7 @@ async def test_server_restart_resumes_without_restarting_the_source(plc: PumpSta
         assert abs(r.time_ns - ns(stamp)) < 1_000_000
 
 
+@on_module_loop
 async def test_missing_nodes_are_reported_and_the_others_flow(plc: PumpStationServer) -> None:
     nodes = [
         node("level", browse_path="0:Objects/2:PumpStation/2:WetWellLevel", unit="m"),

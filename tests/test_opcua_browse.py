@@ -5,6 +5,10 @@ matching name, a Debug folder, a text variable and a property: a selection
 must keep exactly the variables it names, with the device and metric its
 templates make, and pick up a variable added to the server at the next
 reconnect. ``vigie check-config --browse`` runs as a subprocess against it.
+
+The tests share one plant per module (building asyncua's standard address
+space costs seconds per start), on the module's event loop, with every
+variable back at its start value; the test that restarts the server has its own.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from asyncua import Server, ua
 
 from app.hub import Hub
@@ -36,6 +41,7 @@ class Plant:
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/plant/"
         self.server: Server | None = None
         self.idx = 2
+        self.start_values: dict[str, tuple[object, ua.VariantType]] = {}
 
     async def start(self, *, with_outlet: bool = False) -> None:
         server = Server()
@@ -51,6 +57,7 @@ class Plant:
             return await parent.add_object(ua.NodeId(path, idx), ua.QualifiedName(path.rsplit(".", 1)[-1], idx))
 
         async def var(parent, path: str, value, vtype=ua.VariantType.Double):
+            self.start_values[path] = (value, vtype)
             return await parent.add_variable(ua.NodeId(path, idx), ua.QualifiedName(path.rsplit(".", 1)[-1], idx),
                                              value, vtype)
 
@@ -85,6 +92,12 @@ class Plant:
         if server is not None:
             await server.stop()
 
+    async def reset(self) -> None:
+        """Write every variable's start value back (tests sharing the plant see it as started)."""
+        assert self.server is not None
+        for path, (value, vtype) in self.start_values.items():
+            await self.server.write_attribute_value(ua.NodeId(path, self.idx), ua.DataValue(ua.Variant(value, vtype)))
+
     def node_id(self, path: str) -> str:
         return f"ns={self.idx};s={path}"
 
@@ -94,8 +107,28 @@ class Plant:
                                                 ua.DataValue(ua.Variant(value, ua.VariantType.Double)))
 
 
-@pytest.fixture
-async def plant() -> AsyncIterator[Plant]:
+on_module_loop = pytest.mark.asyncio(loop_scope="module")
+"""The async tests run on the module's loop, where the shared plant's tasks live."""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_plant() -> AsyncIterator[Plant]:
+    p = Plant()
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def plant(shared_plant: Plant) -> Plant:
+    """The module's plant, every variable at its start value, for tests that do not stop it or add variables."""
+    await shared_plant.reset()
+    return shared_plant
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_plant() -> AsyncIterator[Plant]:
+    """A plant of the test's own, free to be stopped and started again."""
     p = Plant()
     await p.start()
     yield p
@@ -118,6 +151,7 @@ async def stop_source(source: OpcUaSource, task: asyncio.Task) -> None:
     await asyncio.wait_for(task, 5)
 
 
+@on_module_loop
 async def test_a_browse_selection_keeps_the_named_variables_with_templated_names(plant: Plant) -> None:
     hub = Hub()
     collector = BatchCollector()
@@ -149,7 +183,9 @@ async def test_a_browse_selection_keeps_the_named_variables_with_templated_names
         await stop_source(source, task)
 
 
-async def test_a_variable_added_on_the_server_appears_after_a_reconnect(plant: Plant) -> None:
+@on_module_loop
+async def test_a_variable_added_on_the_server_appears_after_a_reconnect(own_plant: Plant) -> None:
+    plant = own_plant  # it restarts the server with one more variable: not the shared one
     hub = Hub()
     collector = BatchCollector()
     hub.add(collector)
@@ -170,6 +206,7 @@ async def test_a_variable_added_on_the_server_appears_after_a_reconnect(plant: P
         await stop_source(source, task)
 
 
+@on_module_loop
 async def test_template_errors_duplicates_and_a_missing_root_are_reported_per_node(plant: Plant) -> None:
     b = "0:Objects/2:Plant/2:Line1/2:Boiler"
     selections = [
@@ -219,6 +256,7 @@ def test_templates() -> None:
             Template(bad)
 
 
+@on_module_loop
 async def test_check_config_browse_prints_what_each_selection_resolves_to(plant: Plant, tmp_path: Path) -> None:
     """``vigie check-config DIR --browse`` (a subprocess, as an operator runs it) connects and lists node -> series."""
     config = tmp_path / "config"
@@ -293,6 +331,7 @@ def test_browse_selections_are_checked_when_the_config_loads(tmp_path: Path) -> 
     assert "opcua[1].nodes: give nodes, browse selections, or both" in text, text
 
 
+@on_module_loop
 async def test_a_browse_cut_short_by_its_limit_still_keeps_only_numbers(plant: Plant) -> None:
     """The node limit stops the walk, not the check: a text variable found before the stop is not subscribed."""
     from asyncua import Client

@@ -4,6 +4,10 @@ Plants rarely run OPC-UA without security: the source's certificate,
 private key and policy must really be used (a server that accepts only
 that policy and only a trusted client certificate proves it), and a
 refused certificate must show in health rather than fail silently.
+
+The first two tests share one server per module (building asyncua's
+standard address space costs seconds per start), on the module's event
+loop; the test that trusts a certificate made by ``vigie opcua-cert`` has its own.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.truststore import TrustStore
@@ -40,10 +45,14 @@ async def make_cert(directory: Path, name: str, uri: str, use, key_dir: Path | N
     return cert, key
 
 
-@pytest.fixture
-async def secure_server(tmp_path) -> AsyncIterator[tuple[Server, str, ua.NodeId, Path, Path]]:
+on_module_loop = pytest.mark.asyncio(loop_scope="module")
+"""The tests on the shared server run on the module's loop, where its tasks live."""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_secure_server(tmp_path_factory) -> AsyncIterator[tuple[Server, str, ua.NodeId, Path, Path]]:
     """A server offering only Basic256Sha256/SignAndEncrypt and trusting one client certificate."""
-    certs = tmp_path / "certs"
+    certs = tmp_path_factory.mktemp("secure") / "certs"
     trusted = certs / "trusted"
     trusted.mkdir(parents=True)
     client_cert, client_key = await make_cert(trusted, "client", "urn:vigie:test:client",
@@ -53,6 +62,14 @@ async def secure_server(tmp_path) -> AsyncIterator[tuple[Server, str, ua.NodeId,
         yield server, endpoint, node_id, client_cert, client_key
     finally:
         await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def secure_server(shared_secure_server) -> tuple[Server, str, ua.NodeId, Path, Path]:
+    """The module's secure server, its variable back at its start value (1.0)."""
+    server, _endpoint, node_id, _cert, _key = shared_secure_server
+    await server.write_attribute_value(node_id, ua.DataValue(ua.Variant(1.0, ua.VariantType.Double)))
+    return shared_secure_server
 
 
 async def start_secure_server(certs: Path, trusted: Path) -> tuple[Server, str, ua.NodeId]:
@@ -100,6 +117,7 @@ def config(tmp_path: Path, endpoint: str, cert: Path, key: Path, node_id: str, n
     return d
 
 
+@on_module_loop
 @pytest.mark.timeout(60)
 async def test_signed_and_encrypted_session_delivers_values_to_the_store(tmp_path, secure_server):
     """The configured certificate and key must be what the server sees: values flow only through that session."""
@@ -125,6 +143,7 @@ async def test_signed_and_encrypted_session_delivers_values_to_the_store(tmp_pat
         await runtime.stop()
 
 
+@on_module_loop
 @pytest.mark.timeout(60)
 async def test_an_untrusted_client_certificate_is_refused_and_health_says_so(tmp_path, secure_server):
     """A certificate the server does not trust must leave the source disconnected with a reason, never 'connected'."""
