@@ -142,6 +142,31 @@ async def test_simulators_wait_for_the_broker_ride_out_its_restart_and_stop_prom
     assert sims.published + sims.backlog == generated
 
 
+async def test_a_broker_whose_shutdown_hangs_still_drops_its_clients(monkeypatch):
+    """amqtt's shutdown sometimes waits forever on a client handler (seen in CI): the fallback must not only
+    free the port but drop the connections, or clients think the broker is still there."""
+    import app.demo.broker as broker_module
+
+    monkeypatch.setattr(broker_module, "SHUTDOWN_TIMEOUT_S", 0.5)
+    port = free_port()
+    sims = Simulators("127.0.0.1", port, period_s=0.05, seed=1)
+    task = asyncio.create_task(sims.run())
+    broker = EmbeddedBroker(port=port)
+    await broker.start()
+    try:
+        await until(lambda: sims.published >= 5, timeout=10, what="publishing")
+
+        async def hang() -> None:  # the fault: amqtt's shutdown never returns
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(broker._broker, "shutdown", hang)
+        await broker.stop()
+        await until(lambda: not sims.connected, timeout=3, what="the simulators to notice the broker is gone")
+    finally:
+        await sims.stop()
+        await asyncio.wait_for(task, 5)
+
+
 async def test_embedded_broker_relays_qos1_to_a_persistent_session():
     port = free_port()
     async with EmbeddedBroker(port=port) as broker:

@@ -121,6 +121,12 @@ class EmbeddedBroker:
             for server in getattr(broker, "_servers", {}).values():
                 if getattr(server, "instance", None) is not None:
                     server.instance.close()
+            # And drop its clients' connections, so they notice at once that the broker is gone instead of
+            # after their next unanswered publish or keepalive (tests/test_simulate.py waited 10 s in vain).
+            for _session, handler in list(getattr(broker, "_sessions", {}).values()):
+                writer = getattr(getattr(handler, "writer", None), "_writer", None)
+                if writer is not None:
+                    writer.transport.abort()
             return
         log.info("embedded MQTT broker on %s:%s stopped", self.host, self.port)
 
